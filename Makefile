@@ -1,0 +1,39 @@
+# Every module of the workspace (go.work); targets run over all of them.
+MODULES    := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
+PKGS       := $(addsuffix /...,$(MODULES))
+STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOTESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: test lint fmt vet staticcheck proto build demo bench clean
+
+## test: run every module's tests against the NATS and Redis on 127.0.0.1.
+test:
+	go test $(GOTESTFLAGS) $(PKGS)
+
+## lint: gofmt, go vet and staticcheck over every module.
+lint: fmt vet staticcheck
+
+fmt:
+	@out=$$(git ls-files '*.go' | grep -v '\.pb\.go$$' | xargs gofmt -l); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	go vet $(PKGS)
+
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+
+## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool).
+proto:
+	cd proto && go build -o ../bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --go_out=proto --go_opt=paths=source_relative -Iproto optout/v1/optout.proto
+
+## build: every service binary into bin/.
+build:
+	@mkdir -p bin
+	@for d in services/*/; do \
+		if [ -f $$d/main.go ]; then echo "build $$d"; (cd $$d && go build -trimpath -o ../../bin/$$(basename $$d) .) || exit 1; fi; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,187 @@
+// Package config reads settings from environment variables.
+//
+// Every service validates all of its settings at start and stops with one
+// line that names the variable, the value and what is allowed, so a typo in
+// a Helm value is found at deploy time rather than at the first opt-out.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Var documents one variable a Loader has read; README's table lists them.
+type Var struct {
+	Name    string
+	Default string
+	Help    string
+}
+
+// Loader reads variables, remembering the first invalid one.
+type Loader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+	vars   []Var
+}
+
+// FromEnv reads the process environment.
+func FromEnv() *Loader { return &Loader{lookup: os.LookupEnv} }
+
+// FromMap reads a fixed map (tests).
+func FromMap(m map[string]string) *Loader {
+	return &Loader{lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+// Error is an invalid setting.
+type Error struct {
+	Name, Value, Allowed string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("config: %s=%q is invalid: %s", e.Name, e.Value, e.Allowed)
+}
+
+func (l *Loader) get(name, def, help string) (string, bool) {
+	l.vars = append(l.vars, Var{Name: name, Default: def, Help: help})
+	v, ok := l.lookup(name)
+	if !ok || v == "" {
+		return def, false
+	}
+	return v, true
+}
+
+// Invalid records a cross-variable error that no single reader can see.
+func (l *Loader) Invalid(name, value, allowed string) { l.fail(name, value, allowed) }
+
+func (l *Loader) fail(name, value, allowed string) {
+	l.errs = append(l.errs, &Error{Name: name, Value: value, Allowed: allowed})
+}
+
+// String returns the variable or def; with allowed values given, anything
+// else is an error.
+func (l *Loader) String(name, def, help string, allowed ...string) string {
+	v, _ := l.get(name, def, help)
+	if len(allowed) > 0 && !slices.Contains(allowed, v) {
+		l.fail(name, v, "want one of "+strings.Join(allowed, ", "))
+		return def
+	}
+	return v
+}
+
+// Required returns the variable, failing when it is unset.
+func (l *Loader) Required(name, help string) string {
+	v, ok := l.get(name, "", help)
+	if !ok {
+		l.fail(name, "", "it is required")
+	}
+	return v
+}
+
+// Int returns an integer within [min, max].
+func (l *Loader) Int(name string, def, min, max int, help string) int {
+	s, set := l.get(name, strconv.Itoa(def), help)
+	if !set {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < min || n > max {
+		l.fail(name, s, fmt.Sprintf("want an integer from %d to %d", min, max))
+		return def
+	}
+	return n
+}
+
+// Float returns a number within [min, max].
+func (l *Loader) Float(name string, def, min, max float64, help string) float64 {
+	s, set := l.get(name, strconv.FormatFloat(def, 'f', -1, 64), help)
+	if !set {
+		return def
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < min || f > max {
+		l.fail(name, s, fmt.Sprintf("want a number from %g to %g", min, max))
+		return def
+	}
+	return f
+}
+
+// Duration returns a Go duration (e.g. 25ms, 2m) within [min, max].
+func (l *Loader) Duration(name string, def, min, max time.Duration, help string) time.Duration {
+	s, set := l.get(name, def.String(), help)
+	if !set {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < min || d > max {
+		l.fail(name, s, fmt.Sprintf("want a duration such as 30s or 5m, from %s to %s", min, max))
+		return def
+	}
+	return d
+}
+
+// Bool returns true/false (also 1/0, yes/no).
+func (l *Loader) Bool(name string, def bool, help string) bool {
+	s, set := l.get(name, strconv.FormatBool(def), help)
+	if !set {
+		return def
+	}
+	switch strings.ToLower(s) {
+	case "true", "1", "yes", "on":
+		return true
+	case "false", "0", "no", "off":
+		return false
+	}
+	l.fail(name, s, "want true or false")
+	return def
+}
+
+// HostPort returns a listen or dial address such as :9090 or 127.0.0.1:4222.
+func (l *Loader) HostPort(name, def, help string) string {
+	s, set := l.get(name, def, help)
+	if !set {
+		return def
+	}
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+		l.fail(name, s, "want host:port, e.g. :9090")
+		return def
+	}
+	return s
+}
+
+// File returns a path that must exist when set.
+func (l *Loader) File(name, help string) string {
+	s, set := l.get(name, "", help)
+	if !set {
+		return ""
+	}
+	if _, err := os.Stat(s); err != nil {
+		l.fail(name, s, "no such file")
+		return ""
+	}
+	return s
+}
+
+// Err reports every invalid setting, or nil.
+func (l *Loader) Err() error { return errors.Join(l.errs...) }
+
+// Vars lists what was read, in order.
+func (l *Loader) Vars() []Var { return slices.Clone(l.vars) }
+
+// Exit prints each invalid setting on one line and exits 2; it returns when
+// every setting is valid. Services call it once after loading.
+func (l *Loader) Exit(stderr io.Writer) {
+	if len(l.errs) == 0 {
+		return
+	}
+	for _, err := range l.errs {
+		fmt.Fprintln(stderr, err)
+	}
+	os.Exit(2)
+}

@@ -1,0 +1,204 @@
+package natsx_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestProvisionIsIdempotentAndUpdatesInPlace(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nc := natstest.Connect(t)
+	topo := natstest.Topology(t, nc)
+
+	first, err := natsx.Provision(ctx, nc, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := streamInfos(t, first.JS, topo)
+
+	if _, err := natsx.Provision(ctx, nc, topo); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	after := streamInfos(t, first.JS, topo)
+	for name, b := range before {
+		a := after[name]
+		if !a.Created.Equal(b.Created) || a.Config.MaxAge != b.Config.MaxAge || len(a.Config.Subjects) != 1 {
+			t.Errorf("stream %s changed by a repeated provision: %+v -> %+v", name, b.Config, a.Config)
+		}
+	}
+
+	topo.EventsMaxAge = 48 * time.Hour
+	topo.PusherMaxAckPending = 7
+	if _, err := natsx.Provision(ctx, nc, topo); err != nil {
+		t.Fatalf("provision with a changed setting: %v", err)
+	}
+	s, err := first.JS.Stream(ctx, topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != 48*time.Hour {
+		t.Errorf("events MaxAge = %s; want the updated 48h", got)
+	}
+	if !s.CachedInfo().Created.Equal(before[topo.EventsStream()].Created) {
+		t.Error("changing a setting recreated the stream instead of updating it")
+	}
+	if _, err := natsx.EnsureTenantConsumer(ctx, first.JS, topo, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := natsx.EnsureTenantConsumer(ctx, first.JS, topo, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.MaxAckPending; got != 7 {
+		t.Errorf("consumer MaxAckPending = %d; want the updated 7", got)
+	}
+	names := first.JS.StreamNames(ctx)
+	n := 0
+	for name := range names.Name() {
+		if _, ok := before[name]; ok {
+			n++
+		}
+	}
+	if n != len(before) {
+		t.Errorf("found %d of the topology's streams; want exactly %d", n, len(before))
+	}
+	for _, b := range topo.Buckets(1) {
+		if _, err := first.JS.KeyValue(ctx, b.Bucket); err != nil {
+			t.Errorf("bucket %s: %v", b.Bucket, err)
+		}
+	}
+}
+
+func streamInfos(t *testing.T, js jetstream.JetStream, topo natsx.Topology) map[string]*jetstream.StreamInfo {
+	t.Helper()
+	out := map[string]*jetstream.StreamInfo{}
+	for _, sc := range topo.Streams(1) {
+		s, err := js.Stream(context.Background(), sc.Name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", sc.Name, err)
+		}
+		out[sc.Name] = s.CachedInfo()
+	}
+	return out
+}
+
+// readmeJSON is the README's example, published as `nats pub` would.
+const readmeJSON = `{"eventId":"evt-0001","tenantId":"acme","person":{"salesConnectId":"sc-42","salesforceId":"%s","objectType":"CONTACT"},"action":"UNSUBSCRIBE","occurredAt":"2026-11-28T12:00:00Z","source":"EMAIL_LINK","reason":"clicked unsubscribe"}`
+
+func TestJSONEventPublishedLikeTheREADMEIsDecodedAndDeduplicated(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nc := natstest.Connect(t)
+	p := natstest.Provision(t, nc)
+	topo := p.Topology
+
+	body := fmt.Sprintf(readmeJSON, "0035g00000AbCdEAAV")
+	subject := topo.EventsSubject("acme")
+	for i := 0; i < 2; i++ { // the second is a replay inside the duplicate window
+		msg := nats.NewMsg(subject)
+		msg.Header.Set("Content-Type", "application/json")
+		msg.Header.Set("Nats-Msg-Id", "evt-0001")
+		msg.Data = []byte(body)
+		ack, err := p.JS.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i == 1; ack.Duplicate != want {
+			t.Errorf("publish %d: Duplicate = %v; want %v", i, ack.Duplicate, want)
+		}
+	}
+	s, err := p.JS.Stream(ctx, topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages; want the event stored once", info.State.Msgs)
+	}
+
+	tenants, err := natsx.EventTenants(ctx, p.JS, topo)
+	if err != nil || len(tenants) != 1 || tenants[0] != "acme" {
+		t.Fatalf("EventTenants = %v, %v; want [acme]", tenants, err)
+	}
+	cons, err := natsx.EnsureTenantConsumer(ctx, p.JS, topo, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, ok := topo.TenantFromEventsSubject(got.Subject())
+	if !ok {
+		t.Fatalf("subject %q not recognised as an events subject", got.Subject())
+	}
+	ev, err := event.Decode(event.Subject(tenant), got.Data(), got.Headers(), time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatalf("decode the README's JSON: %v", err)
+	}
+	if ev.GetEventId() != "evt-0001" || ev.GetTenantId() != "acme" || ev.GetPerson().GetSalesforceId() != "0035g00000AbCdEAAV" {
+		t.Errorf("decoded %v", ev)
+	}
+	_ = got.Ack()
+}
+
+func TestConnectAuthenticatesAndReconnectsAfterARestart(t *testing.T) {
+	t.Parallel()
+	opts := natsserver.DefaultTestOptions
+	opts.Port = -1
+	opts.Username, opts.Password = "svc", "s3cret"
+	srv := natsserver.RunServer(&opts)
+	port := srv.Addr().(*net.TCPAddr).Port
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+
+	if _, err := natsx.Connect(natsx.ConnConfig{URL: url, Name: "t", User: "svc", Password: "wrong"}, zerolog.Nop()); err == nil {
+		t.Fatal("connect with a wrong password succeeded")
+	}
+	nc, err := natsx.Connect(natsx.ConnConfig{URL: url, Name: "t", User: "svc", Password: "s3cret"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	opts.Port = port
+	restarted := natsserver.RunServer(&opts)
+	defer restarted.Shutdown()
+	if err := natsx.WaitConnected(ctxT(t), nc); err != nil {
+		t.Fatalf("client did not reconnect after the server restarted: %v", err)
+	}
+}
+
+func TestSubjectWithExtraTokensIsRefusedAtPublish(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nc := natstest.Connect(t)
+	p := natstest.Provision(t, nc)
+	_, err := p.JS.Publish(ctx, p.Topology.EventsSubject("acme")+".extra", []byte("{}"))
+	if err == nil {
+		t.Fatal("a subject no tenant consumer reads was stored")
+	}
+}

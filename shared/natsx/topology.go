@@ -1,0 +1,297 @@
+package natsx
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/event"
+)
+
+// Subject roots. Control requests use subjects no stream captures, so a reply
+// can never come from JetStream's publish acknowledgement.
+// The roots are the event package's prefixes without the trailing dot.
+var (
+	EventsRoot  = strings.TrimSuffix(event.EventsPrefix, ".")
+	DLQRoot     = strings.TrimSuffix(event.DLQPrefix, ".")
+	AppliedRoot = strings.TrimSuffix(event.AppliedPrefix, ".")
+	AuditRoot   = strings.TrimSuffix(event.AuditPrefix, ".")
+	ControlRoot = strings.TrimSuffix(event.ControlPrefix, ".")
+)
+
+// Topology names and sizes every JetStream resource. Namespace, empty in
+// production, prefixes every subject, stream and bucket so tests (and
+// side-by-side environments) share one server without overlapping.
+type Topology struct {
+	Namespace string
+
+	// Replicas is 0 for "auto": 3 when connected to a cluster, else 1.
+	Replicas int
+	Storage  jetstream.StorageType
+
+	EventsMaxAge    time.Duration
+	DLQMaxAge       time.Duration
+	AppliedMaxAge   time.Duration
+	AuditMaxAge     time.Duration
+	DuplicateWindow time.Duration
+	MaxMsgSize      int32
+
+	// PusherAckWait and PusherMaxAckPending shape each tenant's durable
+	// consumer; MaxAckPending caps one tenant's in-flight opt-outs across
+	// every replica.
+	PusherAckWait       time.Duration
+	PusherMaxAckPending int
+}
+
+// DefaultTopology fits both a 1-node dev server and a 3-node cluster.
+func DefaultTopology() Topology {
+	return Topology{
+		Storage:             jetstream.FileStorage,
+		EventsMaxAge:        14 * 24 * time.Hour,
+		DLQMaxAge:           90 * 24 * time.Hour,
+		AppliedMaxAge:       14 * 24 * time.Hour,
+		AuditMaxAge:         7 * 365 * 24 * time.Hour,
+		DuplicateWindow:     10 * time.Minute,
+		MaxMsgSize:          1 << 20,
+		PusherAckWait:       60 * time.Second,
+		PusherMaxAckPending: 1000,
+	}
+}
+
+// TopologyFromEnv reads the OPTOUT_NATS_* variables over the defaults.
+func TopologyFromEnv(l *config.Loader) Topology {
+	t := DefaultTopology()
+	t.Namespace = l.String("OPTOUT_NAMESPACE", "", "prefix for every subject, stream and bucket (empty in production)")
+	t.Replicas = l.Int("OPTOUT_NATS_REPLICAS", 0, 0, 5, "stream and bucket replicas; 0 = 3 in a cluster, 1 on a single server")
+	if l.String("OPTOUT_NATS_STORAGE", "file", "JetStream storage", "file", "memory") == "memory" {
+		t.Storage = jetstream.MemoryStorage
+	}
+	day := 24 * time.Hour
+	t.EventsMaxAge = l.Duration("OPTOUT_EVENTS_MAX_AGE", t.EventsMaxAge, time.Hour, 365*day, "how long events are kept for replay")
+	t.DLQMaxAge = l.Duration("OPTOUT_DLQ_MAX_AGE", t.DLQMaxAge, time.Hour, 10*365*day, "how long dead letters are kept")
+	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept")
+	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
+	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "in-flight opt-outs across all pusher replicas")
+	return t
+}
+
+func (t Topology) subject(root string) string {
+	if t.Namespace == "" {
+		return root
+	}
+	return t.Namespace + "." + root
+}
+
+func (t Topology) name(base string) string {
+	if t.Namespace == "" {
+		return base
+	}
+	return strings.ToUpper(t.Namespace) + "_" + base
+}
+
+// EventsSubject is where upstream publishers send a tenant's events.
+func (t Topology) EventsSubject(tenant string) string { return t.subject(EventsRoot) + "." + tenant }
+
+// DLQSubject is where a tenant's dead letters go.
+func (t Topology) DLQSubject(tenant string) string { return t.subject(DLQRoot) + "." + tenant }
+
+// AppliedSubject carries Salesforce-side opt-outs back to Sales Connect.
+func (t Topology) AppliedSubject(tenant string) string { return t.subject(AppliedRoot) + "." + tenant }
+
+// AuditSubject carries the history of one tenant's ledger changes.
+func (t Topology) AuditSubject(tenant string) string { return t.subject(AuditRoot) + "." + tenant }
+
+// ControlSubject is a request/reply subject, e.g. ControlSubject("reconcile", "acme").
+func (t Topology) ControlSubject(verb, tenant string) string {
+	return t.subject(ControlRoot) + "." + verb + "." + tenant
+}
+
+// TenantFromEventsSubject returns the tenant token of an events subject.
+func (t Topology) TenantFromEventsSubject(subject string) (string, bool) {
+	tenant, ok := strings.CutPrefix(subject, t.subject(EventsRoot)+".")
+	if !ok || tenant == "" || strings.Contains(tenant, ".") {
+		return "", false
+	}
+	return tenant, true
+}
+
+// Stream and bucket names.
+func (t Topology) EventsStream() string  { return t.name("OPTOUT_EVENTS") }
+func (t Topology) DLQStream() string     { return t.name("OPTOUT_DLQ") }
+func (t Topology) AppliedStream() string { return t.name("OPTOUT_APPLIED") }
+func (t Topology) AuditStream() string   { return t.name("OPTOUT_AUDIT") }
+func (t Topology) LedgerBucket() string  { return t.name("optout_ledger") }
+func (t Topology) TenantsBucket() string { return t.name("optout_tenants") }
+func (t Topology) RunsBucket() string    { return t.name("optout_runs") }
+
+// Streams returns the configuration of every stream.
+func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
+	mk := func(name, root, desc string, maxAge time.Duration) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			// One token after the root: a subject with more tokens is refused
+			// at publish time instead of being stored where no consumer looks.
+			Subjects: []string{t.subject(root) + ".*"},
+			// Limits retention keeps events after their ack: the reconciler and
+			// the audit trail replay them, and a termed message stays readable.
+			Retention:  jetstream.LimitsPolicy,
+			MaxAge:     maxAge,
+			Storage:    t.Storage,
+			Replicas:   replicas,
+			Duplicates: t.DuplicateWindow,
+			MaxMsgSize: t.MaxMsgSize,
+			Discard:    jetstream.DiscardOld,
+		}
+	}
+	return []jetstream.StreamConfig{
+		mk(t.EventsStream(), EventsRoot, "opt-out events from upstream publishers", t.EventsMaxAge),
+		mk(t.DLQStream(), DLQRoot, "events that can never be applied, with the reason in headers", t.DLQMaxAge),
+		mk(t.AppliedStream(), AppliedRoot, "Salesforce-side opt-outs for Sales Connect to apply", t.AppliedMaxAge),
+		mk(t.AuditStream(), AuditRoot, "every ledger change per person: the audit trail", t.AuditMaxAge),
+	}
+}
+
+// Buckets returns the configuration of every KV bucket.
+func (t Topology) Buckets(replicas int) []jetstream.KeyValueConfig {
+	mk := func(name, desc string, history uint8) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{Bucket: name, Description: desc, History: history, Storage: t.Storage, Replicas: replicas}
+	}
+	return []jetstream.KeyValueConfig{
+		mk(t.LedgerBucket(), "one entry per person per tenant", 1),
+		mk(t.TenantsBucket(), "tenant settings", 5),
+		mk(t.RunsBucket(), "reconciler run reports and checkpoints", 10),
+	}
+}
+
+// TenantConsumer names the pusher's durable consumer of one tenant's events.
+// Each tenant has its own consumer so a tenant that is paused simply stops
+// pulling: its messages wait in the stream without occupying the ack-pending
+// capacity other tenants need.
+func (t Topology) TenantConsumer(tenant string) string {
+	if consumerNameRe.MatchString(tenant) {
+		return "pusher_" + tenant
+	}
+	// A malformed tenant token still needs a consumer, so its events reach the DLQ.
+	return fmt.Sprintf("pusher_x%x", sha256.Sum256([]byte(tenant)))[:40]
+}
+
+var consumerNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// TenantConsumerConfig is the durable pull consumer of one tenant's events.
+func (t Topology) TenantConsumerConfig(tenant string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       t.TenantConsumer(tenant),
+		Description:   "pushes this tenant's opt-outs to Salesforce",
+		FilterSubject: t.EventsSubject(tenant),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.PusherAckWait,
+		// Unlimited deliveries: the pusher decides when an event is dead
+		// (after its retry horizon), never the broker.
+		MaxDeliver:    -1,
+		MaxAckPending: t.PusherMaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
+
+// EnsureTenantConsumer creates or updates a tenant's consumer.
+func EnsureTenantConsumer(ctx context.Context, js jetstream.JetStream, t Topology, tenant string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, t.EventsStream(), t.TenantConsumerConfig(tenant))
+	if err != nil {
+		return nil, fmt.Errorf("consumer for tenant %s: %w", tenant, err)
+	}
+	return c, nil
+}
+
+// EventTenants lists the tenant tokens that have events stored, so the pusher
+// finds tenants nobody configured yet (their events must not be ignored).
+func EventTenants(ctx context.Context, js jetstream.JetStream, t Topology) ([]string, error) {
+	s, err := js.Stream(ctx, t.EventsStream())
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(t.subject(EventsRoot)+".*"))
+	if err != nil {
+		return nil, fmt.Errorf("events stream subjects: %w", err)
+	}
+	prefix := t.subject(EventsRoot) + "."
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		out = append(out, strings.TrimPrefix(subj, prefix))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Provisioned holds handles to everything Provision made sure exists.
+type Provisioned struct {
+	Topology Topology
+	JS       jetstream.JetStream
+	Replicas int
+	Ledger   jetstream.KeyValue
+	Tenants  jetstream.KeyValue
+	Runs     jetstream.KeyValue
+}
+
+// Provision creates or updates every stream and bucket (tenant consumers are
+// made as tenants appear, by EnsureTenantConsumer). Running it twice changes nothing; a changed setting is updated in
+// place, never duplicated.
+func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	replicas := t.Replicas
+	if replicas == 0 {
+		replicas = 1
+		if nc.ConnectedClusterName() != "" {
+			replicas = 3
+		}
+	}
+	for _, sc := range t.Streams(replicas) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	p := &Provisioned{Topology: t, JS: js, Replicas: replicas}
+	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs}
+	for i, kc := range t.Buckets(replicas) {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		if err != nil {
+			return nil, fmt.Errorf("provision bucket %s: %w", kc.Bucket, err)
+		}
+		*kvs[i] = kv
+	}
+	return p, nil
+}
+
+// Teardown deletes every resource of a topology; tests use it to leave
+// nothing behind.
+func Teardown(ctx context.Context, nc *nats.Conn, t Topology) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sc := range t.Streams(1) {
+		if err := js.DeleteStream(ctx, sc.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	for _, kc := range t.Buckets(1) {
+		if err := js.DeleteKeyValue(ctx, kc.Bucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

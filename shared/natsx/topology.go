@@ -132,6 +132,7 @@ func (t Topology) AuditStream() string   { return t.name("OPTOUT_AUDIT") }
 func (t Topology) LedgerBucket() string  { return t.name("optout_ledger") }
 func (t Topology) TenantsBucket() string { return t.name("optout_tenants") }
 func (t Topology) RunsBucket() string    { return t.name("optout_runs") }
+func (t Topology) HealthBucket() string  { return t.name("optout_health") }
 
 // Streams returns the configuration of every stream.
 func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
@@ -170,6 +171,7 @@ func (t Topology) Buckets(replicas int) []jetstream.KeyValueConfig {
 		mk(t.LedgerBucket(), "one entry per person per tenant", 1),
 		mk(t.TenantsBucket(), "tenant settings", 5),
 		mk(t.RunsBucket(), "reconciler run reports and checkpoints", 10),
+		mk(t.HealthBucket(), "each tenant's sync health as the pusher last saw it", 1),
 	}
 }
 
@@ -241,6 +243,7 @@ type Provisioned struct {
 	Ledger   jetstream.KeyValue
 	Tenants  jetstream.KeyValue
 	Runs     jetstream.KeyValue
+	Health   jetstream.KeyValue
 }
 
 // Provision creates or updates every stream and bucket (tenant consumers are
@@ -264,7 +267,7 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 		}
 	}
 	p := &Provisioned{Topology: t, JS: js, Replicas: replicas}
-	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs}
+	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs, &p.Health}
 	for i, kc := range t.Buckets(replicas) {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
 		if err != nil {

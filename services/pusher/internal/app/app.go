@@ -1,0 +1,110 @@
+// Package app wires the pusher's dependencies from its configuration.
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"github.com/optout-sync/optout-sync/shared/adminhttp"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// Config is everything the pusher reads from its environment.
+type Config struct {
+	NATS           natsx.ConnConfig
+	Topology       natsx.Topology
+	Push           push.Config
+	AdminAddr      string
+	CredentialsDir string
+}
+
+// Load reads the configuration; check l.Err() afterwards.
+func Load(l *config.Loader) Config {
+	d := push.DefaultConfig()
+	c := Config{
+		NATS:           natsx.ConnConfigFromEnv(l, "optout-pusher"),
+		Topology:       natsx.TopologyFromEnv(l),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz"),
+		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
+	}
+	c.Push = push.Config{
+		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica"),
+		BatchSize:         l.Int("OPTOUT_BATCH_SIZE", d.BatchSize, 1, 200, "records per sObject Collections call"),
+		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "how long a batch waits for more events after its first"),
+		RetryHorizon:      l.Duration("OPTOUT_RETRY_HORIZON", d.RetryHorizon, time.Minute, 30*24*time.Hour, "how long a transiently failing event is retried before the DLQ"),
+		BackoffInitial:    l.Duration("OPTOUT_BACKOFF_INITIAL", d.BackoffInitial, time.Millisecond, time.Hour, "first redelivery delay"),
+		BackoffMax:        l.Duration("OPTOUT_BACKOFF_MAX", d.BackoffMax, time.Millisecond, 24*time.Hour, "largest redelivery delay"),
+		BreakerThreshold:  l.Int("OPTOUT_BREAKER_THRESHOLD", d.BreakerThreshold, 1, 1000, "consecutive failed calls that pause a tenant"),
+		BreakerCooldown:   l.Duration("OPTOUT_BREAKER_COOLDOWN", d.BreakerCooldown, time.Millisecond, time.Hour, "first pause of an open breaker (doubles)"),
+		QuotaPause:        l.Duration("OPTOUT_QUOTA_PAUSE", d.QuotaPause, time.Millisecond, 24*time.Hour, "wait before probing a tenant whose API allowance is spent"),
+		HealthRecheck:     l.Duration("OPTOUT_HEALTH_RECHECK", d.HealthRecheck, time.Millisecond, 24*time.Hour, "how often an unhealthy tenant's setup is rechecked"),
+		DiscoveryInterval: l.Duration("OPTOUT_DISCOVERY_INTERVAL", d.DiscoveryInterval, 10*time.Millisecond, time.Hour, "how often new tenants are looked for"),
+	}
+	return c
+}
+
+// Run starts the pusher and blocks until ctx ends and in-flight batches are
+// settled.
+func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	tel, err := telemetry.Setup(ctx, "optout-pusher")
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	nc, err := natsx.Connect(cfg.NATS, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	prov, err := natsx.Provision(ctx, nc, cfg.Topology)
+	if err != nil {
+		return err
+	}
+	settings, err := tenant.Watch(ctx, prov.Tenants)
+	if err != nil {
+		return err
+	}
+	metrics, err := push.NewMetrics(tel.MeterProvider)
+	if err != nil {
+		return err
+	}
+
+	admin := adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
+	admin.AddCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	if err := admin.Start(ctx); err != nil {
+		return err
+	}
+
+	svc := &push.Service{
+		Cfg:      cfg.Push,
+		JS:       prov.JS,
+		Topology: cfg.Topology,
+		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
+		Settings: settings,
+		Clients:  &sfcreds.Pool{Source: sfcreds.Source{Dir: cfg.CredentialsDir}},
+		Health:   push.HealthStore{KV: prov.Health},
+		Log:      log,
+		Metrics:  metrics,
+	}
+	log.Info().Str("traces", tel.TracesExport).Str("admin", admin.Addr()).Int("workers", cfg.Push.Workers).Msg("pusher started")
+	return svc.Run(ctx)
+}

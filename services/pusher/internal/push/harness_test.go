@@ -1,0 +1,265 @@
+package push_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// stack is one test's pusher, NATS namespace and Salesforce sandbox.
+type stack struct {
+	t        *testing.T
+	ctx      context.Context
+	nc       *nats.Conn
+	prov     *natsx.Provisioned
+	topo     natsx.Topology
+	sb       *sandbox.Sandbox
+	srv      *httptest.Server
+	pub      natsx.Publisher
+	ledger   *ledger.Ledger
+	settings tenant.Store
+	clients  *sfcreds.Pool
+	metrics  *push.Metrics
+	seq      atomic.Int64
+}
+
+var orgs = []sandbox.OrgConfig{
+	{Name: "acme", ClientID: "acme-id", ClientSecret: "acme-secret", APIVersions: []string{"62.0"}, DailyAPILimit: 100000,
+		CustomField: "Marketo_Sales_Opt_Out__c", CustomFieldInstalled: true, CustomFieldWritable: true},
+	{Name: "globex", ClientID: "globex-id", ClientSecret: "globex-secret", APIVersions: []string{"62.0"}, DailyAPILimit: 100000},
+}
+
+func fastConfig() push.Config {
+	c := push.DefaultConfig()
+	c.Workers = 4
+	c.BackoffInitial = 20 * time.Millisecond
+	c.BackoffMax = 300 * time.Millisecond
+	c.BreakerThreshold = 3
+	c.BreakerCooldown = 100 * time.Millisecond
+	c.QuotaPause = 200 * time.Millisecond
+	c.HealthRecheck = 200 * time.Millisecond
+	c.DiscoveryInterval = 50 * time.Millisecond
+	return c
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	nc := natstest.Connect(t)
+	topo := natstest.Topology(t, nc)
+	topo.PusherAckWait = 2 * time.Second
+	prov, err := natsx.Provision(ctx, nc, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	env := map[string]string{}
+	for _, o := range orgs {
+		up := map[string]string{"acme": "ACME", "globex": "GLOBEX"}[o.Name]
+		env["SF_"+up+"_TOKEN_URL"] = srv.URL + "/orgs/" + o.Name
+		env["SF_"+up+"_CLIENT_ID"] = o.ClientID
+		env["SF_"+up+"_CLIENT_SECRET"] = o.ClientSecret
+	}
+	s := &stack{
+		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb, srv: srv,
+		pub:      natsx.Publisher{JS: prov.JS, Topology: topo},
+		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
+		settings: tenant.Store{KV: prov.Tenants},
+		clients:  &sfcreds.Pool{Source: sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}, Refresh: 50 * time.Millisecond},
+	}
+	m, err := push.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.metrics = m
+	return s
+}
+
+// start runs a pusher replica until the test ends (or stop is called).
+func (s *stack) start(cfg push.Config) (stop func()) {
+	return s.startWith(cfg, s.clients)
+}
+
+func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
+	s.t.Helper()
+	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	svc := &push.Service{
+		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: clients,
+		Health: push.HealthStore{KV: s.prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
+		Metrics: s.metrics,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := svc.Run(ctx); err != nil {
+			s.t.Errorf("pusher: %v", err)
+		}
+	}()
+	stop = func() { cancel(); <-done }
+	s.t.Cleanup(stop)
+	return stop
+}
+
+func (s *stack) org(name string) *sandbox.Org { return s.sb.Org(name) }
+
+// seed adds one Contact (or Lead) to an org and returns its id.
+func (s *stack) seed(org, typ string) string {
+	r := s.org(org).Put(sandbox.Record{Type: typ, Email: fmt.Sprintf("p%d@example.com", s.seq.Add(1))})
+	return r.ID
+}
+
+type evOpt func(*optoutv1.OptOutEvent)
+
+func at(t time.Time) evOpt {
+	return func(e *optoutv1.OptOutEvent) { e.OccurredAt = timestamppb.New(t) }
+}
+func resub() evOpt         { return func(e *optoutv1.OptOutEvent) { e.Action = optoutv1.Action_RESUBSCRIBE } }
+func sfID(id string) evOpt { return func(e *optoutv1.OptOutEvent) { e.Person.SalesforceId = id } }
+
+// publish sends an opt-out for sales-connect person sc in tenant.
+func (s *stack) publish(tenantID, sc string, opts ...evOpt) string {
+	s.t.Helper()
+	id := fmt.Sprintf("evt-%d", s.seq.Add(1))
+	ev := &optoutv1.OptOutEvent{
+		EventId: id, TenantId: tenantID,
+		Person:     &optoutv1.Person{SalesConnectId: sc, Email: sc + "@example.com"},
+		Action:     optoutv1.Action_UNSUBSCRIBE,
+		OccurredAt: timestamppb.New(time.Now().Add(-time.Second)),
+		Source:     optoutv1.Source_EMAIL_LINK,
+	}
+	for _, o := range opts {
+		o(ev)
+	}
+	if _, err := s.pub.PublishEvent(s.ctx, ev, false); err != nil {
+		s.t.Fatal(err)
+	}
+	return id
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func (s *stack) eventually(what string, within time.Duration, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out after %s waiting for: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stack) optedOut(org, id, field string) bool {
+	r, ok := s.org(org).Get(id)
+	if !ok {
+		s.t.Fatalf("record %s missing in %s", id, org)
+	}
+	if field == tenant.StandardField {
+		return r.HasOptedOutOfEmail
+	}
+	return r.CustomOptOut
+}
+
+func (s *stack) entry(tenantID, sc string) ledger.Entry {
+	e, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, ""))
+	if err != nil {
+		s.t.Fatalf("ledger %s/%s: %v", tenantID, sc, err)
+	}
+	return e
+}
+
+// pendingAcks is the tenant consumer's unacked and undelivered count.
+func (s *stack) pendingAcks(tenantID string) (ackPending int, undelivered uint64) {
+	c, err := s.prov.JS.Consumer(s.ctx, s.topo.EventsStream(), s.topo.TenantConsumer(tenantID))
+	if err != nil {
+		return -1, 0
+	}
+	info, err := c.Info(s.ctx)
+	if err != nil {
+		return -1, 0
+	}
+	return info.NumAckPending, info.NumPending
+}
+
+func (s *stack) drained(tenantID string) bool {
+	a, u := s.pendingAcks(tenantID)
+	return a == 0 && u == 0
+}
+
+// dlq returns the messages in a tenant's DLQ subject.
+func (s *stack) dlq(tenantID string) []*jetstream.RawStreamMsg {
+	st, err := s.prov.JS.Stream(s.ctx, s.topo.DLQStream())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	info, err := st.Info(s.ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(s.ctx, seq)
+		if err != nil {
+			continue
+		}
+		if m.Subject == s.topo.DLQSubject(tenantID) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *stack) setSettings(tenantID string, f func(*tenant.Settings)) {
+	s.t.Helper()
+	st := tenant.Default(tenantID)
+	f(&st)
+	if err := s.settings.Put(s.ctx, st); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// collectionCalls counts the org's sObject Collections update calls.
+func (s *stack) collectionCalls(org string) int {
+	n := 0
+	for _, c := range s.org(org).Calls() {
+		if c.Route == sandbox.RouteCollectionsUpdate {
+			n++
+		}
+	}
+	return n
+}
+
+type jetstreamRaw = jetstream.RawStreamMsg
+
+func natsMsg(subject string, data []byte, contentType string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	m.Header.Set("Content-Type", contentType)
+	return m
+}

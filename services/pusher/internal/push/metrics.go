@@ -1,0 +1,111 @@
+package push
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Metrics are the pusher's instruments. Labels carry the tenant id and
+// classes, never person ids or emails.
+type Metrics struct {
+	pushedC   metric.Int64Counter
+	parkedC   metric.Int64Counter
+	dlqC      metric.Int64Counter
+	horizonC  metric.Int64Counter
+	callsC    metric.Int64Counter
+	latency   metric.Float64Histogram
+	modeGauge metric.Int64Gauge
+
+	// Totals for progress displays (the demo) without a metrics backend.
+	Pushed, Parked, DeadLettered, Calls atomic.Int64
+	mu                                  sync.Mutex
+	latencies                           []time.Duration
+}
+
+// NewMetrics registers the instruments on mp (the global provider when nil).
+func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(tracerName)
+	var err error
+	out := &Metrics{}
+	if out.pushedC, err = m.Int64Counter("optout_pushed", metric.WithDescription("opt-outs confirmed by Salesforce")); err != nil {
+		return nil, err
+	}
+	if out.parkedC, err = m.Int64Counter("optout_parked", metric.WithDescription("opt-outs parked without a Salesforce id")); err != nil {
+		return nil, err
+	}
+	if out.dlqC, err = m.Int64Counter("optout_dead_lettered", metric.WithDescription("events copied to the DLQ, by class")); err != nil {
+		return nil, err
+	}
+	if out.horizonC, err = m.Int64Counter("optout_retry_horizon_exceeded",
+		metric.WithDescription("events dead-lettered after retrying past the horizon: alert on any")); err != nil {
+		return nil, err
+	}
+	if out.callsC, err = m.Int64Counter("optout_salesforce_calls", metric.WithDescription("Salesforce write calls made by the pusher")); err != nil {
+		return nil, err
+	}
+	if out.latency, err = m.Float64Histogram("optout_push_latency_seconds",
+		metric.WithDescription("from the unsubscribe (occurred_at) to Salesforce's confirmation"), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)); err != nil {
+		return nil, err
+	}
+	if out.modeGauge, err = m.Int64Gauge("optout_tenant_healthy", metric.WithDescription("1 when the tenant pushes normally, 0 when paused, backing off or unhealthy")); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func tenantAttr(t string) metric.MeasurementOption {
+	return metric.WithAttributes(attribute.String("tenant", t))
+}
+
+func (m *Metrics) pushed(t string, latency time.Duration) {
+	m.Pushed.Add(1)
+	m.pushedC.Add(context.Background(), 1, tenantAttr(t))
+	m.latency.Record(context.Background(), latency.Seconds(), tenantAttr(t))
+	m.mu.Lock()
+	if len(m.latencies) < 1_000_000 {
+		m.latencies = append(m.latencies, latency)
+	}
+	m.mu.Unlock()
+}
+
+func (m *Metrics) parked(t string) {
+	m.Parked.Add(1)
+	m.parkedC.Add(context.Background(), 1, tenantAttr(t))
+}
+
+func (m *Metrics) deadLettered(t, class string) {
+	m.DeadLettered.Add(1)
+	m.dlqC.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", t), attribute.String("class", class)))
+}
+
+func (m *Metrics) horizonExceeded(t string) { m.horizonC.Add(context.Background(), 1, tenantAttr(t)) }
+
+func (m *Metrics) call(t string) {
+	m.Calls.Add(1)
+	m.callsC.Add(context.Background(), 1, tenantAttr(t))
+}
+
+func (m *Metrics) tenantMode(t string, mode Mode) {
+	v := int64(0)
+	if mode == ModeHealthy {
+		v = 1
+	}
+	m.modeGauge.Record(context.Background(), v, tenantAttr(t))
+}
+
+// Latencies returns a copy of the recorded publish-to-confirmed latencies.
+func (m *Metrics) Latencies() []time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]time.Duration(nil), m.latencies...)
+}

@@ -1,0 +1,225 @@
+package push_test
+
+import (
+	"strings"
+
+	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+const std = tenant.StandardField
+const sales = tenant.DefaultCustomField
+
+func TestUnsubscribeReachesSalesforceAndIsAcked(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	contact, lead := s.seed("acme", "Contact"), s.seed("acme", "Lead")
+	s.publish("acme", "sc-1", sfID(contact))
+	s.publish("acme", "sc-2", sfID(lead[:15])) // 15-character ids are normalised
+
+	s.eventually("both opted out in Salesforce", 10*time.Second, func() bool {
+		return s.optedOut("acme", contact, std) && s.optedOut("acme", lead, std)
+	})
+	s.eventually("messages acked", 10*time.Second, func() bool { return s.drained("acme") })
+	e := s.entry("acme", "sc-2")
+	if e.State != ledger.StateSynced || e.SalesforceID != lead || e.Confirmed == nil || !*e.Confirmed || !e.SetByUs {
+		t.Fatalf("ledger entry = %+v", e)
+	}
+	for _, c := range s.org("acme").Calls() {
+		if c.Route == sandbox.RouteCollectionsUpdate && (c.AutoAssign != "FALSE" || c.Client != "optout-sync") {
+			t.Errorf("collections call sent Sforce-Auto-Assign=%q client=%q; want FALSE and optout-sync", c.AutoAssign, c.Client)
+		}
+	}
+}
+
+func TestFieldChoicePerTenant(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.start(fastConfig())
+	c1 := s.seed("acme", "Contact")
+	s.publish("acme", "sc-1", sfID(c1))
+	s.eventually("sales field set", 10*time.Second, func() bool { return s.optedOut("acme", c1, sales) })
+	if s.optedOut("acme", c1, std) {
+		t.Error("HasOptedOutOfEmail was set although the tenant chose the sales field")
+	}
+
+	// Sync disabled: the unsubscribe still goes, to HasOptedOutOfEmail. The
+	// change applies without a restart.
+	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = false; st.Field = tenant.SalesOptOut })
+	time.Sleep(100 * time.Millisecond)
+	c2 := s.seed("acme", "Contact")
+	s.publish("acme", "sc-2", sfID(c2))
+	s.eventually("standard field set", 10*time.Second, func() bool { return s.optedOut("acme", c2, std) })
+	if s.optedOut("acme", c2, sales) {
+		t.Error("sales field written while sync is disabled")
+	}
+}
+
+func TestBurstIsMicroBatched(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ids := make([]string, 450)
+	for i := range ids {
+		ids[i] = s.seed("acme", []string{"Contact", "Lead"}[i%2])
+		s.publish("acme", "sc-"+ids[i], sfID(ids[i]))
+	}
+	s.start(fastConfig()) // everything is waiting: batches fill up
+	s.eventually("all 450 opted out", 20*time.Second, func() bool {
+		for _, id := range ids {
+			if !s.optedOut("acme", id, std) {
+				return false
+			}
+		}
+		return true
+	})
+	if n := s.collectionCalls("acme"); n > 6 {
+		t.Errorf("%d Collections calls for 450 opt-outs; want batches of up to 200 (3, allowing for linger splits 6)", n)
+	}
+}
+
+func TestParkedWithoutIDThenPushedWhenLinked(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	s.publish("acme", "sc-9")
+	s.eventually("parked and acked", 10*time.Second, func() bool { return s.drained("acme") })
+	if e := s.entry("acme", "sc-9"); e.State != ledger.StateParked || !e.OptedOut {
+		t.Fatalf("entry = %+v; want PARKED_NO_ID opted out", e)
+	}
+	if s.metrics.Parked.Load() != 1 {
+		t.Errorf("parked count = %d", s.metrics.Parked.Load())
+	}
+	// A later event for the person carries the id, even a resubscribe older
+	// than the opt-out: the opt-out is what gets pushed.
+	c := s.seed("acme", "Contact")
+	s.publish("acme", "sc-9", sfID(c), resub(), at(time.Now().Add(-time.Hour)))
+	s.eventually("pushed once linked", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
+}
+
+func TestResubscribeRules(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.setSettings("globex", func(st *tenant.Settings) {}) // email field
+	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.start(fastConfig())
+	t0 := time.Now().Add(-time.Hour)
+
+	// Sales field: our own mark is cleared by a newer resubscribe.
+	a := s.seed("acme", "Contact")
+	s.publish("acme", "p1", sfID(a), at(t0))
+	s.eventually("sales opt-out pushed", 10*time.Second, func() bool { return s.optedOut("acme", a, sales) })
+	s.publish("acme", "p1", sfID(a), resub(), at(t0.Add(time.Minute)))
+	s.eventually("sales field cleared", 10*time.Second, func() bool { return !s.optedOut("acme", a, sales) })
+
+	// Email field: a resubscribe never clears the shared field.
+	g := s.seed("globex", "Contact")
+	s.publish("globex", "p2", sfID(g), at(t0))
+	s.eventually("email opt-out pushed", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
+	s.publish("globex", "p2", sfID(g), resub(), at(t0.Add(time.Minute)))
+	s.eventually("resubscribe recorded", 10*time.Second, func() bool { return !s.entry("globex", "p2").OptedOut })
+	if !s.optedOut("globex", g, std) {
+		t.Error("HasOptedOutOfEmail was cleared by a resubscribe")
+	}
+	if r := s.entry("globex", "p2").Reason; !strings.Contains(r, "shared with marketing") {
+		t.Errorf("reason = %q; want it to say why Salesforce was not cleared", r)
+	}
+
+	// A resubscribe older than the opt-out is ignored, whatever the order of arrival.
+	b := s.seed("acme", "Contact")
+	s.publish("acme", "p3", sfID(b), resub(), at(t0))
+	s.publish("acme", "p3", sfID(b), at(t0.Add(time.Minute)))
+	s.publish("acme", "p3", sfID(b), resub(), at(t0.Add(30*time.Second)))
+	s.eventually("drained", 10*time.Second, func() bool { return s.drained("acme") })
+	if !s.optedOut("acme", b, sales) || !s.entry("acme", "p3").OptedOut {
+		t.Errorf("an older resubscribe reverted an opt-out: entry %+v", s.entry("acme", "p3"))
+	}
+}
+
+func TestInvalidEventsGoToTheDLQAndDoNotBlock(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	bad := natsMsg(s.topo.EventsSubject("acme"), []byte(`{"eventId":"e1","tenantId":"acme"}`), "application/json")
+	if _, err := s.prov.JS.PublishMsg(s.ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	c := s.seed("acme", "Contact")
+	s.publish("acme", "sc-1", sfID(c))
+	s.eventually("good event applied", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
+	s.eventually("bad event in DLQ", 10*time.Second, func() bool { return len(s.dlq("acme")) == 1 })
+	d := s.dlq("acme")[0]
+	if got := d.Header.Get(event.HeaderErrorCode); got != string(event.CodeMissingField) {
+		t.Errorf("DLQ code = %q", got)
+	}
+	if got := d.Header.Get(event.HeaderError); !strings.Contains(got, "person: is missing") {
+		t.Errorf("DLQ reason = %q", got)
+	}
+	s.eventually("acked", 10*time.Second, func() bool { return s.drained("acme") })
+}
+
+func TestPermanentRecordFailuresAreDeadLetteredAndConvertedLeadsFollowed(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	deleted := s.seed("acme", "Contact")
+	if err := s.org("acme").Delete(deleted); err != nil {
+		t.Fatal(err)
+	}
+	lead := s.seed("acme", "Lead")
+	contact, err := s.org("acme").ConvertLead(lead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := s.seed("acme", "Contact")
+	s.publish("acme", "gone", sfID(deleted))
+	s.publish("acme", "conv", sfID(lead))
+	s.publish("acme", "ok", sfID(ok))
+
+	s.eventually("converted lead's contact opted out", 10*time.Second, func() bool { return s.optedOut("acme", contact.ID, std) })
+	s.eventually("drained", 10*time.Second, func() bool { return s.drained("acme") })
+	if !s.optedOut("acme", ok, std) {
+		t.Error("the healthy record was not written")
+	}
+	d := s.dlq("acme")
+	if len(d) != 1 || d[0].Header.Get(event.HeaderErrorCode) != "ENTITY_IS_DELETED" {
+		t.Fatalf("DLQ = %d messages (first code %q); want exactly the deleted record", len(d), first(d))
+	}
+	if e := s.entry("acme", "gone"); e.State != ledger.StateFailed {
+		t.Errorf("deleted record's entry = %+v", e)
+	}
+	if e := s.entry("acme", "conv"); e.SalesforceID != contact.ID || e.State != ledger.StateSynced {
+		t.Errorf("converted lead's entry = %+v; want it linked to contact %s", e, contact.ID)
+	}
+}
+
+func TestNoCredentialsKeepsMessagesUntilConfigured(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	s.publish("initech", "sc-1", sfID("0035g00000AbCdEAAV"))
+	s.eventually("tenant marked unhealthy", 10*time.Second, func() bool {
+		h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "initech")
+		return err == nil && h.Mode == push.ModeUnhealthy && strings.Contains(h.Reason, "no Salesforce credentials")
+	})
+	if len(s.dlq("initech")) != 0 {
+		t.Fatal("an event of a tenant without credentials was dead-lettered")
+	}
+	if ack, undelivered := s.pendingAcks("initech"); ack+int(undelivered) != 1 {
+		t.Fatalf("message not kept: ack pending %d, undelivered %d", ack, undelivered)
+	}
+}
+
+func first(d []*jetstreamRaw) string {
+	if len(d) == 0 {
+		return ""
+	}
+	return d[0].Header.Get(event.HeaderErrorCode)
+}

@@ -1,0 +1,352 @@
+// Package push writes each opt-out to Salesforce within seconds: one runner
+// per tenant pulls that tenant's events, micro-batches them into sObject
+// Collections calls through a shared worker pool, and acks each message only
+// once its effect is durable.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// Config tunes the pusher.
+type Config struct {
+	// Workers bounds concurrent Salesforce calls of this replica.
+	Workers int
+	// BatchSize is the most records per Collections call (≤ 200).
+	BatchSize int
+	// Linger is how long a batch waits for company after its first event.
+	Linger time.Duration
+	// RetryHorizon is how long a transiently failing event is retried
+	// before it goes to the DLQ (with an alerting metric).
+	RetryHorizon time.Duration
+	// BackoffInitial and BackoffMax shape per-message redelivery delays.
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	// BreakerThreshold consecutive failed calls open a tenant's breaker
+	// for BreakerCooldown (doubling while failures go on, up to BackoffMax).
+	BreakerThreshold int
+	BreakerCooldown  time.Duration
+	// QuotaPause is how long a tenant whose allowance is spent waits
+	// before a probe.
+	QuotaPause time.Duration
+	// HealthRecheck is how often an unhealthy tenant's setup is rechecked.
+	HealthRecheck time.Duration
+	// DiscoveryInterval is how often the events stream is scanned for
+	// tenants that have no runner yet.
+	DiscoveryInterval time.Duration
+}
+
+// DefaultConfig is tuned for "within seconds" with few API calls.
+func DefaultConfig() Config {
+	return Config{
+		Workers:           8,
+		BatchSize:         200,
+		Linger:            25 * time.Millisecond,
+		RetryHorizon:      24 * time.Hour,
+		BackoffInitial:    time.Second,
+		BackoffMax:        5 * time.Minute,
+		BreakerThreshold:  5,
+		BreakerCooldown:   5 * time.Second,
+		QuotaPause:        5 * time.Minute,
+		HealthRecheck:     time.Minute,
+		DiscoveryInterval: 2 * time.Second,
+	}
+}
+
+// Clients gives a tenant's Salesforce client.
+type Clients interface {
+	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
+}
+
+// Service is one pusher replica.
+type Service struct {
+	Cfg      Config
+	JS       jetstream.JetStream
+	Topology natsx.Topology
+	Ledger   *ledger.Ledger
+	Settings *tenant.Cache
+	Clients  Clients
+	Health   HealthStore
+	Log      zerolog.Logger
+	Metrics  *Metrics
+	Now      func() time.Time
+
+	slots   chan struct{}
+	mu      sync.Mutex
+	runners map[string]*runner
+	wg      sync.WaitGroup
+}
+
+// Run pulls and pushes until ctx ends, then stops pulling, finishes the
+// batches in flight and returns.
+func (s *Service) Run(ctx context.Context) error {
+	if s.Cfg.BatchSize <= 0 || s.Cfg.BatchSize > 200 {
+		return fmt.Errorf("pusher: batch size %d: want 1 to 200", s.Cfg.BatchSize)
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Metrics == nil {
+		m, err := NewMetrics(nil)
+		if err != nil {
+			return err
+		}
+		s.Metrics = m
+	}
+	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
+	s.runners = map[string]*runner{}
+	defer s.wg.Wait()
+
+	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
+	defer tick.Stop()
+	for {
+		if err := s.discover(ctx); err != nil && ctx.Err() == nil {
+			s.Log.Warn().Err(err).Msg("tenant discovery failed; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// discover starts a runner for every tenant with settings or stored events.
+func (s *Service) discover(ctx context.Context) error {
+	tenants, err := natsx.EventTenants(ctx, s.JS, s.Topology)
+	if s.Settings != nil {
+		tenants = append(tenants, s.Settings.Tenants()...)
+	}
+	for _, t := range tenants {
+		s.ensureRunner(ctx, t)
+	}
+	return err
+}
+
+func (s *Service) ensureRunner(ctx context.Context, t string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.runners[t]; ok {
+		return
+	}
+	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger()}
+	s.runners[t] = r
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.run(ctx)
+	}()
+}
+
+// runner pulls one tenant's events.
+type runner struct {
+	svc    *Service
+	tenant string
+	log    zerolog.Logger
+	br     breaker
+}
+
+func (r *runner) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if wait := r.holdOff(ctx); wait > 0 {
+			sleep(ctx, wait)
+			continue
+		}
+		if err := r.pull(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn().Err(err).Msg("pulling events failed; retrying")
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// pull consumes until the tenant must stop (pause, breaker, unhealthy) or
+// ctx ends.
+func (r *runner) pull(ctx context.Context) error {
+	cons, err := natsx.EnsureTenantConsumer(ctx, r.svc.JS, r.svc.Topology, r.tenant)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.svc.Cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("tenant %s: pull: %w", r.tenant, err)
+	}
+	// Stop, not Drain: messages still buffered are redelivered after AckWait
+	// to whichever replica pulls next.
+	defer it.Stop()
+	for ctx.Err() == nil {
+		batch, err := r.collect(ctx, it)
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		r.svc.slots <- struct{}{}
+		// A batch in flight is finished even when shutdown starts, so its
+		// messages are acked or naked rather than left to AckWait.
+		r.process(context.WithoutCancel(ctx), batch)
+		<-r.svc.slots
+		if r.holdOff(ctx) > 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// collect waits for a first message, then lingers briefly for more.
+func (r *runner) collect(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
+	first, err := it.Next(jetstream.NextMaxWait(time.Second))
+	if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: next: %w", r.tenant, err)
+	}
+	batch := []jetstream.Msg{first}
+	deadline := time.Now().Add(r.svc.Cfg.Linger)
+	for len(batch) < r.svc.Cfg.BatchSize && ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		m, err := it.Next(jetstream.NextMaxWait(left))
+		if err != nil {
+			break // timeout ends the linger; other errors surface on the next pull
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// holdOff says how long the tenant must not pull, rechecking an unhealthy
+// tenant's setup when its recheck is due.
+func (r *runner) holdOff(ctx context.Context) time.Duration {
+	r.br.mu.Lock()
+	h := r.br.health
+	r.br.mu.Unlock()
+	now := r.svc.Now()
+	switch h.Mode {
+	case ModeBackoff, ModePaused:
+		if now.Before(h.Until) {
+			return h.Until.Sub(now)
+		}
+		// The pause is over: the next batch is the probe.
+		return 0
+	case ModeUnhealthy:
+		if now.Before(h.Until) {
+			return h.Until.Sub(now)
+		}
+		if err := r.checkSetup(ctx); err != nil {
+			r.setMode(ModeUnhealthy, err.Error(), r.svc.Cfg.HealthRecheck)
+			return r.svc.Cfg.HealthRecheck
+		}
+		r.setMode(ModeHealthy, "", 0)
+	}
+	return 0
+}
+
+// checkSetup verifies what an unhealthy tenant needs: credentials that work
+// and a writable opt-out field on Contact and Lead.
+func (r *runner) checkSetup(ctx context.Context) error {
+	client, err := r.svc.Clients.Get(ctx, r.tenant)
+	if err != nil {
+		return err
+	}
+	field := r.svc.settings(r.tenant).TargetField()
+	return client.CheckOptOutField(ctx, field)
+}
+
+// setMode records the tenant's health for admins and for holdOff.
+func (r *runner) setMode(mode Mode, reason string, hold time.Duration) {
+	r.br.mu.Lock()
+	now := r.svc.Now().UTC()
+	prev := r.br.health
+	h := Health{Tenant: r.tenant, Mode: mode, Reason: reason, Since: prev.Since}
+	if prev.Mode != mode || prev.Since.IsZero() {
+		h.Since = now
+	}
+	if hold > 0 {
+		h.Until = now.Add(hold)
+	}
+	if mode == ModeHealthy {
+		r.br.failures = 0
+	}
+	r.br.health = h
+	r.br.mu.Unlock()
+
+	if prev.Mode != mode || prev.Reason != reason {
+		ev := r.log.Info()
+		if mode != ModeHealthy {
+			ev = r.log.Warn()
+		}
+		ev.Str("mode", string(mode)).Str("reason", reason).Time("until", h.Until).Msg("tenant sync state changed")
+	}
+	r.svc.Metrics.tenantMode(r.tenant, mode)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.svc.Health.Put(ctx, h); err != nil {
+		r.log.Warn().Err(err).Msg("recording tenant health failed")
+	}
+}
+
+// callFailed counts a transient failure and opens the breaker at the
+// threshold, with a cooldown that doubles while failures go on.
+func (r *runner) callFailed(reason string) {
+	r.br.mu.Lock()
+	r.br.failures++
+	n := r.br.failures
+	r.br.mu.Unlock()
+	if n < r.svc.Cfg.BreakerThreshold {
+		return
+	}
+	cool := r.svc.Cfg.BreakerCooldown << min(n-r.svc.Cfg.BreakerThreshold, 10)
+	r.setMode(ModeBackoff, "Salesforce keeps failing: "+reason, min(cool, r.svc.Cfg.BackoffMax))
+}
+
+func (r *runner) callSucceeded() {
+	r.br.mu.Lock()
+	mode := r.br.health.Mode
+	r.br.failures = 0
+	r.br.mu.Unlock()
+	if mode != ModeHealthy && mode != "" {
+		r.setMode(ModeHealthy, "", 0)
+	}
+}
+
+func (s *Service) settings(t string) tenant.Settings {
+	if s.Settings == nil {
+		return tenant.Default(t)
+	}
+	return s.Settings.Get(t)
+}
+
+// backoff is the redelivery delay after the n-th failed delivery:
+// exponential, capped, with full jitter so retries of a burst spread out.
+func (s *Service) backoff(n uint64) time.Duration {
+	d := s.Cfg.BackoffInitial << min(n, 20)
+	d = min(d, s.Cfg.BackoffMax)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,38 @@
+// Command pusher writes each opt-out event to Salesforce within seconds.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/pusher/internal/app"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/logx"
+)
+
+// shutdownLimit is Kubernetes' default grace period: in-flight batches are
+// settled well within it.
+const shutdownLimit = 30 * time.Second
+
+func main() {
+	l := config.FromEnv()
+	cfg := app.Load(l)
+	l.Exit(os.Stderr)
+	log := logx.New("pusher", os.Stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		time.Sleep(shutdownLimit)
+		log.Error().Msg("shutdown took too long; exiting")
+		os.Exit(1)
+	}()
+	if err := app.Run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("pusher failed")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,193 @@
+package push_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/salesforce"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// TestFaultsEndWithEveryOptOutAppliedExactly injects every transient and
+// tenant-level fault; all opt-outs must end applied, none dead-lettered.
+func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		inject func(s *stack, ids []string)
+		heal   func(s *stack)
+		mode   push.Mode // the tenant's state while a tenant-level fault lasts
+	}{
+		{"503 burst", func(s *stack, _ []string) {
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 4})
+		}, nil, ""},
+		{"503 html", func(s *stack, _ []string) {
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, HTML: true, Times: 2})
+		}, nil, ""},
+		{"401 mid-run", func(s *stack, _ []string) { s.org("acme").ExpireTokens() }, nil, ""},
+		{"record lock", func(s *stack, ids []string) {
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, RecordID: ids[1], ErrorCode: "UNABLE_TO_LOCK_ROW", Times: 2})
+		}, nil, ""},
+		{"dropped after write", func(s *stack, _ []string) {
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true, Times: 1})
+		}, nil, ""},
+		{"quota exhausted then restored", func(s *stack, _ []string) {
+			s.org("acme").SetAPIUsage(100000)
+		}, func(s *stack) { s.org("acme").SetAPIUsage(0) }, push.ModePaused},
+		{"field removed then restored", func(s *stack, _ []string) {
+			s.org("acme").SetCustomField(false, false)
+		}, func(s *stack) { s.org("acme").SetCustomField(true, true) }, push.ModeUnhealthy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t)
+			s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+			ids := make([]string, 5)
+			for i := range ids {
+				ids[i] = s.seed("acme", "Contact")
+			}
+			tc.inject(s, ids)
+			s.start(fastConfig())
+			for i, id := range ids {
+				s.publish("acme", "sc-"+id, sfID(id))
+				if i == 2 {
+					time.Sleep(30 * time.Millisecond) // two batches: faults hit mid-run
+				}
+			}
+			if tc.heal != nil {
+				s.eventually("tenant "+string(tc.mode), 10*time.Second, func() bool {
+					h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+					return err == nil && h.Mode == tc.mode
+				})
+				for _, id := range ids {
+					if s.optedOut("acme", id, sales) {
+						t.Fatalf("record %s written while the fault was active", id)
+					}
+				}
+				if len(s.dlq("acme")) != 0 {
+					t.Fatal("a tenant-level fault sent messages to the DLQ")
+				}
+				tc.heal(s)
+			}
+			s.eventually("every opt-out applied", 20*time.Second, func() bool {
+				for _, id := range ids {
+					if !s.optedOut("acme", id, sales) {
+						return false
+					}
+				}
+				return true
+			})
+			s.eventually("every message acked", 20*time.Second, func() bool { return s.drained("acme") })
+			if d := s.dlq("acme"); len(d) != 0 {
+				t.Fatalf("DLQ holds %d messages; transient and tenant faults must not dead-letter", len(d))
+			}
+			for _, id := range ids {
+				if e := s.entry("acme", "sc-"+id); e.Confirmed == nil || !*e.Confirmed {
+					t.Errorf("ledger for %s not confirmed: %+v", id, e)
+				}
+			}
+		})
+	}
+}
+
+// blockingClients performs each write, then never answers: a worker that
+// died after Salesforce applied the batch and before anything was acked.
+type blockingClients struct {
+	inner *sfcreds.Pool
+	stop  chan struct{}
+}
+
+type blockingClient struct {
+	sfcreds.Client
+	stop chan struct{}
+}
+
+func (b blockingClients) Get(ctx context.Context, t string) (sfcreds.Client, error) {
+	c, err := b.inner.Get(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return blockingClient{c, b.stop}, nil
+}
+
+func (b blockingClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) ([]salesforce.Result, error) {
+	_, _ = b.Client.UpdateOptOut(ctx, u)
+	<-b.stop
+	return nil, context.Canceled
+}
+
+func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = s.seed("acme", "Contact")
+		s.publish("acme", "sc-"+ids[i], sfID(ids[i]))
+	}
+	stuck := make(chan struct{})
+	defer close(stuck)
+	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
+	s.eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.collectionCalls("acme") >= 1 })
+	if a, _ := s.pendingAcks("acme"); a == 0 {
+		t.Fatal("messages were acked before Salesforce answered")
+	}
+
+	// A healthy replica takes over once AckWait expires.
+	s.start(fastConfig())
+	s.eventually("all acked by the new replica", 20*time.Second, func() bool { return s.drained("acme") })
+	for _, id := range ids {
+		if !s.optedOut("acme", id, tenant.StandardField) {
+			t.Errorf("%s not opted out", id)
+		}
+		if e := s.entry("acme", "sc-"+id); len(e.RecentEvents) != 1 || e.Confirmed == nil || !*e.Confirmed {
+			t.Errorf("ledger for %s applied %d events (confirmed %v); want exactly one", id, len(e.RecentEvents), e.Confirmed)
+		}
+	}
+	if len(s.dlq("acme")) != 0 {
+		t.Error("redelivery produced dead letters")
+	}
+}
+
+func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	cfg := fastConfig()
+	cfg.Workers = 2
+	s.start(cfg)
+	s.org("acme").InjectFault(sandbox.Fault{Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
+	var acme, globex []string
+	for i := 0; i < 30; i++ {
+		a, g := s.seed("acme", "Contact"), s.seed("globex", "Contact")
+		acme, globex = append(acme, a), append(globex, g)
+		s.publish("acme", "a-"+a, sfID(a))
+		s.publish("globex", "g-"+g, sfID(g))
+	}
+	s.eventually("globex applied while acme is down", 5*time.Second, func() bool {
+		for _, id := range globex {
+			if !s.optedOut("globex", id, std) {
+				return false
+			}
+		}
+		return true
+	})
+	s.eventually("acme's breaker opened", 5*time.Second, func() bool {
+		h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+		return err == nil && h.Mode == push.ModeBackoff
+	})
+	s.org("acme").ClearFaults()
+	s.eventually("acme applied after recovery", 20*time.Second, func() bool {
+		for _, id := range acme {
+			if !s.optedOut("acme", id, std) {
+				return false
+			}
+		}
+		return true
+	})
+	if len(s.dlq("acme")) != 0 {
+		t.Error("an outage dead-lettered opt-outs")
+	}
+}

@@ -21,6 +21,10 @@ import (
 // Config is the whole emulator: its orgs. Loaded from orgs.yaml by the binary.
 type Config struct {
 	Orgs []OrgConfig `yaml:"orgs" json:"orgs"`
+	// Now is the clock (default time.Now); tests pin it.
+	Now func() time.Time `yaml:"-" json:"-"`
+	// OnCall, when set, sees every logged call (the binary logs them).
+	OnCall func(org string, c Call) `yaml:"-" json:"-"`
 }
 
 // OrgConfig describes one emulated org.
@@ -41,6 +45,10 @@ type OrgConfig struct {
 	CustomField          string `yaml:"customField" json:"customField"`
 	CustomFieldInstalled bool   `yaml:"customFieldInstalled" json:"customFieldInstalled"`
 	CustomFieldWritable  bool   `yaml:"customFieldWritable" json:"customFieldWritable"`
+	// RetiredAPIVersions answer 410 GONE (e.g. "30.0").
+	RetiredAPIVersions []string `yaml:"retiredApiVersions" json:"retiredApiVersions"`
+	// Behavior selects among the spec's unconfirmed behaviours (config.go).
+	Behavior Behavior `yaml:"behavior" json:"behavior"`
 }
 
 // Record is a Contact or Lead as stored.
@@ -92,28 +100,32 @@ type Fault struct {
 	Times int
 	Share float64
 	Until time.Time
+	// BulkState ("Failed" or "Aborted"), on RouteBulkQueryGet or RouteBulkIngestGet,
+	// moves the polled job to that state (Message = errorMessage) and answers
+	// the poll normally.
+	BulkState string
 }
 
 // Route names for Fault.Route and call logs.
 const (
-	RouteToken              = "token"
-	RouteVersions           = "versions"
-	RouteLimits             = "limits"
-	RouteDescribe           = "describe"
-	RouteSObjectGet         = "sobject.get"
-	RouteSObjectPatch       = "sobject.patch"
-	RouteCollectionsUpdate  = "collections.update"
-	RouteCollectionsGet     = "collections.retrieve"
-	RouteQuery              = "query"
-	RouteQueryMore          = "query.more"
-	RouteBulkQueryCreate    = "bulk.query.create"
-	RouteBulkQueryGet       = "bulk.query.get"
-	RouteBulkQueryResults   = "bulk.query.results"
-	RouteBulkIngestCreate   = "bulk.ingest.create"
-	RouteBulkIngestUpload   = "bulk.ingest.upload"
-	RouteBulkIngestPatch    = "bulk.ingest.patch"
-	RouteBulkIngestGet      = "bulk.ingest.get"
-	RouteBulkIngestResults  = "bulk.ingest.results"
+	RouteToken             = "token"
+	RouteVersions          = "versions"
+	RouteLimits            = "limits"
+	RouteDescribe          = "describe"
+	RouteSObjectGet        = "sobject.get"
+	RouteSObjectPatch      = "sobject.patch"
+	RouteCollectionsUpdate = "collections.update"
+	RouteCollectionsGet    = "collections.retrieve"
+	RouteQuery             = "query"
+	RouteQueryMore         = "query.more"
+	RouteBulkQueryCreate   = "bulk.query.create"
+	RouteBulkQueryGet      = "bulk.query.get"
+	RouteBulkQueryResults  = "bulk.query.results"
+	RouteBulkIngestCreate  = "bulk.ingest.create"
+	RouteBulkIngestUpload  = "bulk.ingest.upload"
+	RouteBulkIngestPatch   = "bulk.ingest.patch"
+	RouteBulkIngestGet     = "bulk.ingest.get"
+	RouteBulkIngestResults = "bulk.ingest.results"
 )
 
 // Call is one logged API call.
@@ -126,6 +138,13 @@ type Call struct {
 	Client     string // client=... of Sforce-Call-Options
 	Records    int    // records in a collection update
 	At         time.Time
+	// AssignmentRules tells whether Lead assignment rules would have run
+	// (a Lead was written and Sforce-Auto-Assign was absent, TRUE or a rule id).
+	AssignmentRules bool
+	// Counted tells whether the call was counted against the daily allowance.
+	Counted bool
+	// FaultID names the injected fault that answered, if any.
+	FaultID string
 }
 
 // The Go control API. Implemented in the package; signatures are the contract.

@@ -4,7 +4,7 @@ PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: test lint fmt vet staticcheck proto build demo bench clean
+.PHONY: test lint fmt vet staticcheck proto build demo bench-pusher bench-salesforce clean
 
 ## test: run every module's tests against the NATS and Redis on 127.0.0.1.
 test:
@@ -34,6 +34,20 @@ build:
 	@for d in services/*/; do \
 		if [ -f $$d/main.go ]; then echo "build $$d"; (cd $$d && go build -trimpath -o ../../bin/$$(basename $$d) .) || exit 1; fi; \
 	done
+
+## demo: the local stack: sandbox with seeded orgs, pusher, demo publisher (Ctrl-C stops).
+demo:
+	go run ./services/demo
+
+## bench-pusher: burst and trickle through the pusher; report in bench/pusher.md.
+bench-pusher:
+	@mkdir -p bench
+	go run ./services/demo -bench bench/pusher.md
+
+## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
+bench-salesforce:
+	@mkdir -p bench
+	cd shared && go test -run '^$$' -bench . -benchmem -benchtime 3x ./salesforce/ | tee ../bench/salesforce.txt
 
 clean:
 	rm -rf bin

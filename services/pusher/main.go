@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/optout-sync/optout-sync/services/pusher/internal/app"
+	"github.com/optout-sync/optout-sync/services/pusher/app"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/logx"
 )
@@ -31,7 +31,13 @@ func main() {
 		log.Error().Msg("shutdown took too long; exiting")
 		os.Exit(1)
 	}()
-	if err := app.Run(ctx, cfg, log); err != nil {
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("pusher failed to start")
+		os.Exit(1)
+	}
+	defer a.Close()
+	if err := a.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("pusher failed")
 		os.Exit(1)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/shared/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
@@ -52,49 +52,55 @@ func Load(l *config.Loader) Config {
 	return c
 }
 
-// Run starts the pusher and blocks until ctx ends and in-flight batches are
-// settled.
-func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
+// App is a wired pusher replica.
+type App struct {
+	Service *push.Service
+	Admin   *adminhttp.Server
+	closers []func()
+}
+
+// New connects, provisions and wires everything; Run then pushes.
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error) {
+	a := &App{}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
 	tel, err := telemetry.Setup(ctx, "optout-pusher")
 	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	defer func() {
+	a.closers = append(a.closers, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = tel.Shutdown(sctx)
-	}()
-
+	})
 	nc, err := natsx.Connect(cfg.NATS, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer nc.Close()
+	a.closers = append(a.closers, nc.Close)
 	prov, err := natsx.Provision(ctx, nc, cfg.Topology)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	settings, err := tenant.Watch(ctx, prov.Tenants)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	metrics, err := push.NewMetrics(tel.MeterProvider)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	admin := adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
-	admin.AddCheck("nats", func(context.Context) error {
+	a.Admin = adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
+	a.Admin.AddCheck("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("nats not connected (%s)", nc.Status())
 		}
 		return nil
 	})
-	if err := admin.Start(ctx); err != nil {
-		return err
-	}
-
-	svc := &push.Service{
+	a.Service = &push.Service{
 		Cfg:      cfg.Push,
 		JS:       prov.JS,
 		Topology: cfg.Topology,
@@ -105,6 +111,22 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		Log:      log,
 		Metrics:  metrics,
 	}
-	log.Info().Str("traces", tel.TracesExport).Str("admin", admin.Addr()).Int("workers", cfg.Push.Workers).Msg("pusher started")
-	return svc.Run(ctx)
+	log.Info().Str("traces", tel.TracesExport).Str("admin", cfg.AdminAddr).Int("workers", cfg.Push.Workers).Msg("pusher started")
+	return a, nil
+}
+
+// Run serves the admin port and pushes until ctx ends and in-flight batches
+// are settled.
+func (a *App) Run(ctx context.Context) error {
+	if err := a.Admin.Start(ctx); err != nil {
+		return err
+	}
+	return a.Service.Run(ctx)
+}
+
+// Close releases connections and flushes telemetry.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
 }

@@ -128,7 +128,10 @@ func (r *runner) write(ctx context.Context, client sfcreds.Client, field string,
 		updates[i] = salesforce.Update{ID: it.entry.SalesforceID, Type: it.entry.ObjectType, Field: field, Value: w.value}
 		links[i] = trace.Link{SpanContext: it.span.SpanContext()}
 	}
-	bctx, bspan := otel.Tracer(tracerName).Start(ctx, "push batch",
+	// The batch span's parent is its first record's span, so a lone opt-out
+	// (the real-time common case) is one trace from publisher to Salesforce;
+	// every record's span links to it and it links back to each of them.
+	bctx, bspan := otel.Tracer(tracerName).Start(items[0].ctx, "push batch",
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("optout.tenant", r.tenant), attribute.String("salesforce.field", field),
 			attribute.Int("messaging.batch.message_count", len(items))))
@@ -156,9 +159,9 @@ func (r *runner) write(ctx context.Context, client sfcreds.Client, field string,
 		case res.Err != nil && res.Err.Code == "CANNOT_UPDATE_CONVERTED_LEAD":
 			r.followConversion(ctx, client, field, it, updates[i].Value)
 		default:
-			var cause error = res.Err
-			if cause == nil {
-				cause = errors.New("salesforce reported failure without an error")
+			cause := errors.New("salesforce reported failure without an error")
+			if res.Err != nil {
+				cause = res.Err
 			}
 			if r.settleFailure(it, cause) {
 				callFailed = true

@@ -3,7 +3,7 @@ package push_test
 import (
 	"strings"
 
-	"github.com/optout-sync/optout-sync/services/pusher/internal/push"
+	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"testing"
 	"time"
 

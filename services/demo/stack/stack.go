@@ -1,0 +1,199 @@
+// Package stack starts a whole local optout-sync in one process: NATS (the
+// machine's, or an embedded JetStream server when none answers), the
+// Salesforce sandbox with seeded orgs, and a pusher replica.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/pusher/app"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// Options shape the stack.
+type Options struct {
+	NATSURL        string
+	SandboxListen  string
+	AdminListen    string
+	Tenants        []string // org names; the first uses the sales opt-out field
+	RecordsPerOrg  int
+	SandboxLatency time.Duration
+	Namespace      string
+	Log            zerolog.Logger
+}
+
+// Stack is the running local system.
+type Stack struct {
+	Opts       Options
+	NC         *nats.Conn
+	Sandbox    *sandbox.Sandbox
+	SandboxURL string
+	Pusher     *app.App
+	Topology   natsx.Topology
+	Embedded   bool
+
+	closers []func()
+}
+
+// Start brings everything up; Close takes it down.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	s := &Stack{Opts: o}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := s.startNATS(o.NATSURL); err != nil {
+		return nil, err
+	}
+	if err := s.startSandbox(o); err != nil {
+		return nil, err
+	}
+	credsDir, err := os.MkdirTemp("", "optout-demo-creds-")
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = os.RemoveAll(credsDir) })
+	for _, t := range o.Tenants {
+		oc := s.Sandbox.Org(t).Config()
+		if err := writeCreds(filepath.Join(credsDir, t), s.SandboxURL+"/orgs/"+t, oc.ClientID, oc.ClientSecret); err != nil {
+			return nil, err
+		}
+	}
+
+	env := map[string]string{
+		"NATS_URL":                  s.NC.ConnectedUrl(),
+		"OPTOUT_NAMESPACE":          o.Namespace,
+		"OPTOUT_ADMIN_ADDR":         o.AdminListen,
+		"OPTOUT_SF_CREDENTIALS_DIR": credsDir,
+		"OPTOUT_NATS_STORAGE":       "memory",
+	}
+	l := config.FromMap(env)
+	cfg := app.Load(l)
+	if err := l.Err(); err != nil {
+		return nil, err
+	}
+	s.Topology = cfg.Topology
+	a, err := app.New(ctx, cfg, o.Log)
+	if err != nil {
+		return nil, fmt.Errorf("pusher: %w", err)
+	}
+	s.Pusher = a
+	s.closers = append(s.closers, a.Close)
+
+	// The first tenant shows the sales field; the others the default.
+	kv, err := a.Service.JS.KeyValue(ctx, s.Topology.TenantsBucket())
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range o.Tenants {
+		st := tenant.Default(t)
+		st.SyncEnabled = true
+		if i == 0 {
+			st.Field = tenant.SalesOptOut
+		}
+		if err := (tenant.Store{KV: kv}).Put(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) startNATS(url string) error {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.Name("optout-demo"))
+	if err == nil {
+		if _, jerr := nc.JetStream(); jerr == nil {
+			s.NC = nc
+			s.closers = append(s.closers, nc.Close)
+			return nil
+		}
+		nc.Close()
+	}
+	// No server answers: run JetStream in-process so the demo needs nothing installed.
+	dir, err := os.MkdirTemp("", "optout-demo-nats-")
+	if err != nil {
+		return err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true})
+	if err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return errors.New("embedded nats did not start")
+	}
+	s.Embedded = true
+	s.closers = append(s.closers, func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) })
+	nc, err = nats.Connect(ns.ClientURL(), nats.Name("optout-demo"))
+	if err != nil {
+		return err
+	}
+	s.NC = nc
+	s.closers = append(s.closers, nc.Close)
+	return nil
+}
+
+func (s *Stack) startSandbox(o Options) error {
+	var orgs []sandbox.OrgConfig
+	for i, t := range o.Tenants {
+		orgs = append(orgs, sandbox.OrgConfig{
+			Name: t, ClientID: t + "-client", ClientSecret: t + "-secret", APIVersions: []string{"62.0"},
+			DailyAPILimit: 1_000_000, CustomField: tenant.DefaultCustomField,
+			CustomFieldInstalled: i == 0, CustomFieldWritable: i == 0,
+		})
+	}
+	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
+	if err != nil {
+		return err
+	}
+	for _, t := range o.Tenants {
+		org := sb.Org(t)
+		org.Seed(sandbox.SeedSpec{Contacts: o.RecordsPerOrg / 2, Leads: o.RecordsPerOrg - o.RecordsPerOrg/2})
+		org.SetLatency(o.SandboxLatency)
+	}
+	ln, err := net.Listen("tcp", o.SandboxListen)
+	if err != nil {
+		return fmt.Errorf("sandbox listen %s: %w", o.SandboxListen, err)
+	}
+	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	s.closers = append(s.closers, func() { _ = srv.Close() })
+	s.Sandbox = sb
+	s.SandboxURL = "http://" + strings.Replace(ln.Addr().String(), "[::]", "127.0.0.1", 1)
+	return nil
+}
+
+func writeCreds(dir, tokenURL, id, secret string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"token_url": tokenURL, "client_id": id, "client_secret": secret} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops everything in reverse order.
+func (s *Stack) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}

@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
 		Settings: settings,
 		Clients:  &sfcreds.Pool{Source: sfcreds.Source{Dir: cfg.CredentialsDir}},
-		Health:   push.HealthStore{KV: prov.Health},
+		Health:   tenant.HealthStore{KV: prov.Health},
 		Log:      log,
 		Metrics:  metrics,
 	}

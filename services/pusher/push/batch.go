@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,7 +82,7 @@ func (r *runner) process(ctx context.Context, msgs []jetstream.Msg) {
 		if errors.Is(err, sfcreds.ErrNoCredentials) {
 			reason = "no Salesforce credentials configured: add the tenant's Secret; its opt-outs wait until then"
 		}
-		r.setMode(ModeUnhealthy, reason, s.Cfg.HealthRecheck)
+		r.setMode(tenant.ModeUnhealthy, reason, s.Cfg.HealthRecheck)
 		r.hold(valid, s.Cfg.HealthRecheck, err)
 		return
 	}
@@ -201,10 +202,10 @@ func (r *runner) settleFailure(it *item, err error) (transient bool) {
 		}
 		r.deadLetter(it, err, codeOf(err), class.String())
 	case salesforce.Quota:
-		r.setMode(ModePaused, "daily API allowance spent: "+err.Error(), s.Cfg.QuotaPause)
+		r.setMode(tenant.ModePaused, "daily API allowance spent: "+err.Error(), s.Cfg.QuotaPause)
 		r.hold([]*item{it}, s.Cfg.QuotaPause, err)
 	case salesforce.Auth, salesforce.PermanentTenant:
-		r.setMode(ModeUnhealthy, err.Error(), s.Cfg.HealthRecheck)
+		r.setMode(tenant.ModeUnhealthy, err.Error(), s.Cfg.HealthRecheck)
 		r.hold([]*item{it}, s.Cfg.HealthRecheck, err)
 	default:
 		r.retry(it, err)

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
@@ -20,7 +19,7 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 		name   string
 		inject func(s *stack, ids []string)
 		heal   func(s *stack)
-		mode   push.Mode // the tenant's state while a tenant-level fault lasts
+		mode   tenant.Mode // the tenant's state while a tenant-level fault lasts
 	}{
 		{"503 burst", func(s *stack, _ []string) {
 			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 4})
@@ -37,10 +36,10 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 		}, nil, ""},
 		{"quota exhausted then restored", func(s *stack, _ []string) {
 			s.org("acme").SetAPIUsage(100000)
-		}, func(s *stack) { s.org("acme").SetAPIUsage(0) }, push.ModePaused},
+		}, func(s *stack) { s.org("acme").SetAPIUsage(0) }, tenant.ModePaused},
 		{"field removed then restored", func(s *stack, _ []string) {
 			s.org("acme").SetCustomField(false, false)
-		}, func(s *stack) { s.org("acme").SetCustomField(true, true) }, push.ModeUnhealthy},
+		}, func(s *stack) { s.org("acme").SetCustomField(true, true) }, tenant.ModeUnhealthy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -60,7 +59,7 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 			}
 			if tc.heal != nil {
 				s.eventually("tenant "+string(tc.mode), 10*time.Second, func() bool {
-					h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+					h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
 					return err == nil && h.Mode == tc.mode
 				})
 				for _, id := range ids {
@@ -175,8 +174,8 @@ func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 		return true
 	})
 	s.eventually("acme's breaker opened", 5*time.Second, func() bool {
-		h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
-		return err == nil && h.Mode == push.ModeBackoff
+		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+		return err == nil && h.Mode == tenant.ModeBackoff
 	})
 	s.org("acme").ClearFaults()
 	s.eventually("acme applied after recovery", 20*time.Second, func() bool {

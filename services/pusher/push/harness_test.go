@@ -112,7 +112,7 @@ func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	svc := &push.Service{
 		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: clients,
-		Health: push.HealthStore{KV: s.prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
+		Health: tenant.HealthStore{KV: s.prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
 		Metrics: s.metrics,
 	}
 	done := make(chan struct{})

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,9 +96,9 @@ func (m *Metrics) call(t string) {
 	m.callsC.Add(context.Background(), 1, tenantAttr(t))
 }
 
-func (m *Metrics) tenantMode(t string, mode Mode) {
+func (m *Metrics) tenantMode(t string, mode tenant.Mode) {
 	v := int64(0)
-	if mode == ModeHealthy {
+	if mode == tenant.ModeHealthy {
 		v = 1
 	}
 	m.modeGauge.Record(context.Background(), v, tenantAttr(t))

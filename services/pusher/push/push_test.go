@@ -3,7 +3,6 @@ package push_test
 import (
 	"strings"
 
-	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"testing"
 	"time"
 
@@ -206,8 +205,8 @@ func TestNoCredentialsKeepsMessagesUntilConfigured(t *testing.T) {
 	s.start(fastConfig())
 	s.publish("initech", "sc-1", sfID("0035g00000AbCdEAAV"))
 	s.eventually("tenant marked unhealthy", 10*time.Second, func() bool {
-		h, err := push.HealthStore{KV: s.prov.Health}.Get(s.ctx, "initech")
-		return err == nil && h.Mode == push.ModeUnhealthy && strings.Contains(h.Reason, "no Salesforce credentials")
+		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "initech")
+		return err == nil && h.Mode == tenant.ModeUnhealthy && strings.Contains(h.Reason, "no Salesforce credentials")
 	})
 	if len(s.dlq("initech")) != 0 {
 		t.Fatal("an event of a tenant without credentials was dead-lettered")

@@ -80,7 +80,7 @@ type Service struct {
 	Ledger   *ledger.Ledger
 	Settings *tenant.Cache
 	Clients  Clients
-	Health   HealthStore
+	Health   tenant.HealthStore
 	Log      zerolog.Logger
 	Metrics  *Metrics
 	Now      func() time.Time
@@ -150,6 +150,13 @@ func (s *Service) ensureRunner(ctx context.Context, t string) {
 		defer s.wg.Done()
 		r.run(ctx)
 	}()
+}
+
+// breaker tracks one tenant's consecutive transient failures and health.
+type breaker struct {
+	mu       sync.Mutex
+	failures int
+	health   tenant.Health
 }
 
 // runner pulls one tenant's events.
@@ -240,21 +247,21 @@ func (r *runner) holdOff(ctx context.Context) time.Duration {
 	r.br.mu.Unlock()
 	now := r.svc.Now()
 	switch h.Mode {
-	case ModeBackoff, ModePaused:
+	case tenant.ModeBackoff, tenant.ModePaused:
 		if now.Before(h.Until) {
 			return h.Until.Sub(now)
 		}
 		// The pause is over: the next batch is the probe.
 		return 0
-	case ModeUnhealthy:
+	case tenant.ModeUnhealthy:
 		if now.Before(h.Until) {
 			return h.Until.Sub(now)
 		}
 		if err := r.checkSetup(ctx); err != nil {
-			r.setMode(ModeUnhealthy, err.Error(), r.svc.Cfg.HealthRecheck)
+			r.setMode(tenant.ModeUnhealthy, err.Error(), r.svc.Cfg.HealthRecheck)
 			return r.svc.Cfg.HealthRecheck
 		}
-		r.setMode(ModeHealthy, "", 0)
+		r.setMode(tenant.ModeHealthy, "", 0)
 	}
 	return 0
 }
@@ -271,18 +278,18 @@ func (r *runner) checkSetup(ctx context.Context) error {
 }
 
 // setMode records the tenant's health for admins and for holdOff.
-func (r *runner) setMode(mode Mode, reason string, hold time.Duration) {
+func (r *runner) setMode(mode tenant.Mode, reason string, hold time.Duration) {
 	r.br.mu.Lock()
 	now := r.svc.Now().UTC()
 	prev := r.br.health
-	h := Health{Tenant: r.tenant, Mode: mode, Reason: reason, Since: prev.Since}
+	h := tenant.Health{Tenant: r.tenant, Mode: mode, Reason: reason, Since: prev.Since}
 	if prev.Mode != mode || prev.Since.IsZero() {
 		h.Since = now
 	}
 	if hold > 0 {
 		h.Until = now.Add(hold)
 	}
-	if mode == ModeHealthy {
+	if mode == tenant.ModeHealthy {
 		r.br.failures = 0
 	}
 	r.br.health = h
@@ -290,7 +297,7 @@ func (r *runner) setMode(mode Mode, reason string, hold time.Duration) {
 
 	if prev.Mode != mode || prev.Reason != reason {
 		ev := r.log.Info()
-		if mode != ModeHealthy {
+		if mode != tenant.ModeHealthy {
 			ev = r.log.Warn()
 		}
 		ev.Str("mode", string(mode)).Str("reason", reason).Time("until", h.Until).Msg("tenant sync state changed")
@@ -314,7 +321,7 @@ func (r *runner) callFailed(reason string) {
 		return
 	}
 	cool := r.svc.Cfg.BreakerCooldown << min(n-r.svc.Cfg.BreakerThreshold, 10)
-	r.setMode(ModeBackoff, "Salesforce keeps failing: "+reason, min(cool, r.svc.Cfg.BackoffMax))
+	r.setMode(tenant.ModeBackoff, "Salesforce keeps failing: "+reason, min(cool, r.svc.Cfg.BackoffMax))
 }
 
 func (r *runner) callSucceeded() {
@@ -322,8 +329,8 @@ func (r *runner) callSucceeded() {
 	mode := r.br.health.Mode
 	r.br.failures = 0
 	r.br.mu.Unlock()
-	if mode != ModeHealthy && mode != "" {
-		r.setMode(ModeHealthy, "", 0)
+	if mode != tenant.ModeHealthy && mode != "" {
+		r.setMode(tenant.ModeHealthy, "", 0)
 	}
 }
 

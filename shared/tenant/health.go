@@ -1,15 +1,14 @@
-package push
+package tenant
 
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Mode is a tenant's state as the pusher sees it.
+// Mode is a tenant's sync state as the pusher last saw it.
 type Mode string
 
 const (
@@ -31,13 +30,6 @@ type Health struct {
 	Reason string    `json:"reason,omitempty"`
 	Since  time.Time `json:"since"`
 	Until  time.Time `json:"until,omitzero"` // when pulling resumes (backoff, paused)
-}
-
-// breaker tracks one tenant's consecutive transient failures.
-type breaker struct {
-	mu       sync.Mutex
-	failures int
-	health   Health
 }
 
 // HealthStore writes tenant health where optoutctl and the admin page read it.

@@ -241,16 +241,18 @@ func natsBench(ctx context.Context, url string) (brokerRate, error) {
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
-	pubOut, err := run("bench", "js", "pub", "async", "optout_bench_raw", "--create", "--msgs", "100000", "--size", "150", "--storage", "memory", "--purge")
+	const stream = "optout_bench_raw"
+	common := []string{"--stream", stream, "--msgs", "100000", "--size", "150", "--no-progress"}
+	pubOut, err := run(append([]string{"bench", "js", "pub", "async", "optout.bench.raw", "--create", "--storage", "file", "--purge"}, common...)...)
 	out.output += pubOut
 	if err != nil {
 		return out, fmt.Errorf("nats bench js pub: %w", err)
 	}
 	out.pubRate = lastRate(pubOut)
-	subOut, err := run("bench", "js", "consume", "optout_bench_raw", "--msgs", "100000", "--size", "150")
+	subOut, err := run(append([]string{"bench", "js", "consume"}, common...)...)
 	out.output += subOut
 	out.subRate = lastRate(subOut)
-	_, _ = run("stream", "rm", "-f", "optout_bench_raw")
+	_, _ = run("stream", "rm", "-f", stream)
 	if err != nil {
 		return out, fmt.Errorf("nats bench js consume: %w", err)
 	}

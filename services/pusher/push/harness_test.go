@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,7 +38,27 @@ type stack struct {
 	settings tenant.Store
 	clients  *sfcreds.Pool
 	metrics  *push.Metrics
+	env      *envMap
 	seq      atomic.Int64
+}
+
+// envMap is the credentials environment, changeable while the pusher runs.
+type envMap struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (e *envMap) lookup(k string) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.m[k]
+	return v, ok
+}
+
+func (e *envMap) set(k, v string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.m[k] = v
 }
 
 var orgs = []sandbox.OrgConfig{
@@ -88,9 +109,10 @@ func newStack(t *testing.T) *stack {
 		pub:      natsx.Publisher{JS: prov.JS, Topology: topo},
 		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
 		settings: tenant.Store{KV: prov.Tenants},
-		clients:  &sfcreds.Pool{Source: sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}, Refresh: 50 * time.Millisecond},
+		env:      &envMap{m: env},
 	}
-	m, err := push.NewMetrics(nil)
+	s.clients = &sfcreds.Pool{Source: sfcreds.Source{Lookup: s.env.lookup}, Refresh: 50 * time.Millisecond}
+	m, err := push.NewMetrics(tel.MeterProvider)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -341,12 +341,25 @@ func (s *Service) settings(t string) tenant.Settings {
 	return s.Settings.Get(t)
 }
 
-// backoff is the redelivery delay after the n-th failed delivery:
-// exponential, capped, with full jitter so retries of a burst spread out.
+// backoff is the redelivery delay after the n-th failed delivery: the
+// cenkalti/backoff exponential policy (doubling, ±50% jitter so retries of a
+// burst spread out, capped at BackoffMax), evaluated at attempt n because the
+// attempt count lives in JetStream's delivery metadata, not in this process.
 func (s *Service) backoff(n uint64) time.Duration {
-	d := s.Cfg.BackoffInitial << min(n, 20)
-	d = min(d, s.Cfg.BackoffMax)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     s.Cfg.BackoffInitial,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         s.Cfg.BackoffMax,
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	d := b.NextBackOff()
+	for i := uint64(1); i < min(n, 32); i++ {
+		d = b.NextBackOff()
+	}
+	return d
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -1,0 +1,55 @@
+package stack_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/demo/publisher"
+	"github.com/optout-sync/optout-sync/services/demo/stack"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+)
+
+// TestDemoStartsItsOwnNATSWhenNoneAnswers is the README's first command on a
+// machine without a NATS server: the demo must still push opt-outs.
+func TestDemoStartsItsOwnNATSWhenNoneAnswers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := stack.Start(ctx, stack.Options{
+		NATSURL: "nats://127.0.0.1:1", SandboxListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		Tenants: []string{"acme", "globex"}, RecordsPerOrg: 20, Namespace: natstest.Namespace(), Log: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Embedded {
+		t.Fatal("no embedded NATS server was started")
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = s.Pusher.Run(runCtx) }()
+
+	recs := s.Sandbox.Org("globex").Records()
+	p := &publisher.Publisher{Pub: natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}}
+	if err := p.PublishRecord(ctx, "globex", recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if r, _ := s.Sandbox.Org("globex").Get(recs[0].ID); r.HasOptedOutOfEmail {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the demo's opt-out never reached the sandbox")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if s.Pusher.Service.Metrics.Pushed.Load() != 1 {
+		t.Errorf("pushed = %d", s.Pusher.Service.Metrics.Pushed.Load())
+	}
+}

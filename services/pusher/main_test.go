@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestBadConfigExitsWithOneLine runs the real main with an invalid variable.
+func TestBadConfigExitsWithOneLine(t *testing.T) {
+	if os.Getenv("PUSHER_MAIN") == "1" {
+		main()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBadConfigExitsWithOneLine$")
+	cmd.Env = append(os.Environ(), "PUSHER_MAIN=1", "OPTOUT_WORKERS=lots", "OPTOUT_LINGER=soon")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
+	}
+	want := `config: OPTOUT_WORKERS="lots" is invalid: want an integer from 1 to 256
+config: OPTOUT_LINGER="soon" is invalid: want a duration such as 30s or 5m, from 0s to 5s`
+	if got := strings.TrimSpace(stderr.String()); got != want {
+		t.Fatalf("stderr =\n%s\nwant\n%s", got, want)
+	}
+}

@@ -1,0 +1,145 @@
+package push_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+func TestRetryHorizonDeadLettersWithAnAlertingMetric(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.org("globex").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
+	cfg := fastConfig()
+	cfg.RetryHorizon = 400 * time.Millisecond
+	s.start(cfg)
+	c := s.seed("globex", "Contact")
+	s.publish("globex", "sc-h", sfID(c))
+	s.eventually("dead-lettered after the horizon", 15*time.Second, func() bool { return len(s.dlq("globex")) == 1 })
+	d := s.dlq("globex")[0]
+	if d.Header.Get(event.HeaderErrorCode) != "retry_horizon_exceeded" || !strings.Contains(d.Header.Get(event.HeaderError), "SERVER_UNAVAILABLE") {
+		t.Errorf("DLQ headers = %v", d.Header)
+	}
+	if e := s.entry("globex", "sc-h"); e.State != ledger.StateFailed {
+		t.Errorf("entry state = %s; want FAILED", e.State)
+	}
+	if got := counter(t, "optout_retry_horizon_exceeded", "globex"); got != 1 {
+		t.Errorf("optout_retry_horizon_exceeded{tenant=globex} = %d; want 1", got)
+	}
+	s.eventually("acked", 10*time.Second, func() bool { return s.drained("globex") })
+}
+
+// counter reads a counter's value for one tenant from the test meter.
+func counter(t *testing.T, name, tenantID string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := tel.MetricReader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				t.Fatalf("%s is %T", name, m.Data)
+			}
+			for _, dp := range sum.DataPoints {
+				if v, ok := dp.Attributes.Value(attribute.Key("tenant")); ok && v.AsString() == tenantID {
+					total += dp.Value
+				}
+			}
+		}
+	}
+	return total
+}
+
+func TestRejectedCredentialsWaitUntilFixed(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.env.set("SF_GLOBEX_CLIENT_SECRET", "wrong")
+	s.start(fastConfig())
+	c := s.seed("globex", "Contact")
+	s.publish("globex", "sc-c", sfID(c))
+	s.eventually("tenant unhealthy with the reason", 10*time.Second, func() bool {
+		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "globex")
+		return err == nil && h.Mode == tenant.ModeUnhealthy && strings.Contains(h.Reason, "invalid_client")
+	})
+	if s.optedOut("globex", c, std) || len(s.dlq("globex")) != 0 {
+		t.Fatal("written or dead-lettered while the credentials were rejected")
+	}
+	s.env.set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
+	s.eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
+	s.eventually("healthy again", 5*time.Second, func() bool {
+		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "globex")
+		return err == nil && h.Mode == tenant.ModeHealthy
+	})
+}
+
+func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	c := s.seed("acme", "Contact")
+	id := s.publish("acme", "sc-r", sfID(c))
+	s.eventually("applied", 10*time.Second, func() bool { return s.drained("acme") && s.optedOut("acme", c, std) })
+	calls := s.collectionCalls("acme")
+
+	// The same event again under another Nats-Msg-Id, as a replay after the
+	// stream's window would arrive.
+	ev := &optoutv1.OptOutEvent{EventId: id, TenantId: "acme", Person: &optoutv1.Person{SalesConnectId: "sc-r", SalesforceId: c},
+		Action: optoutv1.Action_UNSUBSCRIBE, OccurredAt: timestamppb.New(s.entry("acme", "sc-r").DecidedAt)}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(s.topo.EventsSubject("acme"))
+	m.Data = data
+	m.Header.Set("Nats-Msg-Id", id+"-replayed")
+	if _, err := s.prov.JS.PublishMsg(s.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("replay acked", 10*time.Second, func() bool { return s.drained("acme") })
+	if got := s.collectionCalls("acme"); got != calls {
+		t.Errorf("the replay made %d more Salesforce calls", got-calls)
+	}
+	if e := s.entry("acme", "sc-r"); len(e.RecentEvents) != 1 {
+		t.Errorf("ledger applied the event %d times", len(e.RecentEvents))
+	}
+}
+
+func TestShutdownSettlesTheBatchInFlight(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.org("acme").SetLatency(700 * time.Millisecond)
+	stop := s.start(fastConfig())
+	ids := []string{s.seed("acme", "Contact"), s.seed("acme", "Contact")}
+	for _, id := range ids {
+		s.publish("acme", "sc-"+id, sfID(id))
+	}
+	s.eventually("batch in flight", 10*time.Second, func() bool { a, _ := s.pendingAcks("acme"); return a == 2 })
+	stop() // as SIGTERM does: stop pulling, finish the batch, return
+	if a, u := s.pendingAcks("acme"); a != 0 || u != 0 {
+		t.Fatalf("after shutdown %d messages unacked, %d undelivered; want the in-flight batch settled", a, u)
+	}
+	for _, id := range ids {
+		if !s.optedOut("acme", id, std) {
+			t.Errorf("%s not written", id)
+		}
+	}
+}

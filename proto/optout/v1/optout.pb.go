@@ -13,10 +13,12 @@
 //   Nats-Msg-Id:  the event_id. JetStream drops a second message with the same
 //                 id inside the stream's duplicate window (10 minutes by
 //                 default); consumers stay idempotent beyond it.
-//   Content-Type: absent or "application/protobuf" for a binary OptOutEvent;
-//                 "application/json" for the protojson form (field names in
-//                 lowerCamelCase or as written here, enums by name,
-//                 occurred_at as an RFC 3339 string).
+//   Content-Type: absent, "application/protobuf" or "application/x-protobuf"
+//                 for a binary OptOutEvent; "application/json" (UTF-8) for
+//                 the protojson form: field names in lowerCamelCase or as
+//                 written here (an unknown name is rejected, so a typo never
+//                 drops data silently), enums by name, occurred_at as an
+//                 RFC 3339 string.
 //   traceparent:  optional W3C trace context; when present the sync is traced
 //                 as part of the publisher's trace.
 //
@@ -24,7 +26,9 @@
 //
 // A body over 64 KiB is rejected. A rejected event is never silently dropped:
 // it is copied to optout.v1.dlq.<tenant_id> with the reason in the
-// Optout-Error header.
+// Optout-Error header and a machine-readable code in Optout-Error-Code.
+// A subject with more than one token after optout.v1.events. is refused at
+// publish time (no stream captures it).
 //
 // # Example (nats CLI)
 //

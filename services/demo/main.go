@@ -30,12 +30,14 @@ func main() {
 	records := flag.Int("records", 2000, "records seeded per org")
 	latency := flag.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
 	benchOut := flag.String("bench", "", "run the pusher benchmark and write its report to this file")
+	benchTotal := flag.Int("bench-total", 100_000, "benchmark: opt-outs in the burst")
+	benchTrickle := flag.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *benchOut != "" {
-		if err := bench.Run(ctx, bench.Options{NATSURL: *natsURL, Out: *benchOut}); err != nil {
+		if err := bench.Run(ctx, bench.Options{NATSURL: *natsURL, Out: *benchOut, Total: *benchTotal, TrickleDuration: *benchTrickle}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}

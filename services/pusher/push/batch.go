@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
@@ -32,6 +34,7 @@ type item struct {
 	ev    *optoutv1.OptOutEvent
 	key   string
 	entry ledger.Entry
+	index int  // position in the batch's Salesforce call
 	done  bool // acked, naked or dead-lettered
 }
 
@@ -90,27 +93,31 @@ func (r *runner) process(ctx context.Context, msgs []jetstream.Msg) {
 
 	// Fold every event into the ledger first: that decides ordering and what
 	// Salesforce must be told, and makes a parked opt-out durable.
-	var toWrite []*item
 	for _, it := range valid {
+		it.key = ledger.Key(r.tenant, it.ev.GetPerson().GetSalesConnectId(), it.ev.GetPerson().GetSalesforceId())
+	}
+	perPerson(valid, func(it *item) {
 		traceID := it.span.SpanContext().TraceID().String()
-		entry, err := s.Ledger.Update(ctx, ledger.Key(r.tenant, it.ev.GetPerson().GetSalesConnectId(), it.ev.GetPerson().GetSalesforceId()),
-			func(e *ledger.Entry, exists bool) (bool, error) {
-				return applyEvent(e, exists, it.ev, field, traceID), nil
-			})
+		entry, err := s.Ledger.Update(ctx, it.key, func(e *ledger.Entry, exists bool) (bool, error) {
+			return applyEvent(e, exists, it.ev, field, traceID), nil
+		})
 		if err != nil {
 			r.retry(it, fmt.Errorf("ledger: %w", err))
-			continue
+			return
 		}
-		it.key = ledger.Key(r.tenant, it.ev.GetPerson().GetSalesConnectId(), it.ev.GetPerson().GetSalesforceId())
 		it.entry = entry
 		if entry.State == ledger.StateParked {
 			s.Metrics.parked(r.tenant)
 		}
 		if !pending(&entry, field).needed {
 			r.ack(it, "settled without a write: "+entry.Reason)
-			continue
 		}
-		toWrite = append(toWrite, it)
+	})
+	var toWrite []*item
+	for _, it := range valid {
+		if !it.done {
+			toWrite = append(toWrite, it)
+		}
 	}
 	if len(toWrite) == 0 {
 		return
@@ -125,6 +132,7 @@ func (r *runner) write(ctx context.Context, client sfcreds.Client, field string,
 	updates := make([]salesforce.Update, len(items))
 	links := make([]trace.Link, len(items))
 	for i, it := range items {
+		it.index = i
 		w := pending(&it.entry, field)
 		updates[i] = salesforce.Update{ID: it.entry.SalesforceID, Type: it.entry.ObjectType, Field: field, Value: w.value}
 		links[i] = trace.Link{SpanContext: it.span.SpanContext()}
@@ -151,8 +159,9 @@ func (r *runner) write(ctx context.Context, client sfcreds.Client, field string,
 		r.failAll(items, err)
 		return
 	}
-	callFailed := false
-	for i, it := range items {
+	var transient atomic.Bool
+	perPerson(items, func(it *item) {
+		i := it.index
 		res := results[i]
 		switch {
 		case res.Success:
@@ -165,16 +174,46 @@ func (r *runner) write(ctx context.Context, client sfcreds.Client, field string,
 				cause = res.Err
 			}
 			if r.settleFailure(it, cause) {
-				callFailed = true
+				transient.Store(true)
 			}
 		}
-	}
-	if callFailed {
+	})
+	if transient.Load() {
 		r.callFailed(fmt.Sprint(err))
 	} else {
 		r.callSucceeded()
 	}
 }
+
+// perPerson runs fn over items concurrently across people and in order for
+// each person: ledger round trips dominate a batch, and entries of different
+// people never contend.
+func perPerson(items []*item, fn func(*item)) {
+	groups := map[string][]*item{}
+	var order []string
+	for _, it := range items {
+		if _, ok := groups[it.key]; !ok {
+			order = append(order, it.key)
+		}
+		groups[it.key] = append(groups[it.key], it)
+	}
+	sem := make(chan struct{}, ledgerConcurrency)
+	var wg sync.WaitGroup
+	for _, k := range order {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(g []*item) {
+			defer func() { <-sem; wg.Done() }()
+			for _, it := range g {
+				fn(it)
+			}
+		}(groups[k])
+	}
+	wg.Wait()
+}
+
+// ledgerConcurrency bounds a batch's concurrent ledger updates.
+const ledgerConcurrency = 32
 
 // failAll settles every item of a call that failed as a whole.
 func (r *runner) failAll(items []*item, err error) {

@@ -2,7 +2,6 @@ package push
 
 import (
 	"context"
-	"github.com/optout-sync/optout-sync/shared/tenant"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // Metrics are the pusher's instruments. Labels carry the tenant id and

@@ -4,11 +4,15 @@ PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: test lint fmt vet staticcheck proto build demo bench-pusher bench-salesforce clean
+.PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-salesforce clean
 
 ## test: run every module's tests against the NATS and Redis on 127.0.0.1.
 test:
 	go test $(GOTESTFLAGS) $(PKGS)
+
+## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.
+e2e-traces:
+	OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
 
 ## lint: gofmt, go vet and staticcheck over every module.
 lint: fmt vet staticcheck

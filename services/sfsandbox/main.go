@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 func main() {
@@ -58,7 +60,21 @@ func run(listen, orgsPath string, log zerolog.Logger) error {
 		fmt.Printf("org %-10s token URL http://%s/orgs/%s/services/oauth2/token client_id=%s client_secret=%s\n",
 			name, host, name, oc.ClientID, oc.ClientSecret)
 	}
-	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+	tel, err := telemetry.Setup(context.Background(), "sfsandbox")
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(ctx)
+	}()
+	// Server spans join the caller's trace (traceparent), so one opt-out is
+	// one trace down to the emulated Salesforce. Names carry only the method:
+	// paths hold record ids.
+	handler := otelhttp.NewHandler(sb, "sfsandbox",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "sfsandbox " + r.Method }))
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)

@@ -1,0 +1,201 @@
+// Package e2e runs the real binaries against a real Jaeger and asserts, through
+// Jaeger's query API, that one opt-out is one trace from the publisher through
+// the pusher to (emulated) Salesforce. Run with `make e2e-traces` (CI does):
+// it builds Jaeger from the Go module proxy, which takes minutes when cold.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+)
+
+const jaegerQuery = "http://127.0.0.1:16686"
+
+func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
+	if os.Getenv("OPTOUT_E2E") != "1" {
+		t.Skip("set OPTOUT_E2E=1 (make e2e-traces) to build Jaeger and run the end-to-end trace test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	requireFree(t, 4317, 4318, 16686)
+	root := repoRoot(t)
+	bin := t.TempDir()
+	jaeger := buildJaeger(t, root)
+	pusher := build(t, root, bin, "./services/pusher", "pusher")
+	sandbox := build(t, root, bin, "./services/sfsandbox", "sfsandbox")
+
+	start(t, "jaeger", jaeger, nil)
+	waitHTTP(ctx, t, jaegerQuery+"/api/v3/services")
+
+	otelEnv := func(service string) []string {
+		return []string{
+			"OTEL_SERVICE_NAME=" + service,
+			"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318",
+			"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+			"OTEL_BSP_SCHEDULE_DELAY=100",
+		}
+	}
+	sbAddr := freeAddr(t)
+	start(t, "sfsandbox", sandbox, otelEnv("sfsandbox"), "--listen", sbAddr, "--orgs", filepath.Join(root, "services/sfsandbox/orgs.example.yaml"))
+	sbURL := "http://" + sbAddr
+	waitHTTP(ctx, t, sbURL+"/_sandbox/orgs")
+	contact := seedContact(t, sbURL)
+
+	nc := natstest.Connect(t)
+	topo := natstest.Topology(t, nc)
+	creds := t.TempDir()
+	writeFile(t, filepath.Join(creds, "acme", "token_url"), sbURL+"/orgs/acme")
+	writeFile(t, filepath.Join(creds, "acme", "client_id"), "acme-client-id")
+	writeFile(t, filepath.Join(creds, "acme", "client_secret"), "acme-client-secret")
+	start(t, "pusher", pusher, append(otelEnv("optout-pusher"),
+		"NATS_URL="+natstest.URL(), "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
+		"OPTOUT_ADMIN_ADDR="+freeAddr(t), "OPTOUT_SF_CREDENTIALS_DIR="+creds))
+
+	// The test plays the upstream publisher, exporting its own span to Jaeger.
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL("http://127.0.0.1:4318/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp),
+		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName("e2e-publisher"))))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	otel.SetTracerProvider(tp)
+
+	pctx, span := tp.Tracer("e2e").Start(ctx, "unsubscribe clicked")
+	js := mustJS(t, nc)
+	if _, err := natsx.Provision(ctx, nc, topo); err != nil {
+		t.Fatal(err)
+	}
+	ev := &optoutv1.OptOutEvent{EventId: "e2e-1", TenantId: "acme", Action: optoutv1.Action_UNSUBSCRIBE,
+		Person:     &optoutv1.Person{SalesConnectId: "sc-e2e", SalesforceId: contact},
+		OccurredAt: timestamppb.Now(), Source: optoutv1.Source_EMAIL_LINK}
+	if _, err := (natsx.Publisher{JS: js, Topology: topo}).PublishEvent(pctx, ev, true); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	traceID := span.SpanContext().TraceID().String()
+
+	want := map[string]bool{"e2e-publisher": false, "optout-pusher": false, "sfsandbox": false}
+	var last string
+	for {
+		services, body := traceServices(t, traceID)
+		last = body
+		all := true
+		for s := range want {
+			want[s] = services[s]
+			all = all && services[s]
+		}
+		if all {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("trace %s never held every service: %v\nlast answer: %s", traceID, want, tail(last, 2000))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// buildJaeger builds the Jaeger binary from deploy/jaeger, a module kept out
+// of the workspace so its dependencies do not leak into the services.
+func buildJaeger(t *testing.T, root string) string {
+	t.Helper()
+	out := filepath.Join(root, "bin", "jaeger")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/jaegertracing/jaeger/cmd/jaeger")
+	cmd.Dir = filepath.Join(root, "deploy", "jaeger")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build jaeger: %v\n%s", err, b)
+	}
+	return out
+}
+
+// traceServices asks Jaeger's API v3 for a trace and returns the service
+// names whose spans it holds.
+func traceServices(t *testing.T, traceID string) (map[string]bool, string) {
+	t.Helper()
+	resp, err := http.Get(jaegerQuery + "/api/v3/traces/" + traceID)
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, body)
+	}
+	var doc struct {
+		Result struct {
+			ResourceSpans []struct {
+				Resource struct {
+					Attributes []struct {
+						Key   string `json:"key"`
+						Value struct {
+							StringValue string `json:"stringValue"`
+						} `json:"value"`
+					} `json:"attributes"`
+				} `json:"resource"`
+			} `json:"resourceSpans"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatalf("jaeger answer: %v: %s", err, tail(string(body), 500))
+	}
+	out := map[string]bool{}
+	for _, rs := range doc.Result.ResourceSpans {
+		for _, a := range rs.Resource.Attributes {
+			if a.Key == "service.name" {
+				out[a.Value.StringValue] = true
+			}
+		}
+	}
+	return out, string(body)
+}
+
+func seedContact(t *testing.T, sbURL string) string {
+	t.Helper()
+	body := bytes.NewBufferString(`{"type":"Contact","Email":"e2e@example.com"}`)
+	req, _ := http.NewRequest(http.MethodPut, sbURL+"/_sandbox/orgs/acme/records", body)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rec struct {
+		ID string `json:"Id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil || rec.ID == "" {
+		t.Fatalf("seed contact: HTTP %d, %v", resp.StatusCode, err)
+	}
+	return rec.ID
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -85,7 +85,7 @@ func (j *JWTBearer) Token(ctx context.Context) (*oauth2.Token, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(opToken, resp)
+		return nil, errorFromResponse(opToken, resp, false)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {

@@ -165,11 +165,8 @@ func (c *Client) send(ctx context.Context, cl *call) (*http.Response, error) {
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 			return resp, nil
 		}
-		e := errorFromResponse(cl.op, resp)
+		e := errorFromResponse(cl.op, resp, cl.recordScope)
 		resp.Body.Close()
-		if e.Class == PermanentRecord && !cl.recordScope {
-			e.Class = PermanentTenant
-		}
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && refreshHelps(e) {
 			c.tokens.invalidate(sess)
 			continue

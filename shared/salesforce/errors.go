@@ -235,11 +235,17 @@ func (it sfErrorItem) code() string {
 
 // errorFromResponse reads a non-2xx response into an *Error. The body is
 // REST's JSON array, the token endpoint's {"error","error_description"}
-// object, or an HTML page from the edge.
-func errorFromResponse(op string, resp *http.Response) *Error {
+// object, or an HTML page from the edge. recordScope says whether the request
+// was about one record: a per-record code (NOT_FOUND, say) on a request about
+// no single record cannot be pinned on any record, so it is the tenant's to
+// fix and its messages are kept rather than dead-lettered.
+func errorFromResponse(op string, resp *http.Response, recordScope bool) *Error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := parseErrorBody(op, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if e.Class == PermanentRecord && !recordScope {
+		e.Class = PermanentTenant
+	}
 	return e
 }
 

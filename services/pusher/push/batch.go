@@ -129,6 +129,12 @@ func (r *runner) process(ctx context.Context, msgs []jetstream.Msg) {
 // beyond 200) and settles each message by its record's result.
 func (r *runner) write(ctx context.Context, client sfcreds.Client, field string, items []*item) {
 	s := r.svc
+	if field != tenant.StandardField {
+		var ok bool
+		if items, ok = r.skipSetElsewhere(ctx, client, field, items); !ok || len(items) == 0 {
+			return
+		}
+	}
 	updates := make([]salesforce.Update, len(items))
 	links := make([]trace.Link, len(items))
 	for i, it := range items {
@@ -215,9 +221,70 @@ func perPerson(items []*item, fn func(*item)) {
 // ledgerConcurrency bounds a batch's concurrent ledger updates.
 const ledgerConcurrency = 32
 
+// skipSetElsewhere reads the sales field of the records about to be opted
+// out and settles those already true without writing: the mark is someone
+// else's (a sales user, automation), so a later resubscribe must not clear
+// it. One read per type and batch is the price of never reverting an
+// opt-out we did not make.
+func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, items []*item) ([]*item, bool) {
+	byType := map[string][]*item{}
+	var rest []*item
+	for _, it := range items {
+		if pending(&it.entry, field).value {
+			byType[it.entry.ObjectType] = append(byType[it.entry.ObjectType], it)
+		} else {
+			rest = append(rest, it)
+		}
+	}
+	for typ, group := range byType {
+		ids := make([]string, len(group))
+		for i, it := range group {
+			ids[i] = it.entry.SalesforceID
+		}
+		recs, err := client.Retrieve(group[0].ctx, typ, ids, []string{"Id", field})
+		r.svc.Metrics.call(r.tenant)
+		if err != nil {
+			r.failAll(items, err)
+			return nil, false
+		}
+		for i, it := range group {
+			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
+				r.setElsewhere(ctx, it, field)
+				continue
+			}
+			rest = append(rest, it)
+		}
+	}
+	return rest, true
+}
+
+// setElsewhere records a Salesforce value we found, not made, and acks.
+func (r *runner) setElsewhere(ctx context.Context, it *item, field string) {
+	now := r.svc.Now().UTC()
+	sfID := it.entry.SalesforceID
+	_, err := r.svc.Ledger.Update(ctx, it.key, func(e *ledger.Entry, _ bool) (bool, error) {
+		if e.SalesforceID != sfID || e.Field != field {
+			return false, nil
+		}
+		v := true
+		e.Confirmed, e.ConfirmedAt, e.SetByUs = &v, now, false
+		settle(e, field)
+		e.Reason = field + " was already set in Salesforce (not by optout-sync), so no write was needed"
+		return true, nil
+	})
+	if err != nil {
+		r.retry(it, fmt.Errorf("ledger: %w", err))
+		return
+	}
+	r.ack(it, "already set in Salesforce")
+}
+
 // failAll settles every item of a call that failed as a whole.
 func (r *runner) failAll(items []*item, err error) {
 	for _, it := range items {
+		if it.done {
+			continue
+		}
 		r.settleFailure(it, err)
 	}
 	if salesforce.ClassOf(err) == salesforce.Retryable {

@@ -140,6 +140,27 @@ func TestResubscribeRules(t *testing.T) {
 	if !s.optedOut("acme", b, sales) || !s.entry("acme", "p3").OptedOut {
 		t.Errorf("an older resubscribe reverted an opt-out: entry %+v", s.entry("acme", "p3"))
 	}
+
+	// A sales field someone else set is not ours to clear: the push finds
+	// it set and writes nothing; a later resubscribe leaves it.
+	c := s.seed("acme", "Contact")
+	if err := s.org("acme").Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
+		t.Fatal(err)
+	}
+	calls := s.collectionCalls("acme")
+	s.publish("acme", "p4", sfID(c), at(t0))
+	s.eventually("p4 drained", 10*time.Second, func() bool { return s.drained("acme") })
+	if e := s.entry("acme", "p4"); e.SetByUs || e.State != ledger.StateSynced {
+		t.Fatalf("entry = %+v; want synced, not set by us", e)
+	}
+	s.publish("acme", "p4", sfID(c), resub(), at(t0.Add(time.Minute)))
+	s.eventually("p4 resubscribed", 10*time.Second, func() bool { return s.drained("acme") && !s.entry("acme", "p4").OptedOut })
+	if !s.optedOut("acme", c, sales) {
+		t.Error("a resubscribe cleared a sales opt-out that someone else set")
+	}
+	if got := s.collectionCalls("acme"); got != calls {
+		t.Errorf("%d writes for a record already opted out", got-calls)
+	}
 }
 
 func TestInvalidEventsGoToTheDLQAndDoNotBlock(t *testing.T) {

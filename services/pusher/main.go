@@ -13,6 +13,10 @@ import (
 	"github.com/optout-sync/optout-sync/shared/logx"
 )
 
+// version is stamped at build time: -ldflags "-X main.version=..."
+// (deploy/images/<service>/Dockerfile); every log line carries it.
+var version = "dev"
+
 // shutdownLimit is Kubernetes' default grace period: in-flight batches are
 // settled well within it.
 const shutdownLimit = 30 * time.Second
@@ -21,7 +25,7 @@ func main() {
 	l := config.FromEnv()
 	cfg := app.Load(l)
 	l.Exit(os.Stderr)
-	log := logx.New("pusher", os.Stderr)
+	log := logx.New("pusher", os.Stderr).With().Str("version", version).Logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

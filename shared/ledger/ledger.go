@@ -57,9 +57,22 @@ type Entry struct {
 	SetByUs     bool      `json:"setByUs,omitempty"`
 
 	TraceID string `json:"traceId,omitempty"`
+	// LastEvent is the last event applied to the person, kept so the audit
+	// trail says who acted, when and why for as long as the trail is kept
+	// (the events stream keeps the events themselves only for days).
+	LastEvent *Event `json:"lastEvent,omitempty"`
 	// RecentEvents are the last event ids applied, so a replay beyond the
 	// stream's duplicate window is recognised.
 	RecentEvents []string `json:"recentEvents,omitempty"`
+}
+
+// Event is what one applied event said.
+type Event struct {
+	ID         string    `json:"id"`
+	Action     string    `json:"action"`
+	Source     string    `json:"source,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	OccurredAt time.Time `json:"occurredAt"`
 }
 
 const recentEventsKept = 16

@@ -26,6 +26,8 @@ var (
 	AppliedRoot = strings.TrimSuffix(event.AppliedPrefix, ".")
 	AuditRoot   = strings.TrimSuffix(event.AuditPrefix, ".")
 	ControlRoot = strings.TrimSuffix(event.ControlPrefix, ".")
+	// RunsRoot carries the reconciler's run reports, one per finished run.
+	RunsRoot = "optout.v1.runs"
 )
 
 // Topology names and sizes every JetStream resource. Namespace, empty in
@@ -42,6 +44,7 @@ type Topology struct {
 	DLQMaxAge       time.Duration
 	AppliedMaxAge   time.Duration
 	AuditMaxAge     time.Duration
+	RunsMaxAge      time.Duration
 	DuplicateWindow time.Duration
 	MaxMsgSize      int32
 
@@ -60,6 +63,7 @@ func DefaultTopology() Topology {
 		DLQMaxAge:           90 * 24 * time.Hour,
 		AppliedMaxAge:       14 * 24 * time.Hour,
 		AuditMaxAge:         7 * 365 * 24 * time.Hour,
+		RunsMaxAge:          90 * 24 * time.Hour,
 		DuplicateWindow:     10 * time.Minute,
 		MaxMsgSize:          1 << 20,
 		PusherAckWait:       60 * time.Second,
@@ -79,6 +83,7 @@ func TopologyFromEnv(l *config.Loader) Topology {
 	t.EventsMaxAge = l.Duration("OPTOUT_EVENTS_MAX_AGE", t.EventsMaxAge, time.Hour, 365*day, "how long events are kept for replay")
 	t.DLQMaxAge = l.Duration("OPTOUT_DLQ_MAX_AGE", t.DLQMaxAge, time.Hour, 10*365*day, "how long dead letters are kept")
 	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept")
+	t.RunsMaxAge = l.Duration("OPTOUT_RUNS_MAX_AGE", t.RunsMaxAge, time.Hour, 10*365*day, "how long reconciler run-report events are kept")
 	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
 	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "in-flight opt-outs across all pusher replicas")
 	return t
@@ -110,6 +115,9 @@ func (t Topology) AppliedSubject(tenant string) string { return t.subject(Applie
 // AuditSubject carries the history of one tenant's ledger changes.
 func (t Topology) AuditSubject(tenant string) string { return t.subject(AuditRoot) + "." + tenant }
 
+// RunsSubject carries a tenant's reconciler run reports.
+func (t Topology) RunsSubject(tenant string) string { return t.subject(RunsRoot) + "." + tenant }
+
 // ControlSubject is a request/reply subject, e.g. ControlSubject("reconcile", "acme").
 func (t Topology) ControlSubject(verb, tenant string) string {
 	return t.subject(ControlRoot) + "." + verb + "." + tenant
@@ -129,6 +137,7 @@ func (t Topology) EventsStream() string  { return t.name("OPTOUT_EVENTS") }
 func (t Topology) DLQStream() string     { return t.name("OPTOUT_DLQ") }
 func (t Topology) AppliedStream() string { return t.name("OPTOUT_APPLIED") }
 func (t Topology) AuditStream() string   { return t.name("OPTOUT_AUDIT") }
+func (t Topology) RunsStream() string    { return t.name("OPTOUT_RUNS") }
 func (t Topology) LedgerBucket() string  { return t.name("optout_ledger") }
 func (t Topology) TenantsBucket() string { return t.name("optout_tenants") }
 func (t Topology) RunsBucket() string    { return t.name("optout_runs") }
@@ -159,6 +168,7 @@ func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
 		mk(t.DLQStream(), DLQRoot, "events that can never be applied, with the reason in headers", t.DLQMaxAge),
 		mk(t.AppliedStream(), AppliedRoot, "Salesforce-side opt-outs for Sales Connect to apply", t.AppliedMaxAge),
 		mk(t.AuditStream(), AuditRoot, "every ledger change per person: the audit trail", t.AuditMaxAge),
+		mk(t.RunsStream(), RunsRoot, "reconciler run reports, one per finished run", t.RunsMaxAge),
 	}
 }
 

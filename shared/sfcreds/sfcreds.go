@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,6 +105,13 @@ type Client interface {
 	UpdateOptOut(ctx context.Context, updates []salesforce.Update) ([]salesforce.Result, error)
 	Retrieve(ctx context.Context, sobjectType string, ids, fields []string) ([]*salesforce.Record, error)
 	CheckOptOutField(ctx context.Context, field string) error
+
+	// The reads of the nightly reconciler.
+	Query(ctx context.Context, soql string, opts ...salesforce.QueryOption) iter.Seq2[salesforce.Record, error]
+	QueryIDs(ctx context.Context, sobjectType string, fields, ids []string, opts ...salesforce.QueryOption) iter.Seq2[salesforce.Record, error]
+	BulkQuery(ctx context.Context, soql string, opts salesforce.BulkQueryOptions, fn func(header, row []string) error) (salesforce.BulkResult, error)
+	Limits(ctx context.Context) (map[string]salesforce.Limit, error)
+	LastAPIUsage() (salesforce.APIUsage, bool)
 }
 
 // Pool keeps one client per tenant and rebuilds it when the tenant's

@@ -46,6 +46,8 @@ func applyEvent(e *ledger.Entry, exists bool, ev *optoutv1.OptOutEvent, field, t
 	}
 	e.Remember(ev.GetEventId())
 	e.TraceID = traceID
+	e.LastEvent = &ledger.Event{ID: ev.GetEventId(), Action: ev.GetAction().String(), Source: ev.GetSource().String(),
+		Reason: ev.GetReason(), OccurredAt: occurred}
 
 	switch ev.GetAction() {
 	case optoutv1.Action_UNSUBSCRIBE:

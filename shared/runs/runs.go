@@ -1,0 +1,270 @@
+// Package runs is the record of the nightly reconciler's work: run reports,
+// the progress (checkpoint) of a running run, schedule-slot claims, the
+// newest fencing token per tenant, and the control request/reply that starts
+// a run. The reconciler writes it; optoutctl and the admin page read it.
+//
+// Everything lives in the runs KV bucket (natsx.Topology.RunsBucket), under
+// these keys (tenant ids are one NATS token, see event.ValidTenant):
+//
+//	run.<tenant>.<runID>  Report: written when a run starts (status running)
+//	                      and when it ends; run ids sort by start time
+//	active.<tenant>       Checkpoint: the unfinished run of the tenant with
+//	                      its progress; present only while a run is
+//	                      unfinished (running, or interrupted and waiting to
+//	                      be resumed by any replica)
+//	fence.<tenant>        FenceRecord: the newest fencing token; writes
+//	                      carrying an older one are refused
+//	slot.<tenant>         SlotClaim: the newest schedule slot a run was
+//	                      started for (exactly one run per slot)
+//	last.<tenant>         LastSuccess: the last run that succeeded
+//
+// Every finished run is also published as a JSON Report on
+// optout.v1.runs.<tenant> (stream OPTOUT_RUNS), Nats-Msg-Id "<runID>".
+//
+// Runs are started over NATS request/reply on optout.v1.control.reconcile.<tenant>
+// (natsx.Topology.ControlSubject(ControlVerb, tenant)) with a JSON
+// ControlRequest; the reply is a JSON ControlReply. See Request.
+package runs
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Status is where a run stands.
+type Status string
+
+// Statuses. Every status but StatusRunning is final.
+const (
+	// StatusRunning: the run is in progress, or was interrupted (crash,
+	// lost lease, shutdown, transient failure) and will be resumed.
+	StatusRunning Status = "running"
+	// StatusSucceeded: both sides agree (a dry run: everything was computed).
+	StatusSucceeded Status = "succeeded"
+	// StatusStoppedGuard: the mass-resubscribe guard stopped the run before
+	// any write; Reason says why. An admin must look.
+	StatusStoppedGuard Status = "stopped_guard"
+	// StatusStoppedBudget: the run's share of the org's API allowance (or
+	// the allowance itself) ran out; the next run continues the work.
+	StatusStoppedBudget Status = "stopped_budget"
+	// StatusFailed: the run cannot succeed without an admin (credentials,
+	// missing field) or gave up after repeated transient failures.
+	StatusFailed Status = "failed"
+	// StatusAbandoned: an interrupted dry run, dropped by the next holder
+	// (a dry run is cheap to repeat and must not block real runs).
+	StatusAbandoned Status = "abandoned"
+)
+
+// Final reports whether the status is an end state.
+func (s Status) Final() bool { return s != StatusRunning && s != "" }
+
+// TriggerKind says why a run started.
+type TriggerKind string
+
+// Trigger kinds.
+const (
+	// TriggerSchedule: the tenant's daily slot (ScheduleTime in ScheduleZone).
+	TriggerSchedule TriggerKind = "schedule"
+	// TriggerCatchUp: a slot that passed while no replica ran it, started
+	// late (at the next replica's start or tick).
+	TriggerCatchUp TriggerKind = "catch-up"
+	// TriggerManual: a control request (optoutctl, the admin page).
+	TriggerManual TriggerKind = "manual"
+)
+
+// Trigger is who or what started a run.
+type Trigger struct {
+	Kind TriggerKind `json:"kind"`
+	// By names the requester of a manual run (e.g. "optoutctl:ops"); never
+	// an email.
+	By string `json:"by,omitempty"`
+	// Slot is the scheduled instant of a schedule or catch-up run.
+	Slot time.Time `json:"slot,omitzero"`
+}
+
+// Phase is the step a running run is in.
+type Phase string
+
+// Phases, in order.
+const (
+	PhaseStarting            Phase = "starting"
+	PhaseReadingSalesforce   Phase = "reading_salesforce"
+	PhaseReadingLedger       Phase = "reading_ledger"
+	PhaseLookingUp           Phase = "looking_up"
+	PhaseWritingSalesConnect Phase = "writing_sales_connect"
+	PhaseWritingSalesforce   Phase = "writing_salesforce"
+	PhaseDone                Phase = "done"
+)
+
+// Counts classify every person the run saw. A person is counted once, in
+// the first class that applies, except the totals at the top.
+type Counts struct {
+	// Totals.
+	SalesforceOptOuts int64 `json:"salesforceOptOuts"` // Contacts and Leads with the field true
+	LedgerEntries     int64 `json:"ledgerEntries"`     // persons the ledger holds
+	LedgerOptOuts     int64 `json:"ledgerOptOuts"`     // of which opted out
+
+	// InBoth: opted out on both sides; nothing to write.
+	InBoth int64 `json:"inBoth"`
+	// Unconfirmed: in both, but the ledger did not yet record Salesforce's
+	// confirmation on this field; the ledger is updated (no API call).
+	Unconfirmed int64 `json:"unconfirmed"`
+	// SalesConnectOnly: opted out in Sales Connect only; written to Salesforce.
+	SalesConnectOnly int64 `json:"salesConnectOnly"`
+	// SalesforceOnly: opted out in Salesforce only, for a person the ledger
+	// knows (not opted out there, and the Salesforce change is newer than
+	// the ledger's decision); applied to Sales Connect (ledger + event).
+	SalesforceOnly int64 `json:"salesforceOnly"`
+	// KnownToSalesforceOnly: a Salesforce opt-out of a person the ledger
+	// has never seen; recorded as an sf.<id> ledger entry (so a later link
+	// honours it) and announced to Sales Connect.
+	KnownToSalesforceOnly int64 `json:"knownToSalesforceOnly"`
+	// ParkedNoID: ledger opt-outs without a Salesforce id; nothing to compare.
+	ParkedNoID int64 `json:"parkedNoId"`
+	// MalformedIDs: ledger entries whose Salesforce id is not a valid id.
+	MalformedIDs int64 `json:"malformedIds"`
+
+	// Conflicts.
+	// ResubscribedInSalesforce: the field we confirmed true is now false
+	// and its SystemModstamp is newer than the opt-out: a Salesforce-side
+	// resubscribe. Applied to Sales Connect under latest-wins
+	// (ResubscribesApplied), written back under optout-wins
+	// (ResubscribesWrittenBack).
+	ResubscribedInSalesforce int64 `json:"resubscribedInSalesforce"`
+	ResubscribesApplied      int64 `json:"resubscribesApplied"`
+	ResubscribesWrittenBack  int64 `json:"resubscribesWrittenBack"`
+	// ClearedBeforeOptOut: confirmed true, now false, but Salesforce's
+	// last change is not newer than the opt-out; the opt-out is written back.
+	ClearedBeforeOptOut int64 `json:"clearedBeforeOptOut"`
+	// ResubscribedInSalesConnect: opted out in Salesforce, but Sales Connect
+	// holds an explicit resubscribe newer than Salesforce's last change;
+	// left as it is (the shared field is never cleared from here).
+	ResubscribedInSalesConnect int64 `json:"resubscribedInSalesConnect"`
+	// MissingInSalesforce: confirmed true, and the record can no longer be
+	// read (deleted, merged, no access). Never reverted by absence.
+	MissingInSalesforce int64 `json:"missingInSalesforce"`
+}
+
+// Writes are the changes a run made, or, for a dry run, planned.
+type Writes struct {
+	// Planned changes, from the diff (what a dry run would have done).
+	PlannedSalesforce   int64 `json:"plannedSalesforce"`   // records to set true
+	PlannedSalesConnect int64 `json:"plannedSalesConnect"` // ledger entries (with events) to change
+	// Made.
+	SalesforceWritten int64 `json:"salesforceWritten"`
+	SalesforceFailed  int64 `json:"salesforceFailed"`
+	LedgerWritten     int64 `json:"ledgerWritten"`
+	LedgerFailed      int64 `json:"ledgerFailed"`
+	EventsPublished   int64 `json:"eventsPublished"`
+	// Remaining: planned changes this run did not get to (budget, guard,
+	// dry run); the next run recomputes and makes them.
+	Remaining int64 `json:"remaining"`
+}
+
+// API is the run's use of the org's daily API allowance.
+type API struct {
+	// RemainingAtStart is the org's remaining daily allowance when the run
+	// (first attempt) started; Budget is the run's share of it.
+	RemainingAtStart int64 `json:"remainingAtStart"`
+	Budget           int64 `json:"budget"`
+	// Spent counts every request the run sent (retries and failures too).
+	Spent int64 `json:"spent"`
+	// Of which: reading the opted-out sets (pages, Bulk job calls),
+	// looking up absent records, writing, and the rest (limits, describe).
+	Reads   int64 `json:"reads"`
+	Lookups int64 `json:"lookups"`
+	Writes  int64 `json:"writes"`
+	// Pages is the number of SOQL pages or Bulk result pages read.
+	Pages int64 `json:"pages"`
+	// ReadPath per object: "soql" or "bulk".
+	ReadPath map[string]string `json:"readPath,omitempty"`
+}
+
+// Guard is the mass-resubscribe guard's verdict.
+type Guard struct {
+	Resubscribes int64   `json:"resubscribes"` // the run would apply this many
+	Limit        int64   `json:"limit"`        // more than this stops the run
+	OptOuts      int64   `json:"optOuts"`      // the ledger's opt-outs
+	Share        float64 `json:"share"`
+	Min          int64   `json:"min"`
+	Tripped      bool    `json:"tripped"`
+}
+
+// Report is one run.
+type Report struct {
+	RunID   string  `json:"runId"`
+	Tenant  string  `json:"tenant"`
+	Status  Status  `json:"status"`
+	Phase   Phase   `json:"phase"`
+	Reason  string  `json:"reason,omitempty"` // why it stopped or failed, for admins
+	DryRun  bool    `json:"dryRun"`
+	Trigger Trigger `json:"trigger"`
+	// Field is the Salesforce field compared; Policy the conflict policy.
+	Field  string `json:"field"`
+	Policy string `json:"policy"`
+
+	StartedAt       time.Time `json:"startedAt"`
+	FinishedAt      time.Time `json:"finishedAt,omitzero"`
+	DurationSeconds float64   `json:"durationSeconds"`
+
+	Counts Counts `json:"counts"`
+	Writes Writes `json:"writes"`
+	API    API    `json:"api"`
+	Guard  *Guard `json:"guard,omitempty"`
+
+	// Attempts is 1, plus one per resumption after an interruption.
+	Attempts int `json:"attempts"`
+	// Fence is the fencing token of the attempt that wrote this report;
+	// Holder the replica that ran it; TraceID its trace (one per attempt).
+	Fence   uint64 `json:"fence"`
+	Holder  string `json:"holder"`
+	TraceID string `json:"traceId,omitempty"`
+}
+
+// Checkpoint is the progress of an unfinished run, readable while it runs
+// and the state another replica resumes from.
+type Checkpoint struct {
+	Report Report `json:"report"`
+	// DiffComplete: the classification finished once; Report.Counts are the
+	// run's counts and a resumed attempt keeps them (its own diff sees the
+	// writes already made as "in both").
+	DiffComplete bool `json:"diffComplete"`
+	// RetryAt: after a transient failure, not resumed before this instant.
+	RetryAt time.Time `json:"retryAt,omitzero"`
+	// Failures counts consecutive transient failures.
+	Failures  int       `json:"failures,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// FenceRecord is the newest fencing token of a tenant.
+type FenceRecord struct {
+	Fence  uint64    `json:"fence"`
+	RunID  string    `json:"runId,omitempty"`
+	Holder string    `json:"holder,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// SlotClaim is the newest schedule slot a run was started for.
+type SlotClaim struct {
+	Slot      time.Time `json:"slot"`
+	RunID     string    `json:"runId"`
+	Holder    string    `json:"holder"`
+	ClaimedAt time.Time `json:"claimedAt"`
+}
+
+// LastSuccess is the last run of a tenant that succeeded (dry runs excluded).
+type LastSuccess struct {
+	RunID      string    `json:"runId"`
+	Trigger    Trigger   `json:"trigger"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// NewRunID returns an id that sorts by start time, e.g.
+// "20261128T200000Z-3fa9c1".
+func NewRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,209 @@
+// Package app wires the reconciler's dependencies from its configuration.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/reconciler/budget"
+	"github.com/optout-sync/optout-sync/services/reconciler/engine"
+	"github.com/optout-sync/optout-sync/services/reconciler/service"
+	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
+	"github.com/optout-sync/optout-sync/shared/adminhttp"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/lock"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/salesforce"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// Config is everything the reconciler reads from its environment.
+type Config struct {
+	NATS           natsx.ConnConfig
+	Topology       natsx.Topology
+	Redis          *redis.Options
+	LockPrefix     string
+	LeaseTTL       time.Duration
+	AdminAddr      string
+	CredentialsDir string
+	Replica        string
+	Tick           time.Duration
+	MaxConcurrent  int
+	Engine         engine.Config
+}
+
+// Load reads the configuration; check l.Err() (or call l.Exit) afterwards.
+func Load(l *config.Loader) Config {
+	d := engine.DefaultConfig()
+	c := Config{
+		NATS:     natsx.ConnConfigFromEnv(l, "optout-reconciler"),
+		Topology: natsx.TopologyFromEnv(l),
+	}
+	redisURL := l.String("OPTOUT_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the per-tenant lease locks (redis:// or rediss://, with user:password@ when needed)")
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		// Parse errors can quote the URL, password included.
+		reason := err.Error()
+		if strings.Contains(reason, "@") || strings.Contains(reason, "://") {
+			reason = "malformed URL"
+		}
+		l.Invalid("OPTOUT_REDIS_URL", "(not shown: may hold a password)", "want redis://[user:password@]host:port/db or rediss://...: "+reason)
+	}
+	c.Redis = opts
+	defPrefix := "optout:reconcile:"
+	if c.Topology.Namespace != "" {
+		defPrefix = "optout:" + c.Topology.Namespace + ":reconcile:"
+	}
+	c.LockPrefix = l.String("OPTOUT_LOCK_PREFIX", defPrefix, "prefix of the lease and fence keys in Redis")
+	c.LeaseTTL = l.Duration("OPTOUT_LEASE_TTL", time.Minute, time.Second, time.Hour, "lease length; a crashed replica's run is resumed after at most this long (renewed every third)")
+	c.AdminAddr = l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz")
+	c.CredentialsDir = l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}")
+	host, _ := os.Hostname()
+	c.Replica = l.String("OPTOUT_REPLICA_ID", host+"-"+randomSuffix(), "this replica's name in run reports (default hostname plus a random suffix)")
+	c.Tick = l.Duration("OPTOUT_RECONCILE_TICK", 30*time.Second, time.Second, time.Hour, "how often due runs and interrupted runs are looked for")
+	c.MaxConcurrent = l.Int("OPTOUT_RECONCILE_MAX_CONCURRENT", 2, 1, 64, "scheduled runs at once on this replica (the rest go to other replicas)")
+
+	e := d
+	e.Read.Mode = sfread.Mode(l.String("OPTOUT_RECONCILE_READ_MODE", string(d.Read.Mode), "how the opted-out set is read", string(sfread.Auto), string(sfread.SOQL), string(sfread.Bulk)))
+	e.Read.BulkThreshold = l.Int("OPTOUT_RECONCILE_BULK_THRESHOLD", d.Read.BulkThreshold, 0, 100_000_000, "auto mode: objects with more opted-out records than this are read with Bulk API 2.0")
+	e.Read.PageSize = l.Int("OPTOUT_RECONCILE_PAGE_SIZE", d.Read.PageSize, 200, 2000, "SOQL batch size asked for")
+	e.Read.BulkMaxRecords = l.Int("OPTOUT_RECONCILE_BULK_PAGE_ROWS", d.Read.BulkMaxRecords, 1000, 10_000_000, "rows per Bulk API 2.0 results page")
+	e.Read.BulkPollInitial = l.Duration("OPTOUT_RECONCILE_BULK_POLL", d.Read.BulkPollInitial, time.Millisecond, time.Minute, "first wait between Bulk job polls (doubles up to 30s)")
+	e.APIShare = l.Float("OPTOUT_RECONCILE_API_SHARE", d.APIShare, 0.001, 1, "share of the org's remaining daily API allowance one run may spend")
+	e.APIBudgetFallback = int64(l.Int("OPTOUT_RECONCILE_API_BUDGET_FALLBACK", int(d.APIBudgetFallback), 1, 10_000_000, "run budget when the org's allowance cannot be read"))
+	e.ResubscribeShare = l.Float("OPTOUT_RECONCILE_RESUBSCRIBE_SHARE", d.ResubscribeShare, 0, 1, "mass-resubscribe guard: stop when a run would apply more resubscribes than this share of the opt-outs")
+	e.ResubscribeMin = int64(l.Int("OPTOUT_RECONCILE_RESUBSCRIBE_MIN", int(d.ResubscribeMin), 0, 1_000_000_000, "mass-resubscribe guard: never stop for this many or fewer"))
+	e.LedgerWorkers = l.Int("OPTOUT_RECONCILE_LEDGER_WORKERS", d.LedgerWorkers, 1, 256, "concurrent ledger writes of a run")
+	e.LedgerBatch = l.Int("OPTOUT_RECONCILE_LEDGER_BATCH", d.LedgerBatch, 1, 10000, "ledger changes between fence checks and checkpoints")
+	e.WriteBatch = l.Int("OPTOUT_RECONCILE_WRITE_BATCH", d.WriteBatch, 1, 200, "records per sObject Collections call")
+	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up")
+	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles)")
+	c.Engine = e
+	if c.LeaseTTL < 3*time.Second {
+		l.Invalid("OPTOUT_LEASE_TTL", c.LeaseTTL.String(), "want at least 3s: renewals every third of it need room")
+	}
+	return c
+}
+
+func randomSuffix() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// App is a wired reconciler replica.
+type App struct {
+	Service *service.Service
+	Admin   *adminhttp.Server
+	closers []func()
+}
+
+// New connects, provisions and wires everything; Run then reconciles.
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error) {
+	a := &App{}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	tel, err := telemetry.Setup(ctx, "optout-reconciler")
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	a.closers = append(a.closers, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	})
+	nc, err := natsx.Connect(cfg.NATS, log)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, nc.Close)
+	prov, err := natsx.Provision(ctx, nc, cfg.Topology)
+	if err != nil {
+		return nil, err
+	}
+	settings, err := tenant.Watch(ctx, prov.Tenants)
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(cfg.Redis)
+	a.closers = append(a.closers, func() { _ = rdb.Close() })
+	locker, err := lock.New(rdb, lock.Options{Prefix: cfg.LockPrefix, TTL: cfg.LeaseTTL})
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := engine.NewMetrics(tel.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
+	store := runs.Store{KV: prov.Runs}
+	if last, err := store.ListLastSuccess(ctx); err == nil {
+		for t, l := range last {
+			metrics.LastSuccess(ctx, t, float64(l.FinishedAt.UnixMilli())/1000)
+		}
+	}
+	a.Admin = adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
+	a.Admin.AddCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	a.Admin.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+
+	clients := &sfcreds.Pool{
+		Source: sfcreds.Source{Dir: cfg.CredentialsDir},
+		// Every request of a run is counted against its API budget.
+		Configure: func(c *salesforce.Config) { c.Transport = budget.Transport{Next: http.DefaultTransport} },
+	}
+	eng := &engine.Engine{
+		Cfg:       cfg.Engine,
+		Ledger:    &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
+		Runs:      store,
+		Publisher: natsx.Publisher{JS: prov.JS, Topology: cfg.Topology},
+		Topology:  cfg.Topology,
+		Clients:   clients,
+		Tracer:    tel.Tracer("github.com/optout-sync/optout-sync/services/reconciler"),
+		Metrics:   metrics,
+		Log:       log,
+		Holder:    cfg.Replica,
+	}
+	a.Service = &service.Service{
+		Engine: eng, Locker: locker, Runs: store, Settings: settings, NC: nc, Topology: cfg.Topology,
+		Replica: cfg.Replica, Log: log, Tick: cfg.Tick, MaxConcurrent: cfg.MaxConcurrent,
+	}
+	log.Info().Str("traces", tel.TracesExport).Str("admin", cfg.AdminAddr).Str("replica", cfg.Replica).
+		Dur("lease_ttl", cfg.LeaseTTL).Msg("reconciler started")
+	return a, nil
+}
+
+// Run serves the admin port and reconciles until ctx ends and the runs in
+// flight have stopped.
+func (a *App) Run(ctx context.Context) error {
+	if err := a.Admin.Start(ctx); err != nil {
+		return err
+	}
+	return a.Service.Run(ctx)
+}
+
+// Close releases connections and flushes telemetry.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}

@@ -1,0 +1,141 @@
+package diff_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/reconciler/diff"
+	"github.com/optout-sync/optout-sync/services/reconciler/idset"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+var (
+	t0 = time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC) // the ledger's decisions
+	t1 = t0.Add(24 * time.Hour)                        // later Salesforce edits
+)
+
+func id(n int) idset.ID {
+	// 003 + 11 zeros-ish digits + n, a valid 15-character Contact id.
+	s := "003000000" + string(rune('0'+n/100%10)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10)) + "AAA"
+	return idset.MustParse(s)
+}
+
+func entry(n int, optedOut bool, confirmed *bool, decided time.Time) ledger.Entry {
+	return ledger.Entry{Tenant: "acme", SalesforceID: id(n).String(), OptedOut: optedOut, DecidedAt: decided,
+		Field: tenant.StandardField, Confirmed: confirmed, State: ledger.StateSynced}
+}
+
+func TestEveryClassUnderBothPolicies(t *testing.T) {
+	yes := true
+	for _, policy := range []string{tenant.PolicyOptOutWins, tenant.PolicyLatestWins} {
+		t.Run(policy, func(t *testing.T) {
+			var b idset.Builder
+			for _, m := range []struct {
+				n  int
+				at time.Time
+			}{{1, t0}, {2, t0}, {4, t1}, {5, t1}, {9, t0.Add(-time.Hour)}} {
+				b.Add(id(m.n), m.at.UnixMilli())
+			}
+			c := diff.New("acme", tenant.StandardField, policy, b.Build())
+			unconfirmed := entry(2, true, nil, t0)
+			unconfirmed.State = ledger.StatePending
+			for key, e := range map[string]ledger.Entry{
+				"acme.sc.inboth":   entry(1, true, &yes, t0),         // 1: in both
+				"acme.sc.unconf":   unconfirmed,                      // 2: in both, unconfirmed
+				"acme.sc.sconly":   entry(3, true, nil, t0),          // 3: Sales Connect only
+				"acme.sc.sfonly":   entry(4, false, nil, t0),         // 4: Salesforce only (newer)
+				"acme.sc.resub":    entry(6, true, &yes, t0),         // 6: confirmed, now false, newer: resubscribe
+				"acme.sc.missing":  entry(7, true, &yes, t0),         // 7: confirmed, now unreadable
+				"acme.sc.cleared":  entry(8, true, &yes, t0),         // 8: confirmed, false, older change
+				"acme.sc.scresub":  entry(9, false, nil, t0),         // 9: SC resubscribe newer than SF opt-out
+				"acme.sc.neither":  entry(10, false, nil, t0),        // 10: nobody opted out
+				"acme.sc.parked":   {Tenant: "acme", OptedOut: true}, // parked
+				"acme.sc.badid":    {Tenant: "acme", SalesforceID: "003bad", OptedOut: true},
+				"acme.sc.otherfld": func() ledger.Entry { e := entry(11, true, &yes, t0); e.Field = "Other__c"; return e }(), // confirmed on another field: SC only
+			} {
+				c.Add(key, e)
+			}
+			c.Finish() // 5: known to Salesforce only
+			if got := c.LookupIDs(); len(got) != 3 {
+				t.Fatalf("lookups %v; want ids 6, 7, 8", got)
+			}
+			c.Resolve(func(x idset.ID) (diff.Found, bool) {
+				switch x {
+				case id(6):
+					return diff.Found{Value: false, Modstamp: t1.UnixMilli()}, true
+				case id(8):
+					return diff.Found{Value: false, Modstamp: t0.Add(-time.Hour).UnixMilli()}, true
+				}
+				return diff.Found{}, false
+			})
+
+			want := runs.Counts{
+				SalesforceOptOuts: 5, LedgerEntries: 12, LedgerOptOuts: 9,
+				InBoth: 2, Unconfirmed: 1, SalesConnectOnly: 2, SalesforceOnly: 1, KnownToSalesforceOnly: 1,
+				ParkedNoID: 1, MalformedIDs: 1, ResubscribedInSalesforce: 1, ClearedBeforeOptOut: 1,
+				ResubscribedInSalesConnect: 1, MissingInSalesforce: 1,
+			}
+			var wantSF []idset.ID
+			wantOps := map[diff.OpKind][]idset.ID{diff.Confirm: {id(2)}, diff.ApplyOptOut: {id(4)}, diff.RecordOptOut: {id(5)}}
+			if policy == tenant.PolicyLatestWins {
+				want.ResubscribesApplied = 1
+				wantOps[diff.ApplyResubscribe] = []idset.ID{id(6)}
+				wantSF = []idset.ID{id(3), id(8), id(11)}
+			} else {
+				want.ResubscribesWrittenBack = 1
+				wantSF = []idset.ID{id(3), id(6), id(8), id(11)}
+			}
+			if c.Counts != want {
+				t.Fatalf("counts\n got %+v\nwant %+v", c.Counts, want)
+			}
+			var gotSF []idset.ID
+			for _, w := range c.Plan.SFWrites {
+				gotSF = append(gotSF, w.ID)
+			}
+			if len(gotSF) != len(wantSF) {
+				t.Fatalf("Salesforce writes %v; want %v", gotSF, wantSF)
+			}
+			for i := range wantSF {
+				if gotSF[i] != wantSF[i] {
+					t.Fatalf("Salesforce writes %v; want %v (sorted by id)", gotSF, wantSF)
+				}
+			}
+			gotOps := map[diff.OpKind][]idset.ID{}
+			for _, op := range c.Plan.LedgerOps {
+				gotOps[op.Kind] = append(gotOps[op.Kind], op.ID)
+				if op.Kind == diff.RecordOptOut && op.Key != ledger.Key("acme", "", id(5).String()) {
+					t.Fatalf("known-to-Salesforce-only key %s", op.Key)
+				}
+				if (op.Kind == diff.ApplyOptOut || op.Kind == diff.RecordOptOut) && op.At != t1.UnixMilli() {
+					t.Fatalf("%s decided at %d; want the record's SystemModstamp", op.Kind, op.At)
+				}
+			}
+			if len(gotOps) != len(wantOps) {
+				t.Fatalf("ledger ops %v; want %v", gotOps, wantOps)
+			}
+			for k, ids := range wantOps {
+				if len(gotOps[k]) != 1 || gotOps[k][0] != ids[0] {
+					t.Fatalf("%s: %v; want %v", k, gotOps[k], ids)
+				}
+			}
+			if policy == tenant.PolicyLatestWins && c.Resubscribes() != 1 || policy == tenant.PolicyOptOutWins && c.Resubscribes() != 0 {
+				t.Fatalf("guard counts %d resubscribes", c.Resubscribes())
+			}
+		})
+	}
+}
+
+// Two ledger entries for one person (the Sales Connect entry and an sf.<id>
+// entry recorded earlier) become one Salesforce write.
+func TestDuplicateEntriesWriteOnce(t *testing.T) {
+	c := diff.New("acme", tenant.StandardField, tenant.PolicyOptOutWins, (&idset.Builder{}).Build())
+	c.Add("acme.sc.x", entry(3, true, nil, t0))
+	c.Add(ledger.Key("acme", "", id(3).String()), entry(3, true, nil, t0))
+	c.Finish()
+	c.Resolve(func(idset.ID) (diff.Found, bool) { return diff.Found{}, false })
+	if len(c.Plan.SFWrites) != 2 || c.Plan.SFRecords() != 1 {
+		t.Fatalf("writes %d records %d; want 2 entries, 1 record", len(c.Plan.SFWrites), c.Plan.SFRecords())
+	}
+}

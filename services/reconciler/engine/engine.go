@@ -1,0 +1,533 @@
+// Package engine carries out one reconcile run of one tenant while its
+// caller holds the tenant's lease: read the Salesforce opted-out set,
+// stream the ledger against it (package diff), look up confirmed opt-outs
+// missing from the set, apply the guards, then write the Sales Connect side
+// (ledger entries and applied events) and the Salesforce side (sObject
+// Collections, 200 records a call) and report.
+//
+// Every commit carries the lease's fence: ledger entries through
+// ledger.FencedUpdate, checkpoints and reports through runs.Store, and
+// each batch of writes is preceded by a check of the tenant's newest
+// fence. A run interrupted anywhere (crash, lost lease, shutdown) leaves its
+// checkpoint; whoever holds the lease next resumes it by recomputing the
+// diff, which no longer contains the writes already made (every write is
+// idempotent and re-decided against the entry's current state), so the run
+// ends as an uninterrupted one would.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/optout-sync/optout-sync/services/reconciler/budget"
+	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/logx"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/salesforce"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// Config tunes runs.
+type Config struct {
+	Read sfread.Options
+	// APIShare is the share of the org's remaining daily API allowance one
+	// run may spend (Stitch and Airbyte default to 20% a run).
+	APIShare float64
+	// APIBudgetFallback is the budget when the allowance cannot be read
+	// (GET /limits refused and no Sforce-Limit-Info seen).
+	APIBudgetFallback int64
+	// ResubscribeShare and ResubscribeMin: a run that would apply more
+	// Salesforce-side resubscribes than max(ResubscribeMin,
+	// ResubscribeShare × the ledger's opt-outs) stops before writing.
+	ResubscribeShare float64
+	ResubscribeMin   int64
+	// LedgerWorkers write Sales Connect side changes concurrently;
+	// LedgerBatch changes go between fence checks and checkpoints.
+	LedgerWorkers int
+	LedgerBatch   int
+	// WriteBatch is the records per sObject Collections call (≤ 200).
+	WriteBatch int
+	// WriteAttempts bounds tries of a batch's retryable failures within a run.
+	WriteAttempts int
+	WriteBackoff  time.Duration
+	// MaxFailures: transient failures in a row after which a run is given
+	// up (status failed); RetryBackoff spaces the resumptions (doubling).
+	MaxFailures  int
+	RetryBackoff time.Duration
+}
+
+// DefaultConfig is the production tuning.
+func DefaultConfig() Config {
+	return Config{
+		Read:              sfread.DefaultOptions(),
+		APIShare:          0.2,
+		APIBudgetFallback: 1000,
+		ResubscribeShare:  0.01,
+		ResubscribeMin:    10,
+		LedgerWorkers:     8,
+		LedgerBatch:       200,
+		WriteBatch:        200,
+		WriteAttempts:     3,
+		WriteBackoff:      500 * time.Millisecond,
+		MaxFailures:       5,
+		RetryBackoff:      time.Minute,
+	}
+}
+
+// Clients gives a tenant's Salesforce client.
+type Clients interface {
+	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
+}
+
+// Lease is what a run needs of its lease: a context cancelled when the
+// lease is lost, and the fence every commit carries.
+type Lease interface {
+	Context() context.Context
+	Fence() uint64
+}
+
+// Hooks are seams for tests: At is called at named points of a run
+// ("after-read", "after-diff", "before-ledger-batch", "before-sf-batch",
+// "before-finish", and "interrupted" when an attempt stops unfinished) so a
+// test can pause or crash the run there.
+type Hooks struct {
+	At func(ctx context.Context, point string)
+}
+
+// Engine runs reconciles. One Engine serves every tenant of a replica.
+type Engine struct {
+	Cfg       Config
+	Ledger    *ledger.Ledger
+	Runs      runs.Store
+	Publisher natsx.Publisher
+	Topology  natsx.Topology
+	Clients   Clients
+	Tracer    trace.Tracer
+	Metrics   *Metrics
+	Log       zerolog.Logger
+	// Holder names this replica in reports and fence records.
+	Holder string
+	Now    func() time.Time
+	Hooks  Hooks
+}
+
+// Job is one run to carry out.
+type Job struct {
+	Tenant   string
+	Settings tenant.Settings
+	Lease    Lease
+	RunID    string
+	Trigger  runs.Trigger
+	DryRun   bool
+	// Resume is the checkpoint of the interrupted run this job continues.
+	Resume *runs.Checkpoint
+	// Link is the requester's span (a control request), linked from the
+	// run's own trace.
+	Link trace.SpanContext
+}
+
+// ErrInterrupted: the run stopped without finishing (lease lost, fenced
+// out, shutdown, or a transient failure) and left its checkpoint so it is
+// resumed. The report returned with it is the progress so far.
+var ErrInterrupted = errors.New("reconcile run interrupted; it will be resumed")
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (e *Engine) tracer() trace.Tracer {
+	if e.Tracer == nil {
+		return noop.NewTracerProvider().Tracer("")
+	}
+	return e.Tracer
+}
+
+func (e *Engine) hook(ctx context.Context, point string) {
+	if e.Hooks.At != nil {
+		e.Hooks.At(ctx, point)
+	}
+}
+
+// run is the state of one attempt.
+type run struct {
+	e      *Engine
+	job    Job
+	log    zerolog.Logger
+	fence  uint64
+	field  string // the Salesforce field compared (fixed for the run)
+	client sfcreds.Client
+	b      *budget.Budget
+	prior  runs.API // API use of earlier attempts
+
+	mu           sync.Mutex
+	rep          runs.Report
+	diffComplete bool
+	failures     int
+}
+
+// Run carries out job under its lease and returns the run's report. A nil
+// error means the run reached a final status (see Report.Status); an error
+// wrapping ErrInterrupted means it will be resumed.
+func (e *Engine) Run(ctx context.Context, job Job) (runs.Report, error) {
+	opts := []trace.SpanStartOption{
+		trace.WithNewRoot(), // a run is its own trace; a requester is linked
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(
+			attribute.String("optout.tenant", job.Tenant),
+			attribute.String("reconcile.run_id", job.RunID),
+			attribute.Bool("reconcile.dry_run", job.DryRun),
+			attribute.String("reconcile.trigger", string(job.Trigger.Kind)),
+			attribute.Int64("reconcile.fence", int64(job.Lease.Fence())),
+		),
+	}
+	if job.Link.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: job.Link}))
+	}
+	ctx, span := e.tracer().Start(ctx, "reconcile.run", opts...)
+	defer span.End()
+
+	r := &run{e: e, job: job, fence: job.Lease.Fence()}
+	r.log = logx.WithTenant(e.Log, job.Tenant).With().Str("run_id", job.RunID).Uint64("fence", r.fence).Ctx(ctx).Logger()
+	r.init(span)
+	err := r.do(ctx)
+	rep := r.report()
+	span.SetAttributes(attribute.String("reconcile.status", string(rep.Status)), attribute.Int("reconcile.attempt", rep.Attempts))
+	for _, c := range classCounts(rep.Counts) {
+		span.SetAttributes(attribute.Int64("reconcile.count."+c.name, c.n))
+	}
+	if err != nil {
+		e.hook(ctx, "interrupted")
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "interrupted")
+		r.log.Warn().Err(err).Str("phase", string(rep.Phase)).Msg("reconcile run interrupted")
+		return rep, err
+	}
+	if rep.Status == runs.StatusFailed {
+		span.SetStatus(codes.Error, rep.Reason)
+	}
+	return rep, nil
+}
+
+func (r *run) init(span trace.Span) {
+	j := r.job
+	if cp := j.Resume; cp != nil {
+		r.rep = cp.Report
+		r.rep.Attempts++
+		r.diffComplete = cp.DiffComplete
+		r.failures = cp.Failures
+		r.prior = cp.Report.API
+	} else {
+		r.rep = runs.Report{
+			RunID: j.RunID, Tenant: j.Tenant, DryRun: j.DryRun, Trigger: j.Trigger,
+			StartedAt: r.e.now(), Attempts: 1,
+		}
+	}
+	r.field = j.Settings.TargetField()
+	r.rep.Field = r.field
+	r.rep.Policy = j.Settings.ConflictPolicy
+	if r.rep.Policy == "" {
+		r.rep.Policy = tenant.PolicyOptOutWins
+	}
+	r.rep.Status, r.rep.Phase, r.rep.Reason = runs.StatusRunning, runs.PhaseStarting, ""
+	r.rep.Fence, r.rep.Holder = r.fence, r.e.Holder
+	if sc := span.SpanContext(); sc.IsValid() {
+		r.rep.TraceID = sc.TraceID().String()
+	}
+}
+
+// report returns a copy of the report with the API counters brought up to date.
+func (r *run) report() runs.Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncAPI()
+	rep := r.rep
+	rep.API.ReadPath = cloneMap(r.rep.API.ReadPath)
+	rep.Guard = cloneGuard(r.rep.Guard)
+	return rep
+}
+
+func (r *run) syncAPI() {
+	if r.b == nil {
+		return
+	}
+	a := &r.rep.API
+	a.Spent = r.prior.Spent + r.b.Spent()
+	a.Reads = r.prior.Reads + r.b.SpentOn(budget.Read)
+	a.Lookups = r.prior.Lookups + r.b.SpentOn(budget.Lookup)
+	a.Writes = r.prior.Writes + r.b.SpentOn(budget.Write)
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func cloneGuard(g *runs.Guard) *runs.Guard {
+	if g == nil {
+		return nil
+	}
+	c := *g
+	return &c
+}
+
+func (r *run) update(f func(rep *runs.Report)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.rep)
+}
+
+// enter starts a phase and records it, so progress readers see it at once.
+func (r *run) enter(ctx context.Context, p runs.Phase) error {
+	r.update(func(rep *runs.Report) { rep.Phase = p })
+	return r.save(ctx, time.Time{}, "")
+}
+
+// save writes the checkpoint (fenced).
+func (r *run) save(ctx context.Context, retryAt time.Time, lastErr string) error {
+	rep := r.report()
+	r.mu.Lock()
+	cp := runs.Checkpoint{Report: rep, DiffComplete: r.diffComplete, RetryAt: retryAt, Failures: r.failures, LastError: lastErr}
+	r.mu.Unlock()
+	if err := r.e.Runs.SaveCheckpoint(ctx, cp); err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	return nil
+}
+
+// stop is a final outcome decided during the run.
+type stop struct {
+	status runs.Status
+	reason string
+}
+
+func (s *stop) Error() string { return string(s.status) + ": " + s.reason }
+
+func stopWith(status runs.Status, format string, args ...any) error {
+	return &stop{status: status, reason: fmt.Sprintf(format, args...)}
+}
+
+// do runs the attempt and turns its outcome into a final report or an
+// interruption.
+func (r *run) do(ctx context.Context) error {
+	err := r.attempt(ctx)
+	var st *stop
+	switch {
+	case err == nil:
+		return r.finish(ctx, runs.StatusSucceeded, "")
+	case errors.As(err, &st):
+		return r.finish(ctx, st.status, st.reason)
+	case ctx.Err() != nil || errors.Is(err, runs.ErrFenced) || errors.Is(err, ledger.ErrFenced):
+		// Lost lease, newer holder, shutdown: nothing more may be written.
+		return fmt.Errorf("%w: %w", ErrInterrupted, errOrCause(ctx, err))
+	case errors.Is(err, budget.ErrExhausted) || (r.b != nil && r.b.Exhausted()):
+		return r.finish(ctx, runs.StatusStoppedBudget, fmt.Sprintf("the run's API budget (%d calls, %.0f%% of the org's remaining daily allowance) is spent; the next run continues", r.report().API.Budget, r.e.Cfg.APIShare*100))
+	}
+	switch salesforce.ClassOf(err) {
+	case salesforce.Quota:
+		return r.finish(ctx, runs.StatusStoppedBudget, "the org's daily API allowance is spent; the next run continues: "+err.Error())
+	case salesforce.PermanentTenant, salesforce.Auth:
+		return r.finish(ctx, runs.StatusFailed, "an admin must fix the tenant's Salesforce setup: "+err.Error())
+	}
+	// Transient (Salesforce, NATS): resumed later, or given up.
+	r.failures++
+	if r.failures >= r.e.Cfg.MaxFailures {
+		return r.finish(ctx, runs.StatusFailed, fmt.Sprintf("gave up after %d transient failures in a row; last: %v", r.failures, err))
+	}
+	wait := r.e.Cfg.RetryBackoff << min(r.failures-1, 5)
+	if serr := r.save(context.WithoutCancel(ctx), r.e.now().Add(wait), err.Error()); serr != nil {
+		return fmt.Errorf("%w: %w (and %w)", ErrInterrupted, err, serr)
+	}
+	return fmt.Errorf("%w after a transient failure (retry in %s): %w", ErrInterrupted, wait, err)
+}
+
+func errOrCause(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if c := context.Cause(ctx); c != nil {
+			return c
+		}
+	}
+	return err
+}
+
+// finish records a final status: report (fenced), last success, checkpoint
+// removed, report event, metrics.
+func (r *run) finish(ctx context.Context, status runs.Status, reason string) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrInterrupted, errOrCause(ctx, ctx.Err()))
+	}
+	r.e.hook(ctx, "before-finish")
+	now := r.e.now()
+	r.update(func(rep *runs.Report) {
+		rep.Status, rep.Reason, rep.Phase = status, reason, runs.PhaseDone
+		rep.FinishedAt = now
+		rep.DurationSeconds = now.Sub(rep.StartedAt).Seconds()
+	})
+	rep := r.report()
+	if err := r.e.Runs.SaveReport(ctx, rep); err != nil {
+		return fmt.Errorf("%w: save report: %w", ErrInterrupted, err)
+	}
+	if status == runs.StatusSucceeded && !rep.DryRun {
+		if err := r.e.Runs.SetLastSuccess(ctx, rep.Tenant, r.fence, runs.LastSuccess{RunID: rep.RunID, Trigger: rep.Trigger, FinishedAt: now}); err != nil {
+			return fmt.Errorf("%w: record last success: %w", ErrInterrupted, err)
+		}
+	}
+	if err := r.e.Runs.ClearCheckpoint(ctx, rep.Tenant, r.fence); err != nil {
+		return fmt.Errorf("%w: clear checkpoint: %w", ErrInterrupted, err)
+	}
+	if err := r.e.publishReport(ctx, rep); err != nil {
+		// The KV report is the record; the event is a notification.
+		r.log.Warn().Err(err).Msg("publishing the run report event failed")
+	}
+	r.e.Metrics.finished(ctx, rep)
+	ev := r.log.Info()
+	if status != runs.StatusSucceeded {
+		ev = r.log.Warn()
+	}
+	ev.Str("status", string(status)).Str("reason", reason).Bool("dry_run", rep.DryRun).
+		Int64("in_both", rep.Counts.InBoth).Int64("sales_connect_only", rep.Counts.SalesConnectOnly).
+		Int64("salesforce_only", rep.Counts.SalesforceOnly).Int64("known_to_salesforce_only", rep.Counts.KnownToSalesforceOnly).
+		Int64("salesforce_written", rep.Writes.SalesforceWritten).Int64("ledger_written", rep.Writes.LedgerWritten).
+		Int64("api_spent", rep.API.Spent).Float64("duration_s", rep.DurationSeconds).Msg("reconcile run finished")
+	return nil
+}
+
+// attempt does the work; a nil error means everything planned was written.
+func (r *run) attempt(ctx context.Context) error {
+	e, j := r.e, r.job
+	if err := e.Runs.RaiseFence(ctx, j.Tenant, r.fence, j.RunID, e.Holder); err != nil {
+		return err
+	}
+	if err := r.saveProgress(ctx); err != nil {
+		return err
+	}
+	client, err := e.Clients.Get(ctx, j.Tenant)
+	if err != nil {
+		return stopWith(runs.StatusFailed, "no usable Salesforce credentials: %v", err)
+	}
+	r.client = client
+	// Salesforce calls run under their own context, cancelled the moment
+	// the budget refuses a call, so nothing keeps retrying (a Bulk job poll
+	// would) against a spent budget.
+	r.b = budget.New(-1)
+	sfctx, cancelSF := context.WithCancelCause(ctx)
+	defer cancelSF(nil)
+	r.b.OnExhausted(func() { cancelSF(budget.ErrExhausted) })
+	sfctx = budget.With(sfctx, r.b)
+	if err := r.setBudget(sfctx); err != nil {
+		return err
+	}
+	field := r.field
+	if err := client.CheckOptOutField(sfctx, field); err != nil {
+		return fmt.Errorf("check field %s: %w", field, err)
+	}
+
+	plan, err := r.diff(ctx, sfctx)
+	if err != nil {
+		return err
+	}
+	if err := r.guard(); err != nil {
+		return err
+	}
+	if j.DryRun {
+		r.update(func(rep *runs.Report) {
+			rep.Writes.Remaining = int64(plan.SFRecords() + len(plan.LedgerOps))
+		})
+		return nil
+	}
+	if err := r.writeSalesConnect(ctx, plan.LedgerOps); err != nil {
+		return err
+	}
+	return r.writeSalesforce(ctx, sfctx, plan.SFWrites)
+}
+
+// saveProgress writes the report (status running) and the checkpoint.
+func (r *run) saveProgress(ctx context.Context) error {
+	if err := r.e.Runs.SaveReport(ctx, r.report()); err != nil {
+		return fmt.Errorf("save report: %w", err)
+	}
+	return r.save(ctx, time.Time{}, "")
+}
+
+// setBudget sets the run's API budget: APIShare of the org's remaining
+// daily allowance, taken once when the run starts and kept by its resumed
+// attempts.
+func (r *run) setBudget(ctx context.Context) error {
+	r.mu.Lock()
+	total := r.rep.API.Budget
+	r.mu.Unlock()
+	if total > 0 {
+		r.b.SetLimit(max(total-r.prior.Spent, 0))
+		return nil
+	}
+	remaining := int64(-1)
+	limits, err := r.client.Limits(budget.WithKind(ctx, budget.Other))
+	switch {
+	case err == nil:
+		if l, ok := limits["DailyApiRequests"]; ok {
+			remaining = l.Remaining
+		}
+	case errors.Is(err, budget.ErrExhausted) || salesforce.ClassOf(err) == salesforce.Quota:
+		return err
+	}
+	if remaining < 0 {
+		// /limits needs "View Setup and Configuration"; every response
+		// (errors too) carries Sforce-Limit-Info.
+		if u, ok := r.client.LastAPIUsage(); ok {
+			remaining = max(u.Max-u.Used, 0)
+		}
+	}
+	total = r.e.Cfg.APIBudgetFallback
+	if remaining >= 0 {
+		total = int64(math.Floor(r.e.Cfg.APIShare * float64(remaining)))
+	} else {
+		r.log.Warn().Err(err).Int64("budget", total).Msg("the org's API allowance is unreadable; using the fallback budget")
+	}
+	r.update(func(rep *runs.Report) {
+		rep.API.RemainingAtStart = remaining
+		rep.API.Budget = total
+	})
+	r.b.SetLimit(total)
+	if total <= r.b.Spent() {
+		return fmt.Errorf("%w (budget %d calls)", budget.ErrExhausted, total)
+	}
+	return nil
+}
+
+// guard applies the mass-resubscribe guard.
+func (r *run) guard() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.rep.Guard
+	limit := max(r.e.Cfg.ResubscribeMin, int64(math.Ceil(r.e.Cfg.ResubscribeShare*float64(g.OptOuts))))
+	g.Limit, g.Share, g.Min = limit, r.e.Cfg.ResubscribeShare, r.e.Cfg.ResubscribeMin
+	if g.Resubscribes <= limit {
+		return nil
+	}
+	g.Tripped = true
+	r.rep.Writes.Remaining = r.rep.Writes.PlannedSalesforce + r.rep.Writes.PlannedSalesConnect
+	return &stop{status: runs.StatusStoppedGuard, reason: fmt.Sprintf(
+		"mass-resubscribe guard: the run would apply %d Salesforce-side resubscribes, more than %d (%.2f%% of %d opt-outs, at least %d); nothing was written. Check for a bulk edit of %s in Salesforce, then run again or raise the threshold",
+		g.Resubscribes, limit, r.e.Cfg.ResubscribeShare*100, g.OptOuts, r.e.Cfg.ResubscribeMin, r.field)}
+}

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/optout-sync/optout-sync/services/reconciler/diff"
+	"github.com/optout-sync/optout-sync/services/reconciler/idset"
+	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/runs"
+)
+
+// progressEvery throttles checkpoint writes while reading: progress stays
+// fresh for optoutctl without a KV write per page.
+const progressEvery = time.Second
+
+// throttle saves the checkpoint at most every progressEvery.
+type throttle struct {
+	mu   sync.Mutex
+	last time.Time
+	err  error
+}
+
+func (t *throttle) maybe(force bool, save func() error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil || (!force && time.Since(t.last) < progressEvery) {
+		return t.err
+	}
+	t.last = time.Now()
+	t.err = save()
+	return t.err
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "failed")
+	}
+	span.End()
+}
+
+// diff reads both sides and classifies every person; it returns the plan.
+func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
+	e, j := r.e, r.job
+	field, policy := r.field, r.rep.Policy
+	var th throttle
+	save := func() error { return r.save(ctx, time.Time{}, "") }
+
+	// The Salesforce true-set. A failed checkpoint (fenced out) cancels
+	// the read, so a stale holder stops spending API calls too.
+	if err := r.enter(ctx, runs.PhaseReadingSalesforce); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(sfctx)
+	defer cancel()
+	rctx, span := e.tracer().Start(rctx, "reconcile.read_salesforce", trace.WithAttributes(attribute.String("salesforce.field", field)))
+	opts := e.Cfg.Read
+	opts.Tracer = e.tracer()
+	res, err := sfread.ReadOptedOut(rctx, r.client, field, opts, func(p sfread.Page) {
+		r.update(func(rep *runs.Report) {
+			rep.API.Pages++
+			if !r.diffComplete {
+				rep.Counts.SalesforceOptOuts += int64(p.Rows)
+			}
+		})
+		e.Metrics.page(ctx, j.Tenant, p.Path)
+		if th.maybe(false, save) != nil {
+			cancel()
+		}
+	})
+	if th.err != nil {
+		err = th.err
+	}
+	span.SetAttributes(attribute.Int("reconcile.salesforce_opt_outs", setLen(res.Set)), attribute.Int("reconcile.pages", res.Pages))
+	endSpan(span, err)
+	if err != nil {
+		return nil, err
+	}
+	r.update(func(rep *runs.Report) { rep.API.ReadPath = res.Paths })
+	r.log.Info().Int("salesforce_opt_outs", res.Set.Len()).Int("pages", res.Pages).Interface("paths", res.Paths).
+		Int("set_bytes", res.Set.Bytes()).Msg("Salesforce opted-out set read")
+	e.hook(ctx, "after-read")
+
+	// The ledger, streamed against it.
+	if err := r.enter(ctx, runs.PhaseReadingLedger); err != nil {
+		return nil, err
+	}
+	cl := diff.New(j.Tenant, field, policy, res.Set)
+	lctx, span := e.tracer().Start(ctx, "reconcile.read_ledger")
+	var bad int64
+	err = e.Ledger.Scan(lctx, j.Tenant, func(it ledger.ScanItem) error {
+		cl.Add(it.Key, it.Entry)
+		if n := cl.Counts.LedgerEntries; n%50000 == 0 {
+			r.update(func(rep *runs.Report) {
+				if !r.diffComplete {
+					rep.Counts.LedgerEntries = n
+				}
+			})
+			return th.maybe(false, save)
+		}
+		return nil
+	}, func(key string, err error) {
+		bad++
+		r.log.Warn().Str("key", key).Err(err).Msg("undecodable ledger entry skipped")
+	})
+	span.SetAttributes(attribute.Int64("reconcile.ledger_entries", cl.Counts.LedgerEntries), attribute.Int64("reconcile.undecodable", bad))
+	endSpan(span, err)
+	if err != nil {
+		return nil, fmt.Errorf("read ledger: %w", err)
+	}
+	cl.Finish()
+
+	// Confirmed opt-outs missing from the true-set: deleted, or really
+	// cleared? Only a read by id tells.
+	ids := cl.LookupIDs()
+	found := make(map[idset.ID]diff.Found, len(ids))
+	if len(ids) > 0 {
+		if err := r.enter(ctx, runs.PhaseLookingUp); err != nil {
+			return nil, err
+		}
+		kctx, span := e.tracer().Start(sfctx, "reconcile.lookup", trace.WithAttributes(attribute.Int("reconcile.ids", len(ids))))
+		err := sfread.Lookup(kctx, r.client, field, ids, func(f sfread.Found) {
+			found[f.ID] = diff.Found{Value: f.Value, Modstamp: f.Modstamp}
+		})
+		endSpan(span, err)
+		if err != nil {
+			return nil, err
+		}
+	}
+	cl.Resolve(func(id idset.ID) (diff.Found, bool) { f, ok := found[id]; return f, ok })
+
+	plan := cl.Plan // not &cl.Plan: the true-set can be collected now
+	r.update(func(rep *runs.Report) {
+		if !r.diffComplete {
+			// The first complete diff is the run's; a resumed attempt's
+			// diff no longer shows what was already written.
+			rep.Counts = cl.Counts
+			rep.Counts.MalformedIDs += bad
+			rep.Writes.PlannedSalesforce = int64(plan.SFRecords())
+			rep.Writes.PlannedSalesConnect = int64(len(plan.LedgerOps))
+		}
+		rep.Guard = &runs.Guard{Resubscribes: cl.Resubscribes(), OptOuts: cl.Counts.LedgerOptOuts}
+		r.diffComplete = true
+	})
+	r.log.Info().Int("salesforce_writes", plan.SFRecords()).Int("sales_connect_changes", len(plan.LedgerOps)).
+		Int("lookups", len(ids)).Msg("diff complete")
+	if err := save(); err != nil {
+		return nil, err
+	}
+	e.hook(ctx, "after-diff")
+	return &plan, nil
+}
+
+func setLen(s *idset.Set) int {
+	if s == nil {
+		return 0
+	}
+	return s.Len()
+}

@@ -10,9 +10,13 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/shared/adminhttp"
+	"github.com/optout-sync/optout-sync/shared/adminui"
+	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
+	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -24,6 +28,7 @@ type Config struct {
 	Topology       natsx.Topology
 	Push           push.Config
 	AdminAddr      string
+	AdminAuth      adminui.Auth
 	CredentialsDir string
 }
 
@@ -33,7 +38,8 @@ func Load(l *config.Loader) Config {
 	c := Config{
 		NATS:           natsx.ConnConfigFromEnv(l, "optout-pusher"),
 		Topology:       natsx.TopologyFromEnv(l),
-		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz"),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz, /admin/"),
+		AdminAuth:      adminui.AuthFromEnv(l),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
 	}
 	c.Push = push.Config{
@@ -100,6 +106,14 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 		}
 		return nil
 	})
+	// The admin settings page shares the admin port; it answers 503 with setup
+	// instructions until its Secret is configured, and pushing goes on.
+	a.Admin.Handle("/admin/", adminui.New(adminui.Deps{
+		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
+			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
+			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
+		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
+		Auth:   cfg.AdminAuth, Log: log}))
 	a.Service = &push.Service{
 		Cfg:      cfg.Push,
 		JS:       prov.JS,

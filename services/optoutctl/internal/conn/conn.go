@@ -1,0 +1,123 @@
+// Package conn connects optoutctl to the system the services provisioned:
+// NATS from the same variables the services read (NATS_URL, NATS_CREDS_FILE,
+// OPTOUT_NAMESPACE, ...) and the tenants' Salesforce Secrets from
+// OPTOUT_SF_CREDENTIALS_DIR. It binds to existing streams and buckets and
+// never creates or reconfigures them: an operator tool with a different
+// environment must not rewrite the services' retention or replicas.
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
+	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// DefaultCredentialsDir is where the pusher's Helm chart mounts the Secrets.
+const DefaultCredentialsDir = "/etc/optout/salesforce"
+
+// Conn is an open connection to one optout-sync installation.
+type Conn struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Topology natsx.Topology
+	Tenants  tenant.Store
+	Health   tenant.HealthStore
+	Ledger   *ledger.Ledger
+	// Salesforce finds each tenant's credentials.
+	Salesforce sfcreds.Source
+	url        string
+}
+
+// Open reads the configuration, connects and binds.
+func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
+	l := config.FromMap(inv.Environ())
+	natsCfg := natsx.ConnConfigFromEnv(l, "optoutctl")
+	topo := natsx.TopologyFromEnv(l)
+	dir := l.String("OPTOUT_SF_CREDENTIALS_DIR", DefaultCredentialsDir, "directory of per-tenant Salesforce Secrets")
+	if err := l.Err(); err != nil {
+		return nil, cli.Usagef("%v", err)
+	}
+	nc, err := natsx.Connect(natsCfg, zerolog.Nop())
+	if err != nil {
+		return nil, cli.Failf(err, "%v; check NATS_URL (or --server) and that NATS is running", err)
+	}
+	c := &Conn{NC: nc, Topology: topo, url: nc.ConnectedUrlRedacted(),
+		Salesforce: sfcreds.Source{Dir: dir, Lookup: inv.Getenv}}
+	if c.JS, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, cli.Failf(err, "jetstream: %v", err)
+	}
+	var tenantsKV, healthKV, ledgerKV jetstream.KeyValue
+	for _, b := range []struct {
+		name string
+		dst  *jetstream.KeyValue
+	}{{topo.TenantsBucket(), &tenantsKV}, {topo.HealthBucket(), &healthKV}, {topo.LedgerBucket(), &ledgerKV}} {
+		kv, err := c.JS.KeyValue(ctx, b.name)
+		if err != nil {
+			nc.Close()
+			return nil, c.missing("bucket", b.name, err)
+		}
+		*b.dst = kv
+	}
+	for _, s := range []string{topo.EventsStream(), topo.DLQStream(), topo.AuditStream()} {
+		if _, err := c.JS.Stream(ctx, s); err != nil {
+			nc.Close()
+			return nil, c.missing("stream", s, err)
+		}
+	}
+	c.Tenants = tenant.Store{KV: tenantsKV}
+	c.Health = tenant.HealthStore{KV: healthKV}
+	c.Ledger = &ledger.Ledger{KV: ledgerKV, JS: c.JS, AuditSubject: topo.AuditSubject}
+	return c, nil
+}
+
+func (c *Conn) missing(kind, name string, err error) error {
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return cli.Prereqf("NATS at %s has no %s %s (namespace %q): start the pusher once so it provisions NATS, or set OPTOUT_NAMESPACE (--namespace) to the services' namespace",
+			c.url, kind, name, c.Topology.Namespace)
+	}
+	return cli.Failf(err, "%s %s: %v", kind, name, err)
+}
+
+// Close disconnects.
+func (c *Conn) Close() { c.NC.Close() }
+
+// Inspector reads tenant status (the same view the admin page shows).
+func (c *Conn) Inspector(inv *cli.Invocation) *tenantstatus.Inspector {
+	return &tenantstatus.Inspector{
+		JS: c.JS, Topology: c.Topology, Settings: c.Tenants, Health: c.Health, Ledger: c.Ledger,
+		Salesforce: tenantstatus.SourceClients{Source: c.Salesforce},
+		Now:        inv.Clock,
+	}
+}
+
+// DLQ reads and settles dead letters.
+func (c *Conn) DLQ() natsx.DLQ { return natsx.DLQ{JS: c.JS, Topology: c.Topology} }
+
+// Publisher publishes with trace and dedup headers.
+func (c *Conn) Publisher() natsx.Publisher { return natsx.Publisher{JS: c.JS, Topology: c.Topology} }
+
+// Wrap turns an error from the shared packages into a cli error that says
+// what to do.
+func Wrap(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var ce *cli.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	return cli.Failf(err, "%s: %v", what, fmt.Sprint(err))
+}

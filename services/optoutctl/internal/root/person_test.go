@@ -1,0 +1,81 @@
+package root_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+)
+
+func at(d time.Duration) string { return testkit.T0.Add(d).Format(time.RFC3339) }
+
+// TestPublishAndPersonHistory publishes through optoutctl, lets a real
+// pusher apply the events, then reads the person's history and the tenant's
+// audit trail back.
+func TestPublishAndPersonHistory(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.StartPusher()
+	contact := s.Seed("acme", "Contact", "pat@example.com")
+	entry := func(sc string) ledger.Entry {
+		e, _, err := s.Ledger.Get(s.Ctx, ledger.Key("acme", sc, ""))
+		if err != nil {
+			return ledger.Entry{}
+		}
+		return e
+	}
+
+	pub := s.Run("publish", "acme", "--sc", "sc-1", "--sf", contact, "--email", "pat@example.com", "--source", "email-link",
+		"--reason", "clicked unsubscribe", "--occurred-at", at(-2*time.Hour), "--event-id", "evt-1").Expect(t, 0).Golden(t, "publish")
+	s.Eventually("sc-1 confirmed in Salesforce", func() bool {
+		r, _ := s.Sandbox.Org("acme").Get(contact)
+		return r.HasOptedOutOfEmail && entry("sc-1").State == ledger.StateSynced
+	})
+	// The printed trace id is the trace the pusher recorded: one trace from
+	// publisher to Salesforce.
+	if tid := entry("sc-1").TraceID; tid == "" || !strings.Contains(pub.Stdout, "Trace id   "+tid+"\n") {
+		t.Errorf("publish printed:\n%s\nbut the ledger recorded trace %q", pub.Stdout, tid)
+	}
+	// An older resubscribe must not undo the opt-out; the history shows why.
+	s.Run("publish", "acme", "--sc", "sc-1", "--action", "resubscribe", "--source", "sales-user", "--reason", "asked to hear from sales again",
+		"--occurred-at", at(-3*time.Hour), "--event-id", "evt-2", "--json", "-o", "json").Expect(t, 0).Golden(t, "publish_json")
+	s.Eventually("evt-2 applied", func() bool { e := entry("sc-1"); return e.Seen("evt-2") })
+
+	// From a file: no Salesforce id, so the opt-out is parked.
+	s.Run("publish", "--file", "testdata/parked_event.json").Expect(t, 0).Golden(t, "publish_file")
+	s.Eventually("sc-2 parked", func() bool { return entry("sc-2").State == ledger.StateParked })
+	s.Run("publish", "--file", "testdata/parked_event.json").Expect(t, 0).Golden(t, "publish_duplicate")
+	s.RunStdin(`{"eventId":"evt-x","tenantId":"acme","person":{"salesforceId":"003000000000001AAB"},"action":"UNSUBSCRIBE","occurredAt":"2025-06-01T11:00:00Z"}`,
+		"publish", "--file", "-").Expect(t, 2).Golden(t, "publish_invalid")
+	s.Run("publish", "acme", "--sc", "sc-3", "--action", "maybe").Expect(t, 2).Golden(t, "publish_bad_action")
+	s.Run("publish", "globex", "--file", "testdata/parked_event.json").Expect(t, 2).Golden(t, "publish_tenant_mismatch")
+
+	s.Run("person", "show", "acme", "sc-1").Expect(t, 0).Golden(t, "person_show")
+	// The same person found by their Salesforce id (15 characters work too).
+	bySF := s.Run("person", "show", "acme", contact[:15]).Expect(t, 0)
+	if !strings.Contains(bySF.Stdout, "Ledger entry acme.sc.c2MtMQ") {
+		t.Errorf("lookup by Salesforce id found:\n%s", bySF.Stdout)
+	}
+	js := s.Run("person", "show", "acme", "sc-1", "-o", "json").Expect(t, 0).Golden(t, "person_show_json")
+	var parsed struct {
+		People []struct {
+			History []ledger.AuditRecord `json:"history"`
+		} `json:"people"`
+	}
+	if err := json.Unmarshal([]byte(js.Stdout), &parsed); err != nil || len(parsed.People) != 1 || len(parsed.People[0].History) < 3 {
+		t.Fatalf("person show -o json: %v\n%s", err, js.Stdout)
+	}
+	s.Run("person", "show", "acme", "sc-2").Expect(t, 0).Golden(t, "person_show_parked")
+	s.Run("person", "show", "acme", "sc-404").Expect(t, 3).Golden(t, "person_show_not_found")
+	s.Run("person", "show", "acme", "003000000000001", "--by", "sf").Expect(t, 3)
+	s.Run("person", "show", "acme", "sc-1", "--by", "sf").Expect(t, 2).Golden(t, "person_show_not_sf")
+
+	s.Run("person", "export", "acme").Expect(t, 0).Golden(t, "person_export_csv")
+	s.Run("person", "export", "acme", "-o", "json").Expect(t, 0).Golden(t, "person_export_json")
+	s.Run("person", "export", "acme", "--current").Expect(t, 0).Golden(t, "person_export_current")
+	s.Run("person", "export", "acme", "-o", "table").Expect(t, 2)
+	s.Run("person", "export", "empty", "-o", "json").Expect(t, 0).Golden(t, "person_export_empty")
+}

@@ -1,0 +1,102 @@
+package root_test
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
+	"github.com/optout-sync/optout-sync/services/reconciler/engine"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/runs"
+)
+
+var (
+	runIDs       = regexp.MustCompile(`\b\d{8}T\d{6}Z-[0-9a-f]{6}\b`)
+	durations    = regexp.MustCompile(`\b(\d+h)?(\d+m)?\d+(\.\d+)?(ns|µs|ms|s)\b`)
+	durationJSON = regexp.MustCompile(`"durationSeconds": [0-9.e+-]+`)
+	progressLine = regexp.MustCompile(`(?m)^progress: .*\n`)
+	padding      = regexp.MustCompile(` {2,}`)
+)
+
+// columns collapses a table's padding, which follows the width of the
+// durations normalised away.
+func columns(r testkit.Result) testkit.Result {
+	r.Stdout = padding.ReplaceAllString(r.Stdout, "  ")
+	return r
+}
+
+// stable replaces what a real run varies on top of testkit.Normalize: run
+// ids, durations, and the progress lines (how many depends on polling).
+func stable(r testkit.Result) testkit.Result {
+	r.Stdout = runIDs.ReplaceAllString(r.Stdout, "RUNID")
+	r.Stderr = runIDs.ReplaceAllString(r.Stderr, "RUNID")
+	r.Stdout = durationJSON.ReplaceAllString(durations.ReplaceAllString(r.Stdout, "DUR"), `"durationSeconds": DUR`)
+	r.Stderr = progressLine.ReplaceAllString(r.Stderr, "")
+	return r
+}
+
+// TestReconcileCommands starts dry runs and runs on a real in-process
+// reconciler (real NATS, Redis leases and the Salesforce sandbox), follows
+// them to their reports, refuses what the reconciler refuses, and reads the
+// status and history, including a run paused in the middle.
+func TestReconcileCommands(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.Env["USER"] = "ops"
+	var paused atomic.Bool
+	release := make(chan struct{})
+	s.StartReconciler(engine.Hooks{At: func(ctx context.Context, point string) {
+		if point == "after-diff" && paused.Load() {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}})
+	s.EnableSync("acme")
+	org := s.Sandbox.Org("acme")
+	org.Put(sandbox.Record{Type: "Contact", Email: "sf-only@example.com", HasOptedOutOfEmail: true})
+	org.Put(sandbox.Record{Type: "Contact", Email: "subscribed@example.com"})
+
+	s.Run("reconcile", "status", "acme").Expect(t, 0).Golden(t, "reconcile_status_none")
+	s.Run("reconcile", "history", "acme").Expect(t, 0).Golden(t, "reconcile_history_empty")
+
+	dry := stable(s.Run("reconcile", "dry-run", "acme").Expect(t, 0))
+	dry.Golden(t, "reconcile_dry_run")
+	stable(s.Run("reconcile", "run", "acme", "-o", "json").Expect(t, 0)).Golden(t, "reconcile_run_json")
+	s.Run("reconcile", "run", "globex").Expect(t, 4).Golden(t, "reconcile_run_sync_disabled")
+	s.Run("reconcile", "run", "acme", "--limit", "3").Expect(t, 2)
+
+	// A run paused after its diff: started detached, seen in status,
+	// and in the way of a dry run.
+	paused.Store(true)
+	stable(s.Run("reconcile", "run", "acme", "--detach").Expect(t, 0)).Golden(t, "reconcile_run_detach")
+	s.Eventually("the paused run's checkpoint", func() bool {
+		cp, err := s.Runs().Active(s.Ctx, "acme")
+		return err == nil && cp.DiffComplete
+	})
+	stable(s.Run("reconcile", "status", "acme").Expect(t, 0)).Golden(t, "reconcile_status_running")
+	stable(s.Run("reconcile", "dry-run", "acme").Expect(t, 4)).Golden(t, "reconcile_dry_run_busy")
+	close(release)
+	s.Eventually("the paused run's end", func() bool {
+		_, err := s.Runs().Active(s.Ctx, "acme")
+		h, herr := s.Runs().History(s.Ctx, "acme", 1)
+		return errors.Is(err, runs.ErrNotFound) && herr == nil && len(h) == 1 && h[0].Status.Final()
+	})
+
+	stable(s.Run("reconcile", "status", "acme").Expect(t, 0)).Golden(t, "reconcile_status")
+	columns(stable(s.Run("reconcile", "history", "acme").Expect(t, 0))).Golden(t, "reconcile_history")
+	stable(s.Run("reconcile", "history", "acme", "--limit", "1", "-o", "json").Expect(t, 0)).Golden(t, "reconcile_history_json")
+
+	// No Salesforce credentials: the run fails, exit 1.
+	s.EnableSync("initech")
+	stable(s.Run("reconcile", "run", "initech").Expect(t, 1)).Golden(t, "reconcile_run_failed")
+
+	if !strings.Contains(dry.Stderr, "Started dry run RUNID of tenant acme on replica "+testkit.ReconcilerReplica) {
+		t.Errorf("dry-run stderr: %q", dry.Stderr)
+	}
+}

@@ -1,0 +1,45 @@
+// Command optoutctl lets operators see and steer optout-sync without reading
+// logs: tenants and their Salesforce readiness, test opt-outs, a person's
+// opt-out history, and dead letters.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
+	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Traces: ids always (publish prints the trace id), export when OTEL_* asks.
+	tel, err := telemetry.Setup(ctx, "optoutctl")
+	if err != nil {
+		os.Stderr.WriteString("optoutctl: telemetry: " + err.Error() + "; fix the OTEL_* variables\n")
+		os.Exit(cli.ExitUsage)
+	}
+	code := cli.Main(ctx, root.Command(), os.Args[1:], &cli.Invocation{
+		Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Env: environ(),
+	})
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = tel.Shutdown(flush)
+	cancel()
+	stop()
+	os.Exit(code)
+}
+
+func environ() map[string]string {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}

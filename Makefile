@@ -4,7 +4,7 @@ PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-salesforce clean
+.PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
 
 ## test: run every module's tests against the NATS and Redis on 127.0.0.1.
 test:
@@ -13,6 +13,12 @@ test:
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.
 e2e-traces:
 	OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
+
+## test-deploy: the Helm chart, the Tiltfile and the Dockerfiles, checked without Docker or a cluster.
+## Its own module (Helm and Kubernetes dependencies stay out of go.work).
+.PHONY: test-deploy
+test-deploy:
+	cd deploy/deploytest && GOWORK=off go test ./...
 
 ## lint: gofmt, go vet and staticcheck over every module.
 lint: fmt vet staticcheck
@@ -47,6 +53,11 @@ demo:
 bench-pusher:
 	@mkdir -p bench
 	go run ./services/demo -bench bench/pusher.md
+
+## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.
+bench-reconciler:
+	@mkdir -p bench
+	go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
 
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:

@@ -25,12 +25,17 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 const jaegerQuery = "http://127.0.0.1:16686"
 
+// TestOneOptOutIsOneTraceInJaeger also checks that a reconcile run is a trace
+// of its own holding its Salesforce write batch.
 func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	if os.Getenv("OPTOUT_E2E") != "1" {
 		t.Skip("set OPTOUT_E2E=1 (make e2e-traces) to build Jaeger and run the end-to-end trace test")
@@ -42,6 +47,7 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	bin := t.TempDir()
 	jaeger := buildJaeger(t, root)
 	pusher := build(t, root, bin, "./services/pusher", "pusher")
+	reconciler := build(t, root, bin, "./services/reconciler", "reconciler")
 	sandbox := build(t, root, bin, "./services/sfsandbox", "sfsandbox")
 
 	start(t, "jaeger", jaeger, nil)
@@ -114,6 +120,80 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	// A reconcile run is its own trace, holding its Salesforce write batch.
+	// The ledger says a second person opted out; Salesforce does not know yet.
+	other := seedContact(t, sbURL)
+	prov, err := natsx.Provision(ctx, nc, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := tenant.Default("acme")
+	st.SyncEnabled = true
+	if err := (tenant.Store{KV: prov.Tenants}).Put(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	l := &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject}
+	if _, err := l.Update(ctx, ledger.Key("acme", "sc-e2e-2", ""), func(e *ledger.Entry, _ bool) (bool, error) {
+		e.Tenant, e.SalesConnectID, e.SalesforceID, e.ObjectType = "acme", "sc-e2e-2", other, "Contact"
+		e.OptedOut, e.DecidedAt, e.State, e.Field = true, time.Now().UTC(), ledger.StatePending, tenant.StandardField
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recAdmin := freeAddr(t)
+	start(t, "reconciler", reconciler, append(otelEnv("optout-reconciler"),
+		"NATS_URL="+natstest.URL(), "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
+		"OPTOUT_ADMIN_ADDR="+recAdmin, "OPTOUT_SF_CREDENTIALS_DIR="+creds, "OPTOUT_LOCK_PREFIX=e2e:"+topo.Namespace+":"))
+	waitHTTP(ctx, t, "http://"+recAdmin+"/readyz") // readiness answers 503 until NATS and Redis are up
+	var reply runs.ControlReply
+	for {
+		reply, err = runs.Request(ctx, nc, topo, "acme", runs.ControlRequest{By: "e2e"})
+		if err == nil {
+			break
+		}
+		select { // the control subscription may lag readiness by a moment
+		case <-ctx.Done():
+			t.Fatalf("reconcile request: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if !reply.Accepted && reply.Code != "busy" {
+		t.Fatalf("reconcile request refused: %+v", reply)
+	}
+	// The tenant's first catch-up run may do the write before the manual
+	// one: take whichever run wrote the record.
+	store := runs.Store{KV: prov.Runs}
+	var rep runs.Report
+	for found := false; !found; {
+		history, _ := store.History(ctx, "acme", 10)
+		for _, r := range history {
+			if r.Status == runs.StatusSucceeded && r.Writes.SalesforceWritten == 1 && r.TraceID != "" {
+				rep, found = r, true
+			}
+		}
+		if found {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no reconcile run wrote the missing opt-out; runs: %+v", history)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for {
+		services, names, body := traceContents(t, rep.TraceID)
+		if services["optout-reconciler"] && names["reconcile.run"] && names["reconcile.write_salesforce_batch"] {
+			if services["e2e-publisher"] {
+				t.Fatal("the reconcile run joined the publisher's trace; it must be its own")
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("run trace %s never held the run and its write batch: %s", rep.TraceID, tail(body, 2000))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // buildJaeger builds the Jaeger binary from deploy/jaeger, a module kept out
@@ -134,14 +214,21 @@ func buildJaeger(t *testing.T, root string) string {
 // names whose spans it holds.
 func traceServices(t *testing.T, traceID string) (map[string]bool, string) {
 	t.Helper()
+	services, _, body := traceContents(t, traceID)
+	return services, body
+}
+
+// traceContents returns the service names and span names of a trace.
+func traceContents(t *testing.T, traceID string) (services, spans map[string]bool, body string) {
+	t.Helper()
 	resp, err := http.Get(jaegerQuery + "/api/v3/traces/" + traceID)
 	if err != nil {
-		return nil, err.Error()
+		return nil, nil, err.Error()
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	raw, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, body)
+		return nil, nil, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, raw)
 	}
 	var doc struct {
 		Result struct {
@@ -154,21 +241,31 @@ func traceServices(t *testing.T, traceID string) (map[string]bool, string) {
 						} `json:"value"`
 					} `json:"attributes"`
 				} `json:"resource"`
+				ScopeSpans []struct {
+					Spans []struct {
+						Name string `json:"name"`
+					} `json:"spans"`
+				} `json:"scopeSpans"`
 			} `json:"resourceSpans"`
 		} `json:"result"`
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		t.Fatalf("jaeger answer: %v: %s", err, tail(string(body), 500))
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("jaeger answer: %v: %s", err, tail(string(raw), 500))
 	}
-	out := map[string]bool{}
+	services, spans = map[string]bool{}, map[string]bool{}
 	for _, rs := range doc.Result.ResourceSpans {
 		for _, a := range rs.Resource.Attributes {
 			if a.Key == "service.name" {
-				out[a.Value.StringValue] = true
+				services[a.Value.StringValue] = true
+			}
+		}
+		for _, ss := range rs.ScopeSpans {
+			for _, sp := range ss.Spans {
+				spans[sp.Name] = true
 			}
 		}
 	}
-	return out, string(body)
+	return services, spans, string(raw)
 }
 
 func seedContact(t *testing.T, sbURL string) string {

@@ -21,11 +21,15 @@ import (
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
+// version is stamped at build time: -ldflags "-X main.version=..."
+// (deploy/images/<service>/Dockerfile); every log line carries it.
+var version = "dev"
+
 func main() {
 	listen := flag.String("listen", ":8085", "listen address")
 	orgsPath := flag.String("orgs", "orgs.yaml", "orgs configuration (YAML)")
 	flag.Parse()
-	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sfsandbox").Logger()
+	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sfsandbox").Str("version", version).Logger()
 	if err := run(*listen, *orgsPath, log); err != nil {
 		log.Error().Err(err).Msg("sfsandbox stopped")
 		os.Exit(1)

@@ -3,22 +3,20 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
-	"github.com/optout-sync/optout-sync/shared/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/adminui"
 	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/process"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -60,73 +58,43 @@ func Load(l *config.Loader) Config {
 
 // App is a wired pusher replica.
 type App struct {
+	*process.Process
 	Service *push.Service
-	Admin   *adminhttp.Server
-	closers []func()
 }
 
 // New connects, provisions and wires everything; Run then pushes.
-func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error) {
-	a := &App{}
-	defer func() {
-		if err != nil {
-			a.Close()
-		}
-	}()
-	tel, err := telemetry.Setup(ctx, "optout-pusher")
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: %w", err)
-	}
-	a.closers = append(a.closers, func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	})
-	nc, err := natsx.Connect(cfg.NATS, log)
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
+	p, err := process.Start(ctx, "optout-pusher", cfg.NATS, cfg.Topology, cfg.AdminAddr, log)
 	if err != nil {
 		return nil, err
 	}
-	a.closers = append(a.closers, nc.Close)
-	prov, err := natsx.Provision(ctx, nc, cfg.Topology)
+	metrics, err := push.NewMetrics(p.Tel.MeterProvider)
 	if err != nil {
+		p.Close()
 		return nil, err
 	}
-	settings, err := tenant.Watch(ctx, prov.Tenants)
-	if err != nil {
-		return nil, err
-	}
-	metrics, err := push.NewMetrics(tel.MeterProvider)
-	if err != nil {
-		return nil, err
-	}
-	a.Admin = adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
-	a.Admin.AddCheck("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("nats not connected (%s)", nc.Status())
-		}
-		return nil
-	})
+	prov := p.Prov
 	// The admin settings page shares the admin port; it answers 503 with setup
 	// instructions until its Secret is configured, and pushing goes on.
-	a.Admin.Handle("/admin/", adminui.New(adminui.Deps{
+	p.Admin.Handle("/admin/", adminui.New(adminui.Deps{
 		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
 		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
 		Auth:   cfg.AdminAuth, Log: log}))
-	a.Service = &push.Service{
+	svc := &push.Service{
 		Cfg:      cfg.Push,
 		JS:       prov.JS,
 		Topology: cfg.Topology,
 		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
-		Settings: settings,
+		Settings: p.Settings,
 		Clients:  &sfcreds.Pool{Source: sfcreds.Source{Dir: cfg.CredentialsDir}},
 		Health:   tenant.HealthStore{KV: prov.Health},
 		Log:      log,
 		Metrics:  metrics,
 	}
-	log.Info().Str("traces", tel.TracesExport).Str("admin", cfg.AdminAddr).Int("workers", cfg.Push.Workers).Msg("pusher started")
-	return a, nil
+	log.Info().Str("traces", p.Tel.TracesExport).Str("admin", cfg.AdminAddr).Int("workers", cfg.Push.Workers).Msg("pusher started")
+	return &App{Process: p, Service: svc}, nil
 }
 
 // Run serves the admin port and pushes until ctx ends and in-flight batches
@@ -136,11 +104,4 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	return a.Service.Run(ctx)
-}
-
-// Close releases connections and flushes telemetry.
-func (a *App) Close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -18,16 +17,14 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
-	"github.com/optout-sync/optout-sync/shared/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/lock"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/process"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
-	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // Config is everything the reconciler reads from its environment.
@@ -106,43 +103,25 @@ func randomSuffix() string {
 
 // App is a wired reconciler replica.
 type App struct {
+	*process.Process
 	Service *service.Service
-	Admin   *adminhttp.Server
-	closers []func()
 }
 
 // New connects, provisions and wires everything; Run then reconciles.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error) {
-	a := &App{}
+	p, err := process.Start(ctx, "optout-reconciler", cfg.NATS, cfg.Topology, cfg.AdminAddr, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Process: p}
 	defer func() {
 		if err != nil {
 			a.Close()
 		}
 	}()
-	tel, err := telemetry.Setup(ctx, "optout-reconciler")
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: %w", err)
-	}
-	a.closers = append(a.closers, func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	})
-	nc, err := natsx.Connect(cfg.NATS, log)
-	if err != nil {
-		return nil, err
-	}
-	a.closers = append(a.closers, nc.Close)
-	prov, err := natsx.Provision(ctx, nc, cfg.Topology)
-	if err != nil {
-		return nil, err
-	}
-	settings, err := tenant.Watch(ctx, prov.Tenants)
-	if err != nil {
-		return nil, err
-	}
+	tel, nc, prov, settings := p.Tel, p.NC, p.Prov, p.Settings
 	rdb := redis.NewClient(cfg.Redis)
-	a.closers = append(a.closers, func() { _ = rdb.Close() })
+	a.OnClose(func() { _ = rdb.Close() })
 	locker, err := lock.New(rdb, lock.Options{Prefix: cfg.LockPrefix, TTL: cfg.LeaseTTL})
 	if err != nil {
 		return nil, err
@@ -157,13 +136,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 			metrics.LastSuccess(ctx, t, float64(l.FinishedAt.UnixMilli())/1000)
 		}
 	}
-	a.Admin = adminhttp.New(cfg.AdminAddr, tel.Registry, adminhttp.Options{})
-	a.Admin.AddCheck("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("nats not connected (%s)", nc.Status())
-		}
-		return nil
-	})
 	a.Admin.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
 	clients := &sfcreds.Pool{
@@ -199,11 +171,4 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	return a.Service.Run(ctx)
-}
-
-// Close releases connections and flushes telemetry.
-func (a *App) Close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
-	}
 }

@@ -29,6 +29,7 @@ package runs
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"time"
 )
 
@@ -261,10 +262,11 @@ type LastSuccess struct {
 	FinishedAt time.Time `json:"finishedAt"`
 }
 
-// NewRunID returns an id that sorts by start time, e.g.
-// "20261128T200000Z-3fa9c1".
+// NewRunID returns an id that sorts by start time to the millisecond, e.g.
+// "20261128T200000123Z-3fa9c1" (no '.', which would split a KV key).
 func NewRunID(now time.Time) string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+	now = now.UTC()
+	return now.Format("20060102T150405") + fmt.Sprintf("%03dZ-", now.Nanosecond()/1e6) + hex.EncodeToString(b[:])
 }

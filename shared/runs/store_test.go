@@ -170,3 +170,11 @@ func mustZone(t *testing.T, name string) *time.Location {
 	}
 	return loc
 }
+
+func TestRunIDsSortByStartWithinOneSecond(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 20, 0, 0, 5e6, time.UTC)
+	a, b := runs.NewRunID(t0), runs.NewRunID(t0.Add(3*time.Millisecond))
+	if !(a < b) {
+		t.Fatalf("run ids %s and %s started 3ms apart do not sort by start", a, b)
+	}
+}

@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	runIDs       = regexp.MustCompile(`\b\d{8}T\d{6}Z-[0-9a-f]{6}\b`)
+	runIDs       = regexp.MustCompile(`\b\d{8}T\d{6}(\d{3})?Z-[0-9a-f]{6}\b`)
 	durations    = regexp.MustCompile(`\b(\d+h)?(\d+m)?\d+(\.\d+)?(ns|µs|ms|s)\b`)
 	durationJSON = regexp.MustCompile(`"durationSeconds": [0-9.e+-]+`)
 	progressLine = regexp.MustCompile(`(?m)^progress: .*\n`)

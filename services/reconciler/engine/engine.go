@@ -93,11 +93,17 @@ type Clients interface {
 }
 
 // Lease is what a run needs of its lease: a context cancelled when the
-// lease is lost, and the fence every commit carries.
+// lease is lost, the fence every commit carries, and Valid, checked right
+// before each commit so a holder that was paused past its lease (its
+// watchdog not yet awake) refuses to write on its own clock.
 type Lease interface {
 	Context() context.Context
 	Fence() uint64
+	Valid() bool
 }
+
+// errLeaseExpired stops a commit whose lease ran out by the local clock.
+var errLeaseExpired = errors.New("lease expired by the local clock before the commit")
 
 // Hooks are seams for tests: At is called at named points of a run
 // ("after-read", "after-diff", "before-ledger-batch", "before-sf-batch",

@@ -146,6 +146,9 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	changed := false
 	_, err := e.Ledger.FencedUpdate(ctx, op.Key, r.fence, func(en *ledger.Entry, exists bool) (bool, error) {
 		changed = false
+		if !r.job.Lease.Valid() {
+			return false, errLeaseExpired
+		}
 		if !r.applies(op, en, exists) {
 			return false, nil
 		}
@@ -269,6 +272,9 @@ type outcome struct {
 }
 
 func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
+	if !r.job.Lease.Valid() {
+		return errLeaseExpired
+	}
 	field := r.field
 	pending := batch
 	var done []outcome

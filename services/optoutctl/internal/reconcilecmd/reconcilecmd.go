@@ -17,6 +17,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
+	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/runs"
 )
@@ -150,7 +151,7 @@ func outcome(r runs.Report) error {
 	case runs.StatusStoppedGuard:
 		return cli.Prereqf("run %s stopped by the mass-resubscribe guard before any write: %s; check the resubscribes in Salesforce, then run again", r.RunID, orDash(r.Reason))
 	case runs.StatusStoppedBudget:
-		return cli.Prereqf("run %s stopped when its API budget ran out (%d changes remain): %s; the next run continues the work", r.RunID, r.Writes.Remaining, orDash(r.Reason))
+		return cli.Prereqf("run %s stopped when its API budget ran out (%d changes remain): %s", r.RunID, r.Writes.Remaining, orDash(r.Reason))
 	case runs.StatusAbandoned:
 		return cli.Failf(nil, "dry run %s was interrupted and abandoned; start it again", r.RunID)
 	}
@@ -241,6 +242,9 @@ func statusCmd() *cli.Command {
 				}{st, last})
 			}
 			if st.Active == nil && last == nil {
+				if err := mustKnow(ctx, inv, c, t); err != nil {
+					return err
+				}
 				fmt.Fprintf(inv.Stdout, "No runs of tenant %s yet. Start one with 'optoutctl reconcile dry-run %s'.\n", t, t)
 				return nil
 			}
@@ -278,6 +282,19 @@ func lastFinished(ctx context.Context, store runs.Store, t string) (*runs.Report
 	return nil, nil
 }
 
+// mustKnow answers not found (exit 3) for a tenant nothing knows, so a typo
+// is not read as "no runs yet".
+func mustKnow(ctx context.Context, inv *cli.Invocation, c *conn.Conn, t string) error {
+	st, err := c.Inspector(inv).Inspect(ctx, t, tenantstatus.Options{})
+	if err != nil {
+		return conn.Wrap(err, "tenant "+t)
+	}
+	if !st.Known {
+		return cli.NotFoundf("tenant %s not found: it has no settings, events, dead letters or history; check the name", t)
+	}
+	return nil
+}
+
 func historyCmd() *cli.Command {
 	var limit int
 	return &cli.Command{
@@ -304,6 +321,11 @@ func historyCmd() *cli.Command {
 			hist, err := history(ctx, store, t, limit)
 			if err != nil {
 				return err
+			}
+			if len(hist) == 0 {
+				if err := mustKnow(ctx, inv, c, t); err != nil {
+					return err
+				}
 			}
 			tbl := &cli.Table{
 				Header: []string{"RUN", "STARTED", "KIND", "TRIGGER", "STATUS", "DURATION", "SF OPT-OUTS", "TO SF", "TO SC", "WRITTEN", "API", "REASON"},

@@ -100,3 +100,32 @@ func TestReconcileCommands(t *testing.T) {
 		t.Errorf("dry-run stderr: %q", dry.Stderr)
 	}
 }
+
+func TestReconcileStatusOfAnUnknownTenantIsNotFound(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.StartReconciler(engine.Hooks{})
+	for _, cmd := range []string{"status", "history"} {
+		r := s.Run("reconcile", cmd, "nosuchtenant").Expect(t, 3)
+		if !strings.Contains(r.Stderr, "tenant nosuchtenant not found") {
+			t.Errorf("reconcile %s: stderr %q", cmd, r.Stderr)
+		}
+	}
+}
+
+// TestReconcileStoppedByTheBudgetExits4: a run that spends its share of
+// the org's remaining allowance stops cleanly, and scripts see exit 4.
+func TestReconcileStoppedByTheBudgetExits4(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.StartReconciler(engine.Hooks{})
+	s.EnableSync("acme")
+	org := s.Sandbox.Org("acme")
+	org.Put(sandbox.Record{Type: "Contact", Email: "sf-only@example.com", HasOptedOutOfEmail: true})
+	// 10 calls left today: a run may spend 20% of them, not enough to read both objects.
+	org.SetAPIUsage(org.Config().DailyAPILimit - 10)
+	r := s.Run("reconcile", "run", "acme").Expect(t, 4)
+	if !regexp.MustCompile(`Status: +stopped_budget`).MatchString(r.Stdout) || !strings.Contains(r.Stderr, "stopped when its API budget ran out") {
+		t.Fatalf("output does not say the API budget stopped the run:\n%s\n%s", r.Stdout, r.Stderr)
+	}
+}

@@ -3,6 +3,7 @@ package root_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -11,7 +12,9 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 var (
@@ -127,5 +130,41 @@ func TestReconcileStoppedByTheBudgetExits4(t *testing.T) {
 	r := s.Run("reconcile", "run", "acme").Expect(t, 4)
 	if !regexp.MustCompile(`Status: +stopped_budget`).MatchString(r.Stdout) || !strings.Contains(r.Stderr, "stopped when its API budget ran out") {
 		t.Fatalf("output does not say the API budget stopped the run:\n%s\n%s", r.Stdout, r.Stderr)
+	}
+}
+
+// TestReconcileStoppedByTheGuardExits4: under latest-wins, Salesforce
+// cleared eleven opt-outs we had confirmed; applying them all would be a
+// mass resubscribe, so the run stops before writing and scripts see exit 4.
+func TestReconcileStoppedByTheGuardExits4(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.StartReconciler(engine.Hooks{})
+	s.EnableSync("acme")
+	st := tenant.Default("acme")
+	st.SyncEnabled, st.ConflictPolicy = true, tenant.PolicyLatestWins
+	s.PutSettings(st)
+	org := s.Sandbox.Org("acme")
+	yes := true
+	for i := range 11 {
+		id := org.Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("p%d@example.com", i)}).ID // not opted out, changed now
+		sc := fmt.Sprintf("sc-%d", i)
+		if _, err := s.Ledger.Update(s.Ctx, ledger.Key("acme", sc, ""), func(e *ledger.Entry, _ bool) (bool, error) {
+			e.Tenant, e.SalesConnectID, e.SalesforceID, e.ObjectType = "acme", sc, id, "Contact"
+			e.OptedOut, e.DecidedAt, e.State = true, testkit.T0, ledger.StateSynced
+			e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = tenant.StandardField, &yes, testkit.T0, true
+			return true, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := s.Run("reconcile", "run", "acme").Expect(t, 4)
+	if !regexp.MustCompile(`Status: +stopped_guard`).MatchString(r.Stdout) || !strings.Contains(r.Stderr, "mass-resubscribe guard") {
+		t.Fatalf("output does not say the guard stopped the run:\n%s\n%s", r.Stdout, r.Stderr)
+	}
+	for i := range 11 {
+		if e, _, err := s.Ledger.Get(s.Ctx, ledger.Key("acme", fmt.Sprintf("sc-%d", i), "")); err != nil || !e.OptedOut {
+			t.Fatalf("the guarded run changed sc-%d: %+v %v", i, e, err)
+		}
 	}
 }

@@ -97,3 +97,15 @@ func (s *Stack) NoSchedule(t string) {
 		s.T.Fatal(err)
 	}
 }
+
+// PutSettings stores a tenant's settings and waits until the running
+// reconciler sees them.
+func (s *Stack) PutSettings(st tenant.Settings) {
+	s.T.Helper()
+	if err := s.Settings.Put(s.Ctx, st); err != nil {
+		s.T.Fatal(err)
+	}
+	if s.reconcilerCache != nil {
+		s.Eventually("settings of "+st.Tenant+" at the reconciler", func() bool { return s.reconcilerCache.Get(st.Tenant) == st })
+	}
+}

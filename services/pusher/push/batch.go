@@ -99,6 +99,15 @@ func (r *runner) process(ctx context.Context, msgs []jetstream.Msg) {
 	perPerson(valid, func(it *item) {
 		traceID := it.span.SpanContext().TraceID().String()
 		entry, err := s.Ledger.Update(ctx, it.key, func(e *ledger.Entry, exists bool) (bool, error) {
+			if !exists {
+				known, err := r.knownToSalesforce(ctx, it)
+				if err != nil {
+					return false, err
+				}
+				if known != nil {
+					*e, exists = *known, true
+				}
+			}
 			return applyEvent(e, exists, it.ev, field, traceID), nil
 		})
 		if err != nil {
@@ -123,6 +132,27 @@ func (r *runner) process(ctx context.Context, msgs []jetstream.Msg) {
 		return
 	}
 	r.write(ctx, client, field, toWrite)
+}
+
+// knownToSalesforce returns what the reconciler recorded for the person's
+// Salesforce id before Sales Connect knew them (an `sf.<id>` entry), so the
+// first event that links the two starts from that opt-out instead of from
+// nothing: a later link honours it.
+func (r *runner) knownToSalesforce(ctx context.Context, it *item) (*ledger.Entry, error) {
+	p := it.ev.GetPerson()
+	if p.GetSalesConnectId() == "" || p.GetSalesforceId() == "" {
+		return nil, nil
+	}
+	e, _, err := r.svc.Ledger.Get(ctx, ledger.Key(r.tenant, "", p.GetSalesforceId()))
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.SalesConnectID = p.GetSalesConnectId()
+	e.RecentEvents = append([]string(nil), e.RecentEvents...)
+	return &e, nil
 }
 
 // write sends the pending values in one Collections call (the client splits

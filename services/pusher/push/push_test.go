@@ -243,3 +243,35 @@ func first(d []*jetstreamRaw) string {
 	}
 	return d[0].Header.Get(event.HeaderErrorCode)
 }
+
+// TestAFirstLinkHonoursAnOptOutLearntFromSalesforce: the reconciler recorded
+// a Salesforce opt-out for a person Sales Connect had never seen; the first
+// event that links them starts from it, so an older resubscribe is ignored.
+func TestAFirstLinkHonoursAnOptOutLearntFromSalesforce(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	c := s.seed("acme", "Contact")
+	if err := s.org("acme").Edit(c, func(r *sandbox.Record) { r.HasOptedOutOfEmail = true }); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now().Add(-time.Hour).UTC()
+	yes := true
+	if _, err := s.ledger.Update(s.ctx, ledger.Key("acme", "", c), func(e *ledger.Entry, _ bool) (bool, error) {
+		e.Tenant, e.SalesforceID, e.ObjectType = "acme", c, "Contact"
+		e.OptedOut, e.DecidedAt, e.Source, e.State = true, t1, "SALESFORCE", ledger.StateSynced
+		e.Field, e.Confirmed, e.ConfirmedAt = std, &yes, t1
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish("acme", "sc-linked", sfID(c), resub(), at(t1.Add(-time.Minute)))
+	s.eventually("linked", 10*time.Second, func() bool { return s.drained("acme") })
+	e := s.entry("acme", "sc-linked")
+	if !e.OptedOut || !e.DecidedAt.Equal(t1) || !strings.Contains(e.Reason, "ignored") {
+		t.Fatalf("entry = %+v; want the Salesforce opt-out kept and the older resubscribe ignored", e)
+	}
+	if !s.optedOut("acme", c, std) {
+		t.Error("Salesforce opt-out cleared")
+	}
+}

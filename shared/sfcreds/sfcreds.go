@@ -52,7 +52,7 @@ func (s Source) Load(tenant string) (salesforce.Config, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	prefix := "SF_" + strings.ToUpper(strings.ReplaceAll(tenant, "-", "_")) + "_"
+	prefix := envPrefix(tenant)
 	get := func(k string) string { v, _ := lookup(prefix + k); return strings.TrimSpace(v) }
 	cfg := salesforce.Config{
 		TokenURL:     get("TOKEN_URL"),
@@ -71,6 +71,17 @@ func (s Source) Load(tenant string) (salesforce.Config, error) {
 		return salesforce.Config{}, fmt.Errorf("tenant %s: %w (looked in %s)", tenant, ErrNoCredentials, where)
 	}
 	return cfg, nil
+}
+
+func envPrefix(tenant string) string {
+	return "SF_" + strings.ToUpper(strings.ReplaceAll(tenant, "-", "_")) + "_"
+}
+
+// Env returns the variables that give tenant client-credentials access, as
+// Source reads them (for tests, demos and generated manifests).
+func Env(tenant, tokenURL, clientID, clientSecret string) map[string]string {
+	p := envPrefix(tenant)
+	return map[string]string{p + "TOKEN_URL": tokenURL, p + "CLIENT_ID": clientID, p + "CLIENT_SECRET": clientSecret}
 }
 
 func fromDir(dir string) (salesforce.Config, error) {

@@ -3,6 +3,7 @@ package push_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -99,10 +100,7 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(srv.Close)
 	env := map[string]string{}
 	for _, o := range orgs {
-		up := map[string]string{"acme": "ACME", "globex": "GLOBEX"}[o.Name]
-		env["SF_"+up+"_TOKEN_URL"] = srv.URL + "/orgs/" + o.Name
-		env["SF_"+up+"_CLIENT_ID"] = o.ClientID
-		env["SF_"+up+"_CLIENT_SECRET"] = o.ClientSecret
+		maps.Copy(env, sfcreds.Env(o.Name, srv.URL+"/orgs/"+o.Name, o.ClientID, o.ClientSecret))
 	}
 	s := &stack{
 		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb, srv: srv,

@@ -3,8 +3,8 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,10 +88,7 @@ func newHarness(t *testing.T, orgNames ...string) *harness {
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	for _, name := range orgNames {
-		up := "SF_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "_"
-		env[up+"TOKEN_URL"] = srv.URL + "/orgs/" + name
-		env[up+"CLIENT_ID"] = name + "-id"
-		env[up+"CLIENT_SECRET"] = name + "-secret"
+		maps.Copy(env, sfcreds.Env(name, srv.URL+"/orgs/"+name, name+"-id", name+"-secret"))
 	}
 	cache, err := tenant.Watch(ctx, prov.Tenants)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -89,10 +90,7 @@ func New(t *testing.T) *Stack {
 		// No Secrets directory: credentials come from SF_<TENANT>_* below.
 		"OPTOUT_SF_CREDENTIALS_DIR": "/nonexistent/optout-salesforce"}
 	for _, o := range Orgs {
-		up := strings.ToUpper(o.Name)
-		env["SF_"+up+"_TOKEN_URL"] = srv.URL + "/orgs/" + o.Name
-		env["SF_"+up+"_CLIENT_ID"] = o.ClientID
-		env["SF_"+up+"_CLIENT_SECRET"] = o.ClientSecret
+		maps.Copy(env, sfcreds.Env(o.Name, srv.URL+"/orgs/"+o.Name, o.ClientID, o.ClientSecret))
 	}
 	return &Stack{
 		T: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, SFURL: srv.URL, Env: env,

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -14,12 +13,11 @@ import (
 // entry was last written with: a newer lease holder has taken over.
 var ErrFenced = errors.New("ledger: write refused: fencing token older than the entry's")
 
-// fenced is an entry as stored by a fenced writer: the Entry's fields plus
-// the fence of the writer that last changed it. Writers that do not fence
-// (the pusher's Update) decode into Entry and re-encode without the field,
-// which resets it to 0; the fence only orders fenced writers among
-// themselves, and every fenced write still goes through compare-and-set
-// against whatever the pusher wrote.
+// fenced is an entry as stored: the Entry's fields plus the fence of the
+// fenced writer that last changed it. Writers that do not fence (the
+// pusher's Update) write no stamp, which resets it to 0; the fence only
+// orders fenced writers among themselves, and every fenced write still goes
+// through compare-and-set against whatever the pusher wrote.
 type fenced struct {
 	Entry
 	Fence uint64 `json:"reconcileFence,omitempty"`
@@ -55,59 +53,5 @@ func (l *Ledger) GetFenced(ctx context.Context, key string) (Entry, uint64, uint
 // writes; so once a newer holder has written an entry, a stale holder can
 // never overwrite it, whatever it believes about its lease.
 func (l *Ledger) FencedUpdate(ctx context.Context, key string, fence uint64, fn func(e *Entry, exists bool) (bool, error)) (Entry, error) {
-	for attempt := 0; ; attempt++ {
-		cur, curFence, rev, err := l.GetFenced(ctx, key)
-		exists := err == nil
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return Entry{}, err
-		}
-		if curFence > fence {
-			return cur, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, curFence, fence)
-		}
-		next := cur
-		next.RecentEvents = append([]string(nil), cur.RecentEvents...)
-		changed, err := fn(&next, exists)
-		if err != nil || !changed {
-			return cur, err
-		}
-		next.ChangedAt = l.now()
-		data, err := json.Marshal(fenced{Entry: next, Fence: fence})
-		if err != nil {
-			return Entry{}, fmt.Errorf("ledger encode %s: %w", key, err)
-		}
-		var newRev uint64
-		if exists {
-			newRev, err = l.KV.Update(ctx, key, data, rev)
-		} else {
-			newRev, err = l.KV.Create(ctx, key, data)
-		}
-		if isConflict(err) && attempt < 20 {
-			continue
-		}
-		if err != nil {
-			return Entry{}, fmt.Errorf("ledger write %s: %w", key, err)
-		}
-		if err := l.auditFenced(ctx, key, newRev, next, fence); err != nil {
-			return next, err
-		}
-		return next, nil
-	}
-}
-
-func (l *Ledger) auditFenced(ctx context.Context, key string, rev uint64, e Entry, fence uint64) error {
-	if l.JS == nil || l.AuditSubject == nil {
-		return nil
-	}
-	rec := FencedAuditRecord{AuditRecord: AuditRecord{Key: key, Revision: rev, At: e.ChangedAt, Entry: e}, Fence: fence}
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("audit encode %s: %w", key, err)
-	}
-	msg := nats.NewMsg(l.AuditSubject(e.Tenant))
-	msg.Data = data
-	msg.Header.Set("Content-Type", "application/json")
-	if _, err := l.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s@%d", key, rev))); err != nil {
-		return fmt.Errorf("audit append %s: %w", key, err)
-	}
-	return nil
+	return l.update(ctx, key, &fence, fn)
 }

@@ -129,30 +129,34 @@ var ErrNotFound = errors.New("ledger: no entry")
 
 // Get returns an entry and its revision.
 func (l *Ledger) Get(ctx context.Context, key string) (Entry, uint64, error) {
-	kve, err := l.KV.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Entry{}, 0, ErrNotFound
-	}
-	if err != nil {
-		return Entry{}, 0, fmt.Errorf("ledger get %s: %w", key, err)
-	}
-	var e Entry
-	if err := json.Unmarshal(kve.Value(), &e); err != nil {
-		return Entry{}, 0, fmt.Errorf("ledger decode %s: %w", key, err)
-	}
-	return e, kve.Revision(), nil
+	e, _, rev, err := l.GetFenced(ctx, key)
+	return e, rev, err
 }
 
 // Update applies fn to the entry under key (a zero Entry when absent) and
 // writes the result with compare-and-set, retrying on a concurrent change.
 // fn returns false to leave the entry as it is. A written change is also
-// appended to the audit stream.
+// appended to the audit stream. It clears any fence stamp (see fenced).
 func (l *Ledger) Update(ctx context.Context, key string, fn func(e *Entry, exists bool) (bool, error)) (Entry, error) {
+	return l.update(ctx, key, nil, fn)
+}
+
+// update is the compare-and-set loop of Update and FencedUpdate. With a
+// writer fence it refuses an entry stamped with a larger one and stamps its
+// own; without, it writes no stamp.
+func (l *Ledger) update(ctx context.Context, key string, writerFence *uint64, fn func(e *Entry, exists bool) (bool, error)) (Entry, error) {
 	for attempt := 0; ; attempt++ {
-		cur, rev, err := l.Get(ctx, key)
+		cur, curFence, rev, err := l.GetFenced(ctx, key)
 		exists := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return Entry{}, err
+		}
+		var stamp uint64
+		if writerFence != nil {
+			if curFence > *writerFence {
+				return cur, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, curFence, *writerFence)
+			}
+			stamp = *writerFence
 		}
 		next := cur
 		next.RecentEvents = append([]string(nil), cur.RecentEvents...)
@@ -161,7 +165,7 @@ func (l *Ledger) Update(ctx context.Context, key string, fn func(e *Entry, exist
 			return cur, err
 		}
 		next.ChangedAt = l.now()
-		data, err := json.Marshal(next)
+		data, err := json.Marshal(fenced{Entry: next, Fence: stamp})
 		if err != nil {
 			return Entry{}, fmt.Errorf("ledger encode %s: %w", key, err)
 		}
@@ -177,18 +181,23 @@ func (l *Ledger) Update(ctx context.Context, key string, fn func(e *Entry, exist
 		if err != nil {
 			return Entry{}, fmt.Errorf("ledger write %s: %w", key, err)
 		}
-		if err := l.audit(ctx, key, newRev, next); err != nil {
+		if err := l.audit(ctx, key, newRev, next, writerFence); err != nil {
 			return next, err
 		}
 		return next, nil
 	}
 }
 
-func (l *Ledger) audit(ctx context.Context, key string, rev uint64, e Entry) error {
+// audit appends a change to the tenant's audit subject; a fenced writer's
+// record also carries its fence.
+func (l *Ledger) audit(ctx context.Context, key string, rev uint64, e Entry, writerFence *uint64) error {
 	if l.JS == nil || l.AuditSubject == nil {
 		return nil
 	}
-	rec := AuditRecord{Key: key, Revision: rev, At: e.ChangedAt, Entry: e}
+	var rec any = AuditRecord{Key: key, Revision: rev, At: e.ChangedAt, Entry: e}
+	if writerFence != nil {
+		rec = FencedAuditRecord{AuditRecord: rec.(AuditRecord), Fence: *writerFence}
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("audit encode %s: %w", key, err)

@@ -3,8 +3,6 @@ package push_test
 import (
 	"context"
 	"fmt"
-	"maps"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +20,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -33,7 +32,6 @@ type stack struct {
 	prov     *natsx.Provisioned
 	topo     natsx.Topology
 	sb       *sandbox.Sandbox
-	srv      *httptest.Server
 	pub      natsx.Publisher
 	ledger   *ledger.Ledger
 	settings tenant.Store
@@ -92,18 +90,9 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
-	env := map[string]string{}
-	for _, o := range orgs {
-		maps.Copy(env, sfcreds.Env(o.Name, srv.URL+"/orgs/"+o.Name, o.ClientID, o.ClientSecret))
-	}
+	sb, _, env := sfcredstest.Serve(t, orgs)
 	s := &stack{
-		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb, srv: srv,
+		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb,
 		pub:      natsx.Publisher{JS: prov.JS, Topology: topo},
 		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
 		settings: tenant.Store{KV: prov.Tenants},

@@ -3,8 +3,6 @@ package service_test
 import (
 	"context"
 	"encoding/json"
-	"maps"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -58,7 +57,6 @@ type harness struct {
 	prov     *natsx.Provisioned
 	topo     natsx.Topology
 	sb       *sandbox.Sandbox
-	srv      *httptest.Server
 	env      map[string]string
 	prefix   string
 	ledger   *ledger.Ledger
@@ -75,21 +73,12 @@ func newHarness(t *testing.T, orgNames ...string) *harness {
 	nc := natstest.Connect(t)
 	prov := natstest.Provision(t, nc)
 	var orgs []sandbox.OrgConfig
-	env := map[string]string{}
 	for _, name := range orgNames {
 		orgs = append(orgs, sandbox.OrgConfig{Name: name, ClientID: name + "-id", ClientSecret: name + "-secret",
 			APIVersions: []string{"62.0"}, DailyAPILimit: 1_000_000,
 			CustomField: tenant.DefaultCustomField, CustomFieldInstalled: true, CustomFieldWritable: true})
 	}
-	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
-	for _, name := range orgNames {
-		maps.Copy(env, sfcreds.Env(name, srv.URL+"/orgs/"+name, name+"-id", name+"-secret"))
-	}
+	sb, _, env := sfcredstest.Serve(t, orgs)
 	cache, err := tenant.Watch(ctx, prov.Tenants)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +86,7 @@ func newHarness(t *testing.T, orgNames ...string) *harness {
 	tel := telemetry.NewForTest()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	return &harness{
-		t: t, ctx: ctx, nc: nc, prov: prov, topo: prov.Topology, sb: sb, srv: srv, env: env,
+		t: t, ctx: ctx, nc: nc, prov: prov, topo: prov.Topology, sb: sb, env: env,
 		prefix:   locktest.Prefix(t),
 		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: prov.Topology.AuditSubject},
 		store:    runs.Store{KV: prov.Runs},

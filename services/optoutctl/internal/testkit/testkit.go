@@ -9,8 +9,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"maps"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,6 +28,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -80,20 +79,12 @@ func New(t *testing.T) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := sandbox.New(sandbox.Config{Orgs: Orgs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
-	env := map[string]string{"NATS_URL": natstest.URL(), "OPTOUT_NAMESPACE": topo.Namespace,
-		// No Secrets directory: credentials come from SF_<TENANT>_* below.
-		"OPTOUT_SF_CREDENTIALS_DIR": "/nonexistent/optout-salesforce"}
-	for _, o := range Orgs {
-		maps.Copy(env, sfcreds.Env(o.Name, srv.URL+"/orgs/"+o.Name, o.ClientID, o.ClientSecret))
-	}
+	sb, sbURL, env := sfcredstest.Serve(t, Orgs)
+	env["NATS_URL"], env["OPTOUT_NAMESPACE"] = natstest.URL(), topo.Namespace
+	// No Secrets directory: credentials come from the SF_<TENANT>_* variables.
+	env["OPTOUT_SF_CREDENTIALS_DIR"] = "/nonexistent/optout-salesforce"
 	return &Stack{
-		T: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, SFURL: srv.URL, Env: env,
+		T: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, SFURL: sbURL, Env: env,
 		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
 		Settings: tenant.Store{KV: prov.Tenants},
 		Health:   tenant.HealthStore{KV: prov.Health},

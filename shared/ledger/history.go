@@ -4,30 +4,74 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
-// ReadAudit calls fn with every audit record stored on subject (one tenant's
-// audit subject), oldest first: the person history operators and compliance
-// reviewers read. It stops at the first error of fn. A record that cannot be
-// decoded is an error, never skipped: a history with silent gaps is worse
-// than none.
-//
-// The audit stream keeps one subject per tenant, so reading one person's
-// history reads the tenant's whole trail.
-func ReadAudit(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(AuditRecord) error) error {
+// AuditRecord is one change of an entry, as the audit stream holds it: a
+// server-side copy of the ledger write itself (the audit stream sources the
+// ledger bucket's stream), so no change can be stored without its record.
+type AuditRecord struct {
+	Key      string    `json:"key"`
+	Revision uint64    `json:"revision"`
+	At       time.Time `json:"at"`
+	Entry    Entry     `json:"entry"`
+	// Fence is the fencing token of the reconcile run that wrote it (0 for
+	// ingest and the push).
+	Fence uint64 `json:"reconcileFence,omitempty"`
+}
+
+// ReadAudit calls fn with every audit record of tenant, oldest first: the
+// person histories operators and compliance reviewers read. It stops at
+// the first error of fn. A record that cannot be decoded is an error, never
+// skipped: a history with silent gaps is worse than none.
+func ReadAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, tenant string, fn func(AuditRecord) error) error {
+	return readAudit(ctx, js, t, "$KV."+t.LedgerBucket()+"."+tenant+".>", fn)
+}
+
+// ReadPersonAudit is ReadAudit for the entry under one key.
+func ReadPersonAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, key string, fn func(AuditRecord) error) error {
+	return readAudit(ctx, js, t, "$KV."+t.LedgerBucket()+"."+key, fn)
+}
+
+func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, subject string, fn func(AuditRecord) error) error {
+	prefix := "$KV." + t.LedgerBucket() + "."
+	stream := t.AuditStream()
 	return natsx.ReadSubject(ctx, js, stream, subject, func(msg jetstream.Msg) error {
-		var rec AuditRecord
-		if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+		switch msg.Headers().Get("KV-Operation") {
+		case "DEL", "PURGE":
+			return nil
+		}
+		var f fenced
+		if err := json.Unmarshal(msg.Data(), &f); err != nil {
 			seq := uint64(0)
 			if md, mdErr := msg.Metadata(); mdErr == nil {
 				seq = md.Sequence.Stream
 			}
 			return fmt.Errorf("audit record at %s sequence %d: %w", stream, seq, err)
 		}
-		return fn(rec)
+		return fn(AuditRecord{
+			Key:      strings.TrimPrefix(msg.Subject(), prefix),
+			Revision: sourceSequence(msg.Headers().Get("Nats-Stream-Source")),
+			At:       f.ChangedAt,
+			Entry:    f.Entry,
+			Fence:    f.Fence,
+		})
 	})
+}
+
+// sourceSequence reads the ledger revision from the header JetStream puts
+// on a sourced message ("<stream> <sequence> …"); 0 when absent.
+func sourceSequence(h string) uint64 {
+	fields := strings.Fields(h)
+	if len(fields) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(fields[1], 10, 64)
+	return n
 }

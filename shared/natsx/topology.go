@@ -112,9 +112,6 @@ func (t Topology) DLQSubject(tenant string) string { return t.subject(DLQRoot) +
 // AppliedSubject carries Salesforce-side opt-outs back to Sales Connect.
 func (t Topology) AppliedSubject(tenant string) string { return t.subject(AppliedRoot) + "." + tenant }
 
-// AuditSubject carries the history of one tenant's ledger changes.
-func (t Topology) AuditSubject(tenant string) string { return t.subject(AuditRoot) + "." + tenant }
-
 // RunsSubject carries a tenant's reconciler run reports.
 func (t Topology) RunsSubject(tenant string) string { return t.subject(RunsRoot) + "." + tenant }
 
@@ -142,6 +139,8 @@ func (t Topology) LedgerBucket() string  { return t.name("optout_ledger") }
 func (t Topology) TenantsBucket() string { return t.name("optout_tenants") }
 func (t Topology) RunsBucket() string    { return t.name("optout_runs") }
 func (t Topology) HealthBucket() string  { return t.name("optout_health") }
+func (t Topology) DirtyBucket() string   { return t.name("optout_dirty") }
+func (t Topology) AliasBucket() string   { return t.name("optout_aliases") }
 
 // Streams returns the configuration of every stream.
 func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
@@ -167,8 +166,30 @@ func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
 		mk(t.EventsStream(), EventsRoot, "opt-out events from upstream publishers", t.EventsMaxAge),
 		mk(t.DLQStream(), DLQRoot, "events that can never be applied, with the reason in headers", t.DLQMaxAge),
 		mk(t.AppliedStream(), AppliedRoot, "Salesforce-side opt-outs for Sales Connect to apply", t.AppliedMaxAge),
-		mk(t.AuditStream(), AuditRoot, "every ledger change per person: the audit trail", t.AuditMaxAge),
+		t.auditStream(replicas),
 		mk(t.RunsStream(), RunsRoot, "reconciler run reports, one per finished run", t.RunsMaxAge),
+	}
+}
+
+// auditStream sources every write of the ledger bucket's stream, so the
+// trail is written by the server with the change itself: a change cannot be
+// stored without its record, and nothing a service does (or fails to do)
+// can make the two diverge. Its subjects are the ledger's own,
+// "$KV.<bucket>.<tenant>.<person>".
+func (t Topology) auditStream(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        t.AuditStream(),
+		Description: "every ledger change per person: the audit trail (sourced from the ledger bucket)",
+		Sources: []*jetstream.StreamSource{{
+			Name:          "KV_" + t.LedgerBucket(),
+			FilterSubject: "$KV." + t.LedgerBucket() + ".>",
+		}},
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     t.AuditMaxAge,
+		Storage:    t.Storage,
+		Replicas:   replicas,
+		MaxMsgSize: t.MaxMsgSize,
+		Discard:    jetstream.DiscardOld,
 	}
 }
 
@@ -178,12 +199,20 @@ func (t Topology) Buckets(replicas int) []jetstream.KeyValueConfig {
 		return jetstream.KeyValueConfig{Bucket: name, Description: desc, History: history, Storage: t.Storage, Replicas: replicas}
 	}
 	return []jetstream.KeyValueConfig{
-		mk(t.LedgerBucket(), "one entry per person per tenant", 1),
+		// History outlasts the audit stream's sourcing lag: a revision
+		// replaced before the source copied it would be missing from the
+		// trail.
+		mk(t.LedgerBucket(), "one entry per person per tenant", ledgerHistory),
 		mk(t.TenantsBucket(), "tenant settings", 5),
 		mk(t.RunsBucket(), "reconciler run reports and checkpoints", 10),
 		mk(t.HealthBucket(), "each tenant's sync health as the pusher last saw it", 1),
+		mk(t.DirtyBucket(), "persons whose Salesforce value is not yet what they want: the push's work list", 1),
+		mk(t.AliasBucket(), "Salesforce ids (and converted Leads) to their person's ledger key", 1),
 	}
 }
+
+// ledgerHistory is the revisions the ledger bucket keeps per person.
+const ledgerHistory = 16
 
 // TenantConsumer names the pusher's durable consumer of one tenant's events.
 // Each tenant has its own consumer so a tenant that is paused simply stops
@@ -254,6 +283,8 @@ type Provisioned struct {
 	Tenants  jetstream.KeyValue
 	Runs     jetstream.KeyValue
 	Health   jetstream.KeyValue
+	Dirty    jetstream.KeyValue
+	Aliases  jetstream.KeyValue
 }
 
 // Provision creates or updates every stream and bucket (tenant consumers are
@@ -271,19 +302,20 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 			replicas = 3
 		}
 	}
-	for _, sc := range t.Streams(replicas) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
-		}
-	}
+	// Buckets first: the audit stream sources the ledger bucket's stream.
 	p := &Provisioned{Topology: t, JS: js, Replicas: replicas}
-	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs, &p.Health}
+	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs, &p.Health, &p.Dirty, &p.Aliases}
 	for i, kc := range t.Buckets(replicas) {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
 		if err != nil {
 			return nil, fmt.Errorf("provision bucket %s: %w", kc.Bucket, err)
 		}
 		*kvs[i] = kv
+	}
+	for _, sc := range t.Streams(replicas) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
 	}
 	return p, nil
 }

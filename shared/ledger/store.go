@@ -1,0 +1,476 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/natsx"
+)
+
+// Ledger reads entries and changes them through the state machine. Beside
+// the entries it keeps two indexes in their own buckets: aliases (a
+// Salesforce id, or a converted Lead, to its person's key) and the dirty
+// set (the persons whose Salesforce value is not yet what they want: the
+// push's cluster-wide work list, swept periodically).
+type Ledger struct {
+	kv, dirty, aliases jetstream.KeyValue
+	js                 jetstream.JetStream
+	topo               natsx.Topology
+	// Now is the clock of ChangedAt stamps (tests set it).
+	Now func() time.Time
+}
+
+// ErrNotFound is returned by Get for an unknown person.
+var ErrNotFound = errors.New("ledger: no entry")
+
+// New opens the ledger of a provisioned topology. It refuses a topology
+// whose audit stream does not source the ledger's stream, so the audit
+// trail cannot be switched off by a missing field.
+func New(ctx context.Context, p *natsx.Provisioned) (*Ledger, error) {
+	if p == nil || p.Ledger == nil || p.Dirty == nil || p.Aliases == nil || p.JS == nil {
+		return nil, errors.New("ledger: the ledger, dirty and alias buckets and a JetStream handle are required")
+	}
+	s, err := p.JS.Stream(ctx, p.Topology.AuditStream())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: audit stream %s: %w", p.Topology.AuditStream(), err)
+	}
+	want := "KV_" + p.Topology.LedgerBucket()
+	sourced := false
+	for _, src := range s.CachedInfo().Config.Sources {
+		if src != nil && src.Name == want {
+			sourced = true
+		}
+	}
+	if !sourced {
+		return nil, fmt.Errorf("ledger: audit stream %s does not source %s: the audit trail would miss changes", p.Topology.AuditStream(), want)
+	}
+	return &Ledger{kv: p.Ledger, dirty: p.Dirty, aliases: p.Aliases, js: p.JS, topo: p.Topology}, nil
+}
+
+func (l *Ledger) now() time.Time {
+	if l.Now != nil {
+		return l.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Get returns an entry and its revision, as stored (a retired entry too).
+func (l *Ledger) Get(ctx context.Context, key string) (Entry, uint64, error) {
+	e, _, rev, err := l.GetFenced(ctx, key)
+	return e, rev, err
+}
+
+// Person returns the entry that holds the person stored under key,
+// following a merge, and its key.
+func (l *Ledger) Person(ctx context.Context, key string) (string, Entry, uint64, error) {
+	for range 4 {
+		e, rev, err := l.Get(ctx, key)
+		if err != nil || e.MergedInto == "" {
+			return key, e, rev, err
+		}
+		key = e.MergedInto
+	}
+	return "", Entry{}, 0, fmt.Errorf("ledger: %s: merge chain too long", key)
+}
+
+// transition is one state-machine step on an entry as it is now; rev is
+// the revision it was read at (0 when absent).
+type transition func(e Entry, exists bool, rev uint64) (Entry, bool, error)
+
+// change runs t inside a compare-and-set loop on key, following a merge,
+// and keeps the dirty set in step. With a writer fence it refuses an entry
+// stamped with a larger one and stamps its own. It returns the entry's key,
+// the entry as stored, its revision, and whether it changed.
+func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (string, Entry, uint64, bool, error) {
+	for attempt := 0; ; attempt++ {
+		cur, curFence, rev, err := l.GetFenced(ctx, key)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return key, Entry{}, 0, false, err
+		}
+		if exists && cur.MergedInto != "" {
+			key = cur.MergedInto
+			continue
+		}
+		var stamp uint64
+		if writerFence != nil {
+			if curFence > *writerFence {
+				return key, cur, rev, false, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, curFence, *writerFence)
+			}
+			stamp = *writerFence
+		}
+		next, changed, err := t(cur, exists, rev)
+		if err != nil {
+			return key, cur, rev, false, err
+		}
+		if !changed {
+			if exists && next.Dirty(field) {
+				// A crash may have lost the marker after the write that made
+				// the person dirty: a redelivery puts it back.
+				l.markDirty(ctx, key, next)
+			}
+			return key, cur, rev, false, nil
+		}
+		next.Version = cur.Version + 1
+		next.ChangedAt = l.now()
+		data, err := json.Marshal(fenced{Entry: next, Fence: stamp})
+		if err != nil {
+			return key, Entry{}, 0, false, fmt.Errorf("ledger encode %s: %w", key, err)
+		}
+		var newRev uint64
+		if exists {
+			newRev, err = l.kv.Update(ctx, key, data, rev)
+		} else {
+			newRev, err = l.kv.Create(ctx, key, data)
+		}
+		if isConflict(err) && attempt < 50 {
+			continue
+		}
+		if err != nil {
+			return key, Entry{}, 0, false, fmt.Errorf("ledger write %s: %w", key, err)
+		}
+		if err := l.syncDirty(ctx, key, cur, exists, next, field); err != nil {
+			return key, next, newRev, true, err
+		}
+		return key, next, newRev, true, nil
+	}
+}
+
+// dirtyMark is a dirty-set member's value.
+type dirtyMark struct {
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
+}
+
+func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) error {
+	data, _ := json.Marshal(dirtyMark{NextAttempt: e.Retry.NextAttempt})
+	if _, err := l.dirty.Put(ctx, key, data); err != nil {
+		return fmt.Errorf("ledger mark %s dirty: %w", key, err)
+	}
+	return nil
+}
+
+// syncDirty keeps the dirty set in step with a write: put after every
+// write that leaves the person dirty; after one that leaves it clean,
+// delete and then look again, so a concurrent writer's put (which follows
+// its own write) is never lost to our delete.
+func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, field string) error {
+	if next.Dirty(field) {
+		return l.markDirty(ctx, key, next)
+	}
+	if existed && !prev.Dirty(field) && prev.Retry.NextAttempt.IsZero() {
+		return nil // was clean, is clean: no marker to remove
+	}
+	if err := l.dirty.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("ledger clear %s dirty: %w", key, err)
+	}
+	now, _, err := l.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if now.Dirty(field) {
+		return l.markDirty(ctx, key, now)
+	}
+	return nil
+}
+
+// IngestResult is what folding one event did.
+type IngestResult struct {
+	Key      string
+	Entry    Entry
+	Revision uint64
+	FoldResult
+}
+
+// Ingest folds one event into its person's entry, whatever ids it carries:
+// by Sales Connect id when it has one, else through the alias index, else
+// under the Salesforce id. The first event that links both ids merges an
+// existing Salesforce-only entry into the person and retires it.
+func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field string) (IngestResult, error) {
+	key, err := l.resolve(ctx, tenant, in.SalesConnectID, in.SalesforceID)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	sfKey := ""
+	if in.SalesforceID != "" {
+		sfKey = Key(tenant, "", in.SalesforceID)
+	}
+	if in.SalesConnectID != "" && sfKey != "" {
+		// The alias first, then the merge: an event carrying only the
+		// Salesforce id either lands before the merge reads its entry, or
+		// finds the alias afterwards and merges itself.
+		if err := l.alias(ctx, tenant, in.SalesforceID, key); err != nil {
+			return IngestResult{}, err
+		}
+		if err := l.merge(ctx, sfKey, key, field); err != nil {
+			return IngestResult{}, err
+		}
+	}
+	var res FoldResult
+	key, e, rev, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if !exists {
+			cur = Entry{Tenant: tenant}
+		}
+		next, r := Fold(cur, exists, in, field)
+		res = r
+		return next, r.Changed, nil
+	})
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("ingest %s into %s: %w", in.ID, key, err)
+	}
+	if key == sfKey && in.SalesConnectID == "" {
+		if target, ok, err := l.aliasOf(ctx, tenant, in.SalesforceID); err != nil {
+			return IngestResult{}, err
+		} else if ok && target != key {
+			if err := l.merge(ctx, sfKey, target, field); err != nil {
+				return IngestResult{}, err
+			}
+			key, e, rev, err = l.Person(ctx, target)
+			if err != nil {
+				return IngestResult{}, err
+			}
+		}
+	}
+	return IngestResult{Key: key, Entry: e, Revision: rev, FoldResult: res}, nil
+}
+
+// resolve finds the key of the person an event is about.
+func (l *Ledger) resolve(ctx context.Context, tenant, salesConnectID, salesforceID string) (string, error) {
+	if salesConnectID != "" {
+		return Key(tenant, salesConnectID, ""), nil
+	}
+	if salesforceID == "" {
+		return "", errors.New("ledger: an event needs a Sales Connect id or a Salesforce id")
+	}
+	if target, ok, err := l.aliasOf(ctx, tenant, salesforceID); err != nil || ok {
+		return target, err
+	}
+	return Key(tenant, "", salesforceID), nil
+}
+
+func aliasKey(tenant, salesforceID string) string { return tenant + "." + salesforceID }
+
+func (l *Ledger) aliasOf(ctx context.Context, tenant, salesforceID string) (string, bool, error) {
+	kve, err := l.aliases.Get(ctx, aliasKey(tenant, salesforceID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+	}
+	return string(kve.Value()), true, nil
+}
+
+// alias points a Salesforce id at a person's key.
+func (l *Ledger) alias(ctx context.Context, tenant, salesforceID, key string) error {
+	if cur, ok, err := l.aliasOf(ctx, tenant, salesforceID); err != nil || (ok && cur == key) {
+		return err
+	}
+	if _, err := l.aliases.Put(ctx, aliasKey(tenant, salesforceID), []byte(key)); err != nil {
+		return fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+	}
+	return nil
+}
+
+// merge folds the entry under from into the person under into, then
+// retires it by compare-and-set on the revision merged; a write to from
+// in between makes it merge again (merging is idempotent).
+func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
+	if from == into {
+		return nil
+	}
+	for attempt := 0; attempt < 50; attempt++ {
+		src, rev, err := l.Get(ctx, from)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if src.MergedInto != "" {
+			return nil
+		}
+		if _, _, _, _, err := l.change(ctx, into, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+			if !exists {
+				cur = Entry{Tenant: src.Tenant}
+			}
+			next, changed := Merge(cur, src, field)
+			return next, changed || !exists, nil
+		}); err != nil {
+			return fmt.Errorf("merge %s into %s: %w", from, into, err)
+		}
+		retired, _ := Retire(src, into)
+		retired.Version = src.Version + 1
+		retired.ChangedAt = l.now()
+		data, err := json.Marshal(fenced{Entry: retired})
+		if err != nil {
+			return err
+		}
+		_, err = l.kv.Update(ctx, from, data, rev)
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("retire %s: %w", from, err)
+		}
+		return l.syncDirty(ctx, from, src, true, retired, field)
+	}
+	return fmt.Errorf("merge %s into %s: too much contention", from, into)
+}
+
+// Wrote records a write of Salesforce made from the entry read at readRev:
+// confirmed only if the entry has not moved since (see machine.go Wrote).
+func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write, field string) (Entry, error) {
+	_, e, _, _, err := l.change(ctx, key, field, nil, wroteAt(readRev, w, field))
+	return e, err
+}
+
+// FencedWrote is Wrote for a fenced writer (the reconciler).
+func (l *Ledger) FencedWrote(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (Entry, error) {
+	_, e, _, _, err := l.change(ctx, key, field, &fence, wroteAt(readRev, w, field))
+	return e, err
+}
+
+func wroteAt(readRev uint64, w Write, field string) transition {
+	return func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
+		if !exists {
+			return cur, false, nil
+		}
+		w := w
+		w.Current = rev == readRev
+		next, changed := Wrote(cur, w, field)
+		return next, changed, nil
+	}
+}
+
+// Observed records a value read from Salesforce at readRev; an entry that
+// moved since is left for the next round.
+func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, salesforceID, f string, value bool, field string) (Entry, error) {
+	now := l.now()
+	_, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
+		if !exists || rev != readRev {
+			return cur, false, nil
+		}
+		next, changed := Observed(cur, salesforceID, f, value, now, field)
+		return next, changed, nil
+	})
+	return e, err
+}
+
+// Failed records a failed write.
+func (l *Ledger) Failed(ctx context.Context, key string, f Failure, field string) (Entry, FailOutcome, error) {
+	var out FailOutcome
+	_, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if !exists || cur.SalesforceID != f.Write.SalesforceID {
+			return cur, false, nil
+		}
+		next, o := Failed(cur, f, field)
+		out = o
+		return next, true, nil
+	})
+	return e, out, err
+}
+
+// FollowConversion points the person at the Contact its Lead became and
+// makes the Contact an alias of the person.
+func (l *Ledger) FollowConversion(ctx context.Context, key, leadID, contactID, field string) (Entry, error) {
+	key, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if !exists {
+			return cur, false, nil
+		}
+		next, changed := ConversionFollowed(cur, leadID, contactID, field)
+		return next, changed, nil
+	})
+	if err != nil {
+		return e, err
+	}
+	if err := l.alias(ctx, e.Tenant, contactID, key); err != nil {
+		return e, err
+	}
+	return e, l.alias(ctx, e.Tenant, leadID, key)
+}
+
+// Learn records what the nightly reconcile learnt from Salesforce, fenced
+// by its lease. It reports whether the entry changed.
+func (l *Ledger) Learn(ctx context.Context, key string, fence uint64, o Observation, field string) (Entry, bool, error) {
+	tenantID, _, _ := strings.Cut(key, ".")
+	_, e, _, changed, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if !exists {
+			cur = Entry{Tenant: tenantID}
+		}
+		next, changed := Learnt(cur, exists, o, field)
+		return next, changed, nil
+	})
+	return e, changed, err
+}
+
+// DirtyItem is one member of the dirty set.
+type DirtyItem struct {
+	Key         string
+	NextAttempt time.Time
+}
+
+// Dirty lists the tenant's dirty persons (the push's sweep): a KV watch over
+// the dirty bucket that stops after the current values.
+func (l *Ledger) Dirty(ctx context.Context, tenant string, fn func(DirtyItem)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := l.dirty.WatchFiltered(ctx, []string{tenant + ".>"}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("ledger dirty %s: %w", tenant, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("ledger dirty %s: watcher closed", tenant)
+			}
+			if kve == nil {
+				return nil
+			}
+			var m dirtyMark
+			_ = json.Unmarshal(kve.Value(), &m) // a bad value is still dirty
+			fn(DirtyItem{Key: kve.Key(), NextAttempt: m.NextAttempt})
+		}
+	}
+}
+
+// MarkDirtyIfNeeded puts a person found dirty by a full resync back in the
+// dirty set (a marker lost between a write and its put).
+func (l *Ledger) MarkDirtyIfNeeded(ctx context.Context, key string, e Entry, field string) error {
+	if !e.Dirty(field) {
+		return nil
+	}
+	return l.markDirty(ctx, key, e)
+}
+
+// Forget removes a clean person from the dirty set (a stale marker).
+func (l *Ledger) Forget(ctx context.Context, key, field string) error {
+	e, _, err := l.Get(ctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return l.syncDirty(ctx, key, Entry{}, false, e, field)
+}
+
+// isConflict recognises a lost compare-and-set: ErrKeyRevisionMismatch from
+// Update, ErrKeyExists from a racing Create, and the raw API codes 10071
+// (wrong last sequence) and 10164 (clustered) that older paths surface.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
+}

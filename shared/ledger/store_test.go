@@ -1,0 +1,305 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+const (
+	std     = tenant.StandardField
+	sales   = tenant.DefaultCustomField
+	contact = "003RO0000035WQgYAM"
+)
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+func open(t *testing.T) (*ledger.Ledger, *natsx.Provisioned, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	p := natstest.Provision(t, natstest.Connect(t))
+	l, err := ledger.New(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, p, ctx
+}
+
+func ev(id string, a ledger.Action, at time.Time, sc, sf string) ledger.EventInput {
+	typ := ""
+	if sf != "" {
+		typ = "Contact"
+	}
+	return ledger.EventInput{ID: id, Action: a, OccurredAt: at, StoredAt: at.Add(time.Second), SalesConnectID: sc, SalesforceID: sf, ObjectType: typ, Source: "EMAIL_LINK"}
+}
+
+// audit returns the tenant's audit records per key, waiting for the
+// server-side source to catch up with want records in all.
+func audit(t *testing.T, ctx context.Context, p *natsx.Provisioned, want int) map[string][]ledger.AuditRecord {
+	t.Helper()
+	for {
+		got := map[string][]ledger.AuditRecord{}
+		n := 0
+		if err := ledger.ReadAudit(ctx, p.JS, p.Topology, "acme", func(r ledger.AuditRecord) error {
+			got[r.Key] = append(got[r.Key], r)
+			n++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n >= want || ctx.Err() != nil {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond) // the source copies asynchronously
+	}
+}
+
+func TestNewRefusesATopologyWithoutAudit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := natstest.Provision(t, natstest.Connect(t))
+	cfg, err := p.JS.Stream(ctx, p.Topology.AuditStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.CachedInfo().Config
+	c.Sources = nil
+	c.Subjects = []string{p.Topology.Namespace + ".nothing"}
+	if _, err := p.JS.UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.New(ctx, p); err == nil {
+		t.Fatal("ledger.New accepted an audit stream that does not source the ledger")
+	}
+	if _, err := ledger.New(ctx, &natsx.Provisioned{}); err == nil {
+		t.Fatal("ledger.New accepted a topology without buckets")
+	}
+}
+
+func TestConcurrentIngestsOfOnePersonAreAllKeptAndAuditedOnce(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			a := ledger.OptOut
+			if i%2 == 1 {
+				a = ledger.Resubscribe
+			}
+			if _, err := l.Ingest(ctx, "acme", ev(fmt.Sprint("e", i), a, t0.Add(time.Duration(i)*time.Minute), "sc-1", contact), sales); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	key := ledger.Key("acme", "sc-1", "")
+	e, _, err := l.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// e15 (a resubscribe, the newest) is the wish whatever the arrival order.
+	if len(e.RecentEvents) != 16 || e.OptedOut || e.DecidedBy != "e15" || !e.LastOptOutAt.Equal(t0.Add(14*time.Minute)) {
+		t.Fatalf("entry %+v; want all 16 events kept and e15 deciding", e)
+	}
+	recs := audit(t, ctx, p, 16)[key]
+	if len(recs) != 16 {
+		t.Fatalf("%d audit records; want one per change (16)", len(recs))
+	}
+	for i, r := range recs {
+		if r.Entry.Version != uint64(i+1) || r.Revision == 0 {
+			t.Fatalf("audit record %d: version %d revision %d; want versions 1..16 in order", i, r.Entry.Version, r.Revision)
+		}
+	}
+	// A replay changes nothing and writes no record.
+	res, err := l.Ingest(ctx, "acme", ev("e3", ledger.Resubscribe, t0, "sc-1", contact), sales)
+	if err != nil || res.Changed {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+}
+
+func TestOnePersonUnderEitherIdIsOneEntry(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	// An opt-out known only by Salesforce id, then the first event with both
+	// ids: the sf entry is merged into the person and retired.
+	if _, err := l.Ingest(ctx, "acme", ev("sf-only", ledger.OptOut, t0.Add(time.Hour), "", contact), sales); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Ingest(ctx, "acme", ev("older-resub", ledger.Resubscribe, t0, "sc-7", contact), sales)
+	if err != nil {
+		t.Fatal(err)
+	}
+	person := ledger.Key("acme", "sc-7", "")
+	if res.Key != person || !res.Entry.OptedOut || res.Won {
+		t.Fatalf("linking event: %+v; want the person opted out (the older resubscribe does not win)", res)
+	}
+	sf, _, err := l.Get(ctx, ledger.Key("acme", "", contact))
+	if err != nil || sf.MergedInto != person || sf.State != ledger.StateRetired {
+		t.Fatalf("sf entry %+v %v; want retired into %s", sf, err, person)
+	}
+	// Later events by Salesforce id alone reach the person.
+	res, err = l.Ingest(ctx, "acme", ev("sf-later", ledger.Resubscribe, t0.Add(2*time.Hour), "", contact), sales)
+	if err != nil || res.Key != person || res.Entry.OptedOut {
+		t.Fatalf("sf-only event after the link: %+v %v; want it folded into %s", res, err, person)
+	}
+	n := 0
+	if err := l.Scan(ctx, "acme", func(it ledger.ScanItem) error { n++; return nil }, nil); err != nil || n != 1 {
+		t.Fatalf("scan saw %d entries (%v); want one person", n, err)
+	}
+	_ = p
+}
+
+func TestSalesforceOnlyEventRacingTheLinkIsNeverSplit(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	for i := range 20 {
+		sc := fmt.Sprint("sc-race-", i)
+		sfid := fmt.Sprintf("003RO00000%05dAAA", i)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, err := l.Ingest(ctx, "acme", ev(sc+"-link", ledger.Resubscribe, t0, sc, sfid), sales); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Go(func() {
+			if _, err := l.Ingest(ctx, "acme", ev(sc+"-sf", ledger.OptOut, t0.Add(time.Minute), "", sfid), sales); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		_, e, _, err := l.Person(ctx, ledger.Key("acme", sc, ""))
+		if err != nil || !e.OptedOut || !e.Seen(sc+"-sf") {
+			t.Fatalf("person %d: %+v %v; want the newer Salesforce-only opt-out in the person's entry", i, e, err)
+		}
+	}
+}
+
+func TestDirtySetFollowsTheEntries(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	dirty := func() []string {
+		var keys []string
+		if err := l.Dirty(ctx, "acme", func(d ledger.DirtyItem) { keys = append(keys, d.Key) }); err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(keys)
+		return keys
+	}
+	res, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Ingest(ctx, "acme", ev("b", ledger.OptOut, t0, "sc-b", ""), std); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirty(); fmt.Sprint(got) != fmt.Sprint([]string{res.Key}) {
+		t.Fatalf("dirty %v; want only the opt-out with a Salesforce id", got)
+	}
+	// A write based on a revision that moved is not a confirmation.
+	if _, err := l.Ingest(ctx, "acme", ev("a2", ledger.OptOut, t0.Add(time.Minute), "sc-a", contact), std); err != nil {
+		t.Fatal(err)
+	}
+	e, err := l.Wrote(ctx, res.Key, res.Revision, ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}, std)
+	if err != nil || e.Confirmed != nil || !e.Dirty(std) || len(dirty()) != 1 {
+		t.Fatalf("stale write: %+v %v; want Salesforce's value unknown and the person still dirty", e, err)
+	}
+	cur, rev, _ := l.Get(ctx, res.Key)
+	e, err = l.Wrote(ctx, res.Key, rev, ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}, std)
+	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != ledger.StateSynced || len(dirty()) != 0 {
+		t.Fatalf("current write: %+v (was %+v) %v; dirty %v", e, cur, err, dirty())
+	}
+}
+
+func TestLearnIsFencedAndFoldedLikeAnEvent(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	key := ledger.Key("acme", "", contact)
+	o := ledger.Observation{EventID: "r1", SalesforceID: contact, ObjectType: "Contact", Field: std, Value: true, At: t0, Now: t0}
+	if _, changed, err := l.Learn(ctx, key, 8, o, std); err != nil || !changed {
+		t.Fatalf("learn: %v %v", changed, err)
+	}
+	o.EventID = "r2"
+	if _, _, err := l.Learn(ctx, key, 7, o, std); !errors.Is(err, ledger.ErrFenced) {
+		t.Fatalf("stale holder: %v; want ErrFenced", err)
+	}
+	e, fence, _, err := l.GetFenced(ctx, key)
+	if err != nil || fence != 8 || !e.OptedOut || e.Confirmed == nil || !*e.Confirmed || e.SetByUs || e.Dirty(std) {
+		t.Fatalf("entry %+v fence %d %v", e, fence, err)
+	}
+	// A non-fenced writer (ingest) resets the stamp; its write is kept.
+	if _, err := l.Ingest(ctx, "acme", ev("x", ledger.Resubscribe, t0.Add(time.Hour), "", contact), std); err != nil {
+		t.Fatal(err)
+	}
+	if e, fence, _, _ := l.GetFenced(ctx, key); fence != 0 || e.OptedOut || !e.WantsStandard() {
+		t.Fatalf("after ingest: fence %d entry %+v; want the resubscribe kept and Email Opt Out still wanted", fence, e)
+	}
+}
+
+func TestScanStreamsOneTenant(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	n := 0
+	if err := l.Scan(ctx, "acme", func(ledger.ScanItem) error { n++; return nil }, nil); err != nil || n != 0 {
+		t.Fatalf("empty scan: %d entries, %v", n, err)
+	}
+	var want []string
+	for i := range 300 {
+		res, err := l.Ingest(ctx, "acme", ev(fmt.Sprint("e", i), ledger.OptOut, t0, fmt.Sprintf("sc-%d", i), ""), std)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, res.Key)
+	}
+	// Another tenant, a deleted entry and a corrupt value are not delivered.
+	if _, err := l.Ingest(ctx, "acmeco", ev("o", ledger.OptOut, t0, "sc-x", ""), std); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ledger.Delete(ctx, want[0]); err != nil {
+		t.Fatal(err)
+	}
+	want = want[1:]
+	if _, err := p.Ledger.Put(ctx, "acme.sc.corrupt", []byte(`{not json`)); err != nil {
+		t.Fatal(err)
+	}
+	var got, bad []string
+	err := l.Scan(ctx, "acme", func(it ledger.ScanItem) error {
+		if it.Entry.Tenant != "acme" || it.Revision == 0 {
+			return fmt.Errorf("item %+v", it)
+		}
+		got = append(got, it.Key)
+		return nil
+	}, func(key string, _ error) { bad = append(bad, key) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("scan delivered %d keys; want %d", len(got), len(want))
+	}
+	if len(bad) != 1 || bad[0] != "acme.sc.corrupt" {
+		t.Fatalf("bad = %v", bad)
+	}
+	stop := errors.New("stop")
+	if err := l.Scan(ctx, "acme", func(ledger.ScanItem) error { return stop }, nil); !errors.Is(err, stop) {
+		t.Fatalf("scan error %v; want fn's error", err)
+	}
+}
+
+func TestGetUnknownPerson(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	if _, _, err := l.Get(ctx, ledger.Key("acme", "nobody", "")); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("err = %v; want ErrNotFound", err)
+	}
+}

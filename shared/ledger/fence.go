@@ -39,4 +39,3 @@ func (l *Ledger) GetFenced(ctx context.Context, key string) (Entry, uint64, uint
 	}
 	return f.Entry, f.Fence, kve.Revision(), nil
 }
-

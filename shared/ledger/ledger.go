@@ -124,4 +124,3 @@ func Key(tenant, salesConnectID, salesforceID string) string {
 	}
 	return tenant + ".sf." + salesforceID
 }
-

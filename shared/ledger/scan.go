@@ -93,4 +93,3 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 		}
 	}
 }
-

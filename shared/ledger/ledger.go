@@ -67,6 +67,9 @@ type Entry struct {
 	Retry Retry `json:"retry,omitzero"`
 
 	TraceID string `json:"traceId,omitempty"`
+	// TraceParent is the W3C context of the deciding event's ingest span, so
+	// the push's Salesforce call joins the opt-out's trace.
+	TraceParent string `json:"traceParent,omitempty"`
 	// LastEvent is the last event applied to the person, kept so the audit
 	// trail says who acted, when and why for as long as the trail is kept
 	// (the events stream keeps the events themselves only for days).

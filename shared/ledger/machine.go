@@ -62,6 +62,7 @@ type EventInput struct {
 	ObjectType     string // Contact | Lead | ""
 	EmailHash      string
 	TraceID        string
+	TraceParent    string
 	// Replay marks an operator's replay of a dead letter: it asks a failed
 	// person to be tried again even though the event is already known.
 	Replay bool
@@ -186,6 +187,8 @@ func (e *Entry) settle(field, reason string) {
 
 func syncedReason(e *Entry, field string) string {
 	switch {
+	case field == tenant.StandardField && !e.OptedOut && e.WantsStandard():
+		return "resubscribed: HasOptedOutOfEmail is shared with marketing, so it is never cleared from here"
 	case e.Wanted(field) && e.SalesforceID != "":
 		return "Salesforce shows the opt-out"
 	case e.Wanted(field):
@@ -234,7 +237,7 @@ func Fold(e Entry, exists bool, in EventInput, field string) (Entry, FoldResult)
 		e.EmailHash = in.EmailHash
 	}
 	e.Remember(in.ID)
-	e.TraceID = in.TraceID
+	e.TraceID, e.TraceParent = in.TraceID, in.TraceParent
 	e.LastEvent = &Event{ID: in.ID, Action: string(in.Action), Source: in.Source, Reason: in.Reason, OccurredAt: in.OccurredAt.UTC()}
 	if clamped {
 		e.LastEvent.OrderedAt = at

@@ -52,6 +52,9 @@ func Load(l *config.Loader) Config {
 		QuotaPause:        l.Duration("OPTOUT_QUOTA_PAUSE", d.QuotaPause, time.Millisecond, 24*time.Hour, "wait before probing a tenant whose API allowance is spent"),
 		HealthRecheck:     l.Duration("OPTOUT_HEALTH_RECHECK", d.HealthRecheck, time.Millisecond, 24*time.Hour, "how often an unhealthy tenant's setup is rechecked"),
 		DiscoveryInterval: l.Duration("OPTOUT_DISCOVERY_INTERVAL", d.DiscoveryInterval, 10*time.Millisecond, time.Hour, "how often new tenants are looked for"),
+		TenantConcurrency: l.Int("OPTOUT_TENANT_CONCURRENCY", d.TenantConcurrency, 1, 64, "one tenant's Salesforce calls in flight per replica"),
+		SweepInterval:     l.Duration("OPTOUT_SWEEP_INTERVAL", d.SweepInterval, 10*time.Millisecond, time.Hour, "how often the ledger's dirty set is swept into the push queues"),
+		ResyncInterval:    l.Duration("OPTOUT_RESYNC_INTERVAL", d.ResyncInterval, time.Second, 7*24*time.Hour, "how often the whole ledger is scanned for dirty persons"),
 	}
 	return c
 }
@@ -82,11 +85,16 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
 		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
 		Auth:   cfg.AdminAuth, Log: log}))
+	lg, err := ledger.New(ctx, prov)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	svc := &push.Service{
 		Cfg:      cfg.Push,
 		JS:       prov.JS,
 		Topology: cfg.Topology,
-		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
+		Ledger:   lg,
 		Settings: p.Settings,
 		Clients:  &sfcreds.Pool{Source: sfcreds.Source{Dir: cfg.CredentialsDir}},
 		Health:   tenant.HealthStore{KV: prov.Health},

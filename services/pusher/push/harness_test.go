@@ -76,6 +76,7 @@ func fastConfig() push.Config {
 	c.QuotaPause = 200 * time.Millisecond
 	c.HealthRecheck = 200 * time.Millisecond
 	c.DiscoveryInterval = 50 * time.Millisecond
+	c.SweepInterval = 100 * time.Millisecond
 	return c
 }
 
@@ -94,9 +95,11 @@ func newStack(t *testing.T) *stack {
 	s := &stack{
 		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb,
 		pub:      natsx.Publisher{JS: prov.JS, Topology: topo},
-		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
 		settings: tenant.Store{KV: prov.Tenants},
 		env:      &envMap{m: env},
+	}
+	if s.ledger, err = ledger.New(ctx, prov); err != nil {
+		t.Fatal(err)
 	}
 	s.clients = &sfcreds.Pool{Source: sfcreds.Source{Lookup: s.env.lookup}, Refresh: 50 * time.Millisecond}
 	m, err := push.NewMetrics(tel.MeterProvider)
@@ -214,6 +217,18 @@ func (s *stack) pendingAcks(tenantID string) (ackPending int, undelivered uint64
 		return -1, 0
 	}
 	return info.NumAckPending, info.NumPending
+}
+
+// settled: every event folded into the ledger and no person dirty.
+func (s *stack) settled(tenantID string) bool {
+	if !s.drained(tenantID) {
+		return false
+	}
+	n := 0
+	if err := s.ledger.Dirty(s.ctx, tenantID, func(ledger.DirtyItem) { n++ }); err != nil {
+		s.t.Fatal(err)
+	}
+	return n == 0
 }
 
 func (s *stack) drained(tenantID string) bool {

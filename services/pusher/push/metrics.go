@@ -23,9 +23,10 @@ type Metrics struct {
 	callsC    metric.Int64Counter
 	latency   metric.Float64Histogram
 	modeGauge metric.Int64Gauge
+	clampedC  metric.Int64Counter
 
 	// Totals for progress displays (the demo) without a metrics backend.
-	Pushed, Parked, DeadLettered, Calls atomic.Int64
+	Pushed, Parked, DeadLettered, Calls, Clamped atomic.Int64
 	mu                                  sync.Mutex
 	latencies                           []time.Duration
 }
@@ -60,6 +61,10 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		return nil, err
 	}
 	if out.modeGauge, err = m.Int64Gauge("optout_tenant_healthy", metric.WithDescription("1 when the tenant pushes normally, 0 when paused, backing off or unhealthy")); err != nil {
+		return nil, err
+	}
+	if out.clampedC, err = m.Int64Counter("optout_future_stamp_clamped",
+		metric.WithDescription("events whose occurred_at was later than JetStream stored them, ordered by the storage time")); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -110,4 +115,9 @@ func (m *Metrics) Latencies() []time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]time.Duration(nil), m.latencies...)
+}
+
+func (m *Metrics) clamped(t string) {
+	m.Clamped.Add(1)
+	m.clampedC.Add(context.Background(), 1, tenantAttr(t))
 }

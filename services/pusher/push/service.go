@@ -1,7 +1,10 @@
-// Package push writes each opt-out to Salesforce within seconds: one runner
-// per tenant pulls that tenant's events, micro-batches them into sObject
-// Collections calls through a shared worker pool, and acks each message only
-// once its effect is durable.
+// Package push writes each opt-out to Salesforce within seconds, level-
+// triggered like a Kubernetes controller: one runner per tenant ingests the
+// tenant's events into the ledger (acked once folded, package
+// shared/ingest), queues the persons left dirty in a coalescing work queue,
+// and writes each person's current desired value in sObject Collections
+// batches through a shared worker pool; a periodic sweep of the ledger's
+// dirty set re-finds what a queue lost (a restart, another replica).
 package push
 
 import (
@@ -12,10 +15,10 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
@@ -48,6 +51,13 @@ type Config struct {
 	// DiscoveryInterval is how often the events stream is scanned for
 	// tenants that have no runner yet.
 	DiscoveryInterval time.Duration
+	// TenantConcurrency caps one tenant's batches in flight, so slow
+	// tenants cannot take every worker.
+	TenantConcurrency int
+	// SweepInterval is how often the dirty set is swept into the queues;
+	// ResyncInterval how often the whole ledger is (a lost marker).
+	SweepInterval  time.Duration
+	ResyncInterval time.Duration
 }
 
 // DefaultConfig is tuned for "within seconds" with few API calls.
@@ -64,6 +74,9 @@ func DefaultConfig() Config {
 		QuotaPause:        5 * time.Minute,
 		HealthRecheck:     time.Minute,
 		DiscoveryInterval: 2 * time.Second,
+		TenantConcurrency: 2,
+		SweepInterval:     10 * time.Second,
+		ResyncInterval:    time.Hour,
 	}
 }
 
@@ -85,7 +98,8 @@ type Service struct {
 	Metrics  *Metrics
 	Now      func() time.Time
 
-	slots   chan struct{}
+	ingester *ingest.Ingester
+	slots    chan struct{}
 	mu      sync.Mutex
 	runners map[string]*runner
 	wg      sync.WaitGroup
@@ -108,6 +122,9 @@ func (s *Service) Run(ctx context.Context) error {
 		s.Metrics = m
 	}
 	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
+	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
+		DLQ:   natsx.DeadLetterer{JS: s.JS, Topology: s.Topology},
+		Field: func(t string) string { return s.settings(t).TargetField() }}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
 
@@ -143,7 +160,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) {
 	if _, ok := s.runners[t]; ok {
 		return
 	}
-	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger()}
+	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
 	s.runners[t] = r
 	s.wg.Add(1)
 	go func() {
@@ -159,29 +176,38 @@ type breaker struct {
 	health   tenant.Health
 }
 
-// runner pulls one tenant's events.
+// runner ingests and pushes one tenant.
 type runner struct {
 	svc    *Service
 	tenant string
 	log    zerolog.Logger
 	br     breaker
+	q      *queue
 }
 
+// run ingests whatever the tenant's health (ingest needs only NATS, so no
+// event waits in the stream for Salesforce), and pushes while the tenant
+// may.
 func (r *runner) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		if wait := r.holdOff(ctx); wait > 0 {
-			sleep(ctx, wait)
-			continue
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if err := r.pull(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("pulling events failed; retrying")
+				sleep(ctx, time.Second)
+			}
 		}
-		if err := r.pull(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn().Err(err).Msg("pulling events failed; retrying")
-			sleep(ctx, time.Second)
-		}
+	})
+	wg.Go(func() { r.sweep(ctx) })
+	for range max(1, r.svc.Cfg.TenantConcurrency) {
+		wg.Go(func() { r.pushLoop(ctx) })
 	}
+	<-ctx.Done()
+	r.q.Close()
+	wg.Wait()
 }
 
-// pull consumes until the tenant must stop (pause, breaker, unhealthy) or
-// ctx ends.
+// pull ingests the tenant's events until ctx ends.
 func (r *runner) pull(ctx context.Context) error {
 	cons, err := natsx.EnsureTenantConsumer(ctx, r.svc.JS, r.svc.Topology, r.tenant)
 	if err != nil {
@@ -191,53 +217,42 @@ func (r *runner) pull(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("tenant %s: pull: %w", r.tenant, err)
 	}
-	// Stop, not Drain: messages still buffered are redelivered after AckWait
-	// to whichever replica pulls next.
+	// Stop, not Drain: messages still buffered are redelivered after AckWait.
 	defer it.Stop()
-	for ctx.Err() == nil {
-		batch, err := r.collect(ctx, it)
-		if err != nil {
-			return err
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		r.svc.slots <- struct{}{}
-		// A batch in flight is finished even when shutdown starts, so its
-		// messages are acked or naked rather than left to AckWait.
-		r.process(context.WithoutCancel(ctx), batch)
-		<-r.svc.slots
-		if r.holdOff(ctx) > 0 {
-			return nil
-		}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	// Folds commute, so messages of one tenant are ingested concurrently:
+	// ledger round trips, not ordering, bound the rate.
+	errs := make(chan error, ingestConcurrency)
+	var wg sync.WaitGroup
+	for range ingestConcurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				msg, err := it.Next()
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						return
+					}
+					errs <- fmt.Errorf("tenant %s: next: %w", r.tenant, err)
+					it.Stop()
+					return
+				}
+				// A message in hand is settled even when shutdown starts.
+				r.ingest(context.WithoutCancel(ctx), msg)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }
 
-// collect waits for a first message, then lingers briefly for more.
-func (r *runner) collect(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
-	first, err := it.Next(jetstream.NextMaxWait(time.Second))
-	if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("tenant %s: next: %w", r.tenant, err)
-	}
-	batch := []jetstream.Msg{first}
-	deadline := time.Now().Add(r.svc.Cfg.Linger)
-	for len(batch) < r.svc.Cfg.BatchSize && ctx.Err() == nil {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
-		m, err := it.Next(jetstream.NextMaxWait(left))
-		if err != nil {
-			break // timeout ends the linger; other errors surface on the next pull
-		}
-		batch = append(batch, m)
-	}
-	return batch, nil
-}
+// ingestConcurrency is the messages of one tenant folded at once.
+const ingestConcurrency = 16
 
 // holdOff says how long the tenant must not pull, rechecking an unhealthy
 // tenant's setup when its recheck is due.

@@ -31,7 +31,7 @@ func TestOneOptOutIsOneTraceFromPublisherToSalesforce(t *testing.T) {
 	s.publish("acme", "trace-1", sfID(c))
 	root.End()
 	traceID := root.SpanContext().TraceID()
-	s.eventually("applied", 10*time.Second, func() bool { return s.drained("acme") && s.optedOut("acme", c, std) })
+	s.eventually("applied", 10*time.Second, func() bool { return s.settled("acme") && s.optedOut("acme", c, std) })
 
 	var spans tracetest.SpanStubs
 	s.eventually("spans exported", 5*time.Second, func() bool {
@@ -56,11 +56,11 @@ func TestOneOptOutIsOneTraceFromPublisherToSalesforce(t *testing.T) {
 		t.Error("the consumer's span is not the child of the publisher's span")
 	}
 	linked := false
-	for _, l := range process.Links {
-		linked = linked || l.SpanContext.SpanID() == batch.SpanContext.SpanID()
+	for _, l := range batch.Links {
+		linked = linked || l.SpanContext.SpanID() == process.SpanContext.SpanID()
 	}
-	if !linked {
-		t.Error("the record's span does not link to its Salesforce batch")
+	if !linked || batch.Parent.SpanID() != process.SpanContext.SpanID() {
+		t.Error("the Salesforce batch is not the child of the record's span, linking it")
 	}
 	for _, sp := range spans {
 		for _, a := range sp.Attributes {

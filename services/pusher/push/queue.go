@@ -1,0 +1,112 @@
+package push
+
+import (
+	"sync"
+	"time"
+)
+
+// queue is one tenant's coalescing work queue of dirty persons, with
+// client-go workqueue semantics: fair (FIFO), stingy (a key waiting is held
+// once however often it is added) and a key added while it is being
+// processed is processed again after Done. Items are ledger keys, never
+// snapshots: the push reads the person's current entry.
+type queue struct {
+	mu         sync.Mutex
+	cond       *sync.Cond
+	order      []string
+	dirty      map[string]bool // waiting
+	processing map[string]bool
+	again      map[string]bool // added while processing
+	closed     bool
+}
+
+func newQueue() *queue {
+	q := &queue{dirty: map[string]bool{}, processing: map[string]bool{}, again: map[string]bool{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// Add queues key.
+func (q *queue) Add(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	if q.processing[key] {
+		q.again[key] = true
+		return
+	}
+	if q.dirty[key] {
+		return
+	}
+	q.dirty[key] = true
+	q.order = append(q.order, key)
+	q.cond.Signal()
+}
+
+// AddAfter queues key once d has passed.
+func (q *queue) AddAfter(key string, d time.Duration) {
+	if d <= 0 {
+		q.Add(key)
+		return
+	}
+	time.AfterFunc(d, func() { q.Add(key) })
+}
+
+// Len is the number of waiting keys.
+func (q *queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.order)
+}
+
+// Take waits for a first key, then lingers up to linger for more, and
+// returns up to n keys marked as processing; nil once the queue is closed.
+func (q *queue) Take(n int, linger time.Duration) []string {
+	q.mu.Lock()
+	for len(q.order) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	if len(q.order) < n && linger > 0 {
+		q.mu.Unlock()
+		deadline := time.Now().Add(linger)
+		for time.Now().Before(deadline) && q.Len() < n {
+			time.Sleep(min(time.Until(deadline), 2*time.Millisecond))
+		}
+		q.mu.Lock()
+	}
+	k := min(n, len(q.order))
+	out := append([]string(nil), q.order[:k]...)
+	q.order = q.order[k:]
+	for _, key := range out {
+		delete(q.dirty, key)
+		q.processing[key] = true
+	}
+	q.mu.Unlock()
+	return out
+}
+
+// Done ends processing of key, queueing it again if it was added meanwhile.
+func (q *queue) Done(key string) {
+	q.mu.Lock()
+	delete(q.processing, key)
+	again := q.again[key]
+	delete(q.again, key)
+	q.mu.Unlock()
+	if again {
+		q.Add(key)
+	}
+}
+
+// Close wakes every Take with nil.
+func (q *queue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}

@@ -27,8 +27,8 @@ type Metrics struct {
 
 	// Totals for progress displays (the demo) without a metrics backend.
 	Pushed, Parked, DeadLettered, Calls, Clamped atomic.Int64
-	mu                                  sync.Mutex
-	latencies                           []time.Duration
+	mu                                           sync.Mutex
+	latencies                                    []time.Duration
 }
 
 // NewMetrics registers the instruments on mp (the global provider when nil).

@@ -100,9 +100,9 @@ type Service struct {
 
 	ingester *ingest.Ingester
 	slots    chan struct{}
-	mu      sync.Mutex
-	runners map[string]*runner
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	runners  map[string]*runner
+	wg       sync.WaitGroup
 }
 
 // Run pulls and pushes until ctx ends, then stops pulling, finishes the

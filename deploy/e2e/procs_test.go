@@ -47,6 +47,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	out  bytes.Buffer
+	once sync.Once
 }
 
 func (p *proc) Write(b []byte) (int, error) {
@@ -71,6 +72,18 @@ func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- %s output ---\n%s", name, tail(p.output(), 4000))
+		}
+	})
+	return p
+}
+
+// stop interrupts the binary and waits for it to exit (killing it after
+// 10 s); stopping twice is a no-op.
+func (p *proc) stop() {
+	p.once.Do(func() {
 		_ = p.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { _ = p.cmd.Wait(); close(done) }()
@@ -78,12 +91,9 @@ func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			_ = p.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", name, tail(p.output(), 4000))
+			<-done
 		}
 	})
-	return p
 }
 
 func tail(s string, n int) string {

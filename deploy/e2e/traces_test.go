@@ -73,7 +73,7 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	writeFile(t, filepath.Join(creds, "acme", "token_url"), sbURL+"/orgs/acme")
 	writeFile(t, filepath.Join(creds, "acme", "client_id"), "acme-client-id")
 	writeFile(t, filepath.Join(creds, "acme", "client_secret"), "acme-client-secret")
-	start(t, "pusher", pusher, append(otelEnv("optout-pusher"),
+	pusherProc := start(t, "pusher", pusher, append(otelEnv("optout-pusher"),
 		"NATS_URL="+natstest.URL(), "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
 		"OPTOUT_ADMIN_ADDR="+freeAddr(t), "OPTOUT_SF_CREDENTIALS_DIR="+creds))
 
@@ -121,7 +121,10 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 		}
 	}
 	// A reconcile run is its own trace, holding its Salesforce write batch.
-	// The ledger says a second person opted out; Salesforce does not know yet.
+	// The ledger says a second person opted out; Salesforce does not know
+	// yet. The pusher is stopped first: the push is level-triggered off the
+	// ledger's dirty set and would otherwise make that write itself.
+	pusherProc.stop()
 	other := seedContact(t, sbURL)
 	prov, err := natsx.Provision(ctx, nc, topo)
 	if err != nil {
@@ -132,13 +135,15 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	if err := (tenant.Store{KV: prov.Tenants}).Put(ctx, st); err != nil {
 		t.Fatal(err)
 	}
-	l := &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject}
-	if _, err := l.Update(ctx, ledger.Key("acme", "sc-e2e-2", ""), func(e *ledger.Entry, _ bool) (bool, error) {
-		e.Tenant, e.SalesConnectID, e.SalesforceID, e.ObjectType = "acme", "sc-e2e-2", other, "Contact"
-		e.OptedOut, e.DecidedAt, e.State, e.Field = true, time.Now().UTC(), ledger.StatePending, tenant.StandardField
-		return true, nil
-	}); err != nil {
+	l, err := ledger.New(ctx, prov)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res, err := l.Ingest(ctx, "acme", ledger.EventInput{
+		ID: "e2e-2", Action: ledger.OptOut, OccurredAt: time.Now().UTC(), Source: optoutv1.Source_EMAIL_LINK.String(),
+		SalesConnectID: "sc-e2e-2", SalesforceID: other, ObjectType: "Contact",
+	}, tenant.StandardField); err != nil || res.Entry.State != ledger.StatePending {
+		t.Fatalf("seed the second opt-out: %+v %v", res, err)
 	}
 	recAdmin := freeAddr(t)
 	start(t, "reconciler", reconciler, append(otelEnv("optout-reconciler"),

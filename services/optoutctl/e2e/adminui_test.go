@@ -25,11 +25,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
-	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adminui"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
-	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -246,13 +244,4 @@ func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 		t.Errorf("no warning at the top of the page: %q", got)
 	}
 	screenshot("admin-prerequisite-failing.png")
-}
-
-// TestDLQHeadersMatchThePusher pins that the DLQ reader and the pusher agree
-// on header names (they live in different modules).
-func TestDLQHeadersMatchThePusher(t *testing.T) {
-	if push.HeaderErrorClass != natsx.HeaderErrorClass || push.HeaderOriginalSubject != natsx.HeaderOriginalSubject ||
-		push.HeaderStreamSequence != natsx.HeaderStreamSequence {
-		t.Fatal("natsx's DLQ header names differ from the pusher's")
-	}
 }

@@ -52,7 +52,10 @@ func newFixture(t *testing.T) *fixture {
 		// globex's secret is wrong: the token request fails.
 		"SF_GLOBEX_TOKEN_URL": srv.URL + "/orgs/acme", "SF_GLOBEX_CLIENT_ID": "acme-id", "SF_GLOBEX_CLIENT_SECRET": "wrong",
 	}
-	l := &ledger.Ledger{KV: p.Ledger, JS: p.JS, AuditSubject: p.Topology.AuditSubject}
+	l, err := ledger.New(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	in := &tenantstatus.Inspector{
 		JS: p.JS, Topology: p.Topology, Settings: tenant.Store{KV: p.Tenants}, Health: tenant.HealthStore{KV: p.Health},
 		Ledger:     l,
@@ -109,11 +112,10 @@ func TestInspectGathersEverySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An opt-out parked without a Salesforce id, older than the backlog.
-	if _, err := f.ldgr.Update(f.ctx, ledger.Key("acme", "sc-9", ""), func(e *ledger.Entry, _ bool) (bool, error) {
-		e.Tenant, e.OptedOut, e.State, e.DecidedAt, e.DecidedBy = "acme", true, ledger.StateParked, now.Add(-3*time.Hour), "evt-0"
-		return true, nil
-	}); err != nil {
-		t.Fatal(err)
+	if res, err := f.ldgr.Ingest(f.ctx, "acme", ledger.EventInput{
+		ID: "evt-0", Action: ledger.OptOut, OccurredAt: now.Add(-3 * time.Hour), SalesConnectID: "sc-9",
+	}, tenant.DefaultCustomField); err != nil || res.Entry.State != ledger.StateParked {
+		t.Fatalf("seed the parked opt-out: %+v %v", res, err)
 	}
 
 	st, err := f.in.Inspect(f.ctx, "acme", tenantstatus.Options{})

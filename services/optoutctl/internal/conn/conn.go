@@ -59,11 +59,15 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 		nc.Close()
 		return nil, cli.Failf(err, "jetstream: %v", err)
 	}
-	var tenantsKV, healthKV, ledgerKV jetstream.KeyValue
+	// Bound, never provisioned: the same handles Provision would return.
+	prov := &natsx.Provisioned{Topology: topo, JS: c.JS}
 	for _, b := range []struct {
 		name string
 		dst  *jetstream.KeyValue
-	}{{topo.TenantsBucket(), &tenantsKV}, {topo.HealthBucket(), &healthKV}, {topo.LedgerBucket(), &ledgerKV}} {
+	}{
+		{topo.TenantsBucket(), &prov.Tenants}, {topo.HealthBucket(), &prov.Health}, {topo.LedgerBucket(), &prov.Ledger},
+		{topo.DirtyBucket(), &prov.Dirty}, {topo.AliasBucket(), &prov.Aliases},
+	} {
 		kv, err := c.JS.KeyValue(ctx, b.name)
 		if err != nil {
 			nc.Close()
@@ -77,9 +81,12 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 			return nil, c.missing("stream", s, err)
 		}
 	}
-	c.Tenants = tenant.Store{KV: tenantsKV}
-	c.Health = tenant.HealthStore{KV: healthKV}
-	c.Ledger = &ledger.Ledger{KV: ledgerKV, JS: c.JS, AuditSubject: topo.AuditSubject}
+	c.Tenants = tenant.Store{KV: prov.Tenants}
+	c.Health = tenant.HealthStore{KV: prov.Health}
+	if c.Ledger, err = ledger.New(ctx, prov); err != nil {
+		nc.Close()
+		return nil, cli.Prereqf("NATS at %s (namespace %q): %v; start the pusher once so it provisions NATS", c.url, topo.Namespace, err)
+	}
 	return c, nil
 }
 

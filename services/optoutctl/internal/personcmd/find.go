@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -63,20 +64,29 @@ type person struct {
 	Revision uint64               `json:"revision"`
 	Entry    *ledger.Entry        `json:"entry"`
 	History  []ledger.AuditRecord `json:"history"`
+	// Missing counts changes of the entry its history lacks: older ones the
+	// audit stream no longer holds, or the newest ones while the audit
+	// stream (which sources the ledger asynchronously) catches up.
+	Missing uint64 `json:"missing,omitempty"`
 	// Events are the applied events still held by the events stream, by id.
 	Events map[string]eventInfo `json:"events"`
 }
 
+// auditCatchUp bounds how long find waits for the audit stream to copy an
+// entry's newest change (it sources the ledger asynchronously, normally
+// within milliseconds).
+const auditCatchUp = 3 * time.Second
+
 // find returns every ledger entry that is this person, with its history.
 //
-// The ledger keys a person by Sales Connect id when known, else by
-// Salesforce id, so one human can have two entries (an early event carried
-// only the Salesforce id), and an entry's Salesforce id can change (a
-// converted Lead). A compliance answer must include all of them: the first
-// pass over the tenant's audit trail links keys and ids, the second collects
-// the records of every key connected to the query.
+// The ledger keeps one entry per person, keyed by Sales Connect id when
+// known, else by Salesforce id; an entry made under a Salesforce id before
+// Sales Connect linked the person is merged into the person's entry and
+// retired (MergedInto), and a converted Lead's person moves to its Contact
+// (ConvertedFrom). A compliance answer must include all of them: a pass
+// over the tenant's audit trail links keys, ids and merges, then each
+// connected key's own history is read.
 func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, q query) ([]person, error) {
-	stream, subject := topo.AuditStream(), topo.AuditSubject(q.tenant)
 	edges := map[string]map[string]bool{}
 	link := func(a, b string) {
 		for _, p := range [][2]string{{a, b}, {b, a}} {
@@ -93,15 +103,30 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 		if e.SalesforceID != "" {
 			link("key:"+key, "sf:"+e.SalesforceID)
 		}
+		for _, id := range e.ConvertedFrom {
+			link("key:"+key, "sf:"+id)
+		}
+		if e.MergedInto != "" {
+			link("key:"+key, "key:"+e.MergedInto)
+		}
 	}
-	// The direct key, in case its audit records are missing.
+	// The direct key and the entry it leads to, in case their audit
+	// records are missing.
 	direct := ledger.Key(q.tenant, q.sc, q.sf)
+	primary := direct
 	if e, _, err := l.Get(ctx, direct); err == nil {
 		addEntry(direct, e)
+		link(q.node(), "key:"+direct)
+		if k, live, _, err := l.Person(ctx, direct); err == nil {
+			primary = k
+			addEntry(k, live)
+		} else if !errors.Is(err, ledger.ErrNotFound) {
+			return nil, err
+		}
 	} else if !errors.Is(err, ledger.ErrNotFound) {
 		return nil, err
 	}
-	if err := ledger.ReadAudit(ctx, js, stream, subject, func(r ledger.AuditRecord) error {
+	if err := ledger.ReadAudit(ctx, js, topo, q.tenant, func(r ledger.AuditRecord) error {
 		addEntry(r.Key, r.Entry)
 		return nil
 	}); err != nil {
@@ -126,38 +151,97 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 		return nil, nil
 	}
 
-	byKey := map[string]*person{}
+	out := make([]person, 0, len(keys))
 	for k := range keys {
-		p := &person{Key: k, History: []ledger.AuditRecord{}}
-		e, rev, err := l.Get(ctx, k)
-		switch {
-		case err == nil:
-			p.Entry, p.Revision = &e, rev
-		case !errors.Is(err, ledger.ErrNotFound):
+		p, err := readPerson(ctx, l, js, topo, k)
+		if err != nil {
 			return nil, err
 		}
-		byKey[k] = p
+		out = append(out, p)
 	}
-	if err := ledger.ReadAudit(ctx, js, stream, subject, func(r ledger.AuditRecord) error {
-		if p := byKey[r.Key]; p != nil {
-			p.History = append(p.History, r)
+	// The person's live entry first, then the queried key, then by key,
+	// for stable output.
+	rank := func(k string) int {
+		switch k {
+		case primary:
+			return 0
+		case direct:
+			return 1
 		}
-		return nil
-	}); err != nil {
-		return nil, err
+		return 2
 	}
-	out := make([]person, 0, len(byKey))
-	for _, p := range byKey {
-		out = append(out, *p)
-	}
-	// The queried key first, then by key, for stable output.
 	sort.Slice(out, func(i, j int) bool {
-		if (out[i].Key == direct) != (out[j].Key == direct) {
-			return out[i].Key == direct
+		if ri, rj := rank(out[i].Key), rank(out[j].Key); ri != rj {
+			return ri < rj
 		}
 		return out[i].Key < out[j].Key
 	})
 	return out, nil
+}
+
+// readPerson reads one key's entry and history. The audit stream copies a
+// change a moment after it is stored: an entry newer than its last audit
+// record is read again until the record arrives (or auditCatchUp passes,
+// and the gap is reported in Missing).
+func readPerson(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, key string) (person, error) {
+	deadline := time.Now().Add(auditCatchUp)
+	for {
+		p := person{Key: key, History: []ledger.AuditRecord{}}
+		e, rev, err := l.Get(ctx, key)
+		switch {
+		case err == nil:
+			p.Entry, p.Revision = &e, rev
+		case !errors.Is(err, ledger.ErrNotFound):
+			return p, err
+		}
+		if err := ledger.ReadPersonAudit(ctx, js, topo, key, func(r ledger.AuditRecord) error {
+			p.History = append(p.History, r)
+			return nil
+		}); err != nil {
+			return p, err
+		}
+		p.Missing = missing(p)
+		if p.Entry == nil || p.Missing == 0 || !behind(p) || time.Now().After(deadline) {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// behind reports whether the history lacks the entry's current version.
+func behind(p person) bool {
+	n := len(p.History)
+	return n == 0 || p.History[n-1].Entry.Version < p.Entry.Version
+}
+
+// missing counts the versions of the entry its history does not hold.
+func missing(p person) uint64 {
+	latest := uint64(0)
+	if p.Entry != nil {
+		latest = p.Entry.Version
+	}
+	for _, r := range p.History {
+		latest = max(latest, r.Entry.Version)
+	}
+	if have := uint64(len(p.History)); latest > have {
+		return latest - have
+	}
+	return 0
+}
+
+// eventOf is the event an entry's change applied last ("" if none did).
+func eventOf(e ledger.Entry) string {
+	if e.LastEvent != nil {
+		return e.LastEvent.ID
+	}
+	if n := len(e.RecentEvents); n > 0 {
+		return e.RecentEvents[n-1]
+	}
+	return ""
 }
 
 // appliedEvents returns, for each record of one key's history, the event
@@ -167,10 +251,7 @@ func appliedEvents(history []ledger.AuditRecord) []string {
 	out := make([]string, len(history))
 	prev := ""
 	for i, r := range history {
-		last := ""
-		if n := len(r.Entry.RecentEvents); n > 0 {
-			last = r.Entry.RecentEvents[n-1]
-		}
+		last := eventOf(r.Entry)
 		if last != prev {
 			out[i] = last
 		}

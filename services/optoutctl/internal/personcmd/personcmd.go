@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
@@ -40,9 +41,10 @@ func showCmd() *cli.Command {
 		Usage: "<tenant> <sales-connect-id|salesforce-id> [--by auto|sc|sf]",
 		Long: `A 15- or 18-character Contact (003…) or Lead (00Q…) id is read as a Salesforce
 id, anything else as a Sales Connect id; --by sc or --by sf decides for ids
-that could be either. Every ledger entry of the person is shown: one human
-can have two (an early event carried only the Salesforce id), and a converted
-Lead's entry moves to its Contact. Reads the tenant's whole audit trail.`,
+that could be either. Every ledger entry of the person is shown, the live one
+first: an entry made when an early event carried only the Salesforce id is
+merged into the person's entry and retired, and a converted Lead's person
+moves to its Contact. Reads the tenant's whole audit trail.`,
 		Args: cli.ExactArgs("tenant", "id"),
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect) or sf (Salesforce)")
@@ -104,9 +106,19 @@ Lead's entry moves to its Contact. Reads the tenant's whole audit trail.`,
 				}{t, id, what, people})
 			}
 			fmt.Fprintf(inv.Stdout, "Person with %s %s in tenant %s: %d ledger %s\n", what, id, t, len(people), plural(len(people), "entry", "entries"))
+			// What each event said, from every entry of the person: a merge
+			// brings an event applied under the retired entry's key.
+			said := map[string]*ledger.Event{}
+			for _, p := range people {
+				for _, r := range p.History {
+					if ev := r.Entry.LastEvent; ev != nil {
+						said[ev.ID] = ev
+					}
+				}
+			}
 			for _, p := range people {
 				fmt.Fprintln(inv.Stdout)
-				if err := writePerson(inv.Stdout, p); err != nil {
+				if err := writePerson(inv.Stdout, p, said); err != nil {
 					return err
 				}
 			}
@@ -115,7 +127,7 @@ Lead's entry moves to its Contact. Reads the tenant's whole audit trail.`,
 	}
 }
 
-func writePerson(w io.Writer, p person) error {
+func writePerson(w io.Writer, p person, said map[string]*ledger.Event) error {
 	fmt.Fprintf(w, "Ledger entry %s", p.Key)
 	if p.Entry == nil {
 		fmt.Fprintln(w, " (no longer in the ledger; its history follows)")
@@ -141,6 +153,12 @@ func writePerson(w io.Writer, p person) error {
 		}
 		kv.Add("  Opted out", opted)
 		kv.Add("  State", fmt.Sprintf("%s: %s", e.State, e.Reason))
+		if e.MergedInto != "" {
+			kv.Add("  Merged into", e.MergedInto+" (the person's entry now; shown above or below)")
+		}
+		if len(e.ConvertedFrom) > 0 {
+			kv.Add("  Converted from", strings.Join(e.ConvertedFrom, ", ")+" (Lead)")
+		}
 		kv.Add("  Salesforce field", fieldText(*e))
 		kv.Add("  Trace id", e.TraceID)
 		kv.Add("  Last change", tenantstatus.FormatTime(e.ChangedAt))
@@ -149,13 +167,20 @@ func writePerson(w io.Writer, p person) error {
 		}
 	}
 	fmt.Fprintf(w, "\n  History (%d %s, oldest first):\n", len(p.History), plural(len(p.History), "change", "changes"))
+	if p.Missing > 0 {
+		fmt.Fprintf(w, "  (%d %s of this entry not in the audit trail: aged out of it, or not copied into it yet)\n", p.Missing, plural(int(p.Missing), "change", "changes"))
+	}
 	events := appliedEvents(p.History)
 	for i, r := range p.History {
 		e := r.Entry
-		fmt.Fprintf(w, "  %s  revision %d\n", tenantstatus.FormatTime(r.At), r.Revision)
+		fmt.Fprintf(w, "  %s  revision %d (change %d)\n", tenantstatus.FormatTime(r.At), r.Revision, e.Version)
 		var kv cli.KV
 		if id := events[i]; id != "" {
-			kv.Add("    Event", eventText(id, e.LastEvent, p.Events))
+			last := e.LastEvent
+			if last == nil || last.ID != id {
+				last = said[id]
+			}
+			kv.Add("    Event", eventText(id, last, p.Events))
 		}
 		kv.Add("    Result", fmt.Sprintf("%s; %s: %s", optedText(e.OptedOut), e.State, e.Reason))
 		if e.Confirmed != nil {
@@ -245,12 +270,12 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 			}
 			if current {
 				err = c.Ledger.Scan(ctx, t, func(it ledger.ScanItem) error {
-					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: lastEvent(it.Entry)})
+					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: eventOf(it.Entry)})
 				}, nil)
 			} else {
 				last := map[string]string{}
-				err = ledger.ReadAudit(ctx, c.JS, c.Topology.AuditStream(), c.Topology.AuditSubject(t), func(r ledger.AuditRecord) error {
-					ev := lastEvent(r.Entry)
+				err = ledger.ReadAudit(ctx, c.JS, c.Topology, t, func(r ledger.AuditRecord) error {
+					ev := eventOf(r.Entry)
 					row := exportRow{Key: r.Key, Revision: r.Revision, At: r.At, Entry: r.Entry}
 					if ev != last[r.Key] {
 						row.EventID = ev
@@ -349,13 +374,6 @@ func (s *sink) close() error {
 	}
 	_, err := io.WriteString(s.w, end)
 	return err
-}
-
-func lastEvent(e ledger.Entry) string {
-	if n := len(e.RecentEvents); n > 0 {
-		return e.RecentEvents[n-1]
-	}
-	return ""
 }
 
 func rfc(t time.Time) string {

@@ -79,3 +79,36 @@ func TestPublishAndPersonHistory(t *testing.T) {
 	s.Run("person", "export", "acme", "-o", "table").Expect(t, 2)
 	s.Run("person", "export", "empty", "-o", "json").Expect(t, 0).Golden(t, "person_export_empty")
 }
+
+// TestPersonShowFollowsAMerge: an opt-out that carried only the Salesforce
+// id made an entry under that id; the first event that links both ids
+// merges it into the person's entry and retires it. person show, by either
+// id, shows the live entry first and the retired one with its history.
+func TestPersonShowFollowsAMerge(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	contact := s.Seed("acme", "Contact", "kim@example.com")
+	ingest := func(in ledger.EventInput) {
+		t.Helper()
+		if _, err := s.Ledger.Ingest(s.Ctx, "acme", in, "HasOptedOutOfEmail"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingest(ledger.EventInput{ID: "evt-m1", Action: ledger.OptOut, OccurredAt: testkit.T0.Add(-2 * time.Hour), Source: "EMAIL_LINK", SalesforceID: contact, ObjectType: "Contact"})
+	ingest(ledger.EventInput{ID: "evt-m2", Action: ledger.Resubscribe, OccurredAt: testkit.T0.Add(-3 * time.Hour), Source: "SALES_USER", SalesConnectID: "sc-m", SalesforceID: contact, ObjectType: "Contact"})
+
+	live, retired := ledger.Key("acme", "sc-m", ""), ledger.Key("acme", "", contact)
+	for _, id := range []string{"sc-m", contact} {
+		out := s.Run("person", "show", "acme", id).Expect(t, 0).Stdout
+		i, j := strings.Index(out, "Ledger entry "+live+" "), strings.Index(out, "Ledger entry "+retired+" ")
+		if !strings.Contains(out, ": 2 ledger entries") || i < 0 || j < i {
+			t.Fatalf("person show %s: want the live entry, then the retired one:\n%s", id, out)
+		}
+		for _, want := range []string{"State             RETIRED: merged into " + live, "Merged into       " + live,
+			"evt-m1: UNSUBSCRIBE by EMAIL_LINK", "evt-m2: RESUBSCRIBE by SALES_USER", "Opted out         yes, decided 2025-06-01 10:00:00 UTC by event evt-m1"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("person show %s lacks %q:\n%s", id, want, out)
+			}
+		}
+	}
+}

@@ -145,17 +145,22 @@ func TestReconcileStoppedByTheGuardExits4(t *testing.T) {
 	st.SyncEnabled, st.ConflictPolicy = true, tenant.PolicyLatestWins
 	s.PutSettings(st)
 	org := s.Sandbox.Org("acme")
-	yes := true
 	for i := range 11 {
 		id := org.Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("p%d@example.com", i)}).ID // not opted out, changed now
 		sc := fmt.Sprintf("sc-%d", i)
-		if _, err := s.Ledger.Update(s.Ctx, ledger.Key("acme", sc, ""), func(e *ledger.Entry, _ bool) (bool, error) {
-			e.Tenant, e.SalesConnectID, e.SalesforceID, e.ObjectType = "acme", sc, id, "Contact"
-			e.OptedOut, e.DecidedAt, e.State = true, testkit.T0, ledger.StateSynced
-			e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = tenant.StandardField, &yes, testkit.T0, true
-			return true, nil
-		}); err != nil {
+		// Sales Connect's opt-out, and our push of it confirmed.
+		res, err := s.Ledger.Ingest(s.Ctx, "acme", ledger.EventInput{
+			ID: "evt-" + sc, Action: ledger.OptOut, OccurredAt: testkit.T0, Source: "EMAIL_LINK",
+			SalesConnectID: sc, SalesforceID: id, ObjectType: "Contact",
+		}, tenant.StandardField)
+		if err != nil {
 			t.Fatal(err)
+		}
+		e, err := s.Ledger.Wrote(s.Ctx, res.Key, res.Revision, ledger.Write{
+			SalesforceID: id, Field: tenant.StandardField, Value: true, At: testkit.T0, OK: true,
+		}, tenant.StandardField)
+		if err != nil || e.State != ledger.StateSynced || !e.SetByUs {
+			t.Fatalf("seed %s: %+v %v", sc, e, err)
 		}
 	}
 	r := s.Run("reconcile", "run", "acme").Expect(t, 4)

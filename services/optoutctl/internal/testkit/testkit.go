@@ -79,13 +79,17 @@ func New(t *testing.T) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l, err := ledger.New(ctx, prov)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sb, sbURL, env := sfcredstest.Serve(t, Orgs)
 	env["NATS_URL"], env["OPTOUT_NAMESPACE"] = natstest.URL(), topo.Namespace
 	// No Secrets directory: credentials come from the SF_<TENANT>_* variables.
 	env["OPTOUT_SF_CREDENTIALS_DIR"] = "/nonexistent/optout-salesforce"
 	return &Stack{
 		T: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, SFURL: sbURL, Env: env,
-		Ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
+		Ledger:   l,
 		Settings: tenant.Store{KV: prov.Tenants},
 		Health:   tenant.HealthStore{KV: prov.Health},
 	}

@@ -182,6 +182,23 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 	return n, Waiting{}, ctx.Err()
 }
 
+// Waiting counts what waits without folding it.
+func (in *Ingester) Waiting(ctx context.Context, js jetstream.JetStream, tenant string) (Waiting, error) {
+	cons, err := natsx.EnsureTenantConsumer(ctx, js, in.Topology, tenant)
+	if err != nil {
+		return Waiting{}, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return Waiting{}, fmt.Errorf("waiting %s: %w", tenant, err)
+	}
+	w := Waiting{Count: info.NumPending + uint64(info.NumAckPending)}
+	if w.Count > 0 {
+		w.Oldest = oldestUnacked(ctx, js, in.Topology, info)
+	}
+	return w, nil
+}
+
 // oldestUnacked is the storage time of the first event past the consumer's
 // ack floor.
 func oldestUnacked(ctx context.Context, js jetstream.JetStream, t natsx.Topology, info *jetstream.ConsumerInfo) time.Time {

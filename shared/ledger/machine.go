@@ -107,8 +107,11 @@ func (e *Entry) foldWish(w wish, decidedBy, source string, exists bool) bool {
 
 // WantsStandard reports whether HasOptedOutOfEmail should be true: an
 // opt-out is known and no Salesforce-side clear (latest-wins) is newer.
+//
+// A latest wish to opt out implies it (that wish outranks every clear), which
+// also keeps entries written before LastOptOutAt existed right.
 func (e *Entry) WantsStandard() bool {
-	return !e.LastOptOutAt.IsZero() && !e.ClearedAt.After(e.LastOptOutAt)
+	return e.OptedOut || (!e.LastOptOutAt.IsZero() && !e.ClearedAt.After(e.LastOptOutAt))
 }
 
 // confirmedOn is what Salesforce was last confirmed to hold on field, nil

@@ -474,3 +474,17 @@ func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
 }
+
+// FencedObserved records, for a fenced writer (the reconciler), a value it
+// read from Salesforce, and returns the entry and its revision after.
+func (l *Ledger) FencedObserved(ctx context.Context, key string, fence uint64, salesforceID, f string, value bool, field string) (Entry, uint64, error) {
+	now := l.now()
+	_, e, rev, _, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if !exists {
+			return cur, false, nil
+		}
+		next, changed := Observed(cur, salesforceID, f, value, now, field)
+		return next, changed, nil
+	})
+	return e, rev, err
+}

@@ -52,6 +52,10 @@ const (
 	// StatusFailed: the run cannot succeed without an admin (credentials,
 	// missing field) or gave up after repeated transient failures.
 	StatusFailed Status = "failed"
+	// StatusIncomplete: the run finished its diff, but events still waited
+	// unfolded in the events stream when it ended (Reason says how many and
+	// since when); the next run, or the pusher, folds them.
+	StatusIncomplete Status = "incomplete"
 	// StatusAbandoned: an interrupted dry run, dropped by the next holder
 	// (a dry run is cheap to repeat and must not block real runs).
 	StatusAbandoned Status = "abandoned"
@@ -158,6 +162,12 @@ type Writes struct {
 	LedgerWritten     int64 `json:"ledgerWritten"`
 	LedgerFailed      int64 `json:"ledgerFailed"`
 	EventsPublished   int64 `json:"eventsPublished"`
+	// EventsFolded: Sales Connect events still waiting in the events stream
+	// (the pusher down or behind) that the run folded into the ledger first.
+	EventsFolded int64 `json:"eventsFolded,omitempty"`
+	// EventsWaiting: events that still waited unfolded when the run ended
+	// (it then ends incomplete).
+	EventsWaiting int64 `json:"eventsWaiting,omitempty"`
 	// Remaining: planned changes this run did not get to (budget, guard,
 	// dry run); the next run recomputes and makes them.
 	Remaining int64 `json:"remaining"`

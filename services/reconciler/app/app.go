@@ -143,9 +143,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 		// Every request of a run is counted against its API budget.
 		Configure: func(c *salesforce.Config) { c.Transport = budget.Transport{Next: http.DefaultTransport} },
 	}
+	lg, err := ledger.New(ctx, prov)
+	if err != nil {
+		return nil, err
+	}
 	eng := &engine.Engine{
 		Cfg:       cfg.Engine,
-		Ledger:    &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: cfg.Topology.AuditSubject},
+		Ledger:    lg,
 		Runs:      store,
 		Publisher: natsx.Publisher{JS: prov.JS, Topology: cfg.Topology},
 		Topology:  cfg.Topology,

@@ -136,11 +136,14 @@ func New(tenantID, field, policy string, sf *idset.Set) *Classifier {
 // Add classifies one ledger entry.
 func (c *Classifier) Add(key string, e ledger.Entry) {
 	c.Counts.LedgerEntries++
-	if e.OptedOut {
+	// The opt-out in force on the field (Email Opt Out stays wanted after a
+	// Sales Connect resubscribe: it is never cleared from here).
+	optedOut := e.Wanted(c.field)
+	if optedOut {
 		c.Counts.LedgerOptOuts++
 	}
 	if e.SalesforceID == "" {
-		if e.OptedOut {
+		if optedOut {
 			c.Counts.ParkedNoID++
 		}
 		return
@@ -154,16 +157,16 @@ func (c *Classifier) Add(key string, e ledger.Entry) {
 	confirmed := e.Confirmed != nil && *e.Confirmed && e.Field == c.field
 	decided := e.DecidedAt.UnixMilli()
 	switch {
-	case e.OptedOut && inSF:
+	case optedOut && inSF:
 		c.sf.Mark(i)
 		c.Counts.InBoth++
 		if !confirmed || e.State != ledger.StateSynced {
 			c.Counts.Unconfirmed++
 			c.Plan.LedgerOps = append(c.Plan.LedgerOps, LedgerOp{Kind: Confirm, Key: key, ID: id})
 		}
-	case e.OptedOut && confirmed:
+	case optedOut && confirmed:
 		c.Plan.Lookups = append(c.Plan.Lookups, Lookup{ID: id, Key: key, DecidedAt: decided})
-	case e.OptedOut:
+	case optedOut:
 		c.Counts.SalesConnectOnly++
 		c.Plan.SFWrites = append(c.Plan.SFWrites, SFWrite{ID: id, Key: key, Why: SalesConnectOnly})
 	case inSF:

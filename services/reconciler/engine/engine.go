@@ -31,6 +31,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
+	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -181,6 +182,7 @@ type run struct {
 	b      *budget.Budget
 	prior  runs.API // API use of earlier attempts
 
+	waiting      ingest.Waiting
 	mu           sync.Mutex
 	rep          runs.Report
 	diffComplete bool
@@ -340,6 +342,9 @@ func (r *run) do(ctx context.Context) error {
 	err := r.attempt(ctx)
 	var st *stop
 	switch {
+	case err == nil && r.waiting.Count > 0:
+		return r.finish(ctx, runs.StatusIncomplete, fmt.Sprintf("%d Sales Connect events waited unfolded in the events stream (oldest stored %s); the pusher or the next run folds them",
+			r.waiting.Count, r.waiting.Oldest.UTC().Format(time.RFC3339)))
 	case err == nil:
 		return r.finish(ctx, runs.StatusSucceeded, "")
 	case errors.As(err, &st):
@@ -449,6 +454,9 @@ func (r *run) attempt(ctx context.Context) error {
 		return fmt.Errorf("check field %s: %w", field, err)
 	}
 
+	if err := r.foldWaiting(ctx); err != nil {
+		return err
+	}
 	plan, err := r.diff(ctx, sfctx)
 	if err != nil {
 		return err
@@ -466,6 +474,36 @@ func (r *run) attempt(ctx context.Context) error {
 		return err
 	}
 	return r.writeSalesforce(ctx, sfctx, plan.SFWrites)
+}
+
+// foldWaiting folds the tenant's events still waiting in the events stream
+// (the pusher down or behind) into the ledger first, through the same
+// ingest and state machine as the pusher, so the diff sees them. A dry run
+// changes nothing: it only counts them.
+func (r *run) foldWaiting(ctx context.Context) error {
+	e, j := r.e, r.job
+	in := &ingest.Ingester{Ledger: e.Ledger, Topology: e.Topology, Now: e.Now,
+		DLQ:   natsx.DeadLetterer{JS: e.Publisher.JS, Topology: e.Topology},
+		Field: func(string) string { return r.field }}
+	if j.DryRun {
+		w, err := in.Waiting(ctx, e.Publisher.JS, j.Tenant)
+		r.waiting = w
+		r.update(func(rep *runs.Report) { rep.Writes.EventsWaiting = int64(w.Count) })
+		return err
+	}
+	n, w, err := in.Drain(ctx, e.Publisher.JS, j.Tenant, nil)
+	r.waiting = w
+	r.update(func(rep *runs.Report) {
+		rep.Writes.EventsFolded += int64(n)
+		rep.Writes.EventsWaiting = int64(w.Count)
+	})
+	if err != nil {
+		return fmt.Errorf("fold waiting events: %w", err)
+	}
+	if n > 0 {
+		r.log.Info().Int("events", n).Msg("folded Sales Connect events that waited in the events stream")
+	}
+	return nil
 }
 
 // saveProgress writes the report (status running) and the checkpoint.

@@ -19,10 +19,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 )
 
-// sourceSalesforce is the ledger Source of what the reconciler learnt from
-// Salesforce (the proto's Source enum name).
-var sourceSalesforce = optoutv1.Source_SALESFORCE.String()
-
 // parallel runs fn over items with the configured workers and returns the
 // first error (the other items still run: each is independent).
 func parallel[T any](ctx context.Context, workers int, items []T, fn func(context.Context, T) error) error {
@@ -90,50 +86,73 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 	return nil
 }
 
-// applies says whether op still fits the entry as it is now; the same test
-// runs inside the compare-and-set, so a change the pusher made meanwhile wins.
-func (r *run) applies(op diff.LedgerOp, e *ledger.Entry, exists bool) bool {
-	decided := e.DecidedAt.UnixMilli()
-	switch op.Kind {
-	case diff.ApplyOptOut:
-		return exists && !e.OptedOut && op.At > decided
-	case diff.RecordOptOut:
-		return !exists || (!e.OptedOut && op.At > decided)
-	case diff.ApplyResubscribe:
-		return exists && e.OptedOut && op.At > decided
-	case diff.Confirm:
-		if !exists || !e.OptedOut || !sameID(e.SalesforceID, op.ID) {
-			return false
-		}
-		confirmed := e.Confirmed != nil && *e.Confirmed && e.Field == r.field
-		return !confirmed || e.State != ledger.StateSynced
-	}
-	return false
+// observation is what op learnt from Salesforce, as the state machine
+// takes it.
+func (r *run) observation(op diff.LedgerOp, evID string, value bool) ledger.Observation {
+	return ledger.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
+		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
 }
 
-func sameID(s string, id idset.ID) bool {
-	k, err := idset.Parse(s)
-	return err == nil && k == id
+// commitAllowed re-checks, right before a commit, that this holder still
+// holds the lease by its own clock and that no newer holder has raised the
+// tenant's fence.
+func (r *run) commitAllowed(ctx context.Context) error {
+	if !r.job.Lease.Valid() {
+		return errLeaseExpired
+	}
+	return r.e.Runs.CheckFence(ctx, r.job.Tenant, r.fence)
 }
 
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	e := r.e
 	field := r.field
-	var evID string
-	if op.Kind != diff.Confirm {
-		cur, _, _, err := e.Ledger.GetFenced(ctx, op.Key)
-		exists := err == nil
-		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+	if op.Kind == diff.Confirm {
+		e.hook(ctx, "before-ledger-write")
+		if !r.job.Lease.Valid() {
+			return errLeaseExpired
+		}
+		before, _, err := e.Ledger.Get(ctx, op.Key)
+		if err != nil {
 			return err
 		}
-		if !r.applies(op, &cur, exists) {
-			return nil
+		after, _, err := e.Ledger.FencedObserved(ctx, op.Key, r.fence, op.ID.String(), field, true, field)
+		if err != nil {
+			r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
+			return err
 		}
-		action, reason := optoutv1.Action_UNSUBSCRIBE, "Salesforce shows "+field+" true (nightly reconcile)"
-		if op.Kind == diff.ApplyResubscribe {
-			action, reason = optoutv1.Action_RESUBSCRIBE, "Salesforce cleared "+field+" after the opt-out (latest-wins, nightly reconcile)"
+		if after.Version != before.Version {
+			r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
+			e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 		}
-		evID = eventID(r.job.Tenant, op.ID, action, op.At)
+		return nil
+	}
+	value := op.Kind != diff.ApplyResubscribe
+	action := optoutv1.Action_UNSUBSCRIBE
+	reason := "Salesforce shows " + field + " true (nightly reconcile)"
+	if !value {
+		action, reason = optoutv1.Action_RESUBSCRIBE, "Salesforce cleared "+field+" after the opt-out (latest-wins, nightly reconcile)"
+	}
+	evID := eventID(r.job.Tenant, op.ID, action, op.At)
+	o := r.observation(op, evID, value)
+	// The entry as it is now, through the state machine: Sales Connect
+	// hears of the change only if it becomes the person's wish.
+	cur, _, _, err := e.Ledger.GetFenced(ctx, op.Key)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		return err
+	}
+	if exists && cur.MergedInto != "" {
+		return nil // the person lives under another key, which the diff saw too
+	}
+	next, changed := ledger.Learnt(cur, exists, o, field)
+	if !changed {
+		return nil
+	}
+	if next.DecidedBy == evID && (!exists || cur.OptedOut != value) {
+		e.hook(ctx, "before-applied")
+		if err := r.commitAllowed(ctx); err != nil {
+			return err
+		}
 		stored, err := r.publishApplied(ctx, evID, op.ID, cur.SalesConnectID, action, op.At, reason)
 		if err != nil {
 			return err
@@ -142,57 +161,16 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 			r.update(func(rep *runs.Report) { rep.Writes.EventsPublished++ })
 		}
 	}
-	now := e.now()
-	changed := false
-	_, err := e.Ledger.FencedUpdate(ctx, op.Key, r.fence, func(en *ledger.Entry, exists bool) (bool, error) {
-		changed = false
-		if !r.job.Lease.Valid() {
-			return false, errLeaseExpired
-		}
-		if !r.applies(op, en, exists) {
-			return false, nil
-		}
-		yes, no := true, false
-		at := time.UnixMilli(op.At).UTC()
-		switch op.Kind {
-		case diff.Confirm:
-			if en.Field != field {
-				en.SetByUs = false // what we set was on the other field
-			}
-			en.Field, en.Confirmed, en.ConfirmedAt = field, &yes, now
-			en.State, en.Reason = ledger.StateSynced, "Salesforce shows the opt-out (confirmed by the nightly reconcile)"
-		case diff.ApplyOptOut, diff.RecordOptOut:
-			if !exists {
-				en.Tenant, en.SalesforceID, en.ObjectType = r.job.Tenant, op.ID.String(), op.ID.Type()
-				en.Reason = "opt-out learnt from Salesforce for a person Sales Connect has not seen; kept so a later link honours it"
-			} else {
-				en.Reason = "opt-out learnt from Salesforce (" + field + " true) by the nightly reconcile"
-			}
-			en.OptedOut, en.DecidedAt, en.DecidedBy, en.Source = true, at, evID, sourceSalesforce
-			// Salesforce already shows it; someone other than us set it.
-			en.Field, en.Confirmed, en.ConfirmedAt, en.SetByUs = field, &yes, now, false
-			en.State = ledger.StateSynced
-			en.Remember(evID)
-			en.LastEvent = &ledger.Event{ID: evID, Action: "UNSUBSCRIBE", Source: sourceSalesforce, OccurredAt: at,
-				Reason: "nightly reconcile: " + field + " is true in Salesforce"}
-		case diff.ApplyResubscribe:
-			en.Reason = fmt.Sprintf("resubscribe learnt from Salesforce (latest-wins): %s cleared at %s, after the opt-out of %s",
-				field, at.Format(time.RFC3339), en.DecidedAt.UTC().Format(time.RFC3339))
-			en.OptedOut, en.DecidedAt, en.DecidedBy, en.Source = false, at, evID, sourceSalesforce
-			en.Field, en.Confirmed, en.ConfirmedAt, en.SetByUs = field, &no, now, false
-			en.State = ledger.StateSynced
-			en.Remember(evID)
-			en.LastEvent = &ledger.Event{ID: evID, Action: "RESUBSCRIBE", Source: sourceSalesforce, OccurredAt: at,
-				Reason: "nightly reconcile: " + field + " was cleared in Salesforce after the opt-out (latest-wins)"}
-		}
-		changed = true
-		return true, nil
-	})
+	e.hook(ctx, "before-ledger-write")
+	if !r.job.Lease.Valid() {
+		return errLeaseExpired
+	}
+	_, written, err := e.Ledger.Learn(ctx, op.Key, r.fence, o, field)
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if changed {
+	if written {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 		e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 	}
@@ -271,9 +249,74 @@ type outcome struct {
 	code string
 }
 
+// current is one ledger entry of a record about to be written, re-read
+// right before the write.
+type current struct {
+	key string
+	rev uint64
+}
+
+// reread keeps the records whose entries still want the opt-out written
+// now, with the revisions the confirmation will compare against: a
+// resubscribe (or a push) made after the diff is never overwritten. A
+// Salesforce-side clear being written back is first recorded as seen, so
+// the state machine itself says the write is due.
+func (r *run) reread(ctx context.Context, batch []sfTarget) ([]sfTarget, map[idset.ID][]current, error) {
+	field := r.field
+	var mu sync.Mutex
+	keep := map[idset.ID][]current{}
+	err := parallel(ctx, r.e.Cfg.LedgerWorkers, batch, func(ctx context.Context, t sfTarget) error {
+		for _, key := range t.keys {
+			e, rev, err := r.e.Ledger.Get(ctx, key)
+			if errors.Is(err, ledger.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !sameID(e.SalesforceID, t.id) || e.MergedInto != "" {
+				continue
+			}
+			if t.why != diff.SalesConnectOnly && e.Wanted(field) {
+				if !r.job.Lease.Valid() {
+					return errLeaseExpired
+				}
+				if e, rev, err = r.e.Ledger.FencedObserved(ctx, key, r.fence, e.SalesforceID, field, false, field); err != nil {
+					return err
+				}
+			}
+			if value, write := e.Target(field); value && write {
+				mu.Lock()
+				keep[t.id] = append(keep[t.id], current{key: key, rev: rev})
+				mu.Unlock()
+			}
+		}
+		return nil
+	})
+	var out []sfTarget
+	for _, t := range batch {
+		if len(keep[t.id]) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out, keep, err
+}
+
 func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
+	if err := r.commitAllowed(ctx); err != nil {
+		return err
+	}
+	batch, entries, err := r.reread(ctx, batch)
+	if err != nil {
+		return err
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	// The re-read took round trips: check the lease again right before the
+	// call Salesforce cannot fence.
+	if err := r.commitAllowed(ctx); err != nil {
+		return err
 	}
 	field := r.field
 	pending := batch
@@ -329,57 +372,40 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	})
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "written", ok)
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "failed", failed)
-	// Record each outcome on the ledger entries of the record.
+	// Record each outcome on the ledger entries of the record, on the
+	// revisions read before the write.
 	var items []keyOutcome
 	for _, o := range done {
-		for _, k := range o.t.keys {
-			items = append(items, keyOutcome{key: k, o: o})
+		for _, c := range entries[o.t.id] {
+			items = append(items, keyOutcome{cur: c, o: o})
 		}
 	}
 	return parallel(ctx, r.e.Cfg.LedgerWorkers, items, r.recordOutcome)
 }
 
 type keyOutcome struct {
-	key string
+	cur current
 	o   outcome
 }
 
+// recordOutcome records a write through the state machine: confirmed if
+// the entry has not moved since it was re-read, else Salesforce's value is
+// unknown and the person stays dirty for the push.
 func (r *run) recordOutcome(ctx context.Context, ko keyOutcome) error {
-	field, now := r.field, r.e.now()
-	changed := false
-	_, err := r.e.Ledger.FencedUpdate(ctx, ko.key, r.fence, func(en *ledger.Entry, exists bool) (bool, error) {
-		changed = false
-		if !exists || !en.OptedOut || !sameID(en.SalesforceID, ko.o.t.id) {
-			return false, nil // changed meanwhile; the next run looks again
-		}
-		if !ko.o.ok {
-			reason := "the nightly reconcile could not write the opt-out to Salesforce: " + ko.o.code
-			if en.Reason == reason {
-				return false, nil
-			}
-			en.Reason = reason
-			changed = true
-			return true, nil
-		}
-		yes := true
-		en.Field, en.Confirmed, en.ConfirmedAt, en.SetByUs = field, &yes, now, true
-		en.State = ledger.StateSynced
-		switch ko.o.t.why {
-		case diff.WrittenBack:
-			en.Reason = "Salesforce-side resubscribe overridden (optout-wins): the opt-out was written back by the nightly reconcile"
-		case diff.ClearedBeforeOptOut:
-			en.Reason = "Salesforce had cleared the field before the opt-out; written back by the nightly reconcile"
-		default:
-			en.Reason = "written to Salesforce by the nightly reconcile (opted out in Sales Connect only)"
-		}
-		changed = true
-		return true, nil
-	})
+	if !r.job.Lease.Valid() {
+		return errLeaseExpired
+	}
+	before, _, err := r.e.Ledger.Get(ctx, ko.cur.key)
+	if err != nil {
+		return err
+	}
+	after, err := r.e.Ledger.FencedWrote(ctx, ko.cur.key, r.fence, ko.cur.rev,
+		ledger.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok}, r.field)
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if changed {
+	if after.Version != before.Version {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 	}
 	return nil
@@ -394,4 +420,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+func sameID(s string, id idset.ID) bool {
+	k, err := idset.Parse(s)
+	return err == nil && k == id
 }

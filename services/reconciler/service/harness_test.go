@@ -85,10 +85,14 @@ func newHarness(t *testing.T, orgNames ...string) *harness {
 	}
 	tel := telemetry.NewForTest()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	lg, err := ledger.New(ctx, prov)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &harness{
-		t: t, ctx: ctx, nc: nc, prov: prov, topo: prov.Topology, sb: sb, env: env,
+		ledger: lg,
+		t:      t, ctx: ctx, nc: nc, prov: prov, topo: prov.Topology, sb: sb, env: env,
 		prefix:   locktest.Prefix(t),
-		ledger:   &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: prov.Topology.AuditSubject},
 		store:    runs.Store{KV: prov.Runs},
 		settings: tenant.Store{KV: prov.Tenants},
 		cache:    cache,

@@ -83,8 +83,12 @@ func runChild() error {
 	cfg.Read.Mode = sfread.Mode(os.Getenv("RB_PATH"))
 	cfg.Read.BulkPollInitial = 200 * time.Millisecond
 	log := zerolog.New(os.Stderr).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	lg, err := ledger.New(ctx, prov)
+	if err != nil {
+		return err
+	}
 	eng := &engine.Engine{
-		Cfg: cfg, Ledger: &ledger.Ledger{KV: prov.Ledger, JS: prov.JS, AuditSubject: topo.AuditSubject},
+		Cfg: cfg, Ledger: lg,
 		Runs: store, Publisher: natsx.Publisher{JS: prov.JS, Topology: topo}, Topology: topo,
 		Clients: &sfcreds.Pool{
 			Source:    sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }},

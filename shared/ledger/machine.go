@@ -318,7 +318,10 @@ func Observed(e Entry, salesforceID, f string, value bool, at time.Time, field s
 	if conf := e.confirmedOn(f); conf != nil && *conf == value && (value || !e.SetByUs) {
 		return e, false
 	}
-	ours := e.Field == f && e.SetByUs && value && e.Confirmed != nil && *e.Confirmed
+	// A true keeps SetByUs when our push may have set it (a write reported
+	// failed or confirmed on a stale revision may have landed); it never
+	// raises it.
+	ours := e.Field == f && e.SetByUs && value
 	v := value
 	e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = f, &v, at.UTC(), ours
 	reason := ""

@@ -186,14 +186,14 @@ func (e *Entry) settle(field, reason string) {
 
 func syncedReason(e *Entry, field string) string {
 	switch {
+	case field == tenant.StandardField && !e.OptedOut && !e.LastOptOutAt.IsZero():
+		return "resubscribed: HasOptedOutOfEmail is shared with marketing, so it is never cleared from here"
 	case e.Wanted(field) && e.SalesforceID != "":
 		return "Salesforce shows the opt-out"
 	case e.Wanted(field):
 		return "opt-out recorded"
 	case field == tenant.StandardField && e.OptedOut:
 		return "opted out" // cleared in Salesforce under latest-wins
-	case field == tenant.StandardField && !e.LastOptOutAt.IsZero():
-		return "resubscribed: HasOptedOutOfEmail is shared with marketing, so it is never cleared from here"
 	case e.SalesforceID == "":
 		return "no opt-out in force"
 	case e.Field == field && e.SetByUs:

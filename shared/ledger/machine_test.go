@@ -191,7 +191,7 @@ func TestFold(t *testing.T) {
 		{name: "newer resubscribe never clears the standard field", field: stdF, run: func(f string) (ledger.Entry, bool) {
 			e, r := ledger.Fold(confirmed(optedOut(f), f, true), true, in("r1", ledger.Resubscribe, 20, sfC), f)
 			return e, r.Won
-		}, want: want{changed: yes(), state: ledger.StateSynced, optedOut: no(), target: tg(true, false)}},
+		}, want: want{changed: yes(), state: ledger.StateSynced, optedOut: no(), target: tg(true, false), reason: "never cleared from here"}},
 		{name: "older resubscribe is ignored", run: func(f string) (ledger.Entry, bool) {
 			e, r := ledger.Fold(confirmed(optedOut(f), f, true), true, in("r1", ledger.Resubscribe, 5, sfC), f)
 			return e, r.Won

@@ -198,8 +198,6 @@ func syncedReason(e *Entry, field string) string {
 		return "opt-out recorded"
 	case field == tenant.StandardField && e.OptedOut:
 		return "opted out" // cleared in Salesforce under latest-wins
-	case field == tenant.StandardField && !e.LastOptOutAt.IsZero():
-		return "resubscribed: HasOptedOutOfEmail is shared with marketing, so it is never cleared from here"
 	case e.SalesforceID == "":
 		return "no opt-out in force"
 	case e.Field == field && e.SetByUs:
@@ -324,7 +322,10 @@ func Observed(e Entry, salesforceID, f string, value bool, at time.Time, field s
 	if conf := e.confirmedOn(f); conf != nil && *conf == value && (value || !e.SetByUs) {
 		return e, false
 	}
-	ours := e.Field == f && e.SetByUs && value && e.Confirmed != nil && *e.Confirmed
+	// A true keeps SetByUs when our push may have set it (a write reported
+	// failed or confirmed on a stale revision may have landed); it never
+	// raises it.
+	ours := e.Field == f && e.SetByUs && value
 	v := value
 	e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = f, &v, at.UTC(), ours
 	reason := ""

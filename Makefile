@@ -20,6 +20,11 @@ e2e-traces:
 test-deploy:
 	cd deploy/deploytest && GOWORK=off go test ./...
 
+## test-jsforce: drive the Salesforce emulator with jsforce (npm; needs node), failing if node is missing.
+.PHONY: test-jsforce
+test-jsforce:
+	cd services/sfsandbox && OPTOUT_REQUIRE_JSFORCE=1 go test -count=1 -run '^TestJSForce$$' .
+
 ## lint: gofmt, go vet and staticcheck over every module, and the module boundaries.
 lint: fmt vet staticcheck modcheck
 

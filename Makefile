@@ -20,8 +20,13 @@ e2e-traces:
 test-deploy:
 	cd deploy/deploytest && GOWORK=off go test ./...
 
-## lint: gofmt, go vet and staticcheck over every module.
-lint: fmt vet staticcheck
+## test-jsforce: drive the Salesforce emulator with jsforce (npm; needs node), failing if node is missing.
+.PHONY: test-jsforce
+test-jsforce:
+	cd services/sfsandbox && OPTOUT_REQUIRE_JSFORCE=1 go test -count=1 -run '^TestJSForce$$' .
+
+## lint: gofmt, go vet and staticcheck over every module, and the module boundaries.
+lint: fmt vet staticcheck modcheck
 
 fmt:
 	@out=$$(git ls-files '*.go' | grep -v '\.pb\.go$$' | xargs gofmt -l); \
@@ -29,9 +34,18 @@ fmt:
 
 vet:
 	go vet $(PKGS)
+	cd tools/modcheck && GOWORK=off go vet ./...
 
 staticcheck:
 	$(STATICCHECK) $(PKGS)
+	cd tools/modcheck && GOWORK=off $(STATICCHECK) ./...
+
+## modcheck: shared depends on no service, the emulator on nothing of ours, the
+## pusher and the reconciler not on each other (tools/modcheck, outside go.work;
+## its own tests run first so a broken checker cannot pass silently).
+.PHONY: modcheck
+modcheck:
+	cd tools/modcheck && GOWORK=off go test -count=1 ./... && GOWORK=off go run . -root ../..
 
 ## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool).
 proto:

@@ -99,9 +99,15 @@ func TestDockerfiles(t *testing.T) {
 			}
 			admin, _ := vals.PathValue("admin.port")
 			sandbox, _ := vals.PathValue("sfsandbox.port")
-			want := map[string][]string{"pusher": {fmt.Sprint(admin)}, "reconciler": {fmt.Sprint(admin)}, "sfsandbox": {fmt.Sprint(sandbox)}}[svc]
+			sandboxPorts := []string{fmt.Sprint(sandbox)}
+			if orgs, err := vals.PathValue("sfsandbox.orgs"); err == nil {
+				for _, org := range orgs.([]any) { // each org's own origin
+					sandboxPorts = append(sandboxPorts, fmt.Sprint(org.(map[string]any)["port"]))
+				}
+			}
+			want := map[string][]string{"pusher": {fmt.Sprint(admin)}, "reconciler": {fmt.Sprint(admin)}, "sfsandbox": sandboxPorts}[svc]
 			if !slices.Equal(exposed, want) {
-				t.Errorf("EXPOSE %v, want %v (the chart's admin.port / sfsandbox.port)", exposed, want)
+				t.Errorf("EXPOSE %v, want %v (the chart's admin.port / sfsandbox.port and org ports)", exposed, want)
 			}
 		})
 	}

@@ -182,6 +182,7 @@ func checkSandboxServes(t *testing.T, dir string) {
 			args = append(args, a)
 		}
 	}
+	args = append(args, "--free-org-ports") // the chart's org ports may be taken here
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, b.binary, args...)
@@ -195,11 +196,12 @@ func checkSandboxServes(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	// "org acme       token URL http://localhost:PORT/orgs/acme/..."
+	// "control API http://127.0.0.1:PORT/_sandbox/orgs", then one
+	// "org acme       token URL http://127.0.0.1:PORT/services/oauth2/token ..." per org.
 	sc := bufio.NewScanner(stdout)
 	var base string
 	for sc.Scan() {
-		if m := regexp.MustCompile(`token URL (http://[^/]+)/orgs/`).FindStringSubmatch(sc.Text()); m != nil {
+		if m := regexp.MustCompile(`^control API (http://[^/]+)/`).FindStringSubmatch(sc.Text()); m != nil {
 			base = m[1]
 			break
 		}
@@ -225,7 +227,8 @@ func checkSandboxServes(t *testing.T, dir string) {
 		t.Fatalf("readiness probe %s answered %d: %s", probe, resp.StatusCode, body)
 	}
 	var orgs []struct {
-		Name string `json:"name"`
+		Name    string `json:"name"`
+		BaseURL string `json:"baseUrl"`
 	}
 	if err := yaml.Unmarshal(body, &orgs); err != nil {
 		t.Fatal(err)
@@ -233,6 +236,12 @@ func checkSandboxServes(t *testing.T, dir string) {
 	var got []string
 	for _, org := range orgs {
 		got = append(got, org.Name)
+		// Each org answers on its own origin.
+		if resp, err := http.Get(org.BaseURL + "/services/data/"); err != nil || resp.StatusCode != 200 {
+			t.Errorf("org %s: GET %s/services/data/: %v %v", org.Name, org.BaseURL, err, resp)
+		} else {
+			resp.Body.Close()
+		}
 	}
 	tenants, _ := r.Values.PathValue("salesforce.tenants")
 	for _, x := range tenants.([]any) {

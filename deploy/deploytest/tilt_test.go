@@ -408,10 +408,11 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 			add("values-dev.yaml names Secret %s, which the Tilt stack does not create", name)
 		}
 	}
-	sandboxOrgs := map[string]bool{}
+	sandboxOrgs := map[string]string{} // org name → its own port
 	if orgs, err := vals.PathValue("sfsandbox.orgs"); err == nil {
 		for _, x := range orgs.([]any) {
-			sandboxOrgs[x.(map[string]any)["name"].(string)] = true
+			org := x.(map[string]any)
+			sandboxOrgs[org["name"].(string)] = fmt.Sprint(org["port"])
 		}
 	}
 	if tenants, err := vals.PathValue("salesforce.tenants"); err == nil {
@@ -427,8 +428,9 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 				}
 			}
 			u, err := url.Parse(s.StringData["token_url"])
-			if err != nil || o.service(u.Hostname()) == nil || u.Path != "/orgs/"+tn["name"].(string) || !sandboxOrgs[tn["name"].(string)] {
-				add("Secret %s: token_url %q is not an org of the emulator's Service", s.Name, s.StringData["token_url"])
+			// Each org is its own origin (no path), as a real org's My Domain.
+			if port, known := sandboxOrgs[tn["name"].(string)]; err != nil || o.service(u.Hostname()) == nil || u.Path != "" || !known || u.Port() != port {
+				add("Secret %s: token_url %q is not the origin of the emulator's org %s (port %s)", s.Name, s.StringData["token_url"], tn["name"], port)
 			} else if svc := o.service(u.Hostname()); !slices.ContainsFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == int32(mustAtoi(u.Port())) }) {
 				add("Secret %s: token_url port %s is not a port of Service %s", s.Name, u.Port(), svc.Name)
 			}

@@ -62,7 +62,7 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 		}
 	}
 	sbAddr := freeAddr(t)
-	start(t, "sfsandbox", sandbox, otelEnv("sfsandbox"), "--listen", sbAddr, "--orgs", filepath.Join(root, "services/sfsandbox/orgs.example.yaml"))
+	start(t, "sfsandbox", sandbox, otelEnv("sfsandbox"), "--listen", sbAddr, "--orgs", filepath.Join(root, "services/sfsandbox/orgs.example.yaml"), "--free-org-ports")
 	sbURL := "http://" + sbAddr
 	waitHTTP(ctx, t, sbURL+"/_sandbox/orgs")
 	contact := seedContact(t, sbURL)
@@ -70,7 +70,7 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	nc := natstest.Connect(t)
 	topo := natstest.Topology(t, nc)
 	creds := t.TempDir()
-	writeFile(t, filepath.Join(creds, "acme", "token_url"), sbURL+"/orgs/acme")
+	writeFile(t, filepath.Join(creds, "acme", "token_url"), orgURL(t, sbURL, "acme"))
 	writeFile(t, filepath.Join(creds, "acme", "client_id"), "acme-client-id")
 	writeFile(t, filepath.Join(creds, "acme", "client_secret"), "acme-client-secret")
 	pusherProc := start(t, "pusher", pusher, append(otelEnv("optout-pusher"),
@@ -290,6 +290,31 @@ func seedContact(t *testing.T, sbURL string) string {
 		t.Fatalf("seed contact: HTTP %d, %v", resp.StatusCode, err)
 	}
 	return rec.ID
+}
+
+// orgURL asks the control API for the org's origin (each org has its own
+// free port here, as a real org has its own My Domain).
+func orgURL(t *testing.T, sbURL, org string) string {
+	t.Helper()
+	resp, err := http.Get(sbURL + "/_sandbox/orgs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var orgs []struct {
+		Name    string `json:"name"`
+		BaseURL string `json:"baseUrl"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&orgs); err != nil {
+		t.Fatalf("sandbox orgs: %v", err)
+	}
+	for _, o := range orgs {
+		if o.Name == org && o.BaseURL != "" {
+			return o.BaseURL
+		}
+	}
+	t.Fatalf("sandbox has no served org %s: %+v", org, orgs)
+	return ""
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -73,3 +73,5 @@ replace github.com/optout-sync/optout-sync/shared => ../../shared
 replace github.com/optout-sync/optout-sync/services/sfsandbox => ../sfsandbox
 
 replace github.com/optout-sync/optout-sync/services/pusher => ../pusher
+
+replace github.com/optout-sync/optout-sync/internal/testsandbox => ../../internal/testsandbox

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=..."
@@ -28,15 +28,16 @@ var version = "dev"
 func main() {
 	listen := flag.String("listen", ":8085", "listen address")
 	orgsPath := flag.String("orgs", "orgs.yaml", "orgs configuration (YAML)")
+	freePorts := flag.Bool("free-org-ports", false, "serve every org on a free port, ignoring the orgs' port (tests running side by side)")
 	flag.Parse()
 	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sfsandbox").Str("version", version).Logger()
-	if err := run(*listen, *orgsPath, log); err != nil {
+	if err := run(*listen, *orgsPath, *freePorts, log); err != nil {
 		log.Error().Err(err).Msg("sfsandbox stopped")
 		os.Exit(1)
 	}
 }
 
-func run(listen, orgsPath string, log zerolog.Logger) error {
+func run(listen, orgsPath string, freePorts bool, log zerolog.Logger) error {
 	cfg, err := sandbox.LoadConfig(orgsPath)
 	if err != nil {
 		return err
@@ -49,51 +50,94 @@ func run(listen, orgsPath string, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
+	shutdownTracing, err := setupTracing(context.Background())
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", listen, err)
-	}
-	host := ln.Addr().String()
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-		host = fmt.Sprintf("localhost:%d", tcp.Port)
-	}
-	// Printed on purpose: this is a dev emulator and newcomers need these to
-	// point services at it. Its credentials protect nothing real.
-	for _, name := range sb.OrgNames() {
-		oc := sb.Org(name).Config()
-		fmt.Printf("org %-10s token URL http://%s/orgs/%s/services/oauth2/token client_id=%s client_secret=%s\n",
-			name, host, name, oc.ClientID, oc.ClientSecret)
-	}
-	tel, err := telemetry.Setup(context.Background(), "sfsandbox")
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+		return fmt.Errorf("tracing: %w", err)
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = tel.Shutdown(ctx)
+		_ = shutdownTracing(ctx)
 	}()
 	// Server spans join the caller's trace (traceparent), so one opt-out is
 	// one trace down to the emulated Salesforce. Names carry only the method:
-	// paths hold record ids.
-	handler := otelhttp.NewHandler(sb, "sfsandbox",
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "sfsandbox " + r.Method }))
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// paths hold record ids. (Spans carry no query string, so no SOQL.)
+	traced := func(h http.Handler) http.Handler {
+		return otelhttp.NewHandler(h, "sfsandbox",
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "sfsandbox " + r.Method }))
+	}
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	servers := []*http.Server{{Handler: traced(sb), ReadHeaderTimeout: 10 * time.Second}}
+	listeners := []net.Listener{ln}
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	// Each org gets its own origin, as a real org has its own My Domain:
+	// instance_url is then a bare origin, which clients such as jsforce need.
+	listenHost, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	ports := map[string]int{}
+	for _, oc := range cfg.Orgs {
+		if !freePorts {
+			ports[oc.Name] = oc.Port
+		}
+	}
+	for _, name := range sb.OrgNames() {
+		addr := net.JoinHostPort(listenHost, strconv.Itoa(ports[name]))
+		oln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s for org %s: %w", addr, name, err)
+		}
+		listeners = append(listeners, oln)
+		servers = append(servers, &http.Server{Handler: traced(sb.OrgHandler(name)), ReadHeaderTimeout: 10 * time.Second})
+		sb.Org(name).SetURL("http://" + displayAddr(oln.Addr()))
+	}
+	// Printed on purpose: this is a dev emulator and newcomers need these to
+	// point services at it. Its credentials protect nothing real.
+	fmt.Printf("control API http://%s/_sandbox/orgs\n", displayAddr(ln.Addr()))
+	for _, name := range sb.OrgNames() {
+		oc := sb.Org(name).Config()
+		fmt.Printf("org %-10s token URL %s/services/oauth2/token client_id=%s client_secret=%s\n",
+			name, sb.Org(name).URL(), oc.ClientID, oc.ClientSecret)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(listeners[i]) }()
+	}
 	log.Info().Str("listen", ln.Addr().String()).Int("orgs", len(sb.OrgNames())).Msg("sfsandbox listening")
+	var serveErr error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		serveErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+		log.Info().Msg("shutting down")
 	}
-	log.Info().Msg("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutdown: %w", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) && serveErr == nil {
+			serveErr = fmt.Errorf("shutdown: %w", err)
+		}
 	}
-	return nil
+	return serveErr
+}
+
+// displayAddr is addr as a client on this machine dials it: an unspecified
+// IP (":8085") becomes localhost.
+func displayAddr(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", tcp.Port)
+	}
+	return addr.String()
 }

@@ -55,9 +55,9 @@ func newUI(t *testing.T, opts ...option) *ui {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sfSrv := httptest.NewServer(sb)
-	t.Cleanup(sfSrv.Close)
-	env := map[string]string{"SF_ACME_TOKEN_URL": sfSrv.URL + "/orgs/acme", "SF_ACME_CLIENT_ID": "acme-id", "SF_ACME_CLIENT_SECRET": "acme-secret"}
+	sf := sandbox.ServeLocal(sb, nil)
+	t.Cleanup(sf.Close)
+	env := map[string]string{"SF_ACME_TOKEN_URL": sf.OrgURL("acme"), "SF_ACME_CLIENT_ID": "acme-id", "SF_ACME_CLIENT_SECRET": "acme-secret"}
 
 	dir := t.TempDir()
 	users, tokenFile := filepath.Join(dir, "users"), filepath.Join(dir, "token")

@@ -90,16 +90,11 @@ func (c *Client) dataBase(sess *session) string {
 	return sess.instanceURL + "/services/data/" + c.s.apiVersion
 }
 
-// resolve joins an instance-relative path from Salesforce with the instance
-// URL. The emulator serves an org under a path prefix, so a path that already
-// carries that prefix, or an absolute URL, is accepted as well.
+// resolve joins an instance-relative path from Salesforce (nextRecordsUrl)
+// with the instance URL, a bare origin; an absolute URL is kept.
 func resolve(instanceURL, p string) string {
 	if strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
 		return p
-	}
-	u, err := url.Parse(instanceURL)
-	if err == nil && u.Path != "" && u.Path != "/" && strings.HasPrefix(p, u.Path+"/") {
-		return u.Scheme + "://" + u.Host + p
 	}
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p

@@ -87,10 +87,11 @@ func newEnv(t testing.TB, mutate ...func(*sandbox.OrgConfig)) *env {
 	}
 	sb, err := sandbox.New(sandbox.Config{Orgs: []sandbox.OrgConfig{oc}})
 	require.NoError(t, err)
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	l := sandbox.ServeLocal(sb, nil)
+	t.Cleanup(l.Close)
 
-	e := &env{sb: sb, org: sb.Org(testOrg), srv: srv, base: srv.URL + "/orgs/" + testOrg}
+	// base is the org's own origin: a bare instance_url, as Salesforce gives.
+	e := &env{sb: sb, org: sb.Org(testOrg), srv: l.Orgs[testOrg], base: l.OrgURL(testOrg)}
 	require.NotNil(t, e.org)
 	e.spans = tracetest.NewInMemoryExporter()
 	e.tp = sdktrace.NewTracerProvider(sdktrace.WithSyncer(e.spans))

@@ -42,7 +42,7 @@ type Stack struct {
 	Opts       Options
 	NC         *nats.Conn
 	Sandbox    *sandbox.Sandbox
-	SandboxURL string
+	SandboxURL string // control API; each org has its own origin (Sandbox.Org(name).URL())
 	Pusher     *app.App
 	Topology   natsx.Topology
 	Embedded   bool
@@ -71,7 +71,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.closers = append(s.closers, func() { _ = os.RemoveAll(credsDir) })
 	for _, t := range o.Tenants {
 		oc := s.Sandbox.Org(t).Config()
-		if err := writeCreds(filepath.Join(credsDir, t), s.SandboxURL+"/orgs/"+t, oc.ClientID, oc.ClientSecret); err != nil {
+		if err := writeCreds(filepath.Join(credsDir, t), s.Sandbox.Org(t).URL(), oc.ClientID, oc.ClientSecret); err != nil {
 			return nil, err
 		}
 	}
@@ -170,12 +170,35 @@ func (s *Stack) startSandbox(o Options) error {
 	if err != nil {
 		return fmt.Errorf("sandbox listen %s: %w", o.SandboxListen, err)
 	}
-	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+	s.serve(ln, sb)
+	s.Sandbox = sb
+	s.SandboxURL = dialURL(ln)
+	// Each org on its own origin (a free port of the same host), as a real
+	// org's My Domain: its instance_url is then a bare origin.
+	host, _, err := net.SplitHostPort(o.SandboxListen)
+	if err != nil {
+		return fmt.Errorf("sandbox listen %s: %w", o.SandboxListen, err)
+	}
+	for _, t := range o.Tenants {
+		oln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return fmt.Errorf("sandbox listen for org %s: %w", t, err)
+		}
+		s.serve(oln, sb.OrgHandler(t))
+		sb.Org(t).SetURL(dialURL(oln))
+	}
+	return nil
+}
+
+func (s *Stack) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	s.closers = append(s.closers, func() { _ = srv.Close() })
-	s.Sandbox = sb
-	s.SandboxURL = "http://" + strings.Replace(ln.Addr().String(), "[::]", "127.0.0.1", 1)
-	return nil
+}
+
+// dialURL is how this machine reaches ln ("[::]" is not dialable everywhere).
+func dialURL(ln net.Listener) string {
+	return "http://" + strings.Replace(ln.Addr().String(), "[::]", "127.0.0.1", 1)
 }
 
 func writeCreds(dir, tokenURL, id, secret string) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/optout-sync/optout-sync/internal/testsandbox"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
@@ -20,7 +21,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -91,7 +91,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, _, env := sfcredstest.Serve(t, orgs)
+	sb, _, env := testsandbox.Serve(t, orgs)
 	s := &stack{
 		t: t, ctx: ctx, nc: nc, prov: prov, topo: topo, sb: sb,
 		pub:      natsx.Publisher{JS: prov.JS, Topology: topo},

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/optout-sync/optout-sync/internal/testsandbox"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
@@ -26,7 +27,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -78,7 +78,7 @@ func newHarness(t *testing.T, orgNames ...string) *harness {
 			APIVersions: []string{"62.0"}, DailyAPILimit: 1_000_000,
 			CustomField: tenant.DefaultCustomField, CustomFieldInstalled: true, CustomFieldWritable: true})
 	}
-	sb, _, env := sfcredstest.Serve(t, orgs)
+	sb, _, env := testsandbox.Serve(t, orgs)
 	cache, err := tenant.Watch(ctx, prov.Tenants)
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,12 @@
 // the spec alone and never imports the project's Salesforce client, so one
 // misunderstanding cannot hide in both.
 //
-// Several orgs are served at once. Org "acme" lives under the path prefix
-// /orgs/acme: its My Domain base URL (token endpoint at
-// {base}/services/oauth2/token) and its instance_url are both
-// http://<listen-host>/orgs/acme, taken from the request's Host.
-// The control API lives under /_sandbox/ (see control.go).
+// Several orgs are served at once, each on its own origin (OrgHandler): like
+// a real org's https://<my-domain>.my.salesforce.com, its My Domain base URL
+// (token endpoint at {base}/services/oauth2/token) and its instance_url are
+// both a bare origin, http://<host>:<port>, taken from the request's Host.
+// Sandbox.ServeHTTP serves the control API under /_sandbox/ (see control.go)
+// and the login-host token endpoint; ServeLocal runs it all on loopback.
 //
 // CONTRACT: the exported names in this file are used by other packages'
 // tests; extend them, do not change their signatures.
@@ -29,8 +30,11 @@ type Config struct {
 
 // OrgConfig describes one emulated org.
 type OrgConfig struct {
-	// Name is the path segment: /orgs/<Name>/... ([a-z0-9-]).
-	Name         string `yaml:"name" json:"name"`
+	// Name identifies the org in the control API: /_sandbox/orgs/<Name> ([a-z0-9-]).
+	Name string `yaml:"name" json:"name"`
+	// Port is where the sfsandbox binary serves this org (its own origin);
+	// 0 picks a free port. The package itself ignores it.
+	Port         int    `yaml:"port" json:"port"`
 	ClientID     string `yaml:"clientId" json:"clientId"`
 	ClientSecret string `yaml:"clientSecret" json:"clientSecret"`
 	// Username accepted as the JWT bearer `sub`.

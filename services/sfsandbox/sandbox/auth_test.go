@@ -40,7 +40,7 @@ func TestIDChecksum(t *testing.T) {
 
 func TestTokenClientCredentials(t *testing.T) {
 	e := newEnv(t)
-	ok := e.form("/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
+	ok := e.form(e.base("acme")+"/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
 	golden(t, "token_success", ok)
 	var tok map[string]any
 	ok.json(t, &tok)
@@ -50,8 +50,21 @@ func TestTokenClientCredentials(t *testing.T) {
 	if s, _ := tok["issued_at"].(string); len(s) != 13 {
 		t.Errorf("issued_at %v is not a 13-digit string", tok["issued_at"])
 	}
-	if tok["instance_url"] != e.srv.URL+"/orgs/acme" {
+	if tok["instance_url"] != e.base("acme") {
 		t.Errorf("instance_url %v", tok["instance_url"])
+	}
+	// A bare origin: clients resolving services/data/... against it (jsforce
+	// does for Bulk API 2.0) reach the org.
+	inst, err := url.Parse(tok["instance_url"].(string))
+	if err != nil || inst.Path != "" {
+		t.Fatalf("instance_url %v has a path (%v)", tok["instance_url"], err)
+	}
+	limits := inst.ResolveReference(&url.URL{Path: "services/data/v62.0/limits"}).String()
+	if r := e.raw("GET", limits, nil, map[string]string{"Authorization": "Bearer " + tok["access_token"].(string)}); r.status != 200 {
+		t.Errorf("GET %s: %d %s", limits, r.status, r.body)
+	}
+	if r := e.raw("GET", "/orgs/acme/services/data/", nil, nil); r.status != 404 {
+		t.Errorf("the control server still serves orgs under /orgs/: %d", r.status)
 	}
 	if id, _ := tok["id"].(string); !strings.HasSuffix(id, "/"+e.org("acme").OrgID()+"/"+e.org("acme").userID.String()) {
 		t.Errorf("id %s", id)
@@ -61,11 +74,11 @@ func TestTokenClientCredentials(t *testing.T) {
 		form       url.Values
 		code, desc string
 	}{
-		{"bad secret", "/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"x"}}, "invalid_client", "invalid client credentials"},
-		{"bad client", "/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"x"}, "client_secret": {"acme-secret"}}, "invalid_client_id", "client identifier invalid"},
+		{"bad secret", e.base("acme") + "/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"x"}}, "invalid_client", "invalid client credentials"},
+		{"bad client", e.base("acme") + "/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"x"}, "client_secret": {"acme-secret"}}, "invalid_client_id", "client identifier invalid"},
 		{"login host", "/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}}, "invalid_grant", "request not supported on this domain"},
-		{"bad grant", "/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"password"}}, "unsupported_grant_type", "grant type not supported"},
-		{"bad refresh", "/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {"acme-id"}, "refresh_token": {"nope"}}, "invalid_grant", "expired access/refresh token"},
+		{"bad grant", e.base("acme") + "/services/oauth2/token", url.Values{"grant_type": {"password"}}, "unsupported_grant_type", "grant type not supported"},
+		{"bad refresh", e.base("acme") + "/services/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {"acme-id"}, "refresh_token": {"nope"}}, "invalid_grant", "expired access/refresh token"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -101,14 +114,14 @@ func TestTokenJWTBearer(t *testing.T) {
 	cases := []struct {
 		name, path, assertion, wantErr string
 	}{
-		{"ok my domain", "/orgs/acme/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, key), ""},
+		{"ok my domain", e.base("acme") + "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, key), ""},
 		{"ok login host", "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://test.salesforce.com", 3*time.Minute, key), ""},
-		{"wrong user", "/orgs/acme/services/oauth2/token", sign("acme-id", "who@x", "https://login.salesforce.com", 3*time.Minute, key), "invalid_grant"},
-		{"wrong key", "/orgs/acme/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, other), "invalid_grant"},
-		{"expired", "/orgs/acme/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", -time.Minute, key), "invalid_grant"},
-		{"too long", "/orgs/acme/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", time.Hour, key), "invalid_grant"},
-		{"bad aud", "/orgs/acme/services/oauth2/token", sign("acme-id", "int@acme.test", "https://evil", 3*time.Minute, key), "invalid_grant"},
-		{"bad iss", "/orgs/acme/services/oauth2/token", sign("nope", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, key), "invalid_client_id"},
+		{"wrong user", e.base("acme") + "/services/oauth2/token", sign("acme-id", "who@x", "https://login.salesforce.com", 3*time.Minute, key), "invalid_grant"},
+		{"wrong key", e.base("acme") + "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, other), "invalid_grant"},
+		{"expired", e.base("acme") + "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", -time.Minute, key), "invalid_grant"},
+		{"too long", e.base("acme") + "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://login.salesforce.com", time.Hour, key), "invalid_grant"},
+		{"bad aud", e.base("acme") + "/services/oauth2/token", sign("acme-id", "int@acme.test", "https://evil", 3*time.Minute, key), "invalid_grant"},
+		{"bad iss", e.base("acme") + "/services/oauth2/token", sign("nope", "int@acme.test", "https://login.salesforce.com", 3*time.Minute, key), "invalid_client_id"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -118,6 +131,10 @@ func TestTokenJWTBearer(t *testing.T) {
 			if c.wantErr == "" {
 				if r.status != 200 || body["access_token"] == "" {
 					t.Fatalf("got %d %s", r.status, r.body)
+				}
+				// Both endpoints name the org's own origin, never the login host.
+				if body["instance_url"] != e.base("acme") {
+					t.Errorf("instance_url %q, want %q", body["instance_url"], e.base("acme"))
 				}
 				if d := e.api(body["access_token"], "GET", "acme", "/limits", nil); d.status != 200 {
 					t.Errorf("token unusable: %d", d.status)
@@ -135,13 +152,13 @@ func TestTokenRefresh(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Orgs[0].Behavior.RefreshTokenRotation = true })
 	rt := e.org("acme").IssueRefreshToken()
 	form := url.Values{"grant_type": {"refresh_token"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}, "refresh_token": {rt}}
-	r := e.form("/orgs/acme/services/oauth2/token", form)
+	r := e.form(e.base("acme")+"/services/oauth2/token", form)
 	var body map[string]string
 	r.json(t, &body)
 	if r.status != 200 || body["refresh_token"] == "" || body["refresh_token"] == rt {
 		t.Fatalf("rotation: %d %s", r.status, r.body)
 	}
-	if again := e.form("/orgs/acme/services/oauth2/token", form); again.status != 400 {
+	if again := e.form(e.base("acme")+"/services/oauth2/token", form); again.status != 400 {
 		t.Errorf("old refresh token still valid: %d", again.status)
 	}
 }
@@ -159,12 +176,12 @@ func TestAuthErrors(t *testing.T) {
 	r := e.api(tok, "GET", "acme", "/sobjects/Contact/describe", nil)
 	golden(t, "invalid_session_401", r, "Sforce-Limit-Info")
 	for name, h := range map[string]string{"basic": "Basic abc", "empty bearer": "Bearer ", "no scheme": "abc"} {
-		r := e.raw("GET", "/orgs/acme/services/data/v62.0/limits", nil, map[string]string{"Authorization": h})
+		r := e.raw("GET", e.base("acme")+"/services/data/v62.0/limits", nil, map[string]string{"Authorization": h})
 		if r.status != 401 || errCode(t, r) != "INVALID_AUTH_HEADER" {
 			t.Errorf("%s: %d %s", name, r.status, r.body)
 		}
 	}
-	if r := e.raw("GET", "/orgs/acme/services/data/v62.0/limits", nil, nil); r.status != 401 || errCode(t, r) != "INVALID_SESSION_ID" {
+	if r := e.raw("GET", e.base("acme")+"/services/data/v62.0/limits", nil, nil); r.status != 401 || errCode(t, r) != "INVALID_SESSION_ID" {
 		t.Errorf("missing header: %d %s", r.status, r.body)
 	}
 	if r := e.api(e.token("acme"), "GET", "acme", "/limits", nil); r.status != 200 {
@@ -187,7 +204,7 @@ func TestSessionTimeout(t *testing.T) {
 
 func TestVersionsAndLimits(t *testing.T) {
 	e := newEnv(t)
-	r := e.raw("GET", "/orgs/acme/services/data/", nil, nil)
+	r := e.raw("GET", e.base("acme")+"/services/data/", nil, nil)
 	var versions []map[string]string
 	r.json(t, &versions)
 	if r.status != 200 || len(versions) != 5 || versions[0]["version"] != "62.0" || versions[0]["label"] != "Winter '25" || versions[0]["url"] != "/services/data/v62.0" {
@@ -197,10 +214,10 @@ func TestVersionsAndLimits(t *testing.T) {
 		t.Error("versions must not carry Sforce-Limit-Info")
 	}
 	tok := e.token("acme")
-	if r := e.raw("GET", "/orgs/acme/services/data/v30.0/limits", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 410 {
+	if r := e.raw("GET", e.base("acme")+"/services/data/v30.0/limits", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 410 {
 		t.Errorf("retired: %d", r.status)
 	}
-	if r := e.raw("GET", "/orgs/acme/services/data/v99.0/limits", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 404 {
+	if r := e.raw("GET", e.base("acme")+"/services/data/v99.0/limits", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 404 {
 		t.Errorf("unknown version: %d", r.status)
 	}
 	r1 := e.api(tok, "GET", "acme", "/limits", nil)
@@ -238,7 +255,7 @@ func TestConcurrentLongRequests(t *testing.T) {
 	o.InjectFault(Fault{Route: RouteLimits, Delay: time.Minute, Times: 1})
 	done := make(chan struct{})
 	defer func() {
-		e.srv.CloseClientConnections()
+		e.local.Orgs["acme"].CloseClientConnections()
 		<-done
 	}()
 	go func() {

@@ -53,7 +53,7 @@ func BenchmarkQueryAndBulk1M(b *testing.B) {
 }
 
 func tokenFor(b *testing.B, e *env) string {
-	res, err := http.PostForm(e.srv.URL+"/orgs/acme/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
+	res, err := http.PostForm(e.base("acme")+"/services/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func tokenFor(b *testing.B, e *env) string {
 }
 
 func get(b *testing.B, e *env, tok, path string) *http.Response {
-	req, _ := http.NewRequest("GET", e.srv.URL+"/orgs/acme/services/data/v62.0"+path, nil)
+	req, _ := http.NewRequest("GET", e.base("acme")+"/services/data/v62.0"+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil || res.StatusCode != 200 {

@@ -54,7 +54,7 @@ func TestBulkQuery50k(t *testing.T) {
 	}
 	r = e.api(tok, "GET", "acme", "/jobs/query/"+id, nil)
 	golden(t, "bulk_job_complete", r)
-	if r := e.raw("GET", "/orgs/acme/services/data/v63.0/jobs/query/"+id+"/results", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 409 {
+	if r := e.raw("GET", e.base("acme")+"/services/data/v63.0/jobs/query/"+id+"/results", nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 409 {
 		t.Errorf("version mismatch: %d", r.status)
 	}
 	seen := map[string]bool{}

@@ -117,9 +117,12 @@ func (s *Sandbox) serveControl(w http.ResponseWriter, r *http.Request) {
 		for _, n := range s.names {
 			o := s.orgs[n]
 			cfg := o.Config()
-			base := o.baseURL(r)
-			out = append(out, orgInfo{Name: n, BaseURL: base, TokenURL: base + "/services/oauth2/token", OrgID: o.OrgID(),
-				ClientID: cfg.ClientID, Username: cfg.Username, APIVersions: cfg.APIVersions})
+			info := orgInfo{Name: n, BaseURL: o.URL(), OrgID: o.OrgID(),
+				ClientID: cfg.ClientID, Username: cfg.Username, APIVersions: cfg.APIVersions}
+			if info.BaseURL != "" { // empty until the org is served (SetURL)
+				info.TokenURL = info.BaseURL + "/services/oauth2/token"
+			}
+			out = append(out, info)
 		}
 		writeJSON(w, http.StatusOK, out)
 		return

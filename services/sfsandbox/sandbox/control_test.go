@@ -21,7 +21,7 @@ func TestControlAPI(t *testing.T) {
 	}
 	var orgs []map[string]any
 	ctl("GET", "", nil).json(t, &orgs)
-	if len(orgs) != 2 || orgs[0]["name"] != "acme" || orgs[0]["tokenUrl"] != e.srv.URL+"/orgs/acme/services/oauth2/token" {
+	if len(orgs) != 2 || orgs[0]["name"] != "acme" || orgs[0]["tokenUrl"] != e.base("acme")+"/services/oauth2/token" {
 		t.Errorf("orgs: %v", orgs)
 	}
 	var seeded struct {

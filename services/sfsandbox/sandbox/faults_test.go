@@ -109,7 +109,7 @@ func TestFaultMatching(t *testing.T) {
 	o.ClearFaults()
 	// Token endpoint invalid_grant
 	id := o.InjectFault(Fault{Route: RouteToken, ErrorCode: "invalid_grant", Message: "authentication failure", Times: 1})
-	r := e.form("/orgs/acme/services/oauth2/token", map[string][]string{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
+	r := e.form(e.base("acme")+"/services/oauth2/token", map[string][]string{"grant_type": {"client_credentials"}, "client_id": {"acme-id"}, "client_secret": {"acme-secret"}})
 	if r.status != 400 || !strings.Contains(string(r.body), `"error":"invalid_grant"`) {
 		t.Errorf("token fault: %d %s", r.status, r.body)
 	}
@@ -145,7 +145,7 @@ func TestFaultMidPagination(t *testing.T) {
 	var page queryPage
 	r.json(t, &page)
 	next := func() resp {
-		return e.raw("GET", "/orgs/acme"+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok})
+		return e.raw("GET", e.base("acme")+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok})
 	}
 	r = next()
 	page = queryPage{}
@@ -168,7 +168,7 @@ func TestDropConnection(t *testing.T) {
 	after := o.Put(Record{Type: "Contact"})
 	tok := e.token("acme")
 	send := func(id string) error {
-		req, _ := http.NewRequest("PATCH", e.srv.URL+"/orgs/acme/services/data/v62.0/sobjects/Contact/"+id, strings.NewReader(`{"HasOptedOutOfEmail":true}`))
+		req, _ := http.NewRequest("PATCH", e.base("acme")+"/services/data/v62.0/sobjects/Contact/"+id, strings.NewReader(`{"HasOptedOutOfEmail":true}`))
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/json")
 		res, err := e.srv.Client().Do(req)
@@ -195,7 +195,7 @@ func TestDropConnection(t *testing.T) {
 	c2 := o.Put(Record{Type: "Contact"})
 	o.ClearFaults()
 	o.InjectFault(Fault{Route: RouteCollectionsUpdate, RecordID: c2.ID, DropAfterWrite: true, Times: 1})
-	req, _ := http.NewRequest("PATCH", e.srv.URL+"/orgs/acme/services/data/v62.0/composite/sobjects",
+	req, _ := http.NewRequest("PATCH", e.base("acme")+"/services/data/v62.0/composite/sobjects",
 		strings.NewReader(`{"records":[{"attributes":{"type":"Contact"},"id":"`+c2.ID+`","HasOptedOutOfEmail":true}]}`))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	if res, err := e.srv.Client().Do(req); err == nil {

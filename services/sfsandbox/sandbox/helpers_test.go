@@ -40,7 +40,8 @@ func (c *testClock) Advance(d time.Duration) {
 type env struct {
 	t     testing.TB
 	sb    *Sandbox
-	srv   *httptest.Server
+	local *Local
+	srv   *httptest.Server // control API and login host
 	clock *testClock
 }
 
@@ -63,10 +64,13 @@ func newEnv(t testing.TB, mutate ...func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
-	return &env{t: t, sb: sb, srv: srv, clock: clock}
+	l := ServeLocal(sb, nil)
+	t.Cleanup(l.Close)
+	return &env{t: t, sb: sb, local: l, srv: l.Control, clock: clock}
 }
+
+// base is the org's origin.
+func (e *env) base(org string) string { return e.local.OrgURL(org) }
 
 func (e *env) org(name string) *Org { return e.sb.Org(name) }
 
@@ -86,7 +90,11 @@ func (r resp) json(t testing.TB, v any) {
 
 func (e *env) raw(method, path string, body io.Reader, hdr map[string]string) resp {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	target := path // relative to the control server unless a URL
+	if !strings.HasPrefix(path, "http") {
+		target = e.srv.URL + path
+	}
+	req, err := http.NewRequest(method, target, body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -105,7 +113,7 @@ func (e *env) raw(method, path string, body io.Reader, hdr map[string]string) re
 func (e *env) token(org string) string {
 	e.t.Helper()
 	o := e.org(org).Config()
-	r := e.form("/orgs/"+org+"/services/oauth2/token", url.Values{
+	r := e.form(e.base(org)+"/services/oauth2/token", url.Values{
 		"grant_type": {"client_credentials"}, "client_id": {o.ClientID}, "client_secret": {o.ClientSecret}})
 	if r.status != 200 {
 		e.t.Fatalf("token: %d %s", r.status, r.body)
@@ -138,7 +146,7 @@ func (e *env) api(tok, method, org, path string, body any, hdr ...string) resp {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		h[hdr[i]] = hdr[i+1]
 	}
-	return e.raw(method, "/orgs/"+org+"/services/data/v62.0"+path, rd, h)
+	return e.raw(method, e.base(org)+"/services/data/v62.0"+path, rd, h)
 }
 
 var (

@@ -35,6 +35,7 @@ type Org struct {
 
 	mu            sync.Mutex // guards everything below
 	cfg           OrgConfig
+	origin        string // SetURL
 	sessions      map[string]*session
 	refreshTokens map[string]bool
 	usage         int

@@ -49,7 +49,7 @@ func TestQueryPagination(t *testing.T) {
 		if !strings.HasPrefix(page.NextRecordsURL, "/services/data/v62.0/query/01g") {
 			t.Fatalf("nextRecordsUrl %q", page.NextRecordsURL)
 		}
-		r = e.raw("GET", "/orgs/acme"+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok})
+		r = e.raw("GET", e.base("acme")+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok})
 		page = queryPage{}
 		r.json(t, &page)
 	}
@@ -111,7 +111,7 @@ func TestQueryErrors(t *testing.T) {
 		t.Errorf("query includes deleted: %d", page.TotalSize)
 	}
 	o.ExpireQueryLocators()
-	if r := e.raw("GET", "/orgs/acme"+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 400 || errCode(t, r) != "INVALID_QUERY_LOCATOR" {
+	if r := e.raw("GET", e.base("acme")+page.NextRecordsURL, nil, map[string]string{"Authorization": "Bearer " + tok}); r.status != 400 || errCode(t, r) != "INVALID_QUERY_LOCATOR" {
 		t.Errorf("expired locator: %d", r.status)
 	}
 	r = e.api(tok, "GET", "acme", "/queryAll?q="+url.QueryEscape("SELECT Id, IsDeleted FROM Contact WHERE IsDeleted = true"), nil)

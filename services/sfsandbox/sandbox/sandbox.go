@@ -1,7 +1,10 @@
 package sandbox
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -46,8 +49,12 @@ func (s *Sandbox) Org(name string) *Org { return s.orgs[name] }
 // OrgNames lists the orgs, sorted.
 func (s *Sandbox) OrgNames() []string { return append([]string(nil), s.names...) }
 
-// ServeHTTP dispatches /orgs/<name>/..., the login-host token endpoint and /_sandbox/.
-func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves the control API (/_sandbox/) and the login-host token
+// endpoint. Orgs are not served here: each has its own origin (OrgHandler),
+// as each real org has its own My Domain.
+func (s *Sandbox) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &holdWriter{ResponseWriter: rw}
+	defer w.release()
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, "/_sandbox/") || p == "/_sandbox":
@@ -57,22 +64,96 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The login.salesforce.com stand-in: finds the org by client id.
 		s.serveToken(w, r, nil)
 		return
-	case strings.HasPrefix(p, "/orgs/"):
-		rest := p[len("/orgs/"):]
-		name, sub, _ := strings.Cut(rest, "/")
-		o := s.orgs[name]
-		if o == nil {
-			writeError(w, http.StatusNotFound, "NOT_FOUND", msgNotFound, nil)
-			return
-		}
-		o.serve(w, r, "/"+sub)
-		return
 	}
 	writeError(w, http.StatusNotFound, "NOT_FOUND", msgNotFound, nil)
 }
 
-// baseURL is the org's My Domain and instance URL as the client sees it.
+// OrgHandler serves the named org at the root of its own origin
+// (/services/oauth2/token, /services/data/...); nil when the org is unknown.
+// Serve it on its own listener and tell the org its URL with SetURL.
+func (s *Sandbox) OrgHandler(name string) http.Handler {
+	o := s.orgs[name]
+	if o == nil {
+		return nil
+	}
+	return orgHandler{o}
+}
+
+type orgHandler struct{ o *Org }
+
+// onOrigin marks requests that reached an org on its own origin, so their
+// Host names the org; the login host and the control API cannot know it.
+type onOrigin struct{}
+
+func (h orgHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &holdWriter{ResponseWriter: rw}
+	defer w.release()
+	h.o.serve(w, r.WithContext(context.WithValue(r.Context(), onOrigin{}, true)), r.URL.Path)
+}
+
+// holdWriter keeps the last write back until the handler has returned, so
+// a call is in the call log before its client can read the whole answer
+// (otherwise a test reading Calls() right after a call races the handler's
+// deferred log). Streamed answers only hold their last chunk.
+type holdWriter struct {
+	http.ResponseWriter
+	pending []byte
+}
+
+func (h *holdWriter) Write(b []byte) (int, error) {
+	if err := h.release(); err != nil {
+		return 0, err
+	}
+	h.pending = append(h.pending[:0], b...)
+	return len(b), nil
+}
+
+func (h *holdWriter) release() error {
+	if len(h.pending) == 0 {
+		return nil
+	}
+	_, err := h.ResponseWriter.Write(h.pending)
+	h.pending = h.pending[:0]
+	return err
+}
+
+func (h *holdWriter) Flush() {
+	_ = h.release()
+	if f, ok := h.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (h *holdWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// Hijack drops what is held: a hijacked answer is discarded anyway.
+func (h *holdWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h.pending = nil
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+// SetURL records the org's origin (scheme://host:port, no path) for the
+// answers given off that origin: login-host tokens and the control API.
+func (o *Org) SetURL(origin string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.origin = strings.TrimSuffix(origin, "/")
+}
+
+// URL is the origin given to SetURL ("" before).
+func (o *Org) URL() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.origin
+}
+
+// baseURL is the org's My Domain and instance URL as the client sees it: a
+// bare origin, as Salesforce's instance_url is. On the org's own origin it
+// comes from the request (so it holds behind httptest and port-forwards).
 func (o *Org) baseURL(r *http.Request) string {
+	if r.Context().Value(onOrigin{}) == nil {
+		return o.URL()
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -80,7 +161,7 @@ func (o *Org) baseURL(r *http.Request) string {
 	if fp := r.Header.Get("X-Forwarded-Proto"); fp != "" {
 		scheme = fp
 	}
-	return scheme + "://" + r.Host + "/orgs/" + o.cfg.Name
+	return scheme + "://" + r.Host
 }
 
 func (o *Org) serve(w http.ResponseWriter, r *http.Request, path string) {

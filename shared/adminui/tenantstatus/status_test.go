@@ -2,7 +2,6 @@ package tenantstatus_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -45,12 +44,12 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	sf := sandbox.ServeLocal(sb, nil)
+	t.Cleanup(sf.Close)
 	env := map[string]string{
-		"SF_ACME_TOKEN_URL": srv.URL + "/orgs/acme", "SF_ACME_CLIENT_ID": "acme-id", "SF_ACME_CLIENT_SECRET": "acme-secret",
+		"SF_ACME_TOKEN_URL": sf.OrgURL("acme"), "SF_ACME_CLIENT_ID": "acme-id", "SF_ACME_CLIENT_SECRET": "acme-secret",
 		// globex's secret is wrong: the token request fails.
-		"SF_GLOBEX_TOKEN_URL": srv.URL + "/orgs/acme", "SF_GLOBEX_CLIENT_ID": "acme-id", "SF_GLOBEX_CLIENT_SECRET": "wrong",
+		"SF_GLOBEX_TOKEN_URL": sf.OrgURL("acme"), "SF_GLOBEX_CLIENT_ID": "acme-id", "SF_GLOBEX_CLIENT_SECRET": "wrong",
 	}
 	l, err := ledger.New(ctx, p)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/internal/testsandbox"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
@@ -28,7 +29,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/sfcreds/sfcredstest"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -83,7 +83,7 @@ func New(t *testing.T) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, sbURL, env := sfcredstest.Serve(t, Orgs)
+	sb, sbURL, env := testsandbox.Serve(t, Orgs)
 	env["NATS_URL"], env["OPTOUT_NAMESPACE"] = natstest.URL(), topo.Namespace
 	// No Secrets directory: credentials come from the SF_<TENANT>_* variables.
 	env["OPTOUT_SF_CREDENTIALS_DIR"] = "/nonexistent/optout-salesforce"

@@ -169,7 +169,8 @@ func seed(o options, persons int) (*world, error) {
 		return w, err
 	}
 	w.sb, w.org = sb, sb.Org(benchTenant)
-	w.srv = httptest.NewServer(sb)
+	// The org on its own origin, as a real org's My Domain.
+	w.srv = httptest.NewServer(sb.OrgHandler(benchTenant))
 	w.org.Seed(sandbox.SeedSpec{Contacts: persons / 2, Leads: persons - persons/2, OptedOutShare: o.share})
 
 	w.nc, err = nats.Connect(o.natsURL, nats.Name("reconbench"))
@@ -316,7 +317,7 @@ func (w *world) run(path string) (result, error) {
 	cmd := exec.Command(exe, "-child")
 	cmd.Env = append(os.Environ(),
 		"RB_NATS="+w.o.natsURL, "RB_NAMESPACE="+w.topo.Namespace, "RB_REDIS="+w.o.redis,
-		"RB_SF_URL="+w.srv.URL+"/orgs/"+benchTenant, "RB_PATH="+path)
+		"RB_SF_URL="+w.srv.URL, "RB_PATH="+path)
 	if d := os.Getenv("RB_CHILD_GODEBUG"); d != "" {
 		cmd.Env = append(cmd.Env, "GODEBUG="+d)
 	}

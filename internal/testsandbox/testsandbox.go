@@ -1,0 +1,30 @@
+// Package testsandbox serves the Salesforce sandbox to the services' tests
+// and gives the credential variables that point them at it. It lives in its
+// own module, outside shared/, so shared never depends on a service.
+package testsandbox
+
+import (
+	"maps"
+	"testing"
+
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/sfcreds"
+)
+
+// Serve runs a sandbox with orgs on loopback until the test ends, each org
+// on its own origin. It returns the sandbox, the control API's URL and the
+// SF_<TENANT>_* variables (client credentials) of every org.
+func Serve(t testing.TB, orgs []sandbox.OrgConfig) (*sandbox.Sandbox, string, map[string]string) {
+	t.Helper()
+	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := sandbox.ServeLocal(sb, nil)
+	t.Cleanup(l.Close)
+	env := map[string]string{}
+	for _, o := range orgs {
+		maps.Copy(env, sfcreds.Env(o.Name, l.OrgURL(o.Name), o.ClientID, o.ClientSecret))
+	}
+	return sb, l.URL(), env
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// A rule forbids packages under From (and, unless OnlyBuild, their tests)
+// to reach, directly or not, packages under any of To, except under Allow.
+type rule struct {
+	From      string
+	To        []string
+	Allow     []string // exceptions to To
+	TestAllow []string // further exceptions for From's tests only
+	Why       string
+}
+
+// rules are the boundaries, as paths below prefix. The emulator must share
+// no code with what it checks; shared is below every service; the two
+// services run apart and must not grow into one.
+var rules = []rule{
+	{From: "shared", To: []string{""}, Allow: []string{"shared", "proto"},
+		TestAllow: []string{"services/sfsandbox"},
+		Why:       "shared depends only on shared and proto; its tests may also use the emulator, which depends on nothing of ours"},
+	{From: "services/sfsandbox", To: []string{""}, Allow: []string{"services/sfsandbox"},
+		Why: "the emulator depends on nothing of ours"},
+	{From: "services/pusher", To: []string{"services/reconciler"}, Why: "the pusher and the reconciler stay apart"},
+	{From: "services/reconciler", To: []string{"services/pusher"}, Why: "the pusher and the reconciler stay apart"},
+}
+
+// under reports whether import path p is the package tree rel below prefix
+// ("" is every package of ours).
+func under(p, rel string) bool {
+	if rel == "" {
+		return strings.HasPrefix(p, prefix)
+	}
+	return p == prefix+rel || strings.HasPrefix(p, prefix+rel+"/")
+}
+
+func underAny(p string, rels []string) bool {
+	return slices.ContainsFunc(rels, func(rel string) bool { return under(p, rel) })
+}
+
+// Check returns one line per package that breaks a rule, with the import
+// chain that does it.
+func Check(pkgs []Package) []string {
+	byPath := map[string]Package{}
+	for _, p := range pkgs {
+		byPath[p.ImportPath] = p
+	}
+	var out []string
+	for _, p := range pkgs {
+		for _, r := range rules {
+			if !under(p.ImportPath, r.From) {
+				continue
+			}
+			forbidden := func(allow []string) func(string) bool {
+				return func(q string) bool { return underAny(q, r.To) && !underAny(q, allow) }
+			}
+			if chain := reach(byPath, p.Imports, forbidden(r.Allow)); chain != nil {
+				out = append(out, fmt.Sprintf("%s imports %s (%s)", p.ImportPath, strings.Join(chain, " -> "), r.Why))
+			}
+			if chain := reach(byPath, p.TestImports, forbidden(append(slices.Clone(r.Allow), r.TestAllow...))); chain != nil {
+				out = append(out, fmt.Sprintf("%s tests import %s (%s)", p.ImportPath, strings.Join(chain, " -> "), r.Why))
+			}
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// reach walks the non-test imports from roots (breadth first) and returns
+// the chain to the first package bad reports, or nil.
+func reach(byPath map[string]Package, roots []string, bad func(string) bool) []string {
+	parent := map[string]string{}
+	var queue []string
+	for _, r := range roots {
+		if _, seen := parent[r]; !seen && strings.HasPrefix(r, prefix) {
+			parent[r] = ""
+			queue = append(queue, r)
+		}
+	}
+	for len(queue) > 0 {
+		q := queue[0]
+		queue = queue[1:]
+		if bad(q) {
+			var chain []string
+			for c := q; c != ""; c = parent[c] {
+				chain = append([]string{c}, chain...)
+			}
+			return chain
+		}
+		for _, imp := range byPath[q].Imports {
+			if _, seen := parent[imp]; !seen && strings.HasPrefix(imp, prefix) {
+				parent[imp] = q
+				queue = append(queue, imp)
+			}
+		}
+	}
+	return nil
+}

@@ -6,8 +6,10 @@ GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
 
-## test: run every module's tests against the NATS and Redis on 127.0.0.1.
+## test: every module's tests against the NATS and Redis on 127.0.0.1; scripts/test-prereqs first
+## starts or installs what is missing (NATS, Redis, Chromium, the nats CLI), so it works on a fresh machine.
 test:
+	scripts/test-prereqs
 	go test $(GOTESTFLAGS) $(PKGS)
 
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.

@@ -19,11 +19,12 @@ var (
 		"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
 		"NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
 		"OPTOUT_ADMIN_ADDR", "OPTOUT_ADMIN_TOKEN_FILE", "OPTOUT_ADMIN_USERS_FILE",
-		"OPTOUT_SF_CREDENTIALS_DIR", "OPTOUT_REDIS_URL",
+		"OPTOUT_SF_CREDENTIALS_DIR", "OPTOUT_REDIS_URL", "OPTOUT_EMAIL_HASH_KEY_FILE",
 	}
 	notExposed = map[string]string{
-		"OPTOUT_ADMIN_TOKEN": "a secret as a plain value; the chart mounts OPTOUT_ADMIN_TOKEN_FILE from a Secret",
-		"OPTOUT_REPLICA_ID":  "the default (the pod's hostname plus a random suffix) is what a Deployment wants",
+		"OPTOUT_ADMIN_TOKEN":    "a secret as a plain value; the chart mounts OPTOUT_ADMIN_TOKEN_FILE from a Secret",
+		"OPTOUT_REPLICA_ID":     "the default (the pod's hostname plus a random suffix) is what a Deployment wants",
+		"OPTOUT_EMAIL_HASH_KEY": "a secret as a plain value; the chart mounts OPTOUT_EMAIL_HASH_KEY_FILE from a Secret",
 	}
 )
 

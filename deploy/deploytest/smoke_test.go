@@ -71,6 +71,8 @@ func containerEnv(t *testing.T, o *Objects, d *appsv1.Deployment, fsRoot string)
 					content = "stand-in-admin-token-0123456789"
 				case "users":
 					content = "ops:stand-in-password\n"
+				case "key":
+					content = "stand-in-email-hash-key-0123456789\n"
 				}
 				if err := os.WriteFile(filepath.Join(dir, it.Path), []byte(content), 0o600); err != nil {
 					t.Fatal(err)

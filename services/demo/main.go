@@ -1,14 +1,22 @@
 // Command demo runs a local optout-sync: the Salesforce sandbox with seeded
 // orgs, a pusher, and a publisher sending a steady stream of opt-outs, and
-// prints progress until Ctrl-C. With -bench it runs the pusher benchmark.
+// prints progress until Ctrl-C. It uses the production subjects and streams
+// (no namespace), so the README's `nats pub optout.v1.events.<tenant> …`
+// reaches it; at start it prints such a line for a real seeded record of
+// each org. With -bench it runs the pusher benchmark (in a namespace of its
+// own).
 package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,77 +26,199 @@ import (
 	"github.com/optout-sync/optout-sync/services/demo/publisher"
 	"github.com/optout-sync/optout-sync/services/demo/stack"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
-func main() {
-	natsURL := flag.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server; an embedded one starts when none answers")
-	sbListen := flag.String("sandbox", "127.0.0.1:8085", "sandbox listen address")
-	admin := flag.String("admin", "127.0.0.1:9090", "pusher admin address (/metrics)")
-	rate := flag.Int("rate", 20, "opt-outs published per second")
-	records := flag.Int("records", 2000, "records seeded per org")
-	latency := flag.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
-	benchOut := flag.String("bench", "", "run the pusher benchmark and write its report to this file")
-	benchTotal := flag.Int("bench-total", 100_000, "benchmark: opt-outs in the burst")
-	benchTrickle := flag.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
-	flag.Parse()
+// tenants are the demo's orgs: acme writes the sales opt-out field,
+// globex the standard Email Opt Out.
+var tenants = []string{"acme", "globex"}
 
+func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *benchOut != "" {
-		if err := bench.Run(ctx, bench.Options{NATSURL: *natsURL, Out: *benchOut, Total: *benchTotal, TrickleDuration: *benchTrickle}); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
 		}
-		return
-	}
-	log := logx.New("demo", os.Stderr).Level(zerolog.WarnLevel)
-	s, err := stack.Start(ctx, stack.Options{
-		NATSURL: *natsURL, SandboxListen: *sbListen, AdminListen: *admin,
-		Tenants: []string{"acme", "globex"}, RecordsPerOrg: *records, SandboxLatency: *latency,
-		Namespace: "demo", Log: log,
-	})
-	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+// run is the whole demo until ctx ends; it returns once the pusher has
+// settled its batches in flight and every connection is closed.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server; an embedded one starts when none answers")
+	sbListen := fs.String("sandbox", "127.0.0.1:8085", "sandbox listen address")
+	admin := fs.String("admin", "127.0.0.1:9090", "pusher admin address (/metrics)")
+	rate := fs.Int("rate", 20, "opt-outs published per second (0: none, only what you publish)")
+	records := fs.Int("records", 2000, "records seeded per org")
+	latency := fs.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
+	benchOut := fs.String("bench", "", "run the pusher benchmark and write its report to this file")
+	benchTotal := fs.Int("bench-total", 100_000, "benchmark: opt-outs in the burst")
+	benchTrickle := fs.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *benchOut != "" {
+		if err := bench.Run(ctx, bench.Options{NATSURL: *natsURL, Out: *benchOut, Total: *benchTotal, TrickleDuration: *benchTrickle}); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		return nil
+	}
+	// The same email-hash key as the services when one is configured; the
+	// demo's own hashes need no warning when it is not.
+	l := config.FromEnv()
+	hashKey := logx.EmailHashKeyFromEnv(l)
+	if err := l.Err(); err != nil {
+		return err
+	}
+	logx.SetEmailHashKey(hashKey)
+
+	log := logx.New("demo", stderr).Level(zerolog.WarnLevel)
+	s, err := stack.Start(ctx, stack.Options{
+		NATSURL: *natsURL, SandboxListen: *sbListen, AdminListen: *admin,
+		Tenants: tenants, RecordsPerOrg: *records, SandboxLatency: *latency, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	// Closed only after the pusher and the publisher have stopped (below):
+	// closing NATS under a pusher still settling its batches fails their acks.
 	defer s.Close()
-	pub := &publisher.Publisher{
-		Pub: natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}, Tenants: []string{"acme", "globex"},
-		Records: map[string][]sandbox.Record{}, NoIDShare: 0.05, InvalidShare: 0.02,
-	}
-	for _, t := range pub.Tenants {
-		pub.Records[t] = s.Sandbox.Org(t).Records()
-	}
+
 	where := "the machine's NATS at " + s.NC.ConnectedUrl()
 	if s.Embedded {
 		where = "an embedded JetStream server at " + s.NC.ConnectedUrl()
 	}
-	fmt.Printf("optout-sync demo: %s; sandbox %s (orgs acme: sales field, globex: Email Opt Out); metrics http://%s/metrics\n", where, s.SandboxURL, *admin)
-	fmt.Printf("publishing %d opt-outs/s (5%% without a Salesforce id, 2%% malformed); Ctrl-C to stop\n", *rate)
+	fmt.Fprintf(stdout, "optout-sync demo: %s; sandbox %s (orgs acme: sales field, globex: Email Opt Out); metrics http://%s/metrics\n",
+		where, s.SandboxURL, s.Pusher.Admin.Addr())
 
+	pub := &publisher.Publisher{
+		Pub: natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}, Tenants: tenants,
+		Records: map[string][]sandbox.Record{}, NoIDShare: 0.05, InvalidShare: 0.02,
+	}
+	started := time.Now().UTC()
+	fmt.Fprintln(stdout, "\nSend an opt-out yourself (nats CLI: go install github.com/nats-io/natscli/nats@v0.5.0):")
+	for _, t := range tenants {
+		recs := s.Sandbox.Org(t).Records()
+		i := untouched(ctx, s.Pusher.Service.Ledger, t, recs)
+		r := recs[i]
+		// The publisher leaves this record alone, so what changes it is you.
+		pub.Records[t] = append(recs[:i:i], recs[i+1:]...)
+		fmt.Fprintf(stdout, "\n  # %s: %s %s (%s)\n", t, r.Type, r.ID, fieldOf(t))
+		fmt.Fprintf(stdout, "  %s\n", natsPub(t, r, started, s.NC.ConnectedUrl(), s.Embedded))
+		fmt.Fprintf(stdout, "  # then watch it land:\n")
+		fmt.Fprintf(stdout, "  %s\n", personShow(t, r, s.NC.ConnectedUrl(), s.Embedded))
+		fmt.Fprintf(stdout, "  curl -s %s/_sandbox/orgs/%s/records/%s\n", s.SandboxURL, t, r.ID)
+	}
+	fmt.Fprintln(stdout)
+	if *rate > 0 {
+		fmt.Fprintf(stdout, "publishing %d opt-outs/s (5%% without a Salesforce id, 2%% malformed); Ctrl-C to stop\n", *rate)
+	} else {
+		fmt.Fprintln(stdout, "publishing nothing by itself (-rate 0); Ctrl-C to stop")
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pusherDone := make(chan error, 1)
 	go func() {
-		if err := s.Pusher.Run(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "pusher:", err)
-		}
+		err := s.Pusher.Run(runCtx)
+		cancel() // a pusher that stops on its own ends the demo
+		pusherDone <- err
 	}()
-	go func() { _ = pub.Run(ctx, *rate) }()
-	progress(ctx, s, pub)
+	var wg sync.WaitGroup
+	if *rate > 0 {
+		wg.Go(func() { _ = pub.Run(runCtx, *rate) })
+	}
+	progress(runCtx, stdout, s, pub)
+	wg.Wait()
+	// The pusher returns once its batches in flight are settled; only then
+	// are the connections closed (deferred above).
+	if err := <-pusherDone; err != nil && ctx.Err() == nil {
+		return fmt.Errorf("pusher: %w", err)
+	}
+	fmt.Fprintln(stdout, "stopped")
+	return nil
 }
 
-func progress(ctx context.Context, s *stack.Stack, pub *publisher.Publisher) {
+// untouched is the index of the first record the ledger knows nothing
+// about: on a long-lived NATS a previous demo already opted out the first
+// records, and the ledger (rightly) does not push an opt-out it has
+// confirmed. With a fresh NATS this is the first seeded record, as in README.
+func untouched(ctx context.Context, l *ledger.Ledger, t string, recs []sandbox.Record) int {
+	for i, r := range recs {
+		if _, _, err := l.Get(ctx, ledger.Key(t, salesConnectID(r), r.ID)); errors.Is(err, ledger.ErrNotFound) {
+			return i
+		}
+	}
+	return 0
+}
+
+func salesConnectID(r sandbox.Record) string { return "sc-" + r.ID }
+
+func fieldOf(t string) string {
+	if t == tenants[0] {
+		return "sales opt-out field"
+	}
+	return "Email Opt Out"
+}
+
+// natsPub is a ready-to-paste publish of one opt-out in the event contract
+// (protojson). Its event id carries the demo's start time: JetStream drops a
+// Nats-Msg-Id it has seen within 10 minutes, and the ledger a replayed one.
+func natsPub(t string, r sandbox.Record, started time.Time, url string, embedded bool) string {
+	id := fmt.Sprintf("evt-%s-%s", t, started.Format("20060102T150405"))
+	type person struct {
+		SalesConnectID string `json:"salesConnectId"`
+		SalesforceID   string `json:"salesforceId"`
+		ObjectType     string `json:"objectType"`
+	}
+	// A struct, not protojson: protojson varies its spacing on purpose, and
+	// README shows this exact text.
+	ev := struct {
+		EventID    string `json:"eventId"`
+		TenantID   string `json:"tenantId"`
+		Person     person `json:"person"`
+		Action     string `json:"action"`
+		OccurredAt string `json:"occurredAt"`
+		Source     string `json:"source"`
+		Reason     string `json:"reason"`
+	}{id, t, person{salesConnectID(r), r.ID, map[string]string{"Contact": "CONTACT", "Lead": "LEAD"}[r.Type]},
+		"UNSUBSCRIBE", started.Format(time.RFC3339), "EMAIL_LINK", "clicked unsubscribe"}
+	b, _ := json.Marshal(ev) // strings only: cannot fail
+	server := ""
+	if embedded {
+		server = " -s " + url
+	}
+	return fmt.Sprintf("nats%s pub optout.v1.events.%s -H 'Content-Type:application/json' -H 'Nats-Msg-Id:%s' '%s'", server, t, id, b)
+}
+
+func personShow(t string, r sandbox.Record, url string, embedded bool) string {
+	server := ""
+	if embedded {
+		server = " --server " + url
+	}
+	return fmt.Sprintf("go run ./services/optoutctl%s person show %s %s", server, t, r.ID)
+}
+
+func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publisher.Publisher) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	m := s.Pusher.Service.Metrics
 	for {
 		select {
 		case <-ctx.Done():
-			fmt.Println("\nstopping")
+			fmt.Fprintln(stdout, "\nstopping: settling the batches in flight")
 			return
 		case <-tick.C:
 			p50, p99 := bench.Percentiles(m.Latencies())
-			fmt.Printf("published %6d  pushed %6d  parked %4d  dead-lettered %4d  salesforce calls %5d  latency p50 %-8s p99 %s\n",
+			fmt.Fprintf(stdout, "published %6d  pushed %6d  parked %4d  dead-lettered %4d  salesforce calls %5d  latency p50 %-8s p99 %s\n",
 				pub.Published.Load(), m.Pushed.Load(), m.Parked.Load(), m.DeadLettered.Load(), m.Calls.Load(),
 				p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 		}

@@ -13,8 +13,9 @@
 // Routes (Prefix "/admin"):
 //
 //	GET  /admin/                  the tenants
-//	GET  /admin/tenants/{tenant}  one tenant's settings page (?recheck=1 forces a fresh live check)
-//	POST /admin/tenants/{tenant}  save (303 to ?saved=1; 422 invalid; 409 changed meanwhile; 403 CSRF)
+//	GET  /admin/tenants/{tenant}          one tenant's settings page
+//	POST /admin/tenants/{tenant}          save (303 to ?saved=1; 422 invalid; 409 changed meanwhile; 403 CSRF)
+//	POST /admin/tenants/{tenant}/recheck  fresh live check (303 back to the page; 403 CSRF)
 //	GET  /admin/style.css
 //
 // Every request, reads included, needs credentials (AuthFromEnv): HTTP basic
@@ -90,6 +91,7 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET "+h.prefix+"/{$}", h.list)
 	mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}", h.show)
 	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}", h.save)
+	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/recheck", h.recheck)
 	mux.HandleFunc("GET "+h.prefix+"/style.css", serveCSS)
 	var out http.Handler = mux
 	out = http.NewCrossOriginProtection().Handler(out)
@@ -170,13 +172,52 @@ func (h *handler) show(w http.ResponseWriter, r *http.Request) {
 		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
 		return
 	}
-	p, err := h.page(r, t, r.URL.Query().Get("recheck") != "")
+	// A GET never forces a live check: a fresh check spends the org's API
+	// calls, and a GET can be triggered from any site (an <img> is enough).
+	p, err := h.page(r, t, false)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	p.Saved = r.URL.Query().Get("saved") == "1"
 	h.render(w, http.StatusOK, pages.tenant, p)
+}
+
+// recheck forces a fresh live check of the tenant's Salesforce setup. It is
+// a POST with the page's form token because each check costs the org a token
+// request and describe calls; the result lands in the check cache and the
+// redirect (303, so a reload does not post again) shows it.
+func (h *handler) recheck(w http.ResponseWriter, r *http.Request) {
+	t := r.PathValue("tenant")
+	if !event.ValidTenant(t) {
+		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+		return
+	}
+	if !h.formTokenValid(w, r, t) {
+		return
+	}
+	if _, err := h.page(r, t, true); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, h.prefix+"/tenants/"+t+"#prereq-h", http.StatusSeeOther)
+}
+
+// formTokenValid reads a posted form and checks its CSRF token; when either
+// fails it has answered the request.
+func (h *handler) formTokenValid(w http.ResponseWriter, r *http.Request, t string) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		h.message(w, http.StatusBadRequest, "Form not understood", "The form could not be read. Reload the page and try again.")
+		return false
+	}
+	sess := sessionOf(r.Context())
+	if !csrfValid(sess.creds.csrfKey, r.PostForm.Get("csrf"), sess.actor, t, time.Now()) {
+		h.message(w, http.StatusForbidden, "Form expired",
+			"The form has expired or did not come from this page. Reload the page and try again.")
+		return false
+	}
+	return true
 }
 
 // save stores the form. Invalid input re-renders the form with the
@@ -189,17 +230,10 @@ func (h *handler) save(w http.ResponseWriter, r *http.Request) {
 		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
-		h.message(w, http.StatusBadRequest, "Form not understood", "The form could not be read. Reload the page and save again.")
+	if !h.formTokenValid(w, r, t) {
 		return
 	}
 	sess := sessionOf(r.Context())
-	if !csrfValid(sess.creds.csrfKey, r.PostForm.Get("csrf"), sess.actor, t, time.Now()) {
-		h.message(w, http.StatusForbidden, "Form expired",
-			"The form has expired or did not come from this page. Reload the page and save again.")
-		return
-	}
 	f := formFrom(r.PostForm)
 	s, errs := f.settings(t)
 	if len(errs) > 0 {

@@ -292,8 +292,13 @@ func TestFailingPrerequisiteIsExplained(t *testing.T) {
 		t.Fatalf("working setup not shown as ready:\n%s", ok)
 	}
 	u.sb.Org("acme").SetCustomField(false, false)
-	// The check is cached; "Check again" forces a fresh one.
-	page := u.get("/admin/tenants/acme?recheck=1")
+	// The check is cached; "Check again" (a POST with the page's token)
+	// forces a fresh one and redirects back to the page.
+	code, hdr, body := u.do("POST", "/admin/tenants/acme/recheck", url.Values{"csrf": {formValues(t, ok).Get("csrf")}}, nil)
+	if code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/admin/tenants/acme") {
+		t.Fatalf("recheck: %d %q\n%s", code, hdr.Get("Location"), body)
+	}
+	page := u.get("/admin/tenants/acme")
 	for _, want := range []string{
 		"<strong>Not ready.</strong>",
 		"Salesforce is not ready for this tenant",
@@ -304,6 +309,41 @@ func TestFailingPrerequisiteIsExplained(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}
+	}
+}
+
+// TestRecheckNeedsAPostWithTheToken: a fresh check spends the org's API
+// calls, so neither a GET (which any site can trigger) nor a forged post
+// may force one.
+func TestRecheckNeedsAPostWithTheToken(t *testing.T) {
+	t.Parallel()
+	u := newUI(t)
+	first := u.get("/admin/tenants/acme")
+	// Every live check calls the org; nothing else on the page does.
+	orgCalls := func() int { return len(u.sb.Org("acme").Calls()) }
+	before := orgCalls()
+	if before == 0 {
+		t.Fatal("the first page view ran no live check")
+	}
+	u.get("/admin/tenants/acme?recheck=1")
+	if got := orgCalls(); got != before {
+		t.Fatalf("a GET with ?recheck=1 ran a live check (%d calls to the org, want %d)", got, before)
+	}
+	if code, _, _ := u.do("POST", "/admin/tenants/acme/recheck", url.Values{}, nil); code != http.StatusForbidden {
+		t.Fatalf("recheck without the token: %d, want 403", code)
+	}
+	if code, _, _ := u.do("POST", "/admin/tenants/acme/recheck", url.Values{"csrf": {formValues(t, first).Get("csrf")}},
+		func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }); code != http.StatusForbidden {
+		t.Fatalf("cross-site recheck: %d, want 403", code)
+	}
+	if got := orgCalls(); got != before {
+		t.Fatalf("a refused recheck ran a live check (%d calls to the org, want %d)", got, before)
+	}
+	if code, _, _ := u.do("POST", "/admin/tenants/acme/recheck", url.Values{"csrf": {formValues(t, first).Get("csrf")}}, nil); code != http.StatusSeeOther {
+		t.Fatalf("recheck with the token: %d, want 303", code)
+	}
+	if got := orgCalls(); got <= before {
+		t.Fatal("a recheck with the token ran no live check")
 	}
 }
 

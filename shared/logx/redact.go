@@ -1,11 +1,8 @@
 package logx
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"regexp"
-	"strings"
 )
 
 // Redacted is the mask written in place of a secret value.
@@ -53,15 +50,6 @@ func Redact(s string) string {
 	s = jwt.ReplaceAllString(s, Redacted)
 	s = email.ReplaceAllStringFunc(s, HashEmail)
 	return s
-}
-
-// HashEmail returns a stable pseudonymous identifier for an email address,
-// "email:" followed by the first 12 hex digits of sha256 of the trimmed,
-// lower-cased address. Redact produces the same token, so a log line and a
-// span about the same person can be correlated without the address itself.
-func HashEmail(addr string) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(addr))))
-	return "email:" + hex.EncodeToString(sum[:])[:12]
 }
 
 // redactWriter applies Redact to every complete log line. zerolog emits one

@@ -66,7 +66,12 @@ func Connect(cfg ConnConfig, log zerolog.Logger) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.Timeout(orDefault(cfg.ConnTimeout, 5*time.Second)),
 		nats.CustomReconnectDelay(reconnectDelay),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// Our own Close at shutdown also lands here, without an error:
+			// that is no outage, and a warning would hide real ones.
+			if err == nil && nc.IsClosed() {
+				return
+			}
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -29,8 +29,10 @@ type Service interface {
 func Main[C any](name, version string, load func(*config.Loader) C, start func(context.Context, C, zerolog.Logger) (Service, error)) {
 	l := config.FromEnv()
 	cfg := load(l)
+	hashKey := logx.EmailHashKeyFromEnv(l)
 	l.Exit(os.Stderr)
 	log := logx.New(name, os.Stderr).With().Str("version", version).Logger()
+	ConfigureEmailHash(hashKey, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -51,4 +53,17 @@ func Main[C any](name, version string, load func(*config.Loader) C, start func(c
 		log.Error().Err(err).Msg(name + " failed")
 		os.Exit(1)
 	}
+}
+
+// ConfigureEmailHash installs the per-install email-hash key. Without one
+// the service still starts, on a random key of its own, and says so: pushing
+// opt-outs is a legal duty that must not stop over a log setting, and
+// unlinkable hashes leak nothing; they only stop a person's hashes from
+// matching across replicas and restarts (logs and the ledger's emailHash).
+func ConfigureEmailHash(key []byte, log zerolog.Logger) {
+	if key == nil {
+		log.Warn().Msg("no " + logx.EnvEmailHashKeyFile + " or " + logx.EnvEmailHashKey + ": email hashes use a random key of this process and match nothing from other replicas or restarts")
+		return
+	}
+	logx.SetEmailHashKey(key)
 }

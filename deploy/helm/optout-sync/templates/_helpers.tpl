@@ -392,3 +392,38 @@ securityContext:
 securityContext:
   {{- toYaml .Values.containerSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/*
+The email-hash key (emailHash.existingSecret): the same Secret in every
+component, so the pusher and the reconciler hash a person alike.
+*/}}
+{{- define "optout-sync.emailHashEnv" -}}
+{{- with .Values.emailHash }}
+{{- if and .existingSecret .key }}
+- name: OPTOUT_EMAIL_HASH_KEY_FILE
+  value: /etc/optout/email-hash/key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "optout-sync.emailHashVolumes" -}}
+{{- with .Values.emailHash }}
+{{- if and .existingSecret .key }}
+- name: email-hash
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key }}
+        path: key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "optout-sync.emailHashVolumeMounts" -}}
+{{- if and .Values.emailHash.existingSecret .Values.emailHash.key }}
+- name: email-hash
+  mountPath: /etc/optout/email-hash
+  readOnly: true
+{{- end }}
+{{- end }}

@@ -304,6 +304,14 @@ func Wrote(e Entry, w Write, field string) (Entry, bool) {
 		e.settle(field, fmt.Sprintf("Salesforce confirmed %s=%t", w.Field, w.Value))
 		return e, true
 	}
+	if w.OK && e.Field == w.Field && e.Confirmed != nil && *e.Confirmed == w.Value {
+		// A stale write (another replica's, from an older revision) of the
+		// value already confirmed leaves Salesforce holding it. Forgetting
+		// the confirmation would cost a needless rewrite after a set, and
+		// after a clear would re-settle the person as "not set by
+		// optout-sync, left as it is" although our clear landed.
+		return e, false
+	}
 	if e.Field != w.Field {
 		e.Field, e.SetByUs = w.Field, false
 	}

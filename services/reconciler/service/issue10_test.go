@@ -1,0 +1,285 @@
+package service_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/reconciler/engine"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/lock/locktest"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/tenant"
+)
+
+// publishEvent sends a real event on the tenant's events subject, as an
+// upstream publisher would.
+func (h *harness) publishEvent(tn, id, sc, sfID string, action optoutv1.Action, at time.Time) {
+	h.t.Helper()
+	ev := &optoutv1.OptOutEvent{
+		EventId: id, TenantId: tn,
+		Person:     &optoutv1.Person{SalesConnectId: sc, SalesforceId: sfID, ObjectType: optoutv1.ObjectType_CONTACT},
+		Action:     action,
+		OccurredAt: timestamppb.New(at),
+		Source:     optoutv1.Source_EMAIL_LINK,
+	}
+	if _, err := (natsx.Publisher{JS: h.prov.JS, Topology: h.topo}).PublishEvent(h.ctx, ev, false); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// waitingOptOuts seeds n Contacts not opted out in Salesforce and publishes
+// an opt-out for each while nothing consumes the events stream (no pusher,
+// no tenant consumer yet). It returns the Salesforce ids by Sales Connect id
+// and the storage time of the first event.
+func (h *harness) waitingOptOuts(tn string, n int) (map[string]string, time.Time) {
+	h.t.Helper()
+	ids := map[string]string{}
+	at := time.Now().Add(-time.Minute)
+	for i := range n {
+		sc := fmt.Sprintf("sc-%03d", i)
+		ids[sc] = h.org(tn).Put(sandbox.Record{Type: "Contact", Email: sc + "@example.com", SystemModstamp: at.Add(-time.Hour)}).ID
+		h.publishEvent(tn, "evt-"+sc, sc, ids[sc], optoutv1.Action_UNSUBSCRIBE, at)
+	}
+	st, err := h.prov.JS.Stream(h.ctx, h.topo.EventsStream())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	first, err := st.GetMsg(h.ctx, 1, jetstream.WithGetMsgSubject(h.topo.EventsSubject(tn)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ids, first.Time
+}
+
+// The nightly run with the pusher stopped: the opt-outs published meanwhile
+// are folded into the ledger and reach Salesforce, or the run says
+// incomplete (how many wait, since when), never a silent succeeded.
+func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
+	t.Parallel()
+	const n = 100
+
+	t.Run("folded and written", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, "acme")
+		h.setSettings("acme", nil)
+		ids, _ := h.waitingOptOuts("acme", n)
+		a := h.replica(replicaOpts{name: "replica-a"})
+
+		rep := h.runNow(a, "acme", false)
+		if rep.Status != runs.StatusSucceeded || rep.Writes.EventsFolded != n || rep.Writes.EventsWaiting != 0 {
+			t.Fatalf("report %s (%s), writes %+v; want succeeded with %d events folded", rep.Status, rep.Reason, rep.Writes, n)
+		}
+		if rep.Writes.SalesforceWritten != n {
+			t.Errorf("%d records written to Salesforce; want %d", rep.Writes.SalesforceWritten, n)
+		}
+		for sc, id := range ids {
+			r, ok := h.org("acme").Get(id)
+			if !ok || !r.HasOptedOutOfEmail {
+				t.Errorf("Salesforce %s (%s): HasOptedOutOfEmail=%v; want true", sc, id, r.HasOptedOutOfEmail)
+			}
+			e, _ := h.entry(ledger.Key("acme", sc, ""))
+			if !e.OptedOut || e.State != ledger.StateSynced || e.Confirmed == nil || !*e.Confirmed || e.SalesforceID != id {
+				t.Errorf("ledger %s: optedOut=%v state=%s confirmed=%v sf=%s; want an opted-out SYNCED entry",
+					sc, e.OptedOut, e.State, e.Confirmed, e.SalesforceID)
+			}
+		}
+	})
+
+	t.Run("dry run only counts them", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, "acme")
+		h.setSettings("acme", nil)
+		ids, oldest := h.waitingOptOuts("acme", n)
+		a := h.replica(replicaOpts{name: "replica-a"})
+
+		rep := h.runNow(a, "acme", true)
+		wantSince := oldest.UTC().Format(time.RFC3339)
+		if rep.Status != runs.StatusIncomplete || rep.Writes.EventsWaiting != n || rep.Writes.EventsFolded != 0 {
+			t.Fatalf("report %s (%s), writes %+v; want incomplete with %d events waiting", rep.Status, rep.Reason, rep.Writes, n)
+		}
+		if !strings.Contains(rep.Reason, strconv.Itoa(n)+" ") || !strings.Contains(rep.Reason, wantSince) {
+			t.Errorf("reason %q; want it to name %d waiting events and the oldest's time %s", rep.Reason, n, wantSince)
+		}
+		if got := h.ledgerRevisions("acme"); len(got) != 0 {
+			t.Errorf("a dry run folded %d ledger entries", len(got))
+		}
+		if w := h.sfWrites("acme", ""); w != 0 {
+			t.Errorf("a dry run made %d Salesforce writes", w)
+		}
+		for _, id := range ids {
+			if r, _ := h.org("acme").Get(id); r.HasOptedOutOfEmail {
+				t.Fatalf("a dry run changed %s", id)
+			}
+		}
+		// The events are still there: the next real run folds them all.
+		if rep := h.runNow(a, "acme", false); rep.Status != runs.StatusSucceeded || rep.Writes.EventsFolded != n {
+			t.Fatalf("the real run after the dry run: %s (%s), writes %+v", rep.Status, rep.Reason, rep.Writes)
+		}
+	})
+
+	t.Run("events a pusher holds unacked", func(t *testing.T) {
+		t.Parallel()
+		const held = 10
+		h := newHarness(t, "acme")
+		h.setSettings("acme", nil)
+		_, oldest := h.waitingOptOuts("acme", n)
+		// A pusher fetched the first events and hangs before acking them:
+		// the run cannot fold them (they are not redelivered within AckWait).
+		cons, err := natsx.EnsureTenantConsumer(h.ctx, h.prov.JS, h.topo, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.Fetch(held, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for range batch.Messages() {
+			got++
+		}
+		if got != held {
+			t.Fatalf("the stand-in pusher fetched %d events; want %d", got, held)
+		}
+		a := h.replica(replicaOpts{name: "replica-a"})
+
+		rep := h.runNow(a, "acme", false)
+		if rep.Status != runs.StatusIncomplete || rep.Writes.EventsFolded != n-held || rep.Writes.EventsWaiting != held {
+			t.Fatalf("report %s (%s), writes %+v; want incomplete, %d folded, %d waiting", rep.Status, rep.Reason, rep.Writes, n-held, held)
+		}
+		if !strings.Contains(rep.Reason, strconv.Itoa(held)+" ") || !strings.Contains(rep.Reason, oldest.UTC().Format(time.RFC3339)) {
+			t.Errorf("reason %q; want it to name %d waiting events since %s", rep.Reason, held, oldest.UTC().Format(time.RFC3339))
+		}
+		if rep.Writes.SalesforceWritten != n-held {
+			t.Errorf("%d records written; want the %d folded", rep.Writes.SalesforceWritten, n-held)
+		}
+	})
+}
+
+// A holder paused past its lease (by an engine hook, its lease renewals
+// frozen) while another replica takes the tenant and finishes the run writes
+// nothing after it resumes: no Salesforce call, no ledger change, no applied
+// event; and a resubscribe made after its diff stands.
+func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		point string
+		// resubscribe is made while A is paused, for the person whose
+		// write A holds; it returns that person.
+		resubscribe func(h *harness, s *scenario) string
+	}{
+		// A holds the Salesforce write of sconly; sconly resubscribes in
+		// Sales Connect (a real event, folded by B's run).
+		{"before-sf-batch", func(h *harness, s *scenario) string {
+			h.publishEvent(s.tenant, "evt-sconly-resub", "sc-sconly", s.ids["sconly"], optoutv1.Action_RESUBSCRIBE, time.Now().Add(-time.Second))
+			return "sconly"
+		}},
+		// A holds the applied event (then the ledger write) of sfonly, opted
+		// out in Salesforce only; a Salesforce user clears the field.
+		{"before-applied", sfResubscribe},
+		{"before-ledger-write", sfResubscribe},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "acme")
+			s := h.seed("acme", true, tenant.PolicyOptOutWins) // the sales field: a resubscribe clears the wish
+			pause := newPauseHook()
+			rdbA := locktest.Client(t)
+			rdbA.AddHook(pause)
+			stop := newStopAt(tc.point, 1)
+			// One ledger worker, so nothing of A moves while it is paused.
+			one := func(c *engine.Config) { c.LedgerWorkers = 1 }
+			a := h.replica(replicaOpts{name: "replica-a", ttl: time.Second, renew: 100 * time.Millisecond, rdb: rdbA, hooks: stop.hooks(), cfg: one})
+			b := h.replica(replicaOpts{name: "replica-b"})
+			t.Cleanup(func() { stop.let(); pause.resume() })
+
+			started := a.Trigger(h.ctx, "acme", runs.ControlRequest{By: "test"}, noSpan)
+			if !started.Accepted {
+				t.Fatalf("replica-a refused: %+v", started)
+			}
+			<-stop.reached
+			cp, err := h.store.Active(h.ctx, "acme")
+			if err != nil || !cp.DiffComplete || cp.Report.Holder != "replica-a" {
+				t.Fatalf("progress %+v, %v", cp, err)
+			}
+			fenceA := cp.Report.Fence
+			pause.paused.Store(true) // A's watchdog freezes: A never learns it lost the lease
+
+			who := tc.resubscribe(h, s)
+			rep := takeOver(h, b, "acme", started.RunID)
+			if rep.Status != runs.StatusSucceeded || rep.Holder != "replica-b" || rep.Fence <= fenceA {
+				t.Fatalf("replica-b's report: %s (%s), holder %s, fence %d (A had %d)", rep.Status, rep.Reason, rep.Holder, rep.Fence, fenceA)
+			}
+			// What stands before A resumes.
+			revs := h.ledgerRevisions("acme")
+			entriesA := h.fencedEntries("acme", fenceA)
+			appliedA := appliedWithFence(h, fenceA)
+
+			resumedAt := time.Now()
+			stop.let()
+			if stillBelieved := <-stop.interrupted; !stillBelieved {
+				t.Fatal("the paused holder knew it lost the lease; the test meant the commit checks to stop it")
+			}
+			pause.resume()
+			a.Wait()
+
+			for _, c := range h.org("acme").Calls() {
+				if c.Route == sandbox.RouteCollectionsUpdate && c.Client == "replica-a" && !c.At.Before(resumedAt) {
+					t.Errorf("replica-a wrote %d records to Salesforce after it resumed (%s)", c.Records, c.At)
+				}
+			}
+			for key, rev := range h.ledgerRevisions("acme") {
+				if revs[key] != rev {
+					_, fence := h.entry(key)
+					t.Errorf("ledger %s changed after replica-a resumed (revision %d → %d, fence %d; A's %d)", key, revs[key], rev, fence, fenceA)
+				}
+			}
+			if n := h.fencedEntries("acme", fenceA); n > entriesA {
+				t.Errorf("%d more ledger entries carry replica-a's fence after it resumed", n-entriesA)
+			}
+			if n := appliedWithFence(h, fenceA); n != appliedA {
+				t.Errorf("replica-a published %d applied events after it resumed", n-appliedA)
+			}
+
+			// The resubscribe stands on both sides.
+			if s.sfValue(who) {
+				t.Errorf("Salesforce %s: %s is true; the resubscribe was reverted", who, s.field)
+			}
+			if e, _ := h.entry(s.keys[who]); e.OptedOut {
+				t.Errorf("ledger %s: opted out again (decided by %s); the resubscribe was reverted", who, e.DecidedBy)
+			}
+			if final := h.report("acme", started.RunID); final.Holder != "replica-b" || final.Status != runs.StatusSucceeded {
+				t.Errorf("the old holder overwrote the report: %s by %s", final.Status, final.Holder)
+			}
+		})
+	}
+}
+
+// sfResubscribe: a Salesforce user clears the sales field of sfonly.
+func sfResubscribe(h *harness, s *scenario) string {
+	h.t.Helper()
+	if err := h.org(s.tenant).Edit(s.ids["sfonly"], func(r *sandbox.Record) { r.CustomOptOut = false }); err != nil {
+		h.t.Fatal(err)
+	}
+	return "sfonly"
+}
+
+// appliedWithFence counts the tenant's applied events published under fence.
+func appliedWithFence(h *harness, fence uint64) int {
+	_, hdrs := h.appliedEvents("acme")
+	n := 0
+	for _, hd := range hdrs {
+		if hd.Get(engine.HeaderFence) == strconv.FormatUint(fence, 10) && hd.Get(engine.HeaderRun) != "" {
+			n++
+		}
+	}
+	return n
+}

@@ -312,11 +312,33 @@ func Wrote(e Entry, w Write, field string) (Entry, bool) {
 		// optout-sync, left as it is" although our clear landed.
 		return e, false
 	}
+	if e.Field == w.Field && e.Confirmed == nil && (e.SetByUs || !w.Value) {
+		// Already unknown and already marked as possibly ours: recording it
+		// again would be an audit record of no change.
+		return e, false
+	}
 	if e.Field != w.Field {
 		e.Field, e.SetByUs = w.Field, false
 	}
 	e.Confirmed, e.ConfirmedAt = nil, time.Time{}
 	e.SetByUs = e.SetByUs || w.Value
+	e.settle(field, "")
+	return e, true
+}
+
+// Attempting records, before the push writes value to field, that our
+// push may set it: a replica that dies after its write reached Salesforce
+// and before it reported back must not leave a true that the next reader
+// takes for someone else's (which a resubscribe would then never clear).
+// Only a true needs it; it changes nothing already marked.
+func Attempting(e Entry, salesforceID, f string, value bool, field string) (Entry, bool) {
+	if e.SalesforceID != salesforceID || !value || (e.Field == f && e.SetByUs) {
+		return e, false
+	}
+	if e.Field != f {
+		e.Field, e.Confirmed, e.ConfirmedAt = f, nil, time.Time{}
+	}
+	e.SetByUs = true
 	e.settle(field, "")
 	return e, true
 }

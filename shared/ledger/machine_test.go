@@ -340,6 +340,43 @@ func TestWrote(t *testing.T) {
 			})
 			return e, false
 		}, want: want{}},
+		{name: "a stale write already recorded as unknown and ours is no change", run: func(f string) (ledger.Entry, bool) {
+			// Two replicas' stale reports of one value: the second would
+			// be an audit record of nothing.
+			e := wrote(optedOut(f), f, true, false, true)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) {
+				return ledger.Wrote(e, ledger.Write{SalesforceID: sfC, Field: f, Value: true, Current: false, OK: true}, f)
+			})
+			return e, false
+		}, want: want{state: ledger.StatePending, target: tg(true, true), confirmed: "nil", setByUs: yes()}},
+	})
+}
+
+func TestAttempting(t *testing.T) {
+	t.Parallel()
+	runRows(t, []row{
+		{name: "a write of true about to be made is marked ours", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			return ledger.Attempting(optedOut(f), sfC, f, true, f)
+		}, want: want{changed: yes(), state: ledger.StatePending, target: tg(true, true), confirmed: "nil", setByUs: yes()}},
+		{name: "the writer died: a resubscribe still clears the true it may have left", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := ledger.Attempting(optedOut(f), sfC, f, true, f)
+			// The next replica reads the true the dead one wrote.
+			e, _ = ledger.Observed(e, sfC, f, true, at(30), f)
+			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), state: ledger.StatePending, optedOut: no(), target: tg(false, true), confirmed: "true", setByUs: yes()}},
+		{name: "without the mark, a true found is someone else's and stays", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := ledger.Observed(optedOut(f), sfC, f, true, at(30), f)
+			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), state: ledger.StateSynced, optedOut: no(), target: tg(false, false), confirmed: "true", setByUs: no()}},
+		{name: "already marked, a false, or another record: no change", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := ledger.Attempting(optedOut(f), sfC, f, true, f)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC, f, true, f) })
+			unchanged(t, optedOut(f), func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC, f, false, f) })
+			unchanged(t, optedOut(f), func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC2, f, true, f) })
+			return e, false
+		}, want: want{setByUs: yes()}},
 	})
 }
 

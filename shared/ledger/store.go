@@ -362,6 +362,23 @@ func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, sales
 	return e, err
 }
 
+// Attempting records, at readRev, that the push is about to write value
+// to f (see machine.go Attempting). It returns the revision to confirm the
+// write against; ok is false when the entry moved since readRev (the
+// person is left for the next round, unwritten).
+func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, salesforceID, f string, value bool, field string) (rev uint64, ok bool, err error) {
+	moved := false
+	_, _, rev, _, err = l.change(ctx, key, field, nil, func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
+		if !exists || rev != readRev {
+			moved = true
+			return cur, false, nil
+		}
+		next, changed := Attempting(cur, salesforceID, f, value, field)
+		return next, changed, nil
+	})
+	return rev, err == nil && !moved, err
+}
+
 // Failed records a failed write.
 func (l *Ledger) Failed(ctx context.Context, key string, f Failure, field string) (Entry, FailOutcome, error) {
 	var out FailOutcome

@@ -243,7 +243,8 @@ const ledgerConcurrency = 32
 
 // skipSetElsewhere reads the sales field of the records about to be opted
 // out and records those already true as someone else's: a later resubscribe
-// must not clear a mark we did not make. One read per type and batch.
+// must not clear a mark we did not make. The others are marked as about to
+// be set by us before the write. One read per type and batch.
 func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person) []*person {
 	byType := map[string][]*person{}
 	var rest []*person
@@ -274,6 +275,19 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 				r.q.Add(p.key) // looked at again: settled, or moved meanwhile
 				return
 			}
+			// Before the write, the entry says our push may set the field,
+			// so a true left by a replica that dies mid-call is still ours.
+			rev, ok, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, p.entry.SalesforceID, field, true, field)
+			if err != nil {
+				r.log.Warn().Err(err).Msg("recording a write about to be made failed; the person is pushed again")
+				r.q.AddAfter(p.key, r.svc.backoff(1))
+				return
+			}
+			if !ok {
+				r.q.Add(p.key) // moved meanwhile: the next round reads it anew
+				return
+			}
+			p.rev = rev
 			mu.Lock()
 			rest = append(rest, p)
 			mu.Unlock()

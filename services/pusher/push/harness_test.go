@@ -80,9 +80,12 @@ func fastConfig() push.Config {
 	return c
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWithin(t, 90*time.Second) }
+
+// newStackWithin is newStack for a test that may run longer than 90 s.
+func newStackWithin(t *testing.T, within time.Duration) *stack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	t.Cleanup(cancel)
 	nc := natstest.Connect(t)
 	topo := natstest.Topology(t, nc)
@@ -117,11 +120,18 @@ func (s *stack) start(cfg push.Config) (stop func()) {
 
 func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
 	s.t.Helper()
+	return s.startIn(s.ctx, cfg, clients)
+}
+
+// startIn runs a replica until parent ends (a replica killed mid-work when
+// the test cancels parent) or stop is called.
+func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Clients) (stop func()) {
+	s.t.Helper()
 	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(parent)
 	svc := &push.Service{
 		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: clients,
 		Health: tenant.HealthStore{KV: s.prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),

@@ -70,7 +70,16 @@ func TestBurstIsMicroBatched(t *testing.T) {
 		ids[i] = s.seed("acme", []string{"Contact", "Lead"}[i%2])
 		s.publish("acme", "sc-"+ids[i], sfID(ids[i]))
 	}
-	s.start(fastConfig()) // everything is waiting: batches fill up
+	// Everything waits in the ledger (the tenant is held without
+	// credentials) before the first write, and a batch lingers long enough
+	// to fill up: how many calls it takes does not depend on how fast this
+	// machine ingests.
+	restore := s.dropCreds("acme")
+	cfg := fastConfig()
+	cfg.Linger = time.Second
+	s.start(cfg)
+	s.eventually("all 450 folded into the ledger", 20*time.Second, func() bool { return s.drained("acme") })
+	restore()
 	s.eventually("all 450 opted out", 20*time.Second, func() bool {
 		for _, id := range ids {
 			if !s.optedOut("acme", id, std) {

@@ -59,6 +59,12 @@ func (in *Ingester) now() time.Time {
 // its effect (ledger entry, or DLQ copy) is durable, otherwise nak'd with
 // delay and the error returned.
 func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg) (Result, error) {
+	return in.handle(ctx, tenant, msg, func() error { return msg.Ack() })
+}
+
+// handle is Handle with the ack to use: Drain confirms its acks, so what it
+// then reports as still waiting never counts an event it folded itself.
+func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg, ack func() error) (Result, error) {
 	md, mdErr := msg.Metadata()
 	// The canonical subject: a namespace prefixes the stored one.
 	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
@@ -78,7 +84,7 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 			_ = msg.NakWithDelay(time.Second)
 			return Result{}, werr
 		}
-		_ = msg.Ack()
+		_ = ack()
 		return Result{Rejected: err}, nil
 	}
 	input := Input(ev, msg.Headers(), trace.SpanContextFromContext(ctx), ctx)
@@ -91,7 +97,7 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 		_ = msg.NakWithDelay(time.Second)
 		return Result{}, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
 	}
-	if err := msg.Ack(); err != nil {
+	if err := ack(); err != nil {
 		// The effect is durable; a lost ack is an idempotent redelivery.
 		return Result{Key: res.Key, Entry: res.Entry, Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil
 	}
@@ -166,7 +172,7 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
 		}
 		for msg := range batch.Messages() {
-			res, err := in.Handle(ctx, tenant, msg)
+			res, err := in.handle(ctx, tenant, msg, func() error { return msg.DoubleAck(ctx) })
 			if err != nil {
 				return n, Waiting{}, err
 			}

@@ -88,21 +88,27 @@ func (p modelPerson) want() bool {
 // modelReport counts what the comparison found; every count but the sizes
 // must be zero.
 type modelReport struct {
-	Persons, Events, Published, Duplicates, Replays int
-	Lost                                            int // the model wants the opt-out, Salesforce lacks it
-	Reverted                                        int // the ledger's wish is not the newest wish (an older event won)
-	IgnoredResub                                    int // the sales field is true where the newest wish is a resubscribe
-	OtherField                                      int // a field the tenant did not choose was written
-	Unsettled                                       int // the ledger does not say synced on the model's value
-	UnfoldedEvents                                  int // an event id missing from the person's entry
-	DoubleEffects                                   int // an event applied twice, an audit record twice or missing, a person split
-	CollectionCalls                                 int
-	Faulted                                         int // calls answered by an injected fault
-	KilledAfterCalls                                int
-	Elapsed                                         time.Duration
-	examples                                        []string
-	seed                                            uint64
-	collectionRecords                               int
+	Persons    int
+	Events     int
+	Published  int
+	Duplicates int
+	Replays    int
+
+	Lost           int // the model wants the opt-out, Salesforce lacks it
+	Reverted       int // the ledger's wish is not the newest wish (an older event won)
+	IgnoredResub   int // the sales field is true where the newest wish is a resubscribe
+	OtherField     int // a field the tenant did not choose was written
+	Unsettled      int // the ledger does not say synced on the model's value
+	UnfoldedEvents int // an event id missing from the person's entry
+	DoubleEffects  int // an event applied twice, an audit record twice or missing, a person split
+
+	CollectionCalls   int
+	collectionRecords int
+	Faulted           int // calls answered by an injected fault
+	KilledAfterCalls  int
+	Elapsed           time.Duration
+	examples          []string
+	seed              uint64
 }
 
 func (r *modelReport) fail(kind *int, format string, args ...any) {

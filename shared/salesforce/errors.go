@@ -33,6 +33,13 @@ const (
 	PermanentTenant
 )
 
+// HoldsTenant reports whether the failure is the tenant's as a whole (its
+// credentials, setup or allowance): its writes wait until that is fixed,
+// and a call that ended so is no success for the tenant's health.
+func (c Class) HoldsTenant() bool {
+	return c == Auth || c == Quota || c == PermanentTenant
+}
+
 func (c Class) String() string {
 	switch c {
 	case ClassNone:

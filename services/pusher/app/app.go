@@ -51,6 +51,7 @@ func Load(l *config.Loader) Config {
 		BreakerCooldown:   l.Duration("OPTOUT_BREAKER_COOLDOWN", d.BreakerCooldown, time.Millisecond, time.Hour, "first pause of an open breaker (doubles)"),
 		QuotaPause:        l.Duration("OPTOUT_QUOTA_PAUSE", d.QuotaPause, time.Millisecond, 24*time.Hour, "wait before probing a tenant whose API allowance is spent"),
 		HealthRecheck:     l.Duration("OPTOUT_HEALTH_RECHECK", d.HealthRecheck, time.Millisecond, 24*time.Hour, "how often an unhealthy tenant's setup is rechecked"),
+		UnhealthyReminder: l.Duration("OPTOUT_UNHEALTHY_REMINDER", d.UnhealthyReminder, time.Second, 24*time.Hour, "how often a tenant that stays out of sync is logged again"),
 		DiscoveryInterval: l.Duration("OPTOUT_DISCOVERY_INTERVAL", d.DiscoveryInterval, 10*time.Millisecond, time.Hour, "how often new tenants are looked for"),
 		TenantConcurrency: l.Int("OPTOUT_TENANT_CONCURRENCY", d.TenantConcurrency, 1, 64, "one tenant's Salesforce calls in flight per replica"),
 		SweepInterval:     l.Duration("OPTOUT_SWEEP_INTERVAL", d.SweepInterval, 10*time.Millisecond, time.Hour, "how often the ledger's dirty set is swept into the push queues"),

@@ -3,7 +3,6 @@ package push
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -151,7 +150,8 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		return
 	}
 	var mu sync.Mutex
-	transient := false
+	var transient error // the first record's transient failure: the breaker's reason
+	held := false       // a record failed for the tenant as a whole: not a success
 	each(people, func(i int, p *person) {
 		res := results[i]
 		switch {
@@ -164,16 +164,19 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 			if res.Err == nil {
 				cause = errors.New("salesforce reported failure without an error")
 			}
-			if r.failed(ctx, p, field, cause) {
-				mu.Lock()
-				transient = true
-				mu.Unlock()
+			isTransient := r.failed(ctx, p, field, cause)
+			mu.Lock()
+			if isTransient && transient == nil {
+				transient = cause
 			}
+			held = held || salesforce.ClassOf(cause).HoldsTenant()
+			mu.Unlock()
 		}
 	})
-	if transient {
-		r.callFailed(fmt.Sprint(err))
-	} else {
+	switch {
+	case transient != nil:
+		r.callFailed(transient.Error())
+	case !held:
 		r.callSucceeded()
 	}
 }

@@ -2,7 +2,9 @@ package push_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,6 +41,36 @@ type stack struct {
 	metrics  *push.Metrics
 	env      *envMap
 	seq      atomic.Int64
+	logs     logSink // every replica's warnings and errors
+}
+
+// logSink keeps the JSON log lines replicas write.
+type logSink struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	var m map[string]any
+	if json.Unmarshal(p, &m) == nil {
+		l.mu.Lock()
+		l.lines = append(l.lines, m)
+		l.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+// count is how many lines have message msg and the tenant field t.
+func (l *logSink) count(msg, t string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.lines {
+		if m["message"] == msg && m["tenant"] == t {
+			n++
+		}
+	}
+	return n
 }
 
 // envMap is the credentials environment, changeable while the pusher runs.
@@ -134,7 +166,7 @@ func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Cl
 	ctx, cancel := context.WithCancel(parent)
 	svc := &push.Service{
 		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: clients,
-		Health: tenant.HealthStore{KV: s.prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
+		Health: tenant.HealthStore{KV: s.prov.Health}, Log: zerolog.New(io.MultiWriter(zerolog.NewTestWriter(s.t), &s.logs)).Level(zerolog.WarnLevel),
 		Metrics: s.metrics,
 	}
 	done := make(chan struct{})

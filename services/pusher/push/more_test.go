@@ -2,6 +2,8 @@ package push_test
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -92,6 +94,65 @@ func TestRejectedCredentialsWaitUntilFixed(t *testing.T) {
 		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "globex")
 		return err == nil && h.Mode == tenant.ModeHealthy
 	})
+}
+
+// A rejected secret keeps the tenant unhealthy: its health is decided by a
+// real Salesforce call (token and describe), so it never reads healthy
+// while nothing can be written; the change is logged once, then a
+// reminder at most every UnhealthyReminder.
+func TestRejectedCredentialsDoNotFlap(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.env.set("SF_GLOBEX_CLIENT_SECRET", "wrong")
+	watch, err := s.prov.Health.Watch(s.ctx, "globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watch.Stop() }()
+	cfg := fastConfig()
+	cfg.HealthRecheck = 50 * time.Millisecond
+	cfg.UnhealthyReminder = 300 * time.Millisecond
+	start := time.Now()
+	s.start(cfg)
+	c := s.seed("globex", "Contact")
+	s.publish("globex", "sc-c", sfID(c))
+
+	var modes []tenant.Mode
+	var rechecks int
+	for rechecks < 40 { // 40 health records: about 2 s of rechecks
+		select {
+		case kve := <-watch.Updates():
+			if kve == nil {
+				continue // the end of the current values
+			}
+			var h tenant.Health
+			if err := json.Unmarshal(kve.Value(), &h); err != nil {
+				t.Fatal(err)
+			}
+			if len(modes) == 0 || modes[len(modes)-1] != h.Mode {
+				modes = append(modes, h.Mode)
+			}
+			rechecks++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no health record for 10 s; modes so far %v", modes)
+		}
+	}
+	elapsed := time.Since(start)
+	if !slices.Equal(modes, []tenant.Mode{tenant.ModeUnhealthy}) {
+		t.Fatalf("globex went through %v with a rejected secret; want unhealthy only", modes)
+	}
+	if s.optedOut("globex", c, std) {
+		t.Fatal("written with a rejected secret")
+	}
+	if n := s.logs.count("tenant sync state changed", "globex"); n != 1 {
+		t.Errorf("state change logged %d times; want once", n)
+	}
+	reminders := s.logs.count("tenant still not syncing", "globex")
+	if most := int(elapsed/cfg.UnhealthyReminder) + 1; reminders < 1 || reminders > most {
+		t.Errorf("%d reminders in %s; want between 1 and %d (one every %s at most)", reminders, elapsed, most, cfg.UnhealthyReminder)
+	}
+	s.env.set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
+	s.eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
 }
 
 func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {

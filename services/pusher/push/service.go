@@ -48,6 +48,9 @@ type Config struct {
 	QuotaPause time.Duration
 	// HealthRecheck is how often an unhealthy tenant's setup is rechecked.
 	HealthRecheck time.Duration
+	// UnhealthyReminder is how often a tenant that stays out of sync is
+	// logged again (its changes are logged as they happen).
+	UnhealthyReminder time.Duration
 	// DiscoveryInterval is how often the events stream is scanned for
 	// tenants that have no runner yet.
 	DiscoveryInterval time.Duration
@@ -73,6 +76,7 @@ func DefaultConfig() Config {
 		BreakerCooldown:   5 * time.Second,
 		QuotaPause:        5 * time.Minute,
 		HealthRecheck:     time.Minute,
+		UnhealthyReminder: 10 * time.Minute,
 		DiscoveryInterval: 2 * time.Second,
 		TenantConcurrency: 2,
 		SweepInterval:     10 * time.Second,
@@ -174,6 +178,7 @@ type breaker struct {
 	mu       sync.Mutex
 	failures int
 	health   tenant.Health
+	logged   time.Time // when the tenant's state was last logged
 }
 
 // runner ingests and pushes one tenant.
@@ -308,14 +313,24 @@ func (r *runner) setMode(mode tenant.Mode, reason string, hold time.Duration) {
 		r.br.failures = 0
 	}
 	r.br.health = h
+	// A state is logged when it changes; while a tenant stays out of sync
+	// a reminder is logged at most every UnhealthyReminder (its reason may
+	// change with every failing call: that is for the health record, not
+	// the log).
+	changed := prev.Mode != mode
+	remind := !changed && mode != tenant.ModeHealthy && now.Sub(r.br.logged) >= r.svc.Cfg.UnhealthyReminder
+	if changed || remind {
+		r.br.logged = now
+	}
 	r.br.mu.Unlock()
 
-	if prev.Mode != mode || prev.Reason != reason {
-		ev := r.log.Info()
-		if mode != tenant.ModeHealthy {
-			ev = r.log.Warn()
-		}
-		ev.Str("mode", string(mode)).Str("reason", reason).Time("until", h.Until).Msg("tenant sync state changed")
+	switch {
+	case changed && mode == tenant.ModeHealthy:
+		r.log.Info().Str("mode", string(mode)).Msg("tenant sync state changed")
+	case changed:
+		r.log.Warn().Str("mode", string(mode)).Str("reason", reason).Time("until", h.Until).Msg("tenant sync state changed")
+	case remind:
+		r.log.Warn().Str("mode", string(mode)).Str("reason", reason).Time("since", h.Since).Msg("tenant still not syncing")
 	}
 	r.svc.Metrics.tenantMode(r.tenant, mode)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

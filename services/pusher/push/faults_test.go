@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,4 +190,77 @@ func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 	if len(s.dlq("acme")) != 0 {
 		t.Error("an outage dead-lettered opt-outs")
 	}
+}
+
+// hangingClients holds every write of one tenant until release is closed,
+// counting how many it holds at once.
+type hangingClients struct {
+	inner   *sfcreds.Pool
+	tenant  string
+	release chan struct{}
+	held    atomic.Int32
+	maxHeld atomic.Int32
+}
+
+func (h *hangingClients) Get(ctx context.Context, t string) (sfcreds.Client, error) {
+	c, err := h.inner.Get(ctx, t)
+	if err != nil || t != h.tenant {
+		return c, err
+	}
+	return hangingClient{c, h}, nil
+}
+
+type hangingClient struct {
+	sfcreds.Client
+	h *hangingClients
+}
+
+func (c hangingClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) ([]salesforce.Result, error) {
+	n := c.h.held.Add(1)
+	for m := c.h.maxHeld.Load(); n > m && !c.h.maxHeld.CompareAndSwap(m, n); m = c.h.maxHeld.Load() {
+	}
+	defer c.h.held.Add(-1)
+	<-c.h.release
+	return c.Client.UpdateOptOut(ctx, u)
+}
+
+// A tenant whose Salesforce calls hang takes at most its own share of the
+// worker pool: another tenant's opt-outs are written meanwhile.
+func TestAHangingTenantCannotTakeEveryWorker(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	cfg := fastConfig()
+	cfg.Workers, cfg.TenantConcurrency, cfg.BatchSize = 3, 2, 5
+	hang := &hangingClients{inner: s.clients, tenant: "acme", release: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hang.release)
+		}
+	}
+	defer release()
+	s.startWith(cfg, hang)
+	var acme []string
+	for range 40 { // eight batches: more than every worker could take
+		id := s.seed("acme", "Contact")
+		acme = append(acme, id)
+		s.publish("acme", "a-"+id, sfID(id))
+	}
+	s.eventually("acme's calls hang", 10*time.Second, func() bool { return hang.held.Load() == int32(cfg.TenantConcurrency) })
+	g := s.seed("globex", "Contact")
+	s.publish("globex", "g", sfID(g))
+	s.eventually("globex written while acme hangs", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
+	if m := hang.maxHeld.Load(); m > int32(cfg.TenantConcurrency) {
+		t.Errorf("acme held %d calls at once; want at most its concurrency of %d", m, cfg.TenantConcurrency)
+	}
+	release()
+	s.eventually("acme written once its Salesforce answers", 20*time.Second, func() bool {
+		for _, id := range acme {
+			if !s.optedOut("acme", id, std) {
+				return false
+			}
+		}
+		return s.settled("acme")
+	})
 }

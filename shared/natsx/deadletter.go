@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -54,8 +55,40 @@ type DeadLetterer struct {
 	Backoff  time.Duration
 }
 
-// headerRoom is what the copy's headers may take beside the body.
+// headerRoom is what a copy gains on its way out beyond the headers it
+// is built with: its Nats-Msg-Id, trace context and the shrink headers.
 const headerRoom = 8 << 10
+
+// shrunkBody is how much of an oversized body a shrunk copy keeps.
+const shrunkBody = 4 << 10
+
+// bodyRoom is the largest body that fits beside header in one message: the
+// smaller of the DLQ stream's MaxMsgSize and the server's max payload, less
+// the header as measured (an original may carry large headers of its own)
+// and headerRoom.
+func (d DeadLetterer) bodyRoom(header nats.Header) int {
+	limit := int(d.Topology.MaxMsgSize)
+	if nc := d.JS.Conn(); nc != nil {
+		if mp := int(nc.MaxPayload()); mp > 0 && (limit <= 0 || mp < limit) {
+			limit = mp
+		}
+	}
+	if limit <= 0 {
+		return math.MaxInt
+	}
+	return limit - wireHeaderLen(header) - headerRoom
+}
+
+// wireHeaderLen is the size of h in a NATS message.
+func wireHeaderLen(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
 
 // Write copies l to its tenant's DLQ subject.
 func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
@@ -87,12 +120,12 @@ func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
 		msgID = "dlq-" + d.Topology.EventsStream() + "-" + strconv.FormatUint(l.Seq, 10)
 	}
 	msg.Data = l.Data
-	if limit := int(d.Topology.MaxMsgSize) - headerRoom; limit > 0 && len(l.Data) > limit {
+	if room := d.bodyRoom(msg.Header); len(l.Data) > room {
 		sum := sha256.Sum256(l.Data)
 		msg.Header.Set(HeaderOriginalSize, strconv.Itoa(len(l.Data)))
 		msg.Header.Set(HeaderOriginalSHA256, hex.EncodeToString(sum[:]))
 		msg.Header.Set(HeaderBodyTruncated, "true")
-		msg.Data = l.Data[:min(len(l.Data), 4<<10)]
+		msg.Data = l.Data[:max(min(shrunkBody, room), 0)]
 	}
 	attempts := d.Attempts
 	if attempts <= 0 {

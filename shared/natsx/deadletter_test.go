@@ -130,6 +130,15 @@ func TestDeadLetterOfABodyTooLargeToCopyKeepsItsSizeAndHash(t *testing.T) {
 				t.Error("the copy lost an ordinary header")
 			}
 
+			// A shrunk copy is not the event: replaying it is refused and
+			// the copy stays.
+			if _, err := (natsx.DLQ{JS: p.JS, Topology: p.Topology}).Replay(ctx, tenant, dl.Seq, time.Now()); err == nil ||
+				!strings.Contains(err.Error(), "truncated") {
+				t.Errorf("replay of a shrunk copy: %v; want it refused as truncated", err)
+			}
+			if _, err := (natsx.DLQ{JS: p.JS, Topology: p.Topology}).Get(ctx, tenant, dl.Seq); err != nil {
+				t.Errorf("the shrunk copy is gone after a refused replay: %v", err)
+			}
 		})
 	}
 }

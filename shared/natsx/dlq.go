@@ -186,11 +186,23 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 // deletes the DLQ copy. The Nats-Msg-Id is new (derived from the DLQ
 // sequence): the event id's own may still be inside the duplicate window,
 // where the stream would drop the replay, while a retried replay of the same
-// dead letter is still dropped as a duplicate.
+// dead letter is still dropped as a duplicate. A shrunk copy (its body
+// truncated) is refused: it no longer holds the original's bytes.
 func (d DLQ) Replay(ctx context.Context, tenant string, seq uint64, now time.Time) (Replayed, error) {
 	dl, err := d.Get(ctx, tenant, seq)
 	if err != nil {
 		return Replayed{}, err
+	}
+	if dl.Header.Get(HeaderBodyTruncated) == "true" {
+		// A shrunk copy keeps only the head of a body too large to copy,
+		// which may decode as an event the original never was; the
+		// original failed on its size and would again.
+		size := dl.Header.Get(HeaderOriginalSize)
+		return Replayed{}, &InvalidError{Seq: seq, Err: &event.ValidationError{
+			Code: event.CodeTooLarge, Field: "body", Value: size,
+			Reason: fmt.Sprintf("is %s bytes, of which the DLQ copy keeps only the first %d (truncated); the original is events sequence %d",
+				size, len(dl.Data), dl.OriginalSeq),
+		}}
 	}
 	target := dl.Tenant
 	if t, ok := d.Topology.TenantFromEventsSubject(dl.OriginalSubject); ok {

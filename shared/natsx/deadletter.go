@@ -18,8 +18,10 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 // Headers of a shrunk copy.
@@ -100,7 +102,8 @@ func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
 	for k, v := range l.Header {
 		// Nats-* headers steer the original's publish (dedup id, expected
 		// stream or sequence) and would refuse or drop the copy; trace
-		// headers belong to the original's trace.
+		// headers are the copy's own publish span's, in the original's
+		// trace (below).
 		if strings.HasPrefix(k, "Nats-") || k == "traceparent" || k == "tracestate" {
 			continue
 		}
@@ -135,6 +138,11 @@ func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
 	b.InitialInterval = d.Backoff
 	if b.InitialInterval <= 0 {
 		b.InitialInterval = 100 * time.Millisecond
+	}
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		// A caller with no span of its own still files the copy in the
+		// original's trace, so the copy's trace id leads to the original.
+		ctx = telemetry.Extract(ctx, l.Header)
 	}
 	pub := Publisher{JS: d.JS, Topology: d.Topology}
 	err := backoff.Retry(func() error {

@@ -65,6 +65,76 @@ func wireHeaderLen(h nats.Header) int {
 	return n
 }
 
+const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func TestDeadLetterCopyDropsEveryNatsHeaderAndKeepsTheRest(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	p := natstest.Provision(t, natstest.Connect(t))
+
+	// The original as its publisher sent it: steered by Nats-* headers
+	// (accepted, since they matched the events stream), traced, typed.
+	orig := nats.NewMsg(p.Topology.EventsSubject("acme"))
+	orig.Data = []byte(`{"eventId":"evt-1","nope":1}`)
+	orig.Header.Set("Content-Type", "application/json")
+	orig.Header.Set("traceparent", traceParent)
+	orig.Header.Set("X-Publisher", "sales-connect")
+	orig.Header.Set("Nats-Msg-Id", "evt-1")
+	orig.Header.Set("Nats-Expected-Stream", p.Topology.EventsStream())
+	orig.Header.Set("Nats-Expected-Last-Sequence", "0")
+	m := stored(t, p, orig)
+
+	// Each of these would make the DLQ stream refuse (or drop, or purge
+	// around) the copy if it travelled with it.
+	h := nats.Header{}
+	for k, v := range m.Header {
+		h[k] = v
+	}
+	h.Set("Nats-Expected-Stream", "NOT_THE_DLQ")
+	h.Set("Nats-Expected-Last-Sequence", "999")
+	h.Set("Nats-Expected-Last-Subject-Sequence", "999")
+	h.Set("Nats-Expected-Last-Msg-Id", "evt-0")
+	h.Set("Nats-Rollup", "sub")
+	h.Set("Nats-TTL", "1s")
+
+	d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Backoff: time.Millisecond}
+	letter := natsx.Letter{Tenant: "acme", Subject: m.Subject, Seq: m.Sequence, Header: h, Data: m.Data,
+		Cause: errors.New("unknown field \"nope\"\nat offset 18"), Code: "undecodable", Class: "invalid"}
+	// A redelivered original is dead-lettered again: still one copy.
+	for range 2 {
+		if err := d.Write(ctx, letter); err != nil {
+			t.Fatalf("write the dead letter: %v", err)
+		}
+	}
+
+	dls := deadLetters(t, p)
+	if len(dls) != 1 {
+		t.Fatalf("DLQ holds %d copies; want exactly 1", len(dls))
+	}
+	dl := dls[0]
+	for k := range dl.Header {
+		if strings.HasPrefix(k, "Nats-") && k != "Nats-Msg-Id" {
+			t.Errorf("the copy carries the original's %s: %v", k, dl.Header[k])
+		}
+	}
+	if id := dl.Header.Get("Nats-Msg-Id"); id == "" || id == "evt-1" {
+		t.Errorf("copy's Nats-Msg-Id = %q; want the copy's own, not the original's", id)
+	}
+	if dl.ContentType != "application/json" || dl.Header.Get("X-Publisher") != "sales-connect" {
+		t.Errorf("copy headers = %v; want Content-Type and X-Publisher kept", dl.Header)
+	}
+	if got, want := natsx.TraceID(dl.Header), traceParent[3:35]; got != want {
+		t.Errorf("copy's trace id = %q; want the original's %s (headers %v)", got, want, dl.Header)
+	}
+	if dl.Tenant != "acme" || dl.Code != "undecodable" || dl.Class != "invalid" || dl.Reason != `unknown field "nope" at offset 18` ||
+		dl.OriginalSubject != m.Subject || dl.OriginalSeq != m.Sequence || dl.EventID != "evt-1" || !bytes.Equal(dl.Data, m.Data) {
+		t.Errorf("dead letter = %+v body %q", dl, dl.Data)
+	}
+	if dl.Header.Get(natsx.HeaderBodyTruncated) != "" || dl.Header.Get(natsx.HeaderOriginalSize) != "" {
+		t.Errorf("a body that fits was marked shrunk: %v", dl.Header)
+	}
+}
+
 func TestDeadLetterOfABodyTooLargeToCopyKeepsItsSizeAndHash(t *testing.T) {
 	t.Parallel()
 	nc := natstest.Connect(t)

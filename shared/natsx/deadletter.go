@@ -32,7 +32,8 @@ const (
 )
 
 // ErrDeadLetterUnwritable: a copy could not be written after every attempt.
-// Callers report it (log, metric) and never loop on it.
+// Callers report it (log, metric) and never loop on it. A write its context
+// stopped is not unwritable and returns the context's error instead.
 var ErrDeadLetterUnwritable = errors.New("dead letter could not be written")
 
 // Letter is one thing that can never be applied.
@@ -150,6 +151,10 @@ func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
 		return err
 	}, backoff.WithContext(backoff.WithMaxRetries(b, uint64(attempts-1)), ctx))
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// Stopped by the caller, not refused: not for giving up on.
+			return fmt.Errorf("dead letter to %s abandoned: %w", msg.Subject, cerr)
+		}
 		return fmt.Errorf("%w after %d attempts (%s): %w", ErrDeadLetterUnwritable, attempts, msg.Subject, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package natsx_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -282,6 +283,21 @@ func TestDeadLetterThatCannotBeWrittenIsTriedAttemptsTimesThenReported(t *testin
 		// subscriber on the same connection, so all are counted by now.
 		if n, _, _ := tries.Pending(); n != 3 {
 			t.Errorf("the copy was tried %d times; want exactly Attempts = 3", n)
+		}
+	})
+
+	t.Run("a write its caller stops is not reported unwritable", func(t *testing.T) {
+		t.Parallel()
+		p := natstest.Provision(t, natstest.Connect(t))
+		if err := p.JS.DeleteStream(ctxT(t), p.Topology.DLQStream()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(ctxT(t))
+		cancel()
+		d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 3, Backoff: time.Millisecond}
+		err := d.Write(ctx, letter(p))
+		if !errors.Is(err, context.Canceled) || errors.Is(err, natsx.ErrDeadLetterUnwritable) {
+			t.Fatalf("write with a cancelled context: %v; want context.Canceled, not ErrDeadLetterUnwritable (a shutdown must not give up on an event)", err)
 		}
 	})
 

@@ -57,14 +57,17 @@ func (in *Ingester) now() time.Time {
 
 // Handle ingests one delivered message of tenant and settles it: acked once
 // its effect (ledger entry, or DLQ copy) is durable, otherwise nak'd with
-// delay and the error returned.
+// delay and the error returned. An invalid event whose DLQ copy cannot be
+// written is termed, not redelivered, and the error (an
+// natsx.ErrDeadLetterUnwritable) is for the caller to report.
 func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg) (Result, error) {
-	return in.handle(ctx, tenant, msg, func() error { return msg.Ack() })
+	return in.handle(ctx, tenant, msg, func() error { return msg.Ack() }, func() error { return msg.Term() })
 }
 
-// handle is Handle with the ack to use: Drain confirms its acks, so what it
-// then reports as still waiting never counts an event it folded itself.
-func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg, ack func() error) (Result, error) {
+// handle is Handle with the ack and term to use: Drain confirms them, so
+// what it then reports as still waiting never counts an event it settled
+// itself.
+func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg, ack, term func() error) (Result, error) {
 	md, mdErr := msg.Metadata()
 	// The canonical subject: a namespace prefixes the stored one.
 	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
@@ -76,10 +79,12 @@ func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg
 		}
 		if werr := in.DLQ.Write(ctx, letter); werr != nil {
 			if errors.Is(werr, natsx.ErrDeadLetterUnwritable) {
-				// Never loop on a copy that cannot be written: the event stays
-				// in the events stream (not acked) past AckWait, reported.
-				_ = msg.NakWithDelay(time.Minute)
-				return Result{}, werr
+				// Every attempt failed: never loop on it. Term stops the
+				// redeliveries; the events stream (Limits retention) keeps
+				// the event, at the sequence the error names.
+				_ = term()
+				return Result{Rejected: err}, fmt.Errorf("invalid event (%s) at %s sequence %d was termed and is kept only in the events stream: %w",
+					event.CodeOf(err), msg.Subject(), letter.Seq, werr)
 			}
 			_ = msg.NakWithDelay(time.Second)
 			return Result{}, werr
@@ -148,13 +153,16 @@ type Waiting struct {
 // Drain folds every event of tenant still waiting in the events stream,
 // through the tenant's durable consumer (shared with the pusher, so nothing
 // is folded twice), and returns how many it folded and what still waits
-// (events a running pusher holds unacked).
+// (events a running pusher holds unacked). An invalid event whose DLQ copy
+// cannot be written is settled like the others and reported in the error
+// (an natsx.ErrDeadLetterUnwritable) once everything else is folded.
 func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant string, handled func(Result)) (int, Waiting, error) {
 	cons, err := natsx.EnsureTenantConsumer(ctx, js, in.Topology, tenant)
 	if err != nil {
 		return 0, Waiting{}, err
 	}
 	n := 0
+	var lost []error
 	for ctx.Err() == nil {
 		info, err := cons.Info(ctx)
 		if err != nil {
@@ -165,15 +173,18 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 			if w.Count > 0 {
 				w.Oldest = oldestUnacked(ctx, js, in.Topology, info)
 			}
-			return n, w, nil
+			return n, w, errors.Join(lost...)
 		}
 		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
 		}
 		for msg := range batch.Messages() {
-			res, err := in.handle(ctx, tenant, msg, func() error { return msg.DoubleAck(ctx) })
-			if err != nil {
+			res, err := in.handle(ctx, tenant, msg, func() error { return msg.DoubleAck(ctx) },
+				func() error { return confirmedTerm(ctx, js, msg) })
+			if errors.Is(err, natsx.ErrDeadLetterUnwritable) {
+				lost = append(lost, err) // settled by handle
+			} else if err != nil {
 				return n, Waiting{}, err
 			}
 			n++
@@ -185,7 +196,16 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
 		}
 	}
-	return n, Waiting{}, ctx.Err()
+	return n, Waiting{}, errors.Join(append(lost, ctx.Err())...)
+}
+
+// confirmedTerm terms msg and waits for the server to confirm it, as
+// DoubleAck does for an ack (the jetstream API has no such term).
+func confirmedTerm(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := js.Conn().RequestWithContext(ctx, msg.Reply(), []byte("+TERM"))
+	return err
 }
 
 // Waiting counts what waits without folding it.

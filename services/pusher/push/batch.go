@@ -33,6 +33,14 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
 	res, err := s.ingester.Handle(ctx, r.tenant, msg)
 	switch {
+	case errors.Is(err, natsx.ErrDeadLetterUnwritable):
+		// Settled (termed) by Handle: reported once, never redelivered.
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "dead letter unwritable")
+		r.log.Error().Ctx(ctx).Err(err).Str("subject", msg.Subject()).Uint64("stream_seq", streamSeq(msg)).
+			Msg("invalid event could not be copied to the DLQ; it stays only in the events stream (termed, until its MaxAge)")
+		s.Metrics.deadLetterUnwritable(r.tenant, "invalid")
+		return
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "ingest failed")
@@ -443,10 +451,19 @@ func (r *runner) deadLetter(ctx context.Context, e ledger.Entry, cause error, co
 	if err := s.ingester.DLQ.Write(ctx, letter); err != nil {
 		// The person stays FAILED in the ledger, which is the record.
 		r.log.Error().Ctx(ctx).Err(err).Msg("dead-letter copy could not be written; the ledger keeps the failure")
+		s.Metrics.deadLetterUnwritable(r.tenant, class)
 		return
 	}
 	r.log.Warn().Ctx(ctx).Str("code", code).Str("class", class).Str("reason", oneLine(cause.Error())).Msg("opt-out sent to the DLQ")
 	s.Metrics.deadLettered(r.tenant, class)
+}
+
+// streamSeq is msg's events stream sequence, 0 when unknown.
+func streamSeq(msg jetstreamMsg) uint64 {
+	if md, err := msg.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
 }
 
 func codeOf(err error) string {

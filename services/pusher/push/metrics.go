@@ -19,6 +19,7 @@ type Metrics struct {
 	pushedC   metric.Int64Counter
 	parkedC   metric.Int64Counter
 	dlqC      metric.Int64Counter
+	dlqLostC  metric.Int64Counter
 	horizonC  metric.Int64Counter
 	callsC    metric.Int64Counter
 	latency   metric.Float64Histogram
@@ -46,6 +47,11 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		return nil, err
 	}
 	if out.dlqC, err = m.Int64Counter("optout_dead_lettered", metric.WithDescription("events copied to the DLQ, by class")); err != nil {
+		return nil, err
+	}
+	if out.dlqLostC, err = m.Int64Counter("optout_dead_letter_unwritable",
+		metric.WithDescription("dead letters whose DLQ copy could not be written after every attempt, by class: alert on any "+
+			"(an invalid event is then only in the events stream, termed; a failed person only in the ledger)")); err != nil {
 		return nil, err
 	}
 	if out.horizonC, err = m.Int64Counter("optout_retry_horizon_exceeded",
@@ -93,6 +99,10 @@ func (m *Metrics) parked(t string) {
 func (m *Metrics) deadLettered(t, class string) {
 	m.DeadLettered.Add(1)
 	m.dlqC.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", t), attribute.String("class", class)))
+}
+
+func (m *Metrics) deadLetterUnwritable(t, class string) {
+	m.dlqLostC.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", t), attribute.String("class", class)))
 }
 
 func (m *Metrics) horizonExceeded(t string) { m.horizonC.Add(context.Background(), 1, tenantAttr(t)) }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
@@ -138,7 +139,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	}
 	t.Logf("seed %d (OPTOUT_MODEL_SEED=%d reproduces the histories), %d persons", seed, seed, persons)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	within := 3*time.Minute + time.Duration(persons)*5*time.Millisecond
+	within := 3*time.Minute + time.Duration(persons)*10*time.Millisecond
 	s := newStackWithin(t, within)
 	s.salesField()
 	run := s.topo.Namespace
@@ -218,35 +219,33 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	t.Cleanup(func() { close(hung) }) // runs before the replicas' own cleanups
 	s.start(cfg)
 
+	// Published asynchronously (a bounded window of acks outstanding),
+	// while both replicas ingest and push.
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(pubs) {
-					return
-				}
-				if i == len(pubs)/2 {
-					// 401 mid-run: every issued token expires.
-					s.org("acme").ExpireTokens()
-					s.org("globex").ExpireTokens()
-				}
-				if err := s.publishModelEvent(pubs[i].p, pubs[i].e, pubs[i].msgID); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	acks := make([]jetstream.PubAckFuture, 0, len(pubs))
+	for i, pb := range pubs {
+		if i == len(pubs)/2 {
+			// 401 mid-run: every issued token expires.
+			s.org("acme").ExpireTokens()
+			s.org("globex").ExpireTokens()
+		}
+		ack, err := s.publishModelEvent(pb.p, pb.e, pb.msgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, ack)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	select {
+	case <-s.prov.JS.PublishAsyncComplete():
+	case <-s.ctx.Done():
+		t.Fatal("publish acks did not all arrive")
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			t.Fatalf("publish %s: %v", ack.Msg().Header.Get(jetstream.MsgIDHeader), err)
+		}
 	}
 	select {
 	case <-died:
@@ -286,7 +285,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 }
 
 // publishModelEvent publishes one event of a person under msgID.
-func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) error {
+func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) (jetstream.PubAckFuture, error) {
 	ev := &optoutv1.OptOutEvent{
 		EventId: e.id, TenantId: p.tenant,
 		Person:     &optoutv1.Person{SalesforceId: p.sfID, ObjectType: optoutv1.ObjectType_CONTACT},
@@ -302,15 +301,16 @@ func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) er
 	}
 	data, ctype, err := event.Encode(ev, false)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", e.id, err)
+		return nil, fmt.Errorf("encode %s: %w", e.id, err)
 	}
 	m := nats.NewMsg(s.topo.EventsSubject(p.tenant))
 	m.Data = data
 	m.Header.Set(event.HeaderContentType, ctype)
-	if _, err := s.pub.Publish(s.ctx, m, msgID); err != nil {
-		return fmt.Errorf("publish %s: %w", e.id, err)
+	ack, err := s.prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", e.id, err)
 	}
-	return nil
+	return ack, nil
 }
 
 // compareWithModel compares Salesforce, the ledger and the audit trail

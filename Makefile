@@ -6,11 +6,23 @@ GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
 
-## test: every module's tests against the NATS and Redis on 127.0.0.1; scripts/test-prereqs first
-## starts or installs what is missing (NATS, Redis, Chromium, the nats CLI), so it works on a fresh machine.
-test:
+# The NATS server tests run against: the current release, built from the
+# version shared/go.mod pins (not the distribution's, which lags years behind),
+# on its own port so a machine's NATS on 4222 is left alone.
+NATS_TEST_URL := nats://127.0.0.1:4322
+
+## test: every module's tests against the NATS (bin/nats-server on 127.0.0.1:4322) and Redis on
+## 127.0.0.1; scripts/test-prereqs first builds, starts or installs what is missing (NATS, Redis,
+## Chromium, the nats CLI), so it works on a fresh machine.
+test: bin/nats-server
 	scripts/test-prereqs
-	go test $(GOTESTFLAGS) $(PKGS)
+	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
+
+## bin/nats-server: the nats-server version shared/go.mod pins, from the Go module proxy.
+## Rebuilt when the pin changes (tests and the cluster test run this binary).
+bin/nats-server: shared/go.mod shared/go.sum
+	@mkdir -p bin
+	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
 
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.
 e2e-traces:

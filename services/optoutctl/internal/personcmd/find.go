@@ -126,6 +126,15 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 	} else if !errors.Is(err, ledger.ErrNotFound) {
 		return nil, err
 	}
+	// The audit pass must see every change made so far: a merge the audit
+	// stream has not copied yet would hide the retired entry. Past
+	// auditCatchUp it reads what is there (readPerson reports the gaps).
+	wctx, cancel := context.WithTimeout(ctx, auditCatchUp)
+	err := ledger.WaitAudited(wctx, js, topo)
+	cancel()
+	if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
+		return nil, err
+	}
 	if err := ledger.ReadAudit(ctx, js, topo, q.tenant, func(r ledger.AuditRecord) error {
 		addEntry(r.Key, r.Entry)
 		return nil

@@ -24,9 +24,11 @@ bin/nats-server: shared/go.mod shared/go.sum
 	@mkdir -p bin
 	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
 
-## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.
-e2e-traces:
-	OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
+## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API
+## (on the same NATS as make test).
+e2e-traces: bin/nats-server
+	scripts/test-prereqs
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
 
 ## test-deploy: the Helm chart, the Tiltfile and the Dockerfiles, checked without Docker or a cluster.
 ## Its own module (Helm and Kubernetes dependencies stay out of go.work).

@@ -19,8 +19,9 @@ test: bin/nats-server
 	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
 
 ## bin/nats-server: the nats-server version shared/go.mod pins, from the Go module proxy.
-## Rebuilt when the pin changes (tests and the cluster test run this binary).
-bin/nats-server: shared/go.mod shared/go.sum
+## Rebuilt when a go.mod of the workspace changes, since any could raise the version it resolves
+## to (tests and the cluster test run this binary).
+bin/nats-server: go.work $(addsuffix /go.mod,$(MODULES))
 	@mkdir -p bin
 	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
 

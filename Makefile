@@ -6,15 +6,30 @@ GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
 
-## test: every module's tests against the NATS and Redis on 127.0.0.1; scripts/test-prereqs first
-## starts or installs what is missing (NATS, Redis, Chromium, the nats CLI), so it works on a fresh machine.
-test:
-	scripts/test-prereqs
-	go test $(GOTESTFLAGS) $(PKGS)
+# The NATS server tests run against: the current release, built from the
+# version shared/go.mod pins (not the distribution's, which lags years behind),
+# on its own port so a machine's NATS on 4222 is left alone.
+NATS_TEST_URL := nats://127.0.0.1:4322
 
-## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API.
-e2e-traces:
-	OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
+## test: every module's tests against the NATS (bin/nats-server on 127.0.0.1:4322) and Redis on
+## 127.0.0.1; scripts/test-prereqs first builds, starts or installs what is missing (NATS, Redis,
+## Chromium, the nats CLI), so it works on a fresh machine.
+test: bin/nats-server
+	scripts/test-prereqs
+	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
+
+## bin/nats-server: the nats-server version shared/go.mod pins, from the Go module proxy.
+## Rebuilt when a go.mod of the workspace changes, since any could raise the version it resolves
+## to (tests and the cluster test run this binary).
+bin/nats-server: go.work $(addsuffix /go.mod,$(MODULES))
+	@mkdir -p bin
+	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
+
+## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API
+## (on the same NATS as make test).
+e2e-traces: bin/nats-server
+	scripts/test-prereqs
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
 
 ## test-deploy: the Helm chart, the Tiltfile and the Dockerfiles, checked without Docker or a cluster.
 ## Its own module (Helm and Kubernetes dependencies stay out of go.work).

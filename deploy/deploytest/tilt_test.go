@@ -44,9 +44,10 @@ func (w tiltWorkload) containers() []corev1.Container {
 }
 
 type tiltObjects struct {
-	Workloads []tiltWorkload
-	Services  []*corev1.Service
-	Secrets   []*corev1.Secret
+	Workloads  []tiltWorkload
+	Services   []*corev1.Service
+	Secrets    []*corev1.Secret
+	ConfigMaps []*corev1.ConfigMap
 }
 
 // objects decodes everything k8s_yaml received, strictly.
@@ -90,7 +91,12 @@ func (r *tiltRun) objects() (*tiltObjects, []string) {
 					problems = append(problems, fmt.Sprintf("the chart rendered Secret %s", v.Name))
 				}
 			}
-		case "v1/ConfigMap", "v1/ServiceAccount", "policy/v1/PodDisruptionBudget", "autoscaling/v2/HorizontalPodAutoscaler", "monitoring.coreos.com/v1/ServiceMonitor":
+		case "v1/ConfigMap":
+			var v corev1.ConfigMap
+			if strict(&v) {
+				o.ConfigMaps = append(o.ConfigMaps, &v)
+			}
+		case "v1/ServiceAccount", "policy/v1/PodDisruptionBudget", "autoscaling/v2/HorizontalPodAutoscaler", "monitoring.coreos.com/v1/ServiceMonitor":
 			// The chart's own objects: TestHelmTemplate decodes them.
 		default:
 			problems = append(problems, fmt.Sprintf("%s: unexpected %s %s in the Tilt stack", d.Source, tm.APIVersion, tm.Kind))
@@ -112,6 +118,15 @@ func (o *tiltObjects) service(name string) *corev1.Service {
 	for _, s := range o.Services {
 		if s.Name == name {
 			return s
+		}
+	}
+	return nil
+}
+
+func (o *tiltObjects) configMap(name string) *corev1.ConfigMap {
+	for _, c := range o.ConfigMaps {
+		if c.Name == name {
+			return c
 		}
 	}
 	return nil
@@ -373,11 +388,8 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 		add("the admin page (pusher port 9090, /admin/) is not forwarded")
 	}
 
-	// NATS with JetStream, Redis.
-	nats := o.workload("nats")
-	if nats == nil || !slices.ContainsFunc(nats.Pod.Containers[0].Args, func(a string) bool { return a == "--jetstream" || a == "-js" }) {
-		add("no NATS Deployment running with JetStream")
-	}
+	// NATS with JetStream, durable (sync_interval: always), Redis.
+	p = append(p, checkNATS(t, o)...)
 	if o.workload("redis") == nil {
 		add("no Redis Deployment")
 	}

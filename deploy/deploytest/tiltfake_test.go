@@ -519,11 +519,15 @@ func (r *tiltRun) k8sYAML(thread *starlark.Thread, b *starlark.Builtin, args sta
 	}
 	for _, p := range paths {
 		p = absPath(thread, p)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("k8s_yaml: %w", err)
+		data, ok := r.Overlay[p]
+		if !ok {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil, fmt.Errorf("k8s_yaml: %w", err)
+			}
+			data = string(b)
 		}
-		r.addDocs(p, string(data))
+		r.addDocs(p, data)
 		r.Watched = append(r.Watched, p)
 	}
 	for _, bl := range blobs {

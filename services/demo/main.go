@@ -53,7 +53,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server; an embedded one starts when none answers")
+	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server; an embedded one starts when none answers or it is older than "+natsx.MinServerVersion)
 	sbListen := fs.String("sandbox", "127.0.0.1:8085", "sandbox listen address")
 	admin := fs.String("admin", "127.0.0.1:9090", "pusher admin address (/metrics)")
 	rate := fs.Int("rate", 20, "opt-outs published per second (0: none, only what you publish)")
@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	where := "the machine's NATS at " + s.NC.ConnectedUrl()
 	if s.Embedded {
 		where = "an embedded JetStream server at " + s.NC.ConnectedUrl()
+		if s.PassedOver != "" {
+			where += " (not " + *natsURL + ": " + s.PassedOver + ")"
+		}
 	}
 	fmt.Fprintf(stdout, "optout-sync demo: %s; sandbox %s (orgs acme: sales field, globex: Email Opt Out); metrics http://%s/metrics\n",
 		where, s.SandboxURL, s.Pusher.Admin.Addr())

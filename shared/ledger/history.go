@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,6 +64,45 @@ func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, su
 			Fence:    f.Fence,
 		})
 	})
+}
+
+// WaitAudited returns once the audit stream holds a copy of every ledger
+// change stored before the call, or with ctx's error when ctx ends first. The
+// server copies changes asynchronously (milliseconds behind; a newly created
+// audit stream starts copying after a set-up of about 150 ms on nats-server
+// 2.15), so a reader that must see the whole trail, such as a compliance
+// lookup that follows merges through it, waits for it first.
+func WaitAudited(ctx context.Context, js jetstream.JetStream, t natsx.Topology) error {
+	ls, err := js.Stream(ctx, "KV_"+t.LedgerBucket())
+	if err != nil {
+		return fmt.Errorf("ledger stream: %w", err)
+	}
+	want := ls.CachedInfo().State.LastSeq
+	if want == 0 {
+		return nil
+	}
+	as, err := js.Stream(ctx, t.AuditStream())
+	if err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	for {
+		// The newest record names the ledger revision it copies; the source
+		// copies in order, so every earlier one is there too.
+		msg, err := as.GetLastMsgForSubject(ctx, "$KV."+t.LedgerBucket()+".>")
+		switch {
+		case err == nil:
+			if sourceSequence(msg.Header.Get("Nats-Stream-Source")) >= want {
+				return nil
+			}
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return fmt.Errorf("audit stream: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("audit stream behind the ledger's revision %d: %w", want, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // sourceSequence reads the ledger revision from the header JetStream puts

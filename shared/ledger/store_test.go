@@ -303,3 +303,67 @@ func TestGetUnknownPerson(t *testing.T) {
 		t.Fatalf("err = %v; want ErrNotFound", err)
 	}
 }
+
+// TestWaitAuditedReturnsOnceEveryChangeIsInTheTrail: right after the changes,
+// on a newly provisioned topology (whose audit source is still being set
+// up), one read after WaitAudited sees every change, in order.
+func TestWaitAuditedReturnsOnceEveryChangeIsInTheTrail(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	if err := ledger.WaitAudited(ctx, p.JS, p.Topology); err != nil {
+		t.Fatalf("an empty ledger: %v", err)
+	}
+	ingest := []ledger.EventInput{
+		ev("w1", ledger.OptOut, t0, "", contact),
+		ev("w2", ledger.Resubscribe, t0.Add(time.Hour), "sc-w", contact), // merges the first entry
+		ev("w3", ledger.OptOut, t0.Add(2*time.Hour), "sc-w", contact),
+	}
+	for _, in := range ingest {
+		if _, err := l.Ingest(ctx, "acme", in, sales); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv, err := p.JS.Stream(ctx, "KV_"+p.Topology.LedgerBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := kv.CachedInfo().State.LastSeq
+	if err := ledger.WaitAudited(ctx, p.JS, p.Topology); err != nil {
+		t.Fatal(err)
+	}
+	var revs []uint64
+	if err := ledger.ReadAudit(ctx, p.JS, p.Topology, "acme", func(r ledger.AuditRecord) error {
+		revs = append(revs, r.Revision)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(revs)) != want || !sort.SliceIsSorted(revs, func(i, j int) bool { return revs[i] < revs[j] }) || revs[len(revs)-1] != want {
+		t.Fatalf("audit revisions after WaitAudited = %v; want 1..%d", revs, want)
+	}
+}
+
+// TestWaitAuditedEndsWithItsContext: an audit stream that copies nothing
+// (its source removed) never catches up; the wait ends with the context.
+func TestWaitAuditedEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	s, err := p.JS.Stream(ctx, p.Topology.AuditStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.CachedInfo().Config
+	c.Sources = nil
+	c.Subjects = []string{p.Topology.Namespace + ".nothing"}
+	if _, err := p.JS.UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Ingest(ctx, "acme", ev("x1", ledger.OptOut, t0, "sc-x", contact), sales); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := ledger.WaitAudited(wctx, p.JS, p.Topology); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitAudited on an audit stream that copies nothing = %v; want the context's error", err)
+	}
+}

@@ -109,6 +109,11 @@ func Connect(cfg ConnConfig, log zerolog.Logger) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.URL), err)
 	}
+	// Said, not refused: an operator upgrading the broker should not find
+	// the services down, but must know the durability they rely on is absent.
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		log.Warn().Err(err).Str("server", nc.ConnectedUrlRedacted()).Msg("unsupported nats-server")
+	}
 	return nc, nil
 }
 

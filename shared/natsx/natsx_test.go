@@ -40,10 +40,15 @@ func TestProvisionIsIdempotentAndUpdatesInPlace(t *testing.T) {
 		t.Fatalf("second provision: %v", err)
 	}
 	after := streamInfos(t, first.JS, topo)
-	for name, b := range before {
-		a := after[name]
-		if !a.Created.Equal(b.Created) || a.Config.MaxAge != b.Config.MaxAge || !slices.Equal(a.Config.Subjects, b.Config.Subjects) {
-			t.Errorf("stream %s changed by a repeated provision: %+v -> %+v", name, b.Config, a.Config)
+	for _, sc := range topo.Streams(1) {
+		b, a := before[sc.Name], after[sc.Name]
+		if !a.Created.Equal(b.Created) || a.Config.MaxAge != b.Config.MaxAge || len(a.Config.Sources) != len(sc.Sources) {
+			t.Errorf("stream %s changed by a repeated provision: %+v -> %+v", sc.Name, b.Config, a.Config)
+		}
+		// Exactly the configured subjects: one wildcard each, none for the
+		// audit stream, which only sources the ledger's.
+		if !slices.Equal(a.Config.Subjects, sc.Subjects) {
+			t.Errorf("stream %s subjects = %q; want %q", sc.Name, a.Config.Subjects, sc.Subjects)
 		}
 	}
 

@@ -46,6 +46,10 @@ type Stack struct {
 	Pusher     *app.App
 	Topology   natsx.Topology
 	Embedded   bool
+	// Passed over says why the server at Options.NATSURL was not used
+	// (it answered, but is older than natsx.MinServerVersion); empty when
+	// none answered or it was used.
+	PassedOver string
 
 	closers []func()
 }
@@ -117,14 +121,21 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 func (s *Stack) startNATS(url string) error {
 	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.Name("optout-demo"))
 	if err == nil {
-		if _, jerr := nc.JetStream(); jerr == nil {
+		// A server older than the supported minimum (a distribution's
+		// 2.9, say) is passed over for the embedded one, the pinned
+		// current release, so the demo shows what users run.
+		verr := natsx.CheckServerVersion(nc.ConnectedServerVersion())
+		if _, jerr := nc.JetStream(); jerr == nil && verr == nil {
 			s.NC = nc
 			s.closers = append(s.closers, nc.Close)
 			return nil
 		}
+		if verr != nil {
+			s.PassedOver = verr.Error()
+		}
 		nc.Close()
 	}
-	// No server answers: run JetStream in-process so the demo needs nothing installed.
+	// No usable server answers: run JetStream in-process so the demo needs nothing installed.
 	dir, err := os.MkdirTemp("", "optout-demo-nats-")
 	if err != nil {
 		return err

@@ -16,12 +16,17 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
-// URL is the server tests use: $NATS_URL, or the local JetStream server.
+// DefaultURL is the current nats-server scripts/test-prereqs starts (make
+// test): its own port, so an older server a machine runs on 4222 is never
+// what the tests prove.
+const DefaultURL = "nats://127.0.0.1:4322"
+
+// URL is the server tests use: $NATS_URL, or DefaultURL.
 func URL() string {
 	if u := os.Getenv("NATS_URL"); u != "" {
 		return u
 	}
-	return "nats://127.0.0.1:4222"
+	return DefaultURL
 }
 
 // Connect dials the test server and closes the connection at cleanup.
@@ -29,7 +34,7 @@ func Connect(t testing.TB) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(URL(), nats.Name(t.Name()))
 	if err != nil {
-		t.Fatalf("connect to NATS at %s (is nats-server -js running?): %v", URL(), err)
+		t.Fatalf("connect to NATS at %s (is nats-server -js running? scripts/test-prereqs starts it): %v", URL(), err)
 	}
 	t.Cleanup(nc.Close)
 	return nc

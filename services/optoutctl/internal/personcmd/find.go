@@ -77,6 +77,19 @@ type person struct {
 // within milliseconds).
 const auditCatchUp = 3 * time.Second
 
+// waitAudited waits up to auditCatchUp for the audit stream to copy every
+// ledger change made so far; past that it lets the caller read what is
+// there (readPerson reports an entry's gaps) rather than fail the lookup.
+func waitAudited(ctx context.Context, js jetstream.JetStream, topo natsx.Topology) error {
+	wctx, cancel := context.WithTimeout(ctx, auditCatchUp)
+	defer cancel()
+	err := ledger.WaitAudited(wctx, js, topo)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
 // find returns every ledger entry that is this person, with its history.
 //
 // The ledger keeps one entry per person, keyed by Sales Connect id when
@@ -124,6 +137,11 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 			return nil, err
 		}
 	} else if !errors.Is(err, ledger.ErrNotFound) {
+		return nil, err
+	}
+	// The audit pass must see every change made so far: a merge the audit
+	// stream has not copied yet would hide the retired entry.
+	if err := waitAudited(ctx, js, topo); err != nil {
 		return nil, err
 	}
 	if err := ledger.ReadAudit(ctx, js, topo, q.tenant, func(r ledger.AuditRecord) error {

@@ -273,6 +273,11 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: eventOf(it.Entry)})
 				}, nil)
 			} else {
+				// Changes made just before the export are in it too: wait for
+				// the asynchronously copied trail (bounded, as person show does).
+				if err := waitAudited(ctx, c.JS, c.Topology); err != nil {
+					return conn.Wrap(err, "export "+t)
+				}
 				last := map[string]string{}
 				err = ledger.ReadAudit(ctx, c.JS, c.Topology, t, func(r ledger.AuditRecord) error {
 					ev := eventOf(r.Entry)

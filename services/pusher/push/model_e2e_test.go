@@ -255,9 +255,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	killA()
 	rep.KilledAfterCalls = killAt
 
-	s.eventually("every event folded and every person settled", within-time.Since(start)-30*time.Second, func() bool {
-		return s.settled("acme") && s.settled("globex")
-	})
+	s.settleOrReport(within - time.Since(start) - 30*time.Second)
 	rep.Elapsed = time.Since(start)
 	for _, org := range []string{"acme", "globex"} {
 		for _, c := range s.org(org).Calls() {
@@ -282,6 +280,32 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	}
 	t.Logf("%d persons, %d events (%d published) settled in %s with %d collections calls (%d faulted); 0 lost, 0 reverted, 0 double effects",
 		persons, rep.Events, rep.Published, rep.Elapsed.Round(time.Millisecond), rep.CollectionCalls, rep.Faulted)
+}
+
+// settleOrReport waits until both tenants settle, logging progress every
+// 30 s; past the deadline it fails with what is still unsettled.
+func (s *stack) settleOrReport(within time.Duration) {
+	s.t.Helper()
+	deadline, report := time.Now().Add(within), time.Now().Add(30*time.Second)
+	for !(s.settled("acme") && s.settled("globex")) {
+		if now := time.Now(); now.After(report) || now.After(deadline) {
+			var state []string
+			for _, tn := range []string{"acme", "globex"} {
+				ack, undelivered := s.pendingAcks(tn)
+				dirty := 0
+				if err := s.ledger.Dirty(s.ctx, tn, func(ledger.DirtyItem) { dirty++ }); err != nil {
+					s.t.Fatal(err)
+				}
+				state = append(state, fmt.Sprintf("%s: %d undelivered, %d unacked, %d dirty", tn, undelivered, ack, dirty))
+			}
+			if now.After(deadline) {
+				s.t.Fatalf("not settled after %s: %s", within, strings.Join(state, "; "))
+			}
+			s.t.Logf("settling: %s", strings.Join(state, "; "))
+			report = now.Add(30 * time.Second)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // publishModelEvent publishes one event of a person under msgID.

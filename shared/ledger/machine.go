@@ -502,7 +502,11 @@ func Merge(e Entry, from Entry, field string) (Entry, bool) {
 		if e.Confirmed == nil && from.Confirmed != nil {
 			e.Field, e.Confirmed, e.ConfirmedAt = from.Field, from.Confirmed, from.ConfirmedAt
 		}
-		e.SetByUs = e.SetByUs || from.SetByUs
+		if from.SetByUs && (e.Field == "" || e.Field == from.Field) {
+			// Our push may have set from's field (a write confirmed or only
+			// attempted): the person's resubscribe must still clear it.
+			e.Field, e.SetByUs = from.Field, true
+		}
 	}
 	for _, id := range from.RecentEvents {
 		e.Remember(id)

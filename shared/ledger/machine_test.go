@@ -619,6 +619,16 @@ func TestMerge(t *testing.T) {
 			from := folded(f, in("o1", ledger.OptOut, 30, sfC))
 			return ledger.Merge(e, from, f)
 		}, want: want{changed: yes(), optedOut: yes(), target: tg(true, true)}},
+		{name: "a write of the Salesforce-only entry's in flight stays ours: a newer resubscribe clears it", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			// The sf entry's push marked its write and died before confirming.
+			from, _ := ledger.Attempting(folded(f, in("o1", ledger.OptOut, 30, sfC)), sfC, f, true, f)
+			e := folded(f, in("r1", ledger.Resubscribe, 40, sfC))
+			return ledger.Merge(e, from, f)
+		}, want: want{changed: yes(), optedOut: no(), target: tg(false, true), confirmed: "nil", setByUs: yes(), check: func(t *testing.T, e ledger.Entry) {
+			if e.Field != salesF {
+				t.Errorf("Field = %q; want the field our push may have set", e.Field)
+			}
+		}}},
 		{name: "LastOptOutAt and ClearedAt are the max of both", run: func(f string) (ledger.Entry, bool) {
 			e := folded(f, in("o1", ledger.OptOut, 10, sfC), in("r1", ledger.Resubscribe, 40, sfC))
 			from := folded(f, in("o2", ledger.OptOut, 30, sfC), in("r2", ledger.Resubscribe, 35, sfC))

@@ -411,6 +411,13 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 				rep.fail(&rep.UnfoldedEvents, "%s %s: event %s not in the ledger", p.tenant, p.sc, ev.id)
 			}
 		}
+		if want != got && len(rep.examples) < 20 {
+			// The person's audit trail says how it came to differ.
+			for _, r := range audit[entries[0].key] {
+				rep.examples = append(rep.examples, fmt.Sprintf("    v%d optedOut=%t field=%q confirmed=%v setByUs=%t %s: %s",
+					r.Entry.Version, r.Entry.OptedOut, r.Entry.Field, r.Entry.Confirmed != nil && *r.Entry.Confirmed, r.Entry.SetByUs, r.Entry.State, r.Entry.Reason))
+			}
+		}
 		s.checkAudit(entries[0].key, e, audit[entries[0].key], p, rep)
 	}
 }

@@ -62,33 +62,38 @@ func (q *queue) Len() int {
 }
 
 // Take waits for a first key, then lingers up to linger for more, and
-// returns up to n keys marked as processing; nil once the queue is closed.
+// returns up to n keys marked as processing; nil only once the queue is
+// closed (a taker that lingered while another took every key waits again).
 func (q *queue) Take(n int, linger time.Duration) []string {
 	q.mu.Lock()
-	for len(q.order) == 0 && !q.closed {
-		q.cond.Wait()
-	}
-	if q.closed {
-		q.mu.Unlock()
-		return nil
-	}
-	if len(q.order) < n && linger > 0 {
-		q.mu.Unlock()
-		deadline := time.Now().Add(linger)
-		for time.Now().Before(deadline) && q.Len() < n {
-			time.Sleep(min(time.Until(deadline), 2*time.Millisecond))
+	defer q.mu.Unlock()
+	for {
+		for len(q.order) == 0 && !q.closed {
+			q.cond.Wait()
 		}
-		q.mu.Lock()
+		if q.closed {
+			return nil
+		}
+		if len(q.order) < n && linger > 0 {
+			q.mu.Unlock()
+			deadline := time.Now().Add(linger)
+			for time.Now().Before(deadline) && q.Len() < n {
+				time.Sleep(min(time.Until(deadline), 2*time.Millisecond))
+			}
+			q.mu.Lock()
+		}
+		k := min(n, len(q.order))
+		if k == 0 {
+			continue
+		}
+		out := append([]string(nil), q.order[:k]...)
+		q.order = q.order[k:]
+		for _, key := range out {
+			delete(q.dirty, key)
+			q.processing[key] = true
+		}
+		return out
 	}
-	k := min(n, len(q.order))
-	out := append([]string(nil), q.order[:k]...)
-	q.order = q.order[k:]
-	for _, key := range out {
-		delete(q.dirty, key)
-		q.processing[key] = true
-	}
-	q.mu.Unlock()
-	return out
 }
 
 // Done ends processing of key, queueing it again if it was added meanwhile.

@@ -343,6 +343,47 @@ func TestWrote(t *testing.T) {
 	})
 }
 
+func TestAttempt(t *testing.T) {
+	t.Parallel()
+	attempt := func(e ledger.Entry, f string, value bool) (ledger.Entry, bool) {
+		return ledger.Attempt(e, ledger.Write{SalesforceID: e.SalesforceID, Field: f, Value: value}, f)
+	}
+	runRows(t, []row{
+		{name: "before a write of true: unknown and possibly ours, still dirty", run: func(f string) (ledger.Entry, bool) {
+			return attempt(optedOut(f), f, true)
+		}, want: want{changed: yes(), state: ledger.StatePending, target: tg(true, true), confirmed: "nil", setByUs: yes()}},
+		{name: "no answer ever came, then a newer resubscribe clears our mark", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			// The replica died after Salesforce applied the write: the
+			// attempt is all the ledger knows.
+			e, _ := attempt(optedOut(f), f, true)
+			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), state: ledger.StatePending, optedOut: no(), target: tg(false, true), setByUs: yes()}},
+		{name: "a true found afterwards is not taken for someone else's", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			e, _ = ledger.Observed(e, sfC, f, true, at(100), f)
+			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{optedOut: no(), target: tg(false, true), setByUs: yes()}},
+		{name: "the confirmation on the attempt's revision settles it", run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			return ledger.Wrote(e, ledger.Write{SalesforceID: sfC, Field: f, Value: true, At: at(200), Current: true, OK: true}, f)
+		}, want: want{changed: yes(), state: ledger.StateSynced, target: tg(true, false), confirmed: "true", setByUs: yes()}},
+		{name: "already unknown and ours is no change", run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return attempt(e, f, true) })
+			return e, false
+		}, want: want{}},
+		{name: "wrong Salesforce id is no change", run: func(f string) (ledger.Entry, bool) {
+			e := optedOut(f)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) {
+				return ledger.Attempt(e, ledger.Write{SalesforceID: sfC2, Field: f, Value: true}, f)
+			})
+			return e, false
+		}, want: want{}},
+	})
+}
+
 func TestObserved(t *testing.T) {
 	t.Parallel()
 	runRows(t, []row{

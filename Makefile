@@ -31,6 +31,15 @@ e2e-traces: bin/nats-server
 	scripts/test-prereqs
 	NATS_URL=$(NATS_TEST_URL) OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
 
+
+## test-cluster: a 3-node JetStream cluster of separate nats-server processes on loopback (file
+## storage, sync_interval: always, R3), two pusher processes, a burst of 20,000 opt-outs and
+## resubscribes while the leaders of the events stream and the ledger and one pusher are killed;
+## then a reconcile run across a Redis restart. Minutes; needs redis-server (not a running Redis).
+.PHONY: test-cluster
+test-cluster: bin/nats-server
+	OPTOUT_CLUSTER=1 OPTOUT_NATS_SERVER=$(CURDIR)/bin/nats-server go test -count=1 -v -timeout 15m ./deploy/clustertest/
+
 ## test-deploy: the Helm chart, the Tiltfile and the Dockerfiles, checked without Docker or a cluster.
 ## Its own module (Helm and Kubernetes dependencies stay out of go.work).
 .PHONY: test-deploy

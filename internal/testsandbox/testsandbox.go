@@ -5,6 +5,7 @@ package testsandbox
 
 import (
 	"maps"
+	"net/http"
 	"testing"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
@@ -16,11 +17,19 @@ import (
 // SF_<TENANT>_* variables (client credentials) of every org.
 func Serve(t testing.TB, orgs []sandbox.OrgConfig) (*sandbox.Sandbox, string, map[string]string) {
 	t.Helper()
+	return ServeWith(t, orgs, nil)
+}
+
+// ServeWith is Serve with wrap (when not nil) around every handler, for a
+// test that must see each request as it reaches the emulator (the cluster
+// test records every write's values in the order Salesforce applied them).
+func ServeWith(t testing.TB, orgs []sandbox.OrgConfig, wrap func(http.Handler) http.Handler) (*sandbox.Sandbox, string, map[string]string) {
+	t.Helper()
 	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := sandbox.ServeLocal(sb, nil)
+	l := sandbox.ServeLocal(sb, wrap)
 	t.Cleanup(l.Close)
 	env := map[string]string{}
 	for _, o := range orgs {

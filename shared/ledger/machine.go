@@ -26,6 +26,9 @@ import (
 //   - Salesforce's value is recorded as a fact only when the write was based
 //     on the entry's current revision; otherwise it becomes unknown, which
 //     keeps the person dirty until a write on a current revision succeeds.
+//   - A write that may set the sales field for us is recorded (Attempt)
+//     before it is made, so whatever happens to its answer, a later
+//     resubscribe knows the mark may be ours and clears it.
 
 // Action is what an event asks.
 type Action string
@@ -326,21 +329,22 @@ func Wrote(e Entry, w Write, field string) (Entry, bool) {
 	return e, true
 }
 
-// Attempting records, before the push writes value to field, that our
-// push may set it: a replica that dies after its write reached Salesforce
-// and before it reported back must not leave a true that the next reader
-// takes for someone else's (which a resubscribe would then never clear).
-// Only a true needs it; it changes nothing already marked.
-func Attempting(e Entry, salesforceID, f string, value bool, field string) (Entry, bool) {
-	if e.SalesforceID != salesforceID || !value || (e.Field == f && e.SetByUs) {
+// Attempt records a write of Salesforce before it is made: from then on
+// Salesforce's value is unknown and our push may have set it, exactly as
+// after a write whose outcome never came back (Wrote, not OK). Recorded
+// first, this survives what a report after the call does not (a replica
+// killed mid-call, a confirmation the ledger could not store): without it a
+// mark we set looked like someone else's, and a later resubscribe left it.
+// It is no change when the entry already says so.
+func Attempt(e Entry, w Write, field string) (Entry, bool) {
+	if e.SalesforceID != w.SalesforceID {
 		return e, false
 	}
-	if e.Field != f {
-		e.Field, e.Confirmed, e.ConfirmedAt = f, nil, time.Time{}
+	if e.Field == w.Field && e.Confirmed == nil && (e.SetByUs || !w.Value) {
+		return e, false
 	}
-	e.SetByUs = true
-	e.settle(field, "")
-	return e, true
+	w.OK, w.Current = false, false
+	return Wrote(e, w, field)
 }
 
 // Observed records a value read from Salesforce (not written by us): on the

@@ -352,31 +352,44 @@ func TestWrote(t *testing.T) {
 	})
 }
 
-func TestAttempting(t *testing.T) {
+func TestAttempt(t *testing.T) {
 	t.Parallel()
+	attempt := func(e ledger.Entry, f string, value bool) (ledger.Entry, bool) {
+		return ledger.Attempt(e, ledger.Write{SalesforceID: e.SalesforceID, Field: f, Value: value}, f)
+	}
 	runRows(t, []row{
-		{name: "a write of true about to be made is marked ours", field: salesF, run: func(f string) (ledger.Entry, bool) {
-			return ledger.Attempting(optedOut(f), sfC, f, true, f)
+		{name: "before a write of true: unknown and possibly ours, still dirty", run: func(f string) (ledger.Entry, bool) {
+			return attempt(optedOut(f), f, true)
 		}, want: want{changed: yes(), state: ledger.StatePending, target: tg(true, true), confirmed: "nil", setByUs: yes()}},
-		{name: "the writer died: a resubscribe still clears the true it may have left", field: salesF, run: func(f string) (ledger.Entry, bool) {
-			e, _ := ledger.Attempting(optedOut(f), sfC, f, true, f)
-			// The next replica reads the true the dead one wrote.
-			e, _ = ledger.Observed(e, sfC, f, true, at(30), f)
+		{name: "no answer ever came, then a newer resubscribe clears our mark", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			// The replica died after Salesforce applied the write: the
+			// attempt is all the ledger knows.
+			e, _ := attempt(optedOut(f), f, true)
 			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
 			return e, r.Changed
-		}, want: want{changed: yes(), state: ledger.StatePending, optedOut: no(), target: tg(false, true), confirmed: "true", setByUs: yes()}},
-		{name: "without the mark, a true found is someone else's and stays", field: salesF, run: func(f string) (ledger.Entry, bool) {
-			e, _ := ledger.Observed(optedOut(f), sfC, f, true, at(30), f)
+		}, want: want{changed: yes(), state: ledger.StatePending, optedOut: no(), target: tg(false, true), setByUs: yes()}},
+		{name: "a true found afterwards is not taken for someone else's", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			e, _ = ledger.Observed(e, sfC, f, true, at(100), f)
 			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
 			return e, r.Changed
-		}, want: want{changed: yes(), state: ledger.StateSynced, optedOut: no(), target: tg(false, false), confirmed: "true", setByUs: no()}},
-		{name: "already marked, a false, or another record: no change", field: salesF, run: func(f string) (ledger.Entry, bool) {
-			e, _ := ledger.Attempting(optedOut(f), sfC, f, true, f)
-			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC, f, true, f) })
-			unchanged(t, optedOut(f), func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC, f, false, f) })
-			unchanged(t, optedOut(f), func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Attempting(e, sfC2, f, true, f) })
+		}, want: want{optedOut: no(), target: tg(false, true), setByUs: yes()}},
+		{name: "the confirmation on the attempt's revision settles it", run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			return ledger.Wrote(e, ledger.Write{SalesforceID: sfC, Field: f, Value: true, At: at(200), Current: true, OK: true}, f)
+		}, want: want{changed: yes(), state: ledger.StateSynced, target: tg(true, false), confirmed: "true", setByUs: yes()}},
+		{name: "already unknown and ours is no change", run: func(f string) (ledger.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return attempt(e, f, true) })
 			return e, false
-		}, want: want{setByUs: yes()}},
+		}, want: want{}},
+		{name: "wrong Salesforce id is no change", run: func(f string) (ledger.Entry, bool) {
+			e := optedOut(f)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) {
+				return ledger.Attempt(e, ledger.Write{SalesforceID: sfC2, Field: f, Value: true}, f)
+			})
+			return e, false
+		}, want: want{}},
 	})
 }
 
@@ -621,7 +634,7 @@ func TestMerge(t *testing.T) {
 		}, want: want{changed: yes(), optedOut: yes(), target: tg(true, true)}},
 		{name: "a write of the Salesforce-only entry's in flight stays ours: a newer resubscribe clears it", field: salesF, run: func(f string) (ledger.Entry, bool) {
 			// The sf entry's push marked its write and died before confirming.
-			from, _ := ledger.Attempting(folded(f, in("o1", ledger.OptOut, 30, sfC)), sfC, f, true, f)
+			from, _ := ledger.Attempt(folded(f, in("o1", ledger.OptOut, 30, sfC)), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
 			e := folded(f, in("r1", ledger.Resubscribe, 40, sfC))
 			return ledger.Merge(e, from, f)
 		}, want: want{changed: yes(), optedOut: no(), target: tg(false, true), confirmed: "nil", setByUs: yes(), check: func(t *testing.T, e ledger.Entry) {

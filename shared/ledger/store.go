@@ -348,6 +348,26 @@ func wroteAt(readRev uint64, w Write, field string) transition {
 	}
 }
 
+// Attempting records, before a write of Salesforce made from the entry
+// read at readRev, that the write may land (machine.go Attempt). It returns
+// the entry and the revision the write's confirmation is to be based on, or
+// moved (nothing recorded) when the entry changed since readRev: the caller
+// reads the person again.
+func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
+	_, e, rev, _, err = l.change(ctx, key, field, nil, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+		if !exists || r != readRev {
+			moved = true
+			return cur, false, nil
+		}
+		next, changed := Attempt(cur, w, field)
+		return next, changed, nil
+	})
+	if err != nil {
+		return e, rev, moved, fmt.Errorf("record the write of %s before making it: %w", key, err)
+	}
+	return e, rev, moved, nil
+}
+
 // Observed records a value read from Salesforce at readRev; an entry that
 // moved since is left for the next round.
 func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, salesforceID, f string, value bool, field string) (Entry, error) {
@@ -360,23 +380,6 @@ func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, sales
 		return next, changed, nil
 	})
 	return e, err
-}
-
-// Attempting records, at readRev, that the push is about to write value
-// to f (see machine.go Attempting). It returns the revision to confirm the
-// write against; ok is false when the entry moved since readRev (the
-// person is left for the next round, unwritten).
-func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, salesforceID, f string, value bool, field string) (rev uint64, ok bool, err error) {
-	moved := false
-	_, _, rev, _, err = l.change(ctx, key, field, nil, func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
-		if !exists || rev != readRev {
-			moved = true
-			return cur, false, nil
-		}
-		next, changed := Attempting(cur, salesforceID, f, value, field)
-		return next, changed, nil
-	})
-	return rev, err == nil && !moved, err
 }
 
 // Failed records a failed write.

@@ -208,3 +208,65 @@ func TestSubjectWithExtraTokensIsRefusedAtPublish(t *testing.T) {
 		t.Fatal("a subject no tenant consumer reads was stored")
 	}
 }
+
+// On a cluster a bucket with direct gets answers a read from any replica,
+// including a follower that has not applied the last write yet; the
+// ledger's read-then-decide steps then lost dirty markers (and so
+// opt-outs) in the cluster test. Its buckets must read from the leader,
+// also when they were made before with direct gets, and stay so when
+// provisioned again.
+func TestLedgerBucketsReadFromTheLeader(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nc := natstest.Connect(t)
+	topo := natstest.Topology(t, nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A ledger bucket as an earlier version provisioned it: with direct gets.
+	var old jetstream.KeyValueConfig
+	for _, b := range topo.Buckets(1) {
+		if b.Bucket == topo.LedgerBucket() {
+			old = b
+		}
+	}
+	if _, err := js.CreateKeyValue(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "KV_"+topo.LedgerBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := s.CachedInfo().Created
+	if !s.CachedInfo().Config.AllowDirect {
+		t.Fatal("nats.go no longer makes buckets with direct gets; this test needs another way to make an old bucket")
+	}
+
+	for round := range 2 {
+		p, err := natsx.Provision(ctx, nc, topo)
+		if err != nil {
+			t.Fatalf("provision %d: %v", round+1, err)
+		}
+		for _, b := range []string{topo.LedgerBucket(), topo.DirtyBucket(), topo.AliasBucket()} {
+			s, err := js.Stream(ctx, "KV_"+b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := s.CachedInfo()
+			if info.Config.AllowDirect {
+				t.Errorf("provision %d: bucket %s answers reads from any replica (AllowDirect); want its leader only", round+1, b)
+			}
+			if b == topo.LedgerBucket() && !info.Created.Equal(created) {
+				t.Errorf("provision %d: the ledger bucket was recreated, not updated in place", round+1)
+			}
+		}
+		// The handles Provision returns read what was just written.
+		if _, err := p.Ledger.Put(ctx, "acme.sc.x", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		if e, err := p.Ledger.Get(ctx, "acme.sc.x"); err != nil || string(e.Value()) != "v1" {
+			t.Errorf("provision %d: read after write: %v %v", round+1, e, err)
+		}
+	}
+}

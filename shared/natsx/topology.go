@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -306,7 +307,13 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 	p := &Provisioned{Topology: t, JS: js, Replicas: replicas}
 	kvs := []*jetstream.KeyValue{&p.Ledger, &p.Tenants, &p.Runs, &p.Health, &p.Dirty, &p.Aliases}
 	for i, kc := range t.Buckets(replicas) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		var kv jetstream.KeyValue
+		var err error
+		if t.leaderReads(kc.Bucket) {
+			kv, err = leaderReadBucket(ctx, js, kc)
+		} else {
+			kv, err = js.CreateOrUpdateKeyValue(ctx, kc)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("provision bucket %s: %w", kc.Bucket, err)
 		}
@@ -318,6 +325,50 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 		}
 	}
 	return p, nil
+}
+
+// leaderReads reports whether a bucket's readers decide on what they read,
+// so a read must see every write acknowledged before it: the ledger (whose
+// read-then-decide steps, such as dropping a dirty marker after finding the
+// person clean, are not all guarded by compare-and-set), its dirty set and
+// its aliases.
+func (t Topology) leaderReads(bucket string) bool {
+	return bucket == t.LedgerBucket() || bucket == t.DirtyBucket() || bucket == t.AliasBucket()
+}
+
+// leaderReadBucket creates or updates a bucket whose reads go to its
+// stream's leader. nats.go makes every bucket with AllowDirect, which lets
+// any replica answer a Get: on a cluster a follower that has not yet
+// applied a write answers with the value before it (a Get right after a
+// Create finds nothing), which lost dirty markers and so opt-outs in the
+// cluster test (deploy/clustertest). The stream is therefore updated in
+// place from its current configuration, never through
+// CreateOrUpdateKeyValue, which would switch direct reads back on for as
+// long as the update takes.
+func leaderReadBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	name := "KV_" + kc.Bucket
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = js.CreateKeyValue(ctx, kc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, err
+		}
+		s, err = js.Stream(ctx, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cur := s.CachedInfo().Config
+	want := cur
+	want.Description, want.MaxMsgsPerSubject, want.Storage, want.Replicas = kc.Description, int64(kc.History), kc.Storage, kc.Replicas
+	want.AllowDirect = false
+	if !reflect.DeepEqual(cur, want) {
+		if _, err := js.UpdateStream(ctx, want); err != nil {
+			return nil, fmt.Errorf("leader reads: %w", err)
+		}
+	}
+	// Bound after the update: a handle takes its read path from the
+	// stream's configuration when it is bound.
+	return js.KeyValue(ctx, kc.Bucket)
 }
 
 // Teardown deletes every resource of a topology; tests use it to leave

@@ -286,25 +286,37 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 				r.q.Add(p.key) // looked at again: settled, or moved meanwhile
 				return
 			}
-			// Before the write, the entry says our push may set the field,
-			// so a true left by a replica that dies mid-call is still ours.
-			rev, ok, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, p.entry.SalesforceID, field, true, field)
-			if err != nil {
-				r.log.Warn().Err(err).Msg("recording a write about to be made failed; the person is pushed again")
-				r.q.AddAfter(p.key, r.svc.backoff(1))
+			// Salesforce holds false, so the mark about to be made is ours:
+			// say so in the ledger before making it, or a replica killed
+			// mid-call (or a confirmation the ledger cannot store) leaves
+			// it looking like someone else's, never cleared by a resubscribe.
+			if !r.attempting(ctx, p, field) {
 				return
 			}
-			if !ok {
-				r.q.Add(p.key) // moved meanwhile: the next round reads it anew
-				return
-			}
-			p.rev = rev
 			mu.Lock()
 			rest = append(rest, p)
 			mu.Unlock()
 		})
 	}
 	return rest
+}
+
+// attempting records that p's write is about to be made and rebases p on
+// the revision that says so; false leaves p for another round (the entry
+// moved, or the ledger failed).
+func (r *runner) attempting(ctx context.Context, p *person, field string) bool {
+	e, rev, moved, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value}, field)
+	switch {
+	case err != nil:
+		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
+		r.q.AddAfter(p.key, r.svc.backoff(1))
+		return false
+	case moved:
+		r.q.Add(p.key)
+		return false
+	}
+	p.entry, p.rev = e, rev
+	return true
 }
 
 // confirmed records Salesforce's confirmation of a write made from the

@@ -152,6 +152,35 @@ func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 	}
 }
 
+// A replica that dies after Salesforce applied its opt-out on the sales
+// field, and before it recorded anything, must not leave the mark looking
+// like someone else's: the next round found the field already true and
+// recorded it "set in Salesforce (not by optout-sync)", so a newer
+// resubscribe left it set. (Found by make test-cluster, whose kills and
+// leader elections land between writes and their confirmations.)
+func TestReplicaKilledAfterItsWriteLandedLetsAResubscribeClearIt(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.salesField()
+	c := s.seed("acme", "Contact")
+	t0 := time.Now().Add(-time.Hour)
+	s.publish("acme", "p", sfID(c), at(t0))
+	stuck := make(chan struct{})
+	defer close(stuck)
+	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
+	s.eventually("the dying replica's write landed", 10*time.Second, func() bool { return s.optedOut("acme", c, sales) })
+	s.eventually("the opt-out folded", 10*time.Second, func() bool { return s.drained("acme") })
+
+	s.start(fastConfig())
+	s.publish("acme", "p", sfID(c), at(t0.Add(time.Minute)), resub())
+	s.eventually("the newer resubscribe cleared our mark", 20*time.Second, func() bool {
+		return s.settled("acme") && !s.optedOut("acme", c, sales)
+	})
+	if e := s.entry("acme", "p"); e.OptedOut || e.Confirmed == nil || *e.Confirmed {
+		t.Errorf("ledger: opted out %t, confirmed %v; want the resubscribe confirmed (%s)", e.OptedOut, e.Confirmed, e.Reason)
+	}
+}
+
 func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

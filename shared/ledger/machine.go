@@ -356,6 +356,13 @@ func Observed(e Entry, salesforceID, f string, value bool, at time.Time, field s
 	if conf := e.confirmedOn(f); conf != nil && *conf == value && (value || !e.SetByUs) {
 		return e, false
 	}
+	if !value && e.Field == f && e.SetByUs && e.Confirmed == nil {
+		// A write of ours may still land (attempted, or its answer lost):
+		// a false read before it proves nothing, and taking it as fact would
+		// leave that write's true unseen by a later resubscribe. Our own
+		// confirmed write settles it.
+		return e, false
+	}
 	// A true keeps SetByUs when our push may have set it (a write reported
 	// failed or confirmed on a stale revision may have landed); it never
 	// raises it.

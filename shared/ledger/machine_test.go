@@ -396,6 +396,13 @@ func TestAttempt(t *testing.T) {
 func TestObserved(t *testing.T) {
 	t.Parallel()
 	runRows(t, []row{
+		{name: "a false read while our write may still land proves nothing", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			e, _ := ledger.Attempt(optedOut(f), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
+			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Observed(e, sfC, f, false, at(100), f) })
+			// The write lands after that read; the person then resubscribes.
+			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), optedOut: no(), target: tg(false, true), confirmed: "nil", setByUs: yes()}},
 		{name: "someone else's true is not claimed", field: salesF, run: func(f string) (ledger.Entry, bool) {
 			e, ok := ledger.Observed(folded(f, in("r1", ledger.Resubscribe, 10, sfC)), sfC, f, true, at(100), f)
 			if !strings.Contains(e.Reason, "(not by optout-sync)") {

@@ -15,7 +15,8 @@ import (
 // delivered in random order and interleaved with push rounds of two
 // replicas against a simulated Salesforce (writes that land or not, are
 // confirmed, fail, or are confirmed on a stale revision; reads of
-// Salesforce's value). After the history and clean push rounds, Salesforce
+// Salesforce's value; replicas that die mid-call, their write landed or
+// not, and never report). After the history and clean push rounds, Salesforce
 // and the entry must be what the reference model says, whatever the order.
 
 // refWish is the reference model: the newest wish by ordering time, the
@@ -180,7 +181,27 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			if !write {
 				t.Skip("not dirty")
 			}
-			m.flights = append(m.flights, &flight{readRev: m.rev, sfID: m.e.SalesforceID, value: value})
+			f := &flight{readRev: m.rev, sfID: m.e.SalesforceID, value: value}
+			if m.field == salesF && value && !(m.e.Field == m.field && m.e.SetByUs) {
+				// The push records a write that may make the mark ours
+				// before making it, on the revision it read.
+				next, changed := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: true}, m.field)
+				m.apply(next, changed)
+				f.readRev = m.rev
+			}
+			m.flights = append(m.flights, f)
+		},
+		"die": func(t *rapid.T) { // a replica dies mid-call: its write may land, it never reports
+			if len(m.flights) == 0 {
+				t.Skip("no write in flight")
+			}
+			i := pick(t, len(m.flights), "flight")
+			f := m.flights[i]
+			m.flights = append(m.flights[:i:i], m.flights[i+1:]...)
+			if !f.decided && rapid.Bool().Draw(t, "landed") {
+				m.write(t, f.value)
+			}
+			t.Logf("die: write %t read at rev %d never reported", f.value, f.readRev)
 		},
 		"land": func(t *rapid.T) { // a write reaches Salesforce, or is lost
 			var open []*flight

@@ -354,7 +354,16 @@ func wroteAt(readRev uint64, w Write, field string) transition {
 // moved (nothing recorded) when the entry changed since readRev: the caller
 // reads the person again.
 func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
-	_, e, rev, _, err = l.change(ctx, key, field, nil, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+	return l.attempting(ctx, key, nil, readRev, w, field)
+}
+
+// FencedAttempting is Attempting for a fenced writer (the reconciler).
+func (l *Ledger) FencedAttempting(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
+	return l.attempting(ctx, key, &fence, readRev, w, field)
+}
+
+func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
+	_, e, rev, _, err = l.change(ctx, key, field, fence, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
 		if !exists || r != readRev {
 			moved = true
 			return cur, false, nil

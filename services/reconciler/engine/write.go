@@ -17,6 +17,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // parallel runs fn over items with the configured workers and returns the
@@ -286,6 +287,23 @@ func (r *run) reread(ctx context.Context, batch []sfTarget) ([]sfTarget, map[ids
 				}
 			}
 			if value, write := e.Target(field); value && write {
+				if field != tenant.StandardField && !(e.Field == field && e.SetByUs) {
+					// As the push does: the mark about to be made is ours, so
+					// say so before making it; a run that dies mid-call must not
+					// leave a true the next reader takes for someone else's.
+					if !r.job.Lease.Valid() {
+						return errLeaseExpired
+					}
+					_, nrev, moved, err := r.e.Ledger.FencedAttempting(ctx, key, r.fence, rev,
+						ledger.Write{SalesforceID: e.SalesforceID, Field: field, Value: true}, field)
+					if err != nil {
+						return err
+					}
+					if moved {
+						continue // changed since the re-read: the push or the next run sees it
+					}
+					rev = nrev
+				}
 				mu.Lock()
 				keep[t.id] = append(keep[t.id], current{key: key, rev: rev})
 				mu.Unlock()

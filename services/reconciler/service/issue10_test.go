@@ -283,3 +283,38 @@ func appliedWithFence(h *harness, fence uint64) int {
 	}
 	return n
 }
+
+// A run whose Salesforce write of the sales field lands but never gets an
+// answer (the connection dropped every time, as when a replica dies
+// mid-call) leaves the ledger saying the mark may be ours, so the person's
+// later resubscribe still clears it instead of taking it for someone
+// else's.
+func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	st := h.setSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
+	field := st.TargetField()
+	id := h.org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
+	key := ledger.Key("acme", "sc-p", "")
+	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
+	h.putEntry(key, ledger.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
+		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: ledger.StatePending})
+	h.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
+
+	rep := h.runNow(h.replica(replicaOpts{name: "replica-a"}), "acme", false)
+	if rep.Status == runs.StatusSucceeded {
+		t.Fatalf("run %s although no write was ever answered", rep.Status)
+	}
+	if r, _ := h.org("acme").Get(id); !r.CustomOptOut {
+		t.Fatal("the dropped write did not land: the test needs it to")
+	}
+	if _, err := h.ledger.Ingest(h.ctx, "acme", ledger.EventInput{ID: "evt-r", Action: ledger.Resubscribe,
+		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}, field); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := h.entry(key)
+	if v, w := e.Target(field); v || !w {
+		t.Fatalf("after the resubscribe Target(%s) = (%t, %t); want a write of false due: the true may be ours (entry field %q setByUs %t confirmed %v)",
+			field, v, w, e.Field, e.SetByUs, e.Confirmed)
+	}
+}

@@ -97,9 +97,10 @@ bench-pusher:
 ## chaos: the model-based randomized test of the push at 100,000 persons (make test runs it at 1,000);
 ## report in bench/chaos.md (lost, reverted, double effects: all expected 0). OPTOUT_MODEL_SEED replays a run.
 .PHONY: chaos
-chaos:
+chaos: bin/nats-server
 	@mkdir -p bench
-	cd services/pusher && OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
+	scripts/test-prereqs
+	cd services/pusher && NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
 		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./push/ | grep -v '"level"'
 
 ## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.

@@ -104,9 +104,10 @@ chaos: bin/nats-server
 		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./push/ | grep -v '"level"'
 
 ## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.
-bench-reconciler:
+bench-reconciler: bin/nats-server
 	@mkdir -p bench
-	go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
+	scripts/test-prereqs
+	NATS_URL=$(NATS_TEST_URL) go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
 
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:

@@ -32,6 +32,7 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.TenantConsumer(r.tenant))
 	defer span.End()
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
+	received := time.Now()
 	res, err := s.ingester.Handle(ctx, r.tenant, msg)
 	switch {
 	case err != nil:
@@ -45,6 +46,11 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
 		s.Metrics.deadLettered(r.tenant, "invalid")
 		return
+	}
+	target := targetOf(s.settings(r.tenant).TargetField())
+	s.Metrics.stage(StageFold, target, time.Since(received))
+	if res.Changed && res.Entry.LastEvent != nil {
+		s.Metrics.stage(StageArrive, target, received.Sub(res.Entry.LastEvent.OccurredAt))
 	}
 	if res.Clamped {
 		s.Metrics.clamped(r.tenant)
@@ -70,10 +76,12 @@ func (r *runner) pushLoop(ctx context.Context) {
 		if keys == nil {
 			return
 		}
+		waited := time.Now()
 		select {
 		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 		}
+		s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
 		// A batch in flight is finished even when shutdown starts, so what
 		// Salesforce confirmed is recorded.
 		r.pushBatch(context.WithoutCancel(ctx), keys)
@@ -115,7 +123,10 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		return
 	}
 	field := s.settings(r.tenant).TargetField()
+	target := targetOf(field)
+	began := time.Now()
 	people := r.read(ctx, keys, field)
+	s.Metrics.stage(StageRead, target, time.Since(began))
 	if len(people) == 0 {
 		return
 	}
@@ -139,7 +150,9 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("optout.tenant", r.tenant), attribute.String("salesforce.field", field),
 			attribute.Int("messaging.batch.message_count", len(people))))
+	began = time.Now()
 	results, err := client.UpdateOptOut(bctx, updates)
+	s.Metrics.stage(StageSalesforceWrite, target, time.Since(began))
 	if err != nil {
 		bspan.RecordError(err)
 		bspan.SetStatus(codes.Error, salesforce.ClassOf(err).String())
@@ -216,6 +229,15 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 	return kept
 }
 
+// targetOf names a field for the stage histogram without its API name
+// (tenants name their sales field as they like).
+func targetOf(field string) string {
+	if field == tenant.StandardField {
+		return "email"
+	}
+	return "sales"
+}
+
 func traceContext(ctx context.Context, traceParent string) context.Context {
 	if traceParent == "" {
 		return ctx
@@ -260,7 +282,9 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 		for i, p := range group {
 			ids[i] = p.entry.SalesforceID
 		}
+		began := time.Now()
 		recs, err := client.Retrieve(group[0].ctx, typ, ids, []string{"Id", field})
+		r.svc.Metrics.stage(StageSalesforceRead, targetOf(field), time.Since(began))
 		r.svc.Metrics.call(r.tenant)
 		if err != nil {
 			r.failAll(ctx, group, field, err)
@@ -288,7 +312,9 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
+	began := time.Now()
 	e, err := s.Ledger.Wrote(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
+	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
 		r.q.AddAfter(p.key, s.backoff(1))

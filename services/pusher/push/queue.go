@@ -16,12 +16,15 @@ type queue struct {
 	order      []string
 	dirty      map[string]bool // waiting
 	processing map[string]bool
-	again      map[string]bool // added while processing
+	again      map[string]bool      // added while processing
+	since      map[string]time.Time // when a waiting key was queued
 	closed     bool
+	// onTake observes how long each taken key waited (linger included).
+	onTake func(wait time.Duration)
 }
 
 func newQueue() *queue {
-	q := &queue{dirty: map[string]bool{}, processing: map[string]bool{}, again: map[string]bool{}}
+	q := &queue{dirty: map[string]bool{}, processing: map[string]bool{}, again: map[string]bool{}, since: map[string]time.Time{}}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -41,6 +44,7 @@ func (q *queue) Add(key string) {
 		return
 	}
 	q.dirty[key] = true
+	q.since[key] = time.Now()
 	q.order = append(q.order, key)
 	q.cond.Signal()
 }
@@ -83,11 +87,20 @@ func (q *queue) Take(n int, linger time.Duration) []string {
 	k := min(n, len(q.order))
 	out := append([]string(nil), q.order[:k]...)
 	q.order = q.order[k:]
-	for _, key := range out {
+	now := time.Now()
+	waits := make([]time.Duration, len(out))
+	for i, key := range out {
 		delete(q.dirty, key)
+		waits[i] = now.Sub(q.since[key])
+		delete(q.since, key)
 		q.processing[key] = true
 	}
 	q.mu.Unlock()
+	if q.onTake != nil {
+		for _, w := range waits {
+			q.onTake(w)
+		}
+	}
 	return out
 }
 

@@ -161,6 +161,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) {
 		return
 	}
 	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
 	s.runners[t] = r
 	s.wg.Add(1)
 	go func() {

@@ -88,8 +88,32 @@ type transition func(e Entry, exists bool, rev uint64) (Entry, bool, error)
 // stamped with a larger one and stamps its own. It returns the entry's key,
 // the entry as stored, its revision, and whether it changed.
 func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (string, Entry, uint64, bool, error) {
+	return l.changeFrom(ctx, key, field, writerFence, nil, t)
+}
+
+// snapshot is an entry as its caller just read it, at rev.
+type snapshot struct {
+	entry Entry
+	rev   uint64
+}
+
+// changeFrom is change whose first attempt starts from known (when not
+// nil) instead of reading the entry: the compare-and-set on known.rev still
+// refuses a moved entry, and the next attempt reads it. Only unfenced
+// writers pass one (known carries no fence).
+func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (string, Entry, uint64, bool, error) {
 	for attempt := 0; ; attempt++ {
-		cur, curFence, rev, err := l.GetFenced(ctx, key)
+		fromKnown := attempt == 0 && known != nil && writerFence == nil
+		var (
+			cur           Entry
+			curFence, rev uint64
+			err           error
+		)
+		if fromKnown {
+			cur, rev = known.entry, known.rev
+		} else {
+			cur, curFence, rev, err = l.GetFenced(ctx, key)
+		}
 		exists := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return key, Entry{}, 0, false, err
@@ -108,6 +132,10 @@ func (l *Ledger) change(ctx context.Context, key string, field string, writerFen
 		next, changed, err := t(cur, exists, rev)
 		if err != nil {
 			return key, cur, rev, false, err
+		}
+		if !changed && fromKnown {
+			// No write checks a no-op: decide it on the entry as stored.
+			continue
 		}
 		if !changed {
 			if exists && next.Dirty(field) {
@@ -327,6 +355,14 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 // confirmed only if the entry has not moved since (see machine.go Wrote).
 func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write, field string) (Entry, error) {
 	_, e, _, _, err := l.change(ctx, key, field, nil, wroteAt(readRev, w, field))
+	return e, err
+}
+
+// WroteFrom is Wrote for a caller holding the entry it read at readRev
+// (the push's batch): the confirmation's compare-and-set starts from it,
+// without reading the entry again.
+func (l *Ledger) WroteFrom(ctx context.Context, key string, read Entry, readRev uint64, w Write, field string) (Entry, error) {
+	_, e, _, _, err := l.changeFrom(ctx, key, field, nil, &snapshot{entry: read, rev: readRev}, wroteAt(readRev, w, field))
 	return e, err
 }
 

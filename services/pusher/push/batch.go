@@ -313,7 +313,7 @@ func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
-	e, err := s.Ledger.Wrote(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
+	e, err := s.Ledger.WroteFrom(ctx, p.key, p.entry, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
 	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")

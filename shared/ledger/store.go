@@ -454,9 +454,19 @@ type DirtyItem struct {
 // Dirty lists the tenant's dirty persons (the push's sweep): a KV watch over
 // the dirty bucket that stops after the current values.
 func (l *Ledger) Dirty(ctx context.Context, tenant string, fn func(DirtyItem)) error {
+	return l.dirtyMatching(ctx, tenant, tenant+".>", fn)
+}
+
+// DirtyAll lists every tenant's dirty persons with one watch: a replica
+// pushing for a thousand tenants sweeps with one consumer, not a thousand.
+func (l *Ledger) DirtyAll(ctx context.Context, fn func(DirtyItem)) error {
+	return l.dirtyMatching(ctx, "(all tenants)", ">", fn)
+}
+
+func (l *Ledger) dirtyMatching(ctx context.Context, tenant, filter string, fn func(DirtyItem)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := l.dirty.WatchFiltered(ctx, []string{tenant + ".>"}, jetstream.IgnoreDeletes())
+	w, err := l.dirty.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return fmt.Errorf("ledger dirty %s: %w", tenant, err)
 	}

@@ -49,6 +49,24 @@ func (q *queue) Add(key string) {
 	q.cond.Signal()
 }
 
+// AddIfIdleAfter queues key once d has passed, unless it is then waiting
+// or being processed (the sweep: work in hand needs no second round).
+func (q *queue) AddIfIdleAfter(key string, d time.Duration) {
+	add := func() {
+		q.mu.Lock()
+		idle := !q.dirty[key] && !q.processing[key]
+		q.mu.Unlock()
+		if idle {
+			q.Add(key)
+		}
+	}
+	if d <= 0 {
+		add()
+		return
+	}
+	time.AfterFunc(d, add)
+}
+
 // AddAfter queues key once d has passed.
 func (q *queue) AddAfter(key string, d time.Duration) {
 	if d <= 0 {

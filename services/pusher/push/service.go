@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -100,6 +101,7 @@ type Service struct {
 
 	ingester *ingest.Ingester
 	slots    chan struct{}
+	scans    chan struct{} // runners' catch-up scans at once
 	mu       sync.Mutex
 	runners  map[string]*runner
 	wg       sync.WaitGroup
@@ -122,11 +124,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.Metrics = m
 	}
 	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
+	s.scans = make(chan struct{}, scanConcurrency)
 	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
 		DLQ:   natsx.DeadLetterer{JS: s.JS, Topology: s.Topology},
 		Field: func(t string) string { return s.settings(t).TargetField() }}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
+	s.wg.Go(func() { s.sweep(ctx) })
 
 	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
 	defer tick.Stop()
@@ -154,20 +158,23 @@ func (s *Service) discover(ctx context.Context) error {
 	return err
 }
 
-func (s *Service) ensureRunner(ctx context.Context, t string) {
+func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.runners[t]; ok {
-		return
+	if r, ok := s.runners[t]; ok {
+		return r
 	}
 	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
 	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
+	// Its catch-up resyncs it; the periodic resync counts from now.
+	r.resyncedAt.Store(time.Now().UnixNano())
 	s.runners[t] = r
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		r.run(ctx)
 	}()
+	return r
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -184,6 +191,25 @@ type runner struct {
 	log    zerolog.Logger
 	br     breaker
 	q      *queue
+	// pending is the tenant's events still in the stream after the last one
+	// delivered (its NumPending) and delivered when that was (unix ns);
+	// folding counts those delivered and not yet folded.
+	pending, delivered, folding atomic.Int64
+	// resyncedAt is when the tenant's ledger was last resynced (unix ns).
+	resyncedAt atomic.Int64
+}
+
+// pendingFresh is how long a delivery's NumPending is believed: another
+// replica sharing the consumer may take what it counted.
+const pendingFresh = 100 * time.Millisecond
+
+// moreComing says whether events of the tenant are on their way to the
+// queue, so a batch that is not full yet should linger for them.
+func (r *runner) moreComing() bool {
+	if r.folding.Load() > 0 {
+		return true
+	}
+	return r.pending.Load() > 0 && time.Since(time.Unix(0, r.delivered.Load())) < pendingFresh
 }
 
 // run ingests whatever the tenant's health (ingest needs only NATS, so no
@@ -199,7 +225,7 @@ func (r *runner) run(ctx context.Context) {
 			}
 		}
 	})
-	wg.Go(func() { r.sweep(ctx) })
+	wg.Go(func() { r.catchUp(ctx) })
 	for range max(1, r.svc.Cfg.TenantConcurrency) {
 		wg.Go(func() { r.pushLoop(ctx) })
 	}

@@ -47,7 +47,7 @@ func Load(l *config.Loader) Config {
 	c.Push = push.Config{
 		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica"),
 		BatchSize:         l.Int("OPTOUT_BATCH_SIZE", d.BatchSize, 1, 200, "records per sObject Collections call"),
-		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "how long a batch waits for more events after its first"),
+		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "the most a batch waits for more events after its first, while more of the tenant's are on their way"),
 		RetryHorizon:      l.Duration("OPTOUT_RETRY_HORIZON", d.RetryHorizon, time.Minute, 30*24*time.Hour, "how long a transiently failing event is retried before the DLQ"),
 		BackoffInitial:    l.Duration("OPTOUT_BACKOFF_INITIAL", d.BackoffInitial, time.Millisecond, time.Hour, "first redelivery delay"),
 		BackoffMax:        l.Duration("OPTOUT_BACKOFF_MAX", d.BackoffMax, time.Millisecond, 24*time.Hour, "largest redelivery delay"),

@@ -25,9 +25,9 @@ import (
 
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
-// ingest folds one message into the ledger and queues its person when a
-// write is due.
-func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
+// ingest folds one message into the ledger and returns the person's key
+// when a write is due.
+func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string) {
 	s := r.svc
 	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.TenantConsumer(r.tenant))
 	defer span.End()
@@ -39,13 +39,13 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "ingest failed")
 		r.log.Warn().Ctx(ctx).Err(err).Msg("ingest failed; the event will be redelivered")
-		return
+		return ""
 	case res.Rejected != nil:
 		span.SetStatus(codes.Error, string(event.CodeOf(res.Rejected)))
 		span.SetAttributes(attribute.String("optout.outcome", "dead-lettered: "+string(event.CodeOf(res.Rejected))))
 		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
 		s.Metrics.deadLettered(r.tenant, "invalid")
-		return
+		return ""
 	}
 	target := targetOf(s.settings(r.tenant).TargetField())
 	s.Metrics.stage(StageFold, target, time.Since(received))
@@ -60,8 +60,9 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 	}
 	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.Entry.State)))
 	if res.Dirty {
-		r.q.Add(res.Key)
+		return res.Key
 	}
+	return ""
 }
 
 // pushLoop takes batches of dirty persons while the tenant may push.
@@ -72,7 +73,7 @@ func (r *runner) pushLoop(ctx context.Context) {
 			sleep(ctx, wait)
 			continue
 		}
-		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger)
+		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
 		if keys == nil {
 			return
 		}

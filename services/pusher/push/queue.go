@@ -11,6 +11,9 @@ import (
 // processed is processed again after Done. Items are ledger keys, never
 // snapshots: the push reads the person's current entry.
 type queue struct {
+	// takeMu lets one Take at a time wait and linger, so concurrent push
+	// loops fill batches one after another instead of splitting one.
+	takeMu     sync.Mutex
 	mu         sync.Mutex
 	cond       *sync.Cond
 	order      []string
@@ -83,9 +86,14 @@ func (q *queue) Len() int {
 	return len(q.order)
 }
 
-// Take waits for a first key, then lingers up to linger for more, and
+// Take waits for a first key, then lingers up to linger for more while
+// moreComing says company is on its way (nil: for the whole linger), and
 // returns up to n keys marked as processing; nil once the queue is closed.
-func (q *queue) Take(n int, linger time.Duration) []string {
+// Lingering only for company known to be coming keeps a lone opt-out
+// real-time and still fills the batches of a burst.
+func (q *queue) Take(n int, linger time.Duration, moreComing func() bool) []string {
+	q.takeMu.Lock()
+	defer q.takeMu.Unlock()
 	q.mu.Lock()
 	for len(q.order) == 0 && !q.closed {
 		q.cond.Wait()
@@ -97,8 +105,8 @@ func (q *queue) Take(n int, linger time.Duration) []string {
 	if len(q.order) < n && linger > 0 {
 		q.mu.Unlock()
 		deadline := time.Now().Add(linger)
-		for time.Now().Before(deadline) && q.Len() < n {
-			time.Sleep(min(time.Until(deadline), 2*time.Millisecond))
+		for time.Now().Before(deadline) && q.Len() < n && (moreComing == nil || moreComing()) {
+			time.Sleep(min(time.Until(deadline), time.Millisecond))
 		}
 		q.mu.Lock()
 	}

@@ -284,9 +284,10 @@ func profile(ctx context.Context, base, path string, seconds int) <-chan error {
 	return done
 }
 
-// pprofTop is the top of a CPU profile by cumulative time, flat time beside.
-func pprofTop(ctx context.Context, path string, n int) string {
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", fmt.Sprintf("-nodecount=%d", n), path).CombinedOutput()
+// pprofTop is the top of a profile (flags: "-cum", "-sample_index=…").
+func pprofTop(ctx context.Context, path string, n int, flags ...string) string {
+	args := append(append([]string{"tool", "pprof", "-top"}, flags...), fmt.Sprintf("-nodecount=%d", n), path)
+	out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("go tool pprof: %v: %s", err, out)
 	}

@@ -99,7 +99,9 @@ func Publish(ctx context.Context, specPath string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(id)); err != nil {
+		// A long stall wait: a busy server slows the publisher down (the
+		// bound on unacknowledged publishes), it does not fail it.
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute)); err != nil {
 			return fmt.Errorf("publish %d: %w", i, err)
 		}
 		res.Published++

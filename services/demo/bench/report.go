@@ -46,6 +46,8 @@ type report struct {
 	isoBase, isoSlow, isoSlowOwn []time.Duration
 	isoCPU                       []cpuUse
 	isoErr                       error
+	isoGoroutines                int
+	isoHeapTop                   string
 	isoRSSPeak                   int64
 }
 
@@ -183,7 +185,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "## (c) Pusher memory (VmRSS from /proc)\n\n| when | RSS |\n|---|---|\n")
 	fmt.Fprintf(&b, "| idle, after warm-up | %s |\n| trickle: peak / mean | %s / %s |\n| burst: peak sampled every 100 ms / VmHWM after | %s / %s |\n",
 		mb(r.rssIdle), mb(r.rssSteadyPeak), mb(r.rssSteadyMean), mb(r.rssBurstPeak), mb(r.rssHWM))
-	fmt.Fprintf(&b, "| %d tenants trickling (d): peak | %s |\n\n", r.isoTenants, mb(r.isoRSSPeak))
+	fmt.Fprintf(&b, "| %d tenants trickling (d): peak | %s (%d goroutines after) |\n\n", r.isoTenants, mb(r.isoRSSPeak), r.isoGoroutines)
+	if r.isoHeapTop != "" {
+		fmt.Fprintf(&b, "<details><summary>pusher heap with %d tenants (in use)</summary>\n\n```\n%s\n```\n</details>\n\n", r.isoTenants, r.isoHeapTop)
+	}
 
 	b50, _ := Percentiles(r.isoBase)
 	w50, _ := Percentiles(r.isoSlow)

@@ -100,6 +100,8 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
+	// The raw scrape stays in the run directory (-bench-keep) for a closer look.
+	_ = fetchTo(ctx, e.admin+"/metrics", filepath.Join(e.dir, "metrics-after-trickle.txt"))
 	rep.rssSteadyPeak, rep.rssSteadyMean, _ = rs.stop()
 	all := time.Unix(1<<40, 0)
 	rep.trickleEmail = w.between([]string{emailTenant}, time.Time{}, all)
@@ -135,6 +137,8 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	}
 	rep.burstPublish = res
 	deadline := time.Now().Add(10 * time.Minute)
+	// Polled twice a second: the drain's end comes from the ledger itself
+	// (scanConfirmed), and a scrape costs the pusher CPU.
 	for {
 		n, err := pushedTotal(ctx, e)
 		if err != nil {
@@ -146,7 +150,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 		if time.Now().After(deadline) {
 			return fmt.Errorf("burst did not drain: %.0f of %d pushed", n-pushed0, len(burstItems))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 	rep.cpu = cpu.end([]string{"nats-server", "pusher", "sfsandbox", "bench (this process)"})
 	rep.cpu = append(rep.cpu, cpuUse{Name: "publisher", CPU: pubCPU, Cores: pubCPU.Seconds() / time.Since(cpu.start).Seconds()})
@@ -178,12 +182,12 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	rep.burstLat = lat
 	rep.drain = last.Sub(res.Start)
 	if err := <-pprofPusher; err == nil {
-		rep.pusherTop = pprofTop(ctx, pusherProf, 30)
+		rep.pusherTop = pprofTop(ctx, pusherProf, 30, "-cum")
 	} else {
 		rep.pusherTop = "profile failed: " + err.Error()
 	}
 	if err := <-pprofServer; err == nil {
-		rep.serverTop = pprofTop(ctx, serverProf, 20)
+		rep.serverTop = pprofTop(ctx, serverProf, 20, "-cum")
 	} else {
 		rep.serverTop = "profile failed: " + err.Error()
 	}
@@ -281,6 +285,12 @@ func runIsolation(ctx context.Context, o Options, dir string, rep *report) error
 	starts[2] = time.Now()
 	rep.isoCPU = cpu.end([]string{"nats-server", "pusher", "sfsandbox"})
 	rep.isoRSSPeak, _, _ = rs.stop()
+	// What a thousand tenants cost the pusher: goroutines and the heap.
+	rep.isoGoroutines = goroutines(ctx, e.admin)
+	heap := filepath.Join(e.dir, "pusher.heap.pprof")
+	if err := fetchTo(ctx, e.admin+"/debug/pprof/heap", heap); err == nil {
+		rep.isoHeapTop = pprofTop(ctx, heap, 15, "-sample_index=inuse_space")
+	}
 	rep.isoTenants = len(tenants)
 	rep.isoBase = w.between(others, starts[0], starts[1])
 	rep.isoSlow = w.between(others, starts[1], starts[2])
@@ -298,4 +308,21 @@ func loadAvg() string {
 	var one string
 	fmt.Sscan(string(b), &one)
 	return one
+}
+
+// goroutines is the pusher's goroutine count (0 when unknown).
+func goroutines(ctx context.Context, admin string) int {
+	path, err := os.CreateTemp("", "goroutines-")
+	if err != nil {
+		return 0
+	}
+	path.Close()
+	defer os.Remove(path.Name())
+	if fetchTo(ctx, admin+"/debug/pprof/goroutine?debug=1", path.Name()) != nil {
+		return 0
+	}
+	b, _ := os.ReadFile(path.Name())
+	var n int
+	fmt.Sscanf(string(b), "goroutine profile: total %d", &n)
+	return n
 }

@@ -29,7 +29,7 @@ const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 // when a write is due.
 func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string) {
 	s := r.svc
-	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.TenantConsumer(r.tenant))
+	ctx, span := natsx.StartProcessSpan(ctx, msg, r.consumer)
 	defer span.End()
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
 	received := time.Now()
@@ -65,38 +65,57 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string)
 	return ""
 }
 
-// pushLoop takes batches of dirty persons while the tenant may push.
-func (r *runner) pushLoop(ctx context.Context) {
+// dispatch takes batches of dirty persons while the tenant may push, and
+// pushes each in a goroutine of its own, at most TenantConcurrency at
+// once; it returns once the queue is closed and its batches are settled.
+func (r *runner) dispatch(ctx context.Context) {
 	s := r.svc
+	busy := make(chan struct{}, max(1, s.Cfg.TenantConcurrency))
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for ctx.Err() == nil {
 		if wait := r.holdOff(ctx); wait > 0 {
 			sleep(ctx, wait)
 			continue
 		}
-		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
-		if keys == nil {
+		// A tenant slot before taking: while all of the tenant's batches are
+		// in flight, the next one keeps filling in the queue.
+		select {
+		case busy <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		waited := time.Now()
-		select {
-		case s.slots <- struct{}{}:
-		case <-ctx.Done():
+		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
+		if keys == nil {
+			<-busy
+			return
 		}
-		s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
-		// A batch in flight is finished even when shutdown starts, so what
-		// Salesforce confirmed is recorded.
-		r.pushBatch(context.WithoutCancel(ctx), keys)
-		if ctx.Err() == nil {
-			<-s.slots
-		} else {
-			select {
-			case <-s.slots:
-			default:
-			}
-		}
-		for _, k := range keys {
-			r.q.Done(k)
-		}
+		inflight.Go(func() {
+			defer func() { <-busy }()
+			r.push(ctx, keys)
+		})
+	}
+}
+
+// push writes one batch with a worker slot of the replica.
+func (r *runner) push(ctx context.Context, keys []string) {
+	s := r.svc
+	waited := time.Now()
+	slot := false
+	select {
+	case s.slots <- struct{}{}:
+		slot = true
+	case <-ctx.Done():
+	}
+	s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
+	// A batch in flight is finished even when shutdown starts, so what
+	// Salesforce confirmed is recorded.
+	r.pushBatch(context.WithoutCancel(ctx), keys)
+	if slot {
+		<-s.slots
+	}
+	for _, k := range keys {
+		r.q.Done(k)
 	}
 }
 

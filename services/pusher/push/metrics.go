@@ -111,12 +111,33 @@ var stageBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0
 // stage observes d for one stage; target is "email" (Email Opt Out) or
 // "sales" (the sales opt-out field).
 func (m *Metrics) stage(name, target string, d time.Duration) {
-	m.stageH.Record(context.Background(), max(d, 0).Seconds(),
-		metric.WithAttributes(attribute.String("stage", name), attribute.String("target", target)))
+	m.stageH.Record(context.Background(), max(d, 0).Seconds(), stageAttrs(name, target))
 }
 
+// stageAttrSets holds one attribute set per stage and target: a few
+// observations per opt-out need not build and sort the set each time.
+var stageAttrSets sync.Map // [2]string -> metric.MeasurementOption
+
+func stageAttrs(name, target string) metric.MeasurementOption {
+	k := [2]string{name, target}
+	if o, ok := stageAttrSets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(attribute.String("stage", name), attribute.String("target", target)))
+	stageAttrSets.Store(k, o)
+	return o
+}
+
+// tenantAttrSets caches each tenant's attribute set (observed per opt-out).
+var tenantAttrSets sync.Map // string -> metric.MeasurementOption
+
 func tenantAttr(t string) metric.MeasurementOption {
-	return metric.WithAttributes(attribute.String("tenant", t))
+	if o, ok := tenantAttrSets.Load(t); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(attribute.String("tenant", t)))
+	tenantAttrSets.Store(t, o)
+	return o
 }
 
 func (m *Metrics) pushed(t string, latency time.Duration) {

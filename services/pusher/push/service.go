@@ -75,7 +75,7 @@ func DefaultConfig() Config {
 	return Config{
 		Workers:           128,
 		BatchSize:         200,
-		Linger:            2 * time.Second,
+		Linger:            5 * time.Second,
 		RetryHorizon:      24 * time.Hour,
 		BackoffInitial:    time.Second,
 		BackoffMax:        5 * time.Minute,
@@ -173,7 +173,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	if r, ok := s.runners[t]; ok {
 		return r
 	}
-	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	r := &runner{svc: s, tenant: t, consumer: s.Topology.TenantConsumer(t), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
 	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
 	// Its catch-up resyncs it; the periodic resync counts from now.
 	r.resyncedAt.Store(time.Now().UnixNano())
@@ -195,11 +195,12 @@ type breaker struct {
 
 // runner ingests and pushes one tenant.
 type runner struct {
-	svc    *Service
-	tenant string
-	log    zerolog.Logger
-	br     breaker
-	q      *queue
+	svc      *Service
+	tenant   string
+	consumer string // its durable consumer's name (a regexp decides it: once)
+	log      zerolog.Logger
+	br       breaker
+	q        *queue
 	// pending is the tenant's events still in the stream after the last one
 	// delivered (its NumPending) and delivered when that was (unix ns);
 	// folding counts those delivered and not yet folded.
@@ -235,15 +236,17 @@ func (r *runner) run(ctx context.Context) {
 		}
 	})
 	wg.Go(func() { r.catchUp(ctx) })
-	for range max(1, r.svc.Cfg.TenantConcurrency) {
-		wg.Go(func() { r.pushLoop(ctx) })
-	}
-	<-ctx.Done()
-	r.q.Close()
+	stop := context.AfterFunc(ctx, r.q.Close)
+	defer stop()
+	r.dispatch(ctx)
 	wg.Wait()
 }
 
-// pull ingests the tenant's events until ctx ends.
+// pull ingests the tenant's events until ctx ends. One goroutine reads and
+// each message is folded in a goroutine of its own, at most
+// ingestConcurrency at once: folds commute, so ledger round trips, not
+// ordering, bound the rate, and an idle tenant costs one goroutine, not a
+// pool (a replica may serve thousands).
 func (r *runner) pull(ctx context.Context) error {
 	cons, err := natsx.EnsureTenantConsumer(ctx, r.svc.JS, r.svc.Topology, r.tenant)
 	if err != nil {
@@ -257,45 +260,36 @@ func (r *runner) pull(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	// Folds commute, so messages of one tenant are ingested concurrently:
-	// ledger round trips, not ordering, bound the rate.
-	errs := make(chan error, ingestConcurrency)
+	folds := make(chan struct{}, ingestConcurrency)
 	var wg sync.WaitGroup
-	for range ingestConcurrency {
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("tenant %s: next: %w", r.tenant, err)
+		}
+		r.folding.Add(1)
+		if md, err := msg.Metadata(); err == nil {
+			r.pending.Store(int64(md.NumPending))
+			r.delivered.Store(time.Now().UnixNano())
+		}
+		folds <- struct{}{}
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				msg, err := it.Next()
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						return
-					}
-					errs <- fmt.Errorf("tenant %s: next: %w", r.tenant, err)
-					it.Stop()
-					return
-				}
-				r.folding.Add(1)
-				if md, err := msg.Metadata(); err == nil {
-					r.pending.Store(int64(md.NumPending))
-					r.delivered.Store(time.Now().UnixNano())
-				}
-				// A message in hand is settled even when shutdown starts.
-				key := r.ingest(context.WithoutCancel(ctx), msg)
-				// Folded before queued, so a Take that sees the key also sees
-				// whether more are coming.
-				r.folding.Add(-1)
-				if key != "" {
-					r.q.Add(key)
-				}
+			defer func() { <-folds }()
+			// A message in hand is settled even when shutdown starts.
+			key := r.ingest(context.WithoutCancel(ctx), msg)
+			// Folded before queued, so a Take that sees the key also sees
+			// whether more are coming.
+			r.folding.Add(-1)
+			if key != "" {
+				r.q.Add(key)
 			}
 		})
 	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return nil
 }
 
 // ingestConcurrency is the messages of one tenant folded at once.

@@ -66,8 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	benchTrickle := fs.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
 	benchIso := fs.Int("bench-iso-tenants", 1000, "benchmark: tenants in the slow-tenant run")
 	benchIsoDur := fs.Duration("bench-iso", 20*time.Second, "benchmark: length of each slow-tenant phase")
+	benchIsoSmall := fs.Int("bench-iso-small", 200, "benchmark: tenants in the second, smaller slow-tenant run (negative: skip)")
 	benchSync := fs.Bool("bench-sync-always", false, "benchmark: run nats-server with sync_interval: always")
 	benchKeep := fs.Bool("bench-keep", false, "benchmark: keep the run directory (logs, profiles)")
+	benchIsoOnly := fs.Bool("bench-iso-only", false, "benchmark: run only the slow-tenant scenario")
 	var benchEnv stringList
 	fs.Var(&benchEnv, "bench-pusher-env", "benchmark: NAME=value added to the pusher's environment (repeatable)")
 	benchPublisher := fs.String("bench-publisher", "", "internal: run as the benchmark's publisher process with this spec")
@@ -83,8 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		err = bench.Run(ctx, bench.Options{Out: *benchOut, Bin: *benchBin, Self: self, Total: *benchTotal,
-			TrickleDuration: *benchTrickle, IsoTenants: *benchIso, IsoDuration: *benchIsoDur, SyncAlways: *benchSync,
-			PusherEnv: benchEnv, Keep: *benchKeep})
+			TrickleDuration: *benchTrickle, IsoTenants: *benchIso, IsoSmall: *benchIsoSmall, IsoDuration: *benchIsoDur, SyncAlways: *benchSync,
+			PusherEnv: benchEnv, Keep: *benchKeep, SkipMain: *benchIsoOnly})
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}

@@ -47,6 +47,10 @@ type Options struct {
 	// (negative IsoTenants: skip).
 	IsoTenants  int
 	IsoDuration time.Duration
+	// IsoSmall repeats the isolation run with fewer tenants, below this
+	// machine's saturation, so the ratio shows the isolation itself
+	// (negative: skip).
+	IsoSmall    int
 	SlowLatency time.Duration
 	// SyncAlways runs the server with sync_interval: always (fsync per
 	// write), as deploy/README.md advises for production.
@@ -55,6 +59,8 @@ type Options struct {
 	PusherEnv []string
 	// Keep leaves the run's directory (logs, profiles, store) in place.
 	Keep bool
+	// SkipMain runs only the isolation scenario (d), when working on it.
+	SkipMain bool
 }
 
 func (o *Options) defaults() {
@@ -75,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.IsoTenants == 0 {
 		o.IsoTenants = 1000
+	}
+	if o.IsoSmall == 0 {
+		o.IsoSmall = 200
 	}
 	if o.IsoDuration == 0 {
 		o.IsoDuration = 20 * time.Second
@@ -110,15 +119,20 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	rep := &report{opts: o, started: time.Now()}
-	if err := runMain(ctx, o, dir, cli, rep); err != nil {
-		return err
+	if !o.SkipMain {
+		if err := runMain(ctx, o, dir, cli, rep); err != nil {
+			return err
+		}
 	}
 	// A failed isolation run is reported, not fatal: the other scenarios'
 	// figures still stand.
-	if o.IsoTenants > 0 {
-		if err := runIsolation(ctx, o, dir, rep); err != nil {
-			rep.isoErr = err
+	for _, n := range []int{o.IsoTenants, o.IsoSmall} {
+		if n <= 0 {
+			continue
 		}
+		res := &isoResult{tenants: n}
+		res.err = runIsolation(ctx, o, dir, n, res)
+		rep.iso = append(rep.iso, res)
 	}
 	rep.took = time.Since(rep.started)
 	text := rep.markdown()

@@ -202,16 +202,16 @@ func pushedTotal(ctx context.Context, e *env) (float64, error) {
 	return counterSum(mf, "optout_pushed_total"), nil
 }
 
-// runIsolation (d): IsoTenants tenants at one opt-out a second each, first
+// runIsolation (d): n tenants at one opt-out a second each, first
 // all at the normal latency, then with one tenant's Salesforce at
 // SlowLatency a call; every other tenant's latencies in both phases.
-func runIsolation(ctx context.Context, o Options, dir string, rep *report) error {
-	tenants := make([]string, o.IsoTenants)
+func runIsolation(ctx context.Context, o Options, dir string, n int, res *isoResult) error {
+	tenants := make([]string, n)
 	for i := range tenants {
 		tenants[i] = fmt.Sprintf("iso%04d", i)
 	}
 	slow, others := tenants[0], tenants[1:]
-	e, err := start(ctx, o, filepath.Join(dir, "iso"), tenants, nil)
+	e, err := start(ctx, o, filepath.Join(dir, fmt.Sprintf("iso%d", n)), tenants, nil)
 	if err != nil {
 		return err
 	}
@@ -274,6 +274,20 @@ func runIsolation(ctx context.Context, o Options, dir string, rep *report) error
 			want -= perPhase // the slow tenant's may still be on their way
 		}
 		starts[p] = time.Now()
+		if p == 0 {
+			// Where a thousand trickling tenants' CPU goes: both busy processes.
+			pp := filepath.Join(e.dir, "pusher.iso.cpu.pprof")
+			sp := filepath.Join(e.dir, "nats-server.iso.cpu.pprof")
+			profP, profS := profile(ctx, e.admin, pp, profileSeconds), profile(ctx, e.nats.prof, sp, profileSeconds)
+			defer func() {
+				if <-profP == nil {
+					res.pusherTop = pprofTop(ctx, pp, 25, "-cum")
+				}
+				if <-profS == nil {
+					res.serverTop = pprofTop(ctx, sp, 25, "-cum")
+				}
+			}()
+		}
 		if _, _, err := e.publish(ctx, fmt.Sprintf("iso-phase%d", p), list, rate); err != nil {
 			return err
 		}
@@ -283,18 +297,18 @@ func runIsolation(ctx context.Context, o Options, dir string, rep *report) error
 		}
 	}
 	starts[2] = time.Now()
-	rep.isoCPU = cpu.end([]string{"nats-server", "pusher", "sfsandbox"})
-	rep.isoRSSPeak, _, _ = rs.stop()
+	res.cpu = cpu.end([]string{"nats-server", "pusher", "sfsandbox"})
+	res.rssPeak, _, _ = rs.stop()
 	// What a thousand tenants cost the pusher: goroutines and the heap.
-	rep.isoGoroutines = goroutines(ctx, e.admin)
+	res.goroutines = goroutines(ctx, e.admin, filepath.Join(e.dir, "pusher.goroutines.txt"))
 	heap := filepath.Join(e.dir, "pusher.heap.pprof")
 	if err := fetchTo(ctx, e.admin+"/debug/pprof/heap", heap); err == nil {
-		rep.isoHeapTop = pprofTop(ctx, heap, 15, "-sample_index=inuse_space")
+		res.heapTop = pprofTop(ctx, heap, 15, "-sample_index=inuse_space")
 	}
-	rep.isoTenants = len(tenants)
-	rep.isoBase = w.between(others, starts[0], starts[1])
-	rep.isoSlow = w.between(others, starts[1], starts[2])
-	rep.isoSlowOwn = w.between([]string{slow}, starts[1], starts[2])
+	res.tenants = len(tenants)
+	res.base = w.between(others, starts[0], starts[1])
+	res.slow = w.between(others, starts[1], starts[2])
+	res.slowOwn = w.between([]string{slow}, starts[1], starts[2])
 	return nil
 }
 
@@ -310,18 +324,13 @@ func loadAvg() string {
 	return one
 }
 
-// goroutines is the pusher's goroutine count (0 when unknown).
-func goroutines(ctx context.Context, admin string) int {
-	path, err := os.CreateTemp("", "goroutines-")
-	if err != nil {
+// goroutines is the pusher's goroutine count (0 when unknown); the
+// profile stays at path.
+func goroutines(ctx context.Context, admin, path string) int {
+	if fetchTo(ctx, admin+"/debug/pprof/goroutine?debug=1", path) != nil {
 		return 0
 	}
-	path.Close()
-	defer os.Remove(path.Name())
-	if fetchTo(ctx, admin+"/debug/pprof/goroutine?debug=1", path.Name()) != nil {
-		return 0
-	}
-	b, _ := os.ReadFile(path.Name())
+	b, _ := os.ReadFile(path)
 	var n int
 	fmt.Sscanf(string(b), "goroutine profile: total %d", &n)
 	return n

@@ -163,7 +163,7 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 		if err != nil {
 			return key, Entry{}, 0, false, fmt.Errorf("ledger write %s: %w", key, err)
 		}
-		if err := l.syncDirty(ctx, key, cur, exists, next, field); err != nil {
+		if err := l.syncDirty(ctx, key, cur, exists, next, newRev, field); err != nil {
 			return key, next, newRev, true, err
 		}
 		return key, next, newRev, true, nil
@@ -183,11 +183,11 @@ func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) error {
 	return nil
 }
 
-// syncDirty keeps the dirty set in step with a write: put after every
-// write that leaves the person dirty; after one that leaves it clean,
-// delete and then look again, so a concurrent writer's put (which follows
-// its own write) is never lost to our delete.
-func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, field string) error {
+// syncDirty keeps the dirty set in step with a write (made at wroteRev; 0
+// when unknown): put after every write that leaves the person dirty; after
+// one that leaves it clean, delete and then look again, so a concurrent
+// writer's put (which follows its own write) is never lost to our delete.
+func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string) error {
 	if next.Dirty(field) {
 		return l.markDirty(ctx, key, next)
 	}
@@ -197,7 +197,16 @@ func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed 
 	if err := l.dirty.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("ledger clear %s dirty: %w", key, err)
 	}
-	now, _, err := l.Get(ctx, key)
+	kve, err := l.getRaw(ctx, key)
+	if err != nil {
+		return err
+	}
+	if wroteRev != 0 && kve.Revision() == wroteRev {
+		// Still our clean write: no one wrote after it, so no one's marker
+		// can have been deleted (and the entry needs no decoding).
+		return nil
+	}
+	now, _, _, err := decodeFenced(key, kve)
 	if err != nil {
 		return err
 	}
@@ -339,14 +348,14 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 		if err != nil {
 			return err
 		}
-		_, err = l.kv.Update(ctx, from, data, rev)
+		retiredRev, err := l.kv.Update(ctx, from, data, rev)
 		if isConflict(err) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("retire %s: %w", from, err)
 		}
-		return l.syncDirty(ctx, from, src, true, retired, field)
+		return l.syncDirty(ctx, from, src, true, retired, retiredRev, field)
 	}
 	return fmt.Errorf("merge %s into %s: too much contention", from, into)
 }
@@ -500,11 +509,11 @@ func (l *Ledger) MarkDirtyIfNeeded(ctx context.Context, key string, e Entry, fie
 
 // Forget removes a clean person from the dirty set (a stale marker).
 func (l *Ledger) Forget(ctx context.Context, key, field string) error {
-	e, _, err := l.Get(ctx, key)
+	e, rev, err := l.Get(ctx, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	return l.syncDirty(ctx, key, Entry{}, false, e, field)
+	return l.syncDirty(ctx, key, Entry{}, false, e, rev, field)
 }
 
 // isConflict recognises a lost compare-and-set: ErrKeyRevisionMismatch from

@@ -91,16 +91,19 @@ func (l *Ledger) change(ctx context.Context, key string, field string, writerFen
 	return l.changeFrom(ctx, key, field, writerFence, nil, t)
 }
 
-// snapshot is an entry as its caller just read it, at rev.
+// snapshot is an entry as its caller just read it, at rev, or (exists
+// false) the caller's good reason to believe there is none yet.
 type snapshot struct {
-	entry Entry
-	rev   uint64
+	entry  Entry
+	rev    uint64
+	exists bool
 }
 
 // changeFrom is change whose first attempt starts from known (when not
-// nil) instead of reading the entry: the compare-and-set on known.rev still
-// refuses a moved entry, and the next attempt reads it. Only unfenced
-// writers pass one (known carries no fence).
+// nil) instead of reading the entry: the compare-and-set on known.rev (a
+// create, when known says absent) still refuses a moved or existing entry,
+// and the next attempt reads it. Only unfenced writers pass one (known
+// carries no fence).
 func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (string, Entry, uint64, bool, error) {
 	for attempt := 0; ; attempt++ {
 		fromKnown := attempt == 0 && known != nil && writerFence == nil
@@ -109,12 +112,13 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			curFence, rev uint64
 			err           error
 		)
+		exists := true
 		if fromKnown {
-			cur, rev = known.entry, known.rev
+			cur, rev, exists = known.entry, known.rev, known.exists
 		} else {
 			cur, curFence, rev, err = l.GetFenced(ctx, key)
+			exists = err == nil
 		}
-		exists := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return key, Entry{}, 0, false, err
 		}
@@ -237,19 +241,27 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 	if in.SalesforceID != "" {
 		sfKey = Key(tenant, "", in.SalesforceID)
 	}
+	var known *snapshot
 	if in.SalesConnectID != "" && sfKey != "" {
 		// The alias first, then the merge: an event carrying only the
 		// Salesforce id either lands before the merge reads its entry, or
 		// finds the alias afterwards and merges itself.
-		if err := l.alias(ctx, tenant, in.SalesforceID, key); err != nil {
+		created, err := l.alias(ctx, tenant, in.SalesforceID, key)
+		if err != nil {
 			return IngestResult{}, err
+		}
+		if created {
+			// No one had linked this Salesforce id: most likely a person we
+			// have never seen, so try creating the entry without reading it
+			// first (an existing one refuses the create and is read).
+			known = &snapshot{}
 		}
 		if err := l.merge(ctx, sfKey, key, field); err != nil {
 			return IngestResult{}, err
 		}
 	}
 	var res FoldResult
-	key, e, rev, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	key, e, rev, _, err := l.changeFrom(ctx, key, field, nil, known, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			cur = Entry{Tenant: tenant}
 		}
@@ -303,15 +315,24 @@ func (l *Ledger) aliasOf(ctx context.Context, tenant, salesforceID string) (stri
 	return string(kve.Value()), true, nil
 }
 
-// alias points a Salesforce id at a person's key.
-func (l *Ledger) alias(ctx context.Context, tenant, salesforceID, key string) error {
+// alias points a Salesforce id at a person's key, and reports whether it
+// created the alias (no person had the id). Create first: a new person's
+// alias is one round trip, an existing alias two.
+func (l *Ledger) alias(ctx context.Context, tenant, salesforceID, key string) (created bool, err error) {
+	_, err = l.aliases.Create(ctx, aliasKey(tenant, salesforceID), []byte(key))
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+	}
 	if cur, ok, err := l.aliasOf(ctx, tenant, salesforceID); err != nil || (ok && cur == key) {
-		return err
+		return false, err
 	}
 	if _, err := l.aliases.Put(ctx, aliasKey(tenant, salesforceID), []byte(key)); err != nil {
-		return fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+		return false, fmt.Errorf("ledger alias %s: %w", salesforceID, err)
 	}
-	return nil
+	return false, nil
 }
 
 // merge folds the entry under from into the person under into, then
@@ -371,7 +392,7 @@ func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write,
 // (the push's batch): the confirmation's compare-and-set starts from it,
 // without reading the entry again.
 func (l *Ledger) WroteFrom(ctx context.Context, key string, read Entry, readRev uint64, w Write, field string) (Entry, error) {
-	_, e, _, _, err := l.changeFrom(ctx, key, field, nil, &snapshot{entry: read, rev: readRev}, wroteAt(readRev, w, field))
+	_, e, _, _, err := l.changeFrom(ctx, key, field, nil, &snapshot{entry: read, rev: readRev, exists: true}, wroteAt(readRev, w, field))
 	return e, err
 }
 
@@ -434,10 +455,11 @@ func (l *Ledger) FollowConversion(ctx context.Context, key, leadID, contactID, f
 	if err != nil {
 		return e, err
 	}
-	if err := l.alias(ctx, e.Tenant, contactID, key); err != nil {
+	if _, err := l.alias(ctx, e.Tenant, contactID, key); err != nil {
 		return e, err
 	}
-	return e, l.alias(ctx, e.Tenant, leadID, key)
+	_, err = l.alias(ctx, e.Tenant, leadID, key)
+	return e, err
 }
 
 // Learn records what the nightly reconcile learnt from Salesforce, fenced

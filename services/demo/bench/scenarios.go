@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -330,6 +331,15 @@ func runIsolation(ctx context.Context, o Options, dir string, n int, res *isoRes
 	res.base = append(w.between(others, starts[0], starts[1]), w.between(others, starts[2], starts[3])...)
 	res.slow = w.between(others, starts[1], starts[2])
 	res.slowOwn = w.between([]string{slow}, starts[1], starts[3])
+	// Every sample, by segment, for a closer look (-bench-keep).
+	var csv strings.Builder
+	csv.WriteString("segment,decided_unix_ms,latency_ms\n")
+	for k := range segs {
+		for _, smp := range w.samplesBetween(others, starts[k], starts[k+1]) {
+			fmt.Fprintf(&csv, "%d,%d,%.1f\n", k, smp.decided.UnixMilli(), float64(smp.latency)/1e6)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(e.dir, "latencies.csv"), []byte(csv.String()), 0o644)
 	return nil
 }
 

@@ -70,6 +70,21 @@ func (c *confirmWatch) count() int {
 	return len(c.seen)
 }
 
+// samplesBetween is between with each sample's decision time.
+func (c *confirmWatch) samplesBetween(tenants []string, from, to time.Time) []sample {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []sample
+	for _, t := range tenants {
+		for _, s := range c.byTen[t] {
+			if !s.decided.Before(from) && s.decided.Before(to) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // between returns the latencies of tenants' confirmations (every tenant's
 // when tenants is nil) whose event was decided in [from, to).
 func (c *confirmWatch) between(tenants []string, from, to time.Time) []time.Duration {

@@ -17,9 +17,10 @@ type report struct {
 	server     string
 	loadBefore string
 
-	msgSize int
-	raw     rawRates
-	rawErr  error
+	msgSize       int
+	raw           rawRates
+	rawErr        error
+	syncAlwaysPub float64
 
 	// (b)
 	trickleEmail, trickleSales []time.Duration
@@ -161,6 +162,11 @@ func (r *report) markdown() string {
 		"contract (protobuf, %d bytes, Nats-Msg-Id, traceparent); `nats bench` measures the same server in the same run at that size.\n\n",
 		r.server, sync, envNote(o.PusherEnv), o.Latency, maxPending, r.msgSize)
 
+	if r.syncAlwaysPub > 0 {
+		fmt.Fprintf(&b, "The server runs with the default `sync_interval`: with `sync_interval: always` (fsync per write, as deploy/README.md "+
+			"advises for production) the same nats-server on this machine's disk took %.0f async publishes/s (`nats bench js pub async`, 5,000 "+
+			"messages, measured in this run), so every figure here would be the disk's; `-bench-sync-always` runs the bench that way.\n\n", r.syncAlwaysPub)
+	}
 	fmt.Fprintf(&b, "## Targets (issue 12)\n\n| | target | measured | |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| (a) burst drain rate ÷ raw consume rate | ≥ %.1f | %.3f (%.0f/s ÷ %.0f msgs/s) | %s |\n", targetDrainShare, share, rate, r.raw.consume, verdict(share >= targetDrainShare))
 	fmt.Fprintf(&b, "| (a) Salesforce write calls per opt-out | ≤ %.4f | %.4f (%d writes for %d) | %s |\n", targetCalls, calls, r.burstCalls.Writes, r.burstN, verdict(calls <= targetCalls))
@@ -301,8 +307,18 @@ func stageCell(h hist) string {
 	if h.count == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.1f / %.1f / %.1f ms", h.mean()*1000, h.quantile(0.5)*1000, h.quantile(0.99)*1000)
+	// Below the first bucket's bound interpolation means nothing.
+	f := func(sec float64) string {
+		if sec < stageFloor {
+			return "<0.5"
+		}
+		return fmt.Sprintf("%.1f", sec*1000)
+	}
+	return fmt.Sprintf("%s / %s / %s ms", f(h.mean()), f(h.quantile(0.5)), f(h.quantile(0.99)))
 }
+
+// stageFloor is the stage histogram's first bucket bound (0.5 ms).
+const stageFloor = 0.0005
 
 func cpuLine(cs []cpuUse) string {
 	var parts []string

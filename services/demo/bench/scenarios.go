@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +44,9 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	}
 	rep.msgSize = len(msg.Data)
 	rep.raw, rep.rawErr = natsBench(ctx, cli, e.nats.url, 100_000, rep.msgSize)
+	if !o.SyncAlways {
+		rep.syncAlwaysPub = syncAlwaysRate(ctx, o, dir, cli, rep.msgSize)
+	}
 
 	// Records: one per burst opt-out plus one warm-up per tenant.
 	var warm, burstItems, emailItems, salesItems []PubItem
@@ -365,4 +370,25 @@ func goroutines(ctx context.Context, admin, path string) int {
 	var n int
 	fmt.Sscanf(string(b), "goroutine profile: total %d", &n)
 	return n
+}
+
+// syncAlwaysRate is the async publish rate of a server that fsyncs every
+// write (sync_interval: always, deploy/README.md's advice), on this
+// machine's disk: the bound every figure would have under that setting.
+func syncAlwaysRate(ctx context.Context, o Options, dir, cli string, size int) float64 {
+	d := filepath.Join(dir, "sync-always")
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return 0
+	}
+	n, err := startNATS(ctx, filepath.Join(o.Bin, "nats-server"), d, true)
+	if err != nil {
+		return 0
+	}
+	defer n.stop(10 * time.Second)
+	out, err := exec.CommandContext(ctx, cli, "--server", n.url, "bench", "js", "pub", "async", "optout.bench.sync",
+		"--create", "--storage", "file", "--stream", "optout_bench_sync", "--msgs", "5000", "--size", strconv.Itoa(size), "--no-progress").CombinedOutput()
+	if err != nil {
+		return 0
+	}
+	return benchRate(string(out))
 }

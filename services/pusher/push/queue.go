@@ -105,8 +105,8 @@ func (q *queue) Take(n int, linger time.Duration, moreComing func() bool) []stri
 	if len(q.order) < n && linger > 0 {
 		q.mu.Unlock()
 		deadline := time.Now().Add(linger)
-		for time.Now().Before(deadline) && q.Len() < n && (moreComing == nil || moreComing()) {
-			time.Sleep(min(time.Until(deadline), time.Millisecond))
+		for time.Now().Before(deadline) && q.Len() < n && (moreComing == nil || moreComing()) && !q.isClosed() {
+			time.Sleep(min(time.Until(deadline), 2*time.Millisecond))
 		}
 		q.mu.Lock()
 	}
@@ -128,6 +128,12 @@ func (q *queue) Take(n int, linger time.Duration, moreComing func() bool) []stri
 		}
 	}
 	return out
+}
+
+func (q *queue) isClosed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
 }
 
 // Done ends processing of key, queueing it again if it was added meanwhile.

@@ -155,7 +155,7 @@ func (r *report) markdown() string {
 
 	fmt.Fprintf(&b, "# Pusher benchmark\n\n")
 	fmt.Fprintf(&b, "Run %s on %d CPUs (%s), load average %s before the run and %s after (the machine is shared: other work "+
-		"competes for the same cores, so figures vary from run to run: this machine gave burst drains from 2,400 to 3,700 a second); took %s. "+
+		"competes for the same cores, so figures vary from run to run); took %s. "+
 		"Command: `make bench-pusher`.\n\n",
 		r.started.UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.GOARCH, r.loadBefore, loadAvg(), r.took.Round(time.Second))
 	fmt.Fprintf(&b, "Each part is its own process on 127.0.0.1: nats-server %s started by the bench (own port and store, file storage, %s), "+

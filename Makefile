@@ -89,10 +89,18 @@ build:
 demo:
 	go run ./services/demo
 
-## bench-pusher: burst and trickle through the pusher; report in bench/pusher.md.
-bench-pusher:
+## bin/nats-server: the nats-server release the workspace pins (shared/go.mod), built from the Go module proxy.
+bin/nats-server: shared/go.mod
+	@mkdir -p bin
+	cd shared && go build -o ../bin/nats-server github.com/nats-io/nats-server/v2
+
+## bench-pusher: issue 12's pusher benchmark, each part its own process (nats-server, pusher, sandbox,
+## publisher) against `nats bench` on the same server; report in bench/pusher.md (about 5 minutes).
+bench-pusher: bin/nats-server
 	@mkdir -p bench
-	go run ./services/demo -bench bench/pusher.md
+	go build -o bin/pusher ./services/pusher
+	go build -o bin/sfsandbox ./services/sfsandbox
+	go run ./services/demo -bench bench/pusher.md -bench-bin bin
 
 ## chaos: the model-based randomized test of the push at 100,000 persons (make test runs it at 1,000);
 ## report in bench/chaos.md (lost, reverted, double effects: all expected 0). OPTOUT_MODEL_SEED replays a run.

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,13 +61,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	records := fs.Int("records", 2000, "records seeded per org")
 	latency := fs.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
 	benchOut := fs.String("bench", "", "run the pusher benchmark and write its report to this file")
+	benchBin := fs.String("bench-bin", "bin", "benchmark: directory holding nats-server, pusher and sfsandbox")
 	benchTotal := fs.Int("bench-total", 100_000, "benchmark: opt-outs in the burst")
 	benchTrickle := fs.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
+	benchIso := fs.Int("bench-iso-tenants", 1000, "benchmark: tenants in the slow-tenant run")
+	benchIsoDur := fs.Duration("bench-iso", 20*time.Second, "benchmark: length of each slow-tenant phase")
+	benchIsoSmall := fs.Int("bench-iso-small", 200, "benchmark: tenants in the second, smaller slow-tenant run (negative: skip)")
+	benchSync := fs.Bool("bench-sync-always", false, "benchmark: run nats-server with sync_interval: always")
+	benchKeep := fs.Bool("bench-keep", false, "benchmark: keep the run directory (logs, profiles)")
+	benchIsoOnly := fs.Bool("bench-iso-only", false, "benchmark: run only the slow-tenant scenario")
+	var benchEnv stringList
+	fs.Var(&benchEnv, "bench-pusher-env", "benchmark: NAME=value added to the pusher's environment (repeatable)")
+	benchPublisher := fs.String("bench-publisher", "", "internal: run as the benchmark's publisher process with this spec")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *benchPublisher != "" {
+		return bench.Publish(ctx, *benchPublisher, stdout)
+	}
 	if *benchOut != "" {
-		if err := bench.Run(ctx, bench.Options{NATSURL: *natsURL, Out: *benchOut, Total: *benchTotal, TrickleDuration: *benchTrickle}); err != nil {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		err = bench.Run(ctx, bench.Options{Out: *benchOut, Bin: *benchBin, Self: self, Total: *benchTotal,
+			TrickleDuration: *benchTrickle, IsoTenants: *benchIso, IsoSmall: *benchIsoSmall, IsoDuration: *benchIsoDur, SyncAlways: *benchSync,
+			PusherEnv: benchEnv, Keep: *benchKeep, SkipMain: *benchIsoOnly})
+		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 		return nil
@@ -227,6 +248,12 @@ func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publis
 		}
 	}
 }
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

@@ -26,13 +26,26 @@ type fenced struct {
 // GetFenced returns an entry, the fence it was last written with (0 when a
 // non-fenced writer wrote it last) and its revision.
 func (l *Ledger) GetFenced(ctx context.Context, key string) (Entry, uint64, uint64, error) {
+	kve, err := l.getRaw(ctx, key)
+	if err != nil {
+		return Entry{}, 0, 0, err
+	}
+	return decodeFenced(key, kve)
+}
+
+// getRaw reads an entry without decoding it.
+func (l *Ledger) getRaw(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	kve, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Entry{}, 0, 0, ErrNotFound
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return Entry{}, 0, 0, fmt.Errorf("ledger get %s: %w", key, err)
+		return nil, fmt.Errorf("ledger get %s: %w", key, err)
 	}
+	return kve, nil
+}
+
+func decodeFenced(key string, kve jetstream.KeyValueEntry) (Entry, uint64, uint64, error) {
 	var f fenced
 	if err := json.Unmarshal(kve.Value(), &f); err != nil {
 		return Entry{}, 0, 0, fmt.Errorf("ledger decode %s: %w", key, err)

@@ -88,9 +88,37 @@ type transition func(e Entry, exists bool, rev uint64) (Entry, bool, error)
 // stamped with a larger one and stamps its own. It returns the entry's key,
 // the entry as stored, its revision, and whether it changed.
 func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (string, Entry, uint64, bool, error) {
+	return l.changeFrom(ctx, key, field, writerFence, nil, t)
+}
+
+// snapshot is an entry as its caller just read it, at rev, or (exists
+// false) the caller's good reason to believe there is none yet.
+type snapshot struct {
+	entry  Entry
+	rev    uint64
+	exists bool
+}
+
+// changeFrom is change whose first attempt starts from known (when not
+// nil) instead of reading the entry: the compare-and-set on known.rev (a
+// create, when known says absent) still refuses a moved or existing entry,
+// and the next attempt reads it. Only unfenced writers pass one (known
+// carries no fence).
+func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (string, Entry, uint64, bool, error) {
 	for attempt := 0; ; attempt++ {
-		cur, curFence, rev, err := l.GetFenced(ctx, key)
-		exists := err == nil
+		fromKnown := attempt == 0 && known != nil && writerFence == nil
+		var (
+			cur           Entry
+			curFence, rev uint64
+			err           error
+		)
+		exists := true
+		if fromKnown {
+			cur, rev, exists = known.entry, known.rev, known.exists
+		} else {
+			cur, curFence, rev, err = l.GetFenced(ctx, key)
+			exists = err == nil
+		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return key, Entry{}, 0, false, err
 		}
@@ -108,6 +136,10 @@ func (l *Ledger) change(ctx context.Context, key string, field string, writerFen
 		next, changed, err := t(cur, exists, rev)
 		if err != nil {
 			return key, cur, rev, false, err
+		}
+		if !changed && fromKnown {
+			// No write checks a no-op: decide it on the entry as stored.
+			continue
 		}
 		if !changed {
 			if exists && next.Dirty(field) {
@@ -135,7 +167,7 @@ func (l *Ledger) change(ctx context.Context, key string, field string, writerFen
 		if err != nil {
 			return key, Entry{}, 0, false, fmt.Errorf("ledger write %s: %w", key, err)
 		}
-		if err := l.syncDirty(ctx, key, cur, exists, next, field); err != nil {
+		if err := l.syncDirty(ctx, key, cur, exists, next, newRev, field); err != nil {
 			return key, next, newRev, true, err
 		}
 		return key, next, newRev, true, nil
@@ -155,11 +187,11 @@ func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) error {
 	return nil
 }
 
-// syncDirty keeps the dirty set in step with a write: put after every
-// write that leaves the person dirty; after one that leaves it clean,
-// delete and then look again, so a concurrent writer's put (which follows
-// its own write) is never lost to our delete.
-func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, field string) error {
+// syncDirty keeps the dirty set in step with a write (made at wroteRev; 0
+// when unknown): put after every write that leaves the person dirty; after
+// one that leaves it clean, delete and then look again, so a concurrent
+// writer's put (which follows its own write) is never lost to our delete.
+func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string) error {
 	if next.Dirty(field) {
 		return l.markDirty(ctx, key, next)
 	}
@@ -169,7 +201,16 @@ func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed 
 	if err := l.dirty.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("ledger clear %s dirty: %w", key, err)
 	}
-	now, _, err := l.Get(ctx, key)
+	kve, err := l.getRaw(ctx, key)
+	if err != nil {
+		return err
+	}
+	if wroteRev != 0 && kve.Revision() == wroteRev {
+		// Still our clean write: no one wrote after it, so no one's marker
+		// can have been deleted (and the entry needs no decoding).
+		return nil
+	}
+	now, _, _, err := decodeFenced(key, kve)
 	if err != nil {
 		return err
 	}
@@ -200,19 +241,27 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 	if in.SalesforceID != "" {
 		sfKey = Key(tenant, "", in.SalesforceID)
 	}
+	var known *snapshot
 	if in.SalesConnectID != "" && sfKey != "" {
 		// The alias first, then the merge: an event carrying only the
 		// Salesforce id either lands before the merge reads its entry, or
 		// finds the alias afterwards and merges itself.
-		if err := l.alias(ctx, tenant, in.SalesforceID, key); err != nil {
+		created, err := l.alias(ctx, tenant, in.SalesforceID, key)
+		if err != nil {
 			return IngestResult{}, err
+		}
+		if created {
+			// No one had linked this Salesforce id: most likely a person we
+			// have never seen, so try creating the entry without reading it
+			// first (an existing one refuses the create and is read).
+			known = &snapshot{}
 		}
 		if err := l.merge(ctx, sfKey, key, field); err != nil {
 			return IngestResult{}, err
 		}
 	}
 	var res FoldResult
-	key, e, rev, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	key, e, rev, _, err := l.changeFrom(ctx, key, field, nil, known, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			cur = Entry{Tenant: tenant}
 		}
@@ -266,15 +315,24 @@ func (l *Ledger) aliasOf(ctx context.Context, tenant, salesforceID string) (stri
 	return string(kve.Value()), true, nil
 }
 
-// alias points a Salesforce id at a person's key.
-func (l *Ledger) alias(ctx context.Context, tenant, salesforceID, key string) error {
+// alias points a Salesforce id at a person's key, and reports whether it
+// created the alias (no person had the id). Create first: a new person's
+// alias is one round trip, an existing alias two.
+func (l *Ledger) alias(ctx context.Context, tenant, salesforceID, key string) (created bool, err error) {
+	_, err = l.aliases.Create(ctx, aliasKey(tenant, salesforceID), []byte(key))
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+	}
 	if cur, ok, err := l.aliasOf(ctx, tenant, salesforceID); err != nil || (ok && cur == key) {
-		return err
+		return false, err
 	}
 	if _, err := l.aliases.Put(ctx, aliasKey(tenant, salesforceID), []byte(key)); err != nil {
-		return fmt.Errorf("ledger alias %s: %w", salesforceID, err)
+		return false, fmt.Errorf("ledger alias %s: %w", salesforceID, err)
 	}
-	return nil
+	return false, nil
 }
 
 // merge folds the entry under from into the person under into, then
@@ -311,14 +369,14 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 		if err != nil {
 			return err
 		}
-		_, err = l.kv.Update(ctx, from, data, rev)
+		retiredRev, err := l.kv.Update(ctx, from, data, rev)
 		if isConflict(err) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("retire %s: %w", from, err)
 		}
-		return l.syncDirty(ctx, from, src, true, retired, field)
+		return l.syncDirty(ctx, from, src, true, retired, retiredRev, field)
 	}
 	return fmt.Errorf("merge %s into %s: too much contention", from, into)
 }
@@ -327,6 +385,14 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 // confirmed only if the entry has not moved since (see machine.go Wrote).
 func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write, field string) (Entry, error) {
 	_, e, _, _, err := l.change(ctx, key, field, nil, wroteAt(readRev, w, field))
+	return e, err
+}
+
+// WroteFrom is Wrote for a caller holding the entry it read at readRev
+// (the push's batch): the confirmation's compare-and-set starts from it,
+// without reading the entry again.
+func (l *Ledger) WroteFrom(ctx context.Context, key string, read Entry, readRev uint64, w Write, field string) (Entry, error) {
+	_, e, _, _, err := l.changeFrom(ctx, key, field, nil, &snapshot{entry: read, rev: readRev, exists: true}, wroteAt(readRev, w, field))
 	return e, err
 }
 
@@ -418,10 +484,11 @@ func (l *Ledger) FollowConversion(ctx context.Context, key, leadID, contactID, f
 	if err != nil {
 		return e, err
 	}
-	if err := l.alias(ctx, e.Tenant, contactID, key); err != nil {
+	if _, err := l.alias(ctx, e.Tenant, contactID, key); err != nil {
 		return e, err
 	}
-	return e, l.alias(ctx, e.Tenant, leadID, key)
+	_, err = l.alias(ctx, e.Tenant, leadID, key)
+	return e, err
 }
 
 // Learn records what the nightly reconcile learnt from Salesforce, fenced
@@ -447,9 +514,19 @@ type DirtyItem struct {
 // Dirty lists the tenant's dirty persons (the push's sweep): a KV watch over
 // the dirty bucket that stops after the current values.
 func (l *Ledger) Dirty(ctx context.Context, tenant string, fn func(DirtyItem)) error {
+	return l.dirtyMatching(ctx, tenant, tenant+".>", fn)
+}
+
+// DirtyAll lists every tenant's dirty persons with one watch: a replica
+// pushing for a thousand tenants sweeps with one consumer, not a thousand.
+func (l *Ledger) DirtyAll(ctx context.Context, fn func(DirtyItem)) error {
+	return l.dirtyMatching(ctx, "(all tenants)", ">", fn)
+}
+
+func (l *Ledger) dirtyMatching(ctx context.Context, tenant, filter string, fn func(DirtyItem)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := l.dirty.WatchFiltered(ctx, []string{tenant + ".>"}, jetstream.IgnoreDeletes())
+	w, err := l.dirty.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return fmt.Errorf("ledger dirty %s: %w", tenant, err)
 	}
@@ -483,11 +560,11 @@ func (l *Ledger) MarkDirtyIfNeeded(ctx context.Context, key string, e Entry, fie
 
 // Forget removes a clean person from the dirty set (a stale marker).
 func (l *Ledger) Forget(ctx context.Context, key, field string) error {
-	e, _, err := l.Get(ctx, key)
+	e, rev, err := l.Get(ctx, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	return l.syncDirty(ctx, key, Entry{}, false, e, field)
+	return l.syncDirty(ctx, key, Entry{}, false, e, rev, field)
 }
 
 // isConflict recognises a lost compare-and-set: ErrKeyRevisionMismatch from

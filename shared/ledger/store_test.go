@@ -367,3 +367,39 @@ func TestWaitAuditedEndsWithItsContext(t *testing.T) {
 		t.Fatalf("WaitAudited on an audit stream that copies nothing = %v; want the context's error", err)
 	}
 }
+
+// WroteFrom starts from the entry its caller read: when that entry moved,
+// the compare-and-set refuses it and the write is judged on the entry as
+// stored, exactly as Wrote judges it.
+func TestWroteFromAStaleReadIsNoConfirmation(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	res, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, readRev, err := l.Get(ctx, res.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Ingest(ctx, "acme", ev("a2", ledger.OptOut, t0.Add(time.Minute), "sc-a", contact), std); err != nil {
+		t.Fatal(err)
+	}
+	w := ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
+	e, err := l.WroteFrom(ctx, res.Key, read, readRev, w, std)
+	if err != nil || e.Confirmed != nil || !e.Dirty(std) {
+		t.Fatalf("stale read: %+v %v; want Salesforce's value unknown and the person still dirty", e, err)
+	}
+	read, readRev, err = l.Get(ctx, res.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err = l.WroteFrom(ctx, res.Key, read, readRev, w, std)
+	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != ledger.StateSynced {
+		t.Fatalf("current read: %+v %v; want confirmed and synced", e, err)
+	}
+	var dirty []string
+	if err := l.Dirty(ctx, "acme", func(d ledger.DirtyItem) { dirty = append(dirty, d.Key) }); err != nil || len(dirty) != 0 {
+		t.Fatalf("dirty set %v (%v); want empty after the confirmation", dirty, err)
+	}
+}

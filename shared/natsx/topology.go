@@ -163,8 +163,13 @@ func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
 			Discard:    jetstream.DiscardOld,
 		}
 	}
+	events := mk(t.EventsStream(), EventsRoot, "opt-out events from upstream publishers", t.EventsMaxAge)
+	// One durable consumer per tenant: current servers (2.15) cap a stream
+	// at 1,000 consumers unless the stream sets its own limit (-1 counts as
+	// unset), which would stop the 1,000th tenant from ever being pushed.
+	events.MaxConsumers = MaxTenantConsumers
 	return []jetstream.StreamConfig{
-		mk(t.EventsStream(), EventsRoot, "opt-out events from upstream publishers", t.EventsMaxAge),
+		events,
 		mk(t.DLQStream(), DLQRoot, "events that can never be applied, with the reason in headers", t.DLQMaxAge),
 		mk(t.AppliedStream(), AppliedRoot, "Salesforce-side opt-outs for Sales Connect to apply", t.AppliedMaxAge),
 		t.auditStream(replicas),
@@ -211,6 +216,10 @@ func (t Topology) Buckets(replicas int) []jetstream.KeyValueConfig {
 		mk(t.AliasBucket(), "Salesforce ids (and converted Leads) to their person's ledger key", 1),
 	}
 }
+
+// MaxTenantConsumers is the events stream's consumer limit: tenants, plus
+// room for tools.
+const MaxTenantConsumers = 1_000_000
 
 // ledgerHistory is the revisions the ledger bucket keeps per person.
 const ledgerHistory = 16

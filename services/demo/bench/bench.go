@@ -1,43 +1,66 @@
-// Package bench measures the pusher end to end: a burst of opt-outs across
-// tenants against a sandbox that answers slowly, then a trickle, and the raw
-// broker rate from `nats bench` for comparison. Results go to a Markdown file.
+// Package bench measures the pusher as it runs in production, each part in
+// its own process on 127.0.0.1: a nats-server of its own (file storage), the
+// pusher binary, the Salesforce sandbox binary and a publisher process
+// publishing asynchronously; `nats bench` measures the same server's raw
+// rates in the same run. Scenarios (issue 12): a burst, a trickle, the
+// pusher's memory, one slow tenant among a thousand, and a profile. Results
+// go to a Markdown file with the issue's targets beside them.
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
-	"runtime"
+	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/rs/zerolog"
+	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
 
-	"github.com/optout-sync/optout-sync/services/demo/publisher"
-	"github.com/optout-sync/optout-sync/services/demo/stack"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
-// Options of a benchmark run.
+// Options of a benchmark run. Zero values take the issue's figures.
 type Options struct {
-	NATSURL string
-	Out     string
-	// Zero values take the issue's figures: 100,000 opt-outs, 10 tenants,
-	// 100 ms per Salesforce call, a 30 s trickle at 10 per second.
-	Total, Tenants  int
-	Latency         time.Duration
+	Out string
+	// Bin holds nats-server, pusher and sfsandbox (make bench-pusher builds
+	// them); Self is this program, run again as the publisher process.
+	Bin, Self string
+	// Burst: Total opt-outs over Tenants tenants, Salesforce at Latency.
+	Total, Tenants int
+	Latency        time.Duration
+	// Trickle: TrickleRate opt-outs a second on each of two tenants (Email
+	// Opt Out, sales field) for TrickleDuration.
 	TrickleRate     int
 	TrickleDuration time.Duration
+	// Isolation: IsoTenants tenants at one opt-out a second each, for
+	// IsoDuration without and then with one tenant at SlowLatency a call
+	// (negative IsoTenants: skip).
+	IsoTenants  int
+	IsoDuration time.Duration
+	// IsoSmall repeats the isolation run with fewer tenants, below this
+	// machine's saturation, so the ratio shows the isolation itself
+	// (negative: skip).
+	IsoSmall    int
+	SlowLatency time.Duration
+	// SyncAlways runs the server with sync_interval: always (fsync per
+	// write), as deploy/README.md advises for production.
+	SyncAlways bool
+	// PusherEnv is added to the pusher's environment (OPTOUT_WORKERS=…).
+	PusherEnv []string
+	// Keep leaves the run's directory (logs, profiles, store) in place.
+	Keep bool
+	// SkipMain runs only the isolation scenario (d), when working on it.
+	SkipMain bool
 }
 
 func (o *Options) defaults() {
@@ -56,153 +79,253 @@ func (o *Options) defaults() {
 	if o.TrickleDuration == 0 {
 		o.TrickleDuration = 30 * time.Second
 	}
+	if o.IsoTenants == 0 {
+		o.IsoTenants = 1000
+	}
+	if o.IsoSmall == 0 {
+		o.IsoSmall = 200
+	}
+	if o.IsoDuration == 0 {
+		o.IsoDuration = 20 * time.Second
+	}
+	if o.SlowLatency == 0 {
+		o.SlowLatency = 10 * time.Second
+	}
+	if o.Bin == "" {
+		o.Bin = "bin"
+	}
 }
 
-// Run performs the benchmark and writes the report.
+// The trickle's tenants: one writes Email Opt Out, one the sales field.
+const (
+	emailTenant = "tremail"
+	salesTenant = "trsales"
+)
+
+// Run performs every scenario and writes the report.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	tenants := make([]string, o.Tenants)
-	for i := range tenants {
-		tenants[i] = fmt.Sprintf("bench%02d", i)
-	}
-	s, err := stack.Start(ctx, stack.Options{
-		NATSURL: o.NATSURL, SandboxListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		Tenants: tenants, RecordsPerOrg: o.Total / o.Tenants, SandboxLatency: o.Latency,
-		Namespace: "bench" + hex.EncodeToString(b[:]), Log: zerolog.Nop(),
-	})
+	dir, err := os.MkdirTemp("", "optout-bench-")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = natsx.Teardown(context.Background(), s.NC, s.Topology)
-		s.Close()
-	}()
-	m := s.Pusher.Service.Metrics
-	runCtx, stopPusher := context.WithCancel(ctx)
-	defer stopPusher()
-	go func() { _ = s.Pusher.Run(runCtx) }()
-
-	// Burst: one opt-out for every seeded record, published concurrently.
-	pub := natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}
-	var all []owned
-	for _, t := range tenants {
-		for _, r := range s.Sandbox.Org(t).Records() {
-			all = append(all, owned{t, r})
-		}
-	}
-	start := time.Now()
-	if err := publishAll(ctx, pub, all); err != nil {
-		return err
-	}
-	published := time.Since(start)
-	if err := waitFor(ctx, func() bool { return m.Pushed.Load() >= int64(len(all)) }, 30*time.Minute); err != nil {
-		return fmt.Errorf("burst did not drain: pushed %d of %d: %w", m.Pushed.Load(), len(all), err)
-	}
-	drain := time.Since(start)
-	burstLat := m.Latencies()
-	calls := m.Calls.Load()
-	apiCalls := 0
-	for _, t := range tenants {
-		apiCalls += s.Sandbox.Org(t).APICalls()
-	}
-
-	// Trickle: a steady low rate on warm workers, on fresh records (the burst's
-	// are already opted out, so repeating them would write nothing).
-	before := len(m.Latencies())
-	n := int(o.TrickleDuration.Seconds()) * o.TrickleRate
-	fresh := s.Sandbox.Org(tenants[0]).Seed(sandbox.SeedSpec{Contacts: n})
-	tp := &publisher.Publisher{Pub: pub}
-	tick := time.NewTicker(time.Second / time.Duration(o.TrickleRate))
-	for _, r := range fresh {
-		<-tick.C
-		if err := tp.PublishRecord(ctx, tenants[0], r); err != nil {
-			tick.Stop()
-			return fmt.Errorf("trickle: %w", err)
-		}
-	}
-	tick.Stop()
-	_ = waitFor(ctx, func() bool { return len(m.Latencies()) >= before+n }, time.Minute)
-	trickleLat := m.Latencies()[before:]
-
-	broker, brokerErr := natsBench(ctx, s.NC.ConnectedUrl())
-	rate := float64(len(all)) / drain.Seconds()
-
-	var rep bytes.Buffer
-	p50, p99 := Percentiles(burstLat)
-	t50, t99 := Percentiles(trickleLat)
-	fmt.Fprintf(&rep, "# Pusher benchmark\n\n")
-	fmt.Fprintf(&rep, "Run %s on %d CPUs (%s), NATS at %s (embedded: %t). Command: `make bench-pusher`.\n",
-		time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.GOARCH, s.NC.ConnectedUrl(), s.Embedded)
-	fmt.Fprintf(&rep, "Sandbox latency %s per Salesforce call; pusher defaults (8 workers, batches of 200, linger 25ms).\n", o.Latency)
-	fmt.Fprintf(&rep, "Everything (sandbox holding %d records, pusher, publisher) runs in one process, so peak RSS includes the sandbox.\n\n", len(all))
-	fmt.Fprintf(&rep, "## Burst: %d opt-outs across %d tenants, published at once\n\n", len(all), o.Tenants)
-	fmt.Fprintf(&rep, "| measure | value |\n|---|---|\n")
-	fmt.Fprintf(&rep, "| publish time | %s |\n| drain time (first publish to last confirmation) | %s |\n", published.Round(time.Millisecond), drain.Round(time.Millisecond))
-	fmt.Fprintf(&rep, "| opt-outs per second | %.0f |\n", rate)
-	fmt.Fprintf(&rep, "| Salesforce write calls per opt-out | %.4f (%d calls; minimum %d) |\n", float64(calls)/float64(len(all)), calls, (len(all)+199)/200)
-	fmt.Fprintf(&rep, "| all Salesforce API calls (incl. tokens) | %d |\n", apiCalls)
-	fmt.Fprintf(&rep, "| publish-to-applied latency p50 / p99 | %s / %s |\n", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
-	fmt.Fprintf(&rep, "| peak RSS | %s |\n\n", peakRSS())
-	fmt.Fprintf(&rep, "## Trickle: %d opt-outs per second for %s\n\n", o.TrickleRate, o.TrickleDuration)
-	fmt.Fprintf(&rep, "| measure | value |\n|---|---|\n| opt-outs | %d |\n| latency p50 / p99 | %s / %s |\n\n",
-		len(trickleLat), t50.Round(time.Millisecond), t99.Round(time.Millisecond))
-	fmt.Fprintf(&rep, "## Raw broker rate (`nats bench`)\n\n")
-	if brokerErr != nil {
-		fmt.Fprintf(&rep, "nats bench failed: %v\n", brokerErr)
+	if o.Keep {
+		fmt.Fprintf(os.Stderr, "bench: run directory %s\n", dir)
 	} else {
-		fmt.Fprintf(&rep, "```\n%s\n```\n\n", strings.TrimSpace(broker.output))
-		if broker.pubRate > 0 {
-			fmt.Fprintf(&rep, "Pipeline throughput is %.4f of the raw JetStream publish rate (%.0f msgs/s) and %.4f of the raw consume rate (%.0f msgs/s).\n",
-				rate/broker.pubRate, broker.pubRate, rate/max(broker.subRate, 1), broker.subRate)
-		}
+		defer os.RemoveAll(dir)
 	}
-	if err := os.WriteFile(o.Out, rep.Bytes(), 0o644); err != nil {
+	cli, err := natsCLI(ctx)
+	if err != nil {
 		return err
 	}
-	fmt.Print(rep.String())
+	rep := &report{opts: o, started: time.Now()}
+	if !o.SkipMain {
+		if err := runMain(ctx, o, dir, cli, rep); err != nil {
+			return err
+		}
+	}
+	// A failed isolation run is reported, not fatal: the other scenarios'
+	// figures still stand.
+	for _, n := range []int{o.IsoTenants, o.IsoSmall} {
+		if n <= 0 {
+			continue
+		}
+		res := &isoResult{tenants: n}
+		res.err = runIsolation(ctx, o, dir, n, res)
+		rep.iso = append(rep.iso, res)
+	}
+	rep.took = time.Since(rep.started)
+	text := rep.markdown()
+	if err := os.WriteFile(o.Out, []byte(text), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(text)
 	return nil
 }
 
-// owned is a seeded record and the tenant whose org holds it.
-type owned struct {
-	tenant string
-	rec    sandbox.Record
+// env is one system under test: server, sandbox and pusher, each a process.
+type env struct {
+	o       Options
+	dir     string
+	nats    *natsProc
+	sb      *sandboxProc
+	pusher  *proc
+	admin   string // pusher admin origin
+	nc      *nats.Conn
+	prov    *natsx.Provisioned
+	ledger  *ledger.Ledger
+	tenants []string
 }
 
-func publishAll(ctx context.Context, pub natsx.Publisher, recs []owned) error {
-	const workers = 16
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p := &publisher.Publisher{Pub: pub}
-			for i := w; i < len(recs); i += workers {
-				if err := p.PublishRecord(ctx, recs[i].tenant, recs[i].rec); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
+// start brings up a server, a sandbox holding tenants' orgs (sales: those on
+// the sales field) and the pusher, with the tenants' settings in place.
+func start(ctx context.Context, o Options, dir string, tenants []string, sales map[string]bool) (_ *env, err error) {
+	e := &env{o: o, dir: dir, tenants: tenants}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	close(errc)
-	return <-errc
+	if e.nats, err = startNATS(ctx, filepath.Join(o.Bin, "nats-server"), dir, o.SyncAlways); err != nil {
+		return nil, err
+	}
+	if e.sb, err = startSandbox(ctx, filepath.Join(o.Bin, "sfsandbox"), dir, tenants, sales); err != nil {
+		return nil, err
+	}
+	creds := filepath.Join(dir, "creds")
+	if err := writeCreds(creds, e.sb.orgs); err != nil {
+		return nil, err
+	}
+	if e.nc, err = nats.Connect(e.nats.url, nats.Name("optout-bench")); err != nil {
+		return nil, err
+	}
+	if e.prov, err = natsx.Provision(ctx, e.nc, natsx.DefaultTopology()); err != nil {
+		return nil, err
+	}
+	if e.ledger, err = ledger.New(ctx, e.prov); err != nil {
+		return nil, err
+	}
+	store := tenant.Store{KV: e.prov.Tenants}
+	for _, t := range tenants {
+		st := tenant.Default(t)
+		st.SyncEnabled = true
+		if sales[t] {
+			st.Field = tenant.SalesOptOut
+		}
+		if err := store.Put(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	e.admin = fmt.Sprintf("http://127.0.0.1:%d", port)
+	penv := append([]string{
+		"NATS_URL=" + e.nats.url,
+		fmt.Sprintf("OPTOUT_ADMIN_ADDR=127.0.0.1:%d", port),
+		"OPTOUT_SF_CREDENTIALS_DIR=" + creds,
+		"OPTOUT_NATS_STORAGE=file",
+		"OPTOUT_ADMIN_PPROF=true",
+		"OPTOUT_EMAIL_HASH_KEY=bench-only-key-0123456789abcdef",
+	}, o.PusherEnv...)
+	if e.pusher, err = startProc("pusher", dir, filepath.Join(o.Bin, "pusher"), nil, penv); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, e.pusher, e.admin+"/readyz", time.Minute); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
-func waitFor(ctx context.Context, cond func() bool, limit time.Duration) error {
+func (e *env) close() {
+	if e.pusher != nil {
+		e.pusher.stop(30 * time.Second)
+	}
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.sb != nil {
+		e.sb.stop(5 * time.Second)
+	}
+	if e.nats != nil {
+		e.nats.stop(10 * time.Second)
+	}
+}
+
+// publish runs the publisher process over items (at rate a second; 0: at
+// once) and returns its result and its CPU time.
+func (e *env) publish(ctx context.Context, name string, items []PubItem, rate float64) (PublishResult, time.Duration, error) {
+	spec := PublishSpec{NATSURL: e.nats.url, Items: items, Rate: rate}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return PublishResult{}, 0, err
+	}
+	path := filepath.Join(e.dir, name+".json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return PublishResult{}, 0, err
+	}
+	cmd := exec.CommandContext(ctx, e.o.Self, "-bench-publisher", path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var cpu time.Duration
+	if cmd.ProcessState != nil {
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if err != nil {
+		return PublishResult{}, cpu, fmt.Errorf("publisher: %w: %s", err, stderr.String())
+	}
+	var res PublishResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, cpu, fmt.Errorf("publisher result: %w", err)
+	}
+	if res.Errors > 0 {
+		return res, cpu, fmt.Errorf("publisher: %d publishes failed, first: %s", res.Errors, res.FirstErr)
+	}
+	return res, cpu, nil
+}
+
+// warm publishes one opt-out per tenant and waits for all of them, so
+// runners, consumers and Salesforce tokens exist before anything is timed.
+func (e *env) warm(ctx context.Context, items []PubItem) error {
+	w, err := watchConfirms(ctx, e.prov.Ledger, []string{">"})
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	if _, _, err := e.publish(ctx, "warm", items, 0); err != nil {
+		return err
+	}
+	return waitFor(ctx, func() bool { return w.count() >= len(items) }, 2*time.Minute,
+		func() string { return fmt.Sprintf("%d of %d warm-up opt-outs confirmed", w.count(), len(items)) })
+}
+
+func (e *env) metrics(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	return scrape(ctx, e.admin+"/metrics")
+}
+
+// profile fetches a CPU profile of seconds from a pprof endpoint into path
+// (in the background; the returned channel yields the outcome).
+func profile(ctx context.Context, base, path string, seconds int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- fetchTo(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds), path)
+	}()
+	return done
+}
+
+// pprofTop is the top of a profile (flags: "-cum", "-sample_index=…").
+func pprofTop(ctx context.Context, path string, n int, flags ...string) string {
+	args := append(append([]string{"tool", "pprof", "-top"}, flags...), fmt.Sprintf("-nodecount=%d", n), path)
+	out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("go tool pprof: %v: %s", err, out)
+	}
+	// Keep the table; drop pprof's preamble lines about files and build ids.
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.TrimSpace(strings.Join(keep, "\n"))
+}
+
+func waitFor(ctx context.Context, cond func() bool, limit time.Duration, status func() string) error {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %s", limit)
+			return fmt.Errorf("gave up after %s: %s", limit, status())
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return nil
@@ -218,60 +341,79 @@ func Percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)]
 }
 
-func peakRSS() string {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return "unknown"
+// items turns records into one opt-out each.
+func items(t string, recs []sandbox.Record) []PubItem {
+	out := make([]PubItem, len(recs))
+	for i, r := range recs {
+		out[i] = PubItem{Tenant: t, ID: r.ID, Type: r.Type}
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			return strings.TrimSpace(v)
+	return out
+}
+
+// interleave alternates the lists' items (round robin), so each list's
+// items are evenly spread over a rate-limited run.
+func interleave(lists ...[]PubItem) []PubItem {
+	var out []PubItem
+	for i := 0; ; i++ {
+		added := false
+		for _, l := range lists {
+			if i < len(l) {
+				out = append(out, l[i])
+				added = true
+			}
+		}
+		if !added {
+			return out
 		}
 	}
-	return "unknown"
 }
 
-type brokerRate struct {
-	output           string
-	pubRate, subRate float64
-}
-
-var rateRe = regexp.MustCompile(`([0-9,]+) msgs/sec`)
-
-// natsBench runs the nats CLI's JetStream publish and consume benchmarks at
-// the pipeline's message size, pinned to one natscli version.
-func natsBench(ctx context.Context, url string) (brokerRate, error) {
-	var out brokerRate
-	run := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, "go", append([]string{"run", "github.com/nats-io/natscli/nats@v0.5.0", "--server", url}, args...)...)
-		b, err := cmd.CombinedOutput()
-		return string(b), err
+// scanConfirmed reads every confirmed opt-out of tenants from the ledger
+// after the fact (watching 100,000 confirmations live would load the very
+// server being measured): publish-to-confirmed latencies and the last
+// confirmation.
+func scanConfirmed(ctx context.Context, l *ledger.Ledger, tenants []string) (lat []time.Duration, last time.Time, n int, err error) {
+	for _, t := range tenants {
+		err := l.Scan(ctx, t, func(it ledger.ScanItem) error {
+			e := it.Entry
+			if !confirmedOptOut(e) {
+				return nil
+			}
+			n++
+			lat = append(lat, e.ConfirmedAt.Sub(e.DecidedAt))
+			if e.ConfirmedAt.After(last) {
+				last = e.ConfirmedAt
+			}
+			return nil
+		}, nil)
+		if err != nil {
+			return nil, time.Time{}, 0, err
+		}
 	}
-	const stream = "optout_bench_raw"
-	common := []string{"--stream", stream, "--msgs", "100000", "--size", "150", "--no-progress"}
-	pubOut, err := run(append([]string{"bench", "js", "pub", "async", "optout.bench.raw", "--create", "--storage", "file", "--purge"}, common...)...)
-	out.output += pubOut
+	return lat, last, n, nil
+}
+
+// fetchTo saves what url answers into path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return out, fmt.Errorf("nats bench js pub: %w", err)
+		return err
 	}
-	out.pubRate = lastRate(pubOut)
-	subOut, err := run(append([]string{"bench", "js", "consume"}, common...)...)
-	out.output += subOut
-	out.subRate = lastRate(subOut)
-	_, _ = run("stream", "rm", "-f", stream)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return out, fmt.Errorf("nats bench js consume: %w", err)
+		return err
 	}
-	return out, nil
-}
-
-func lastRate(s string) float64 {
-	m := rateRe.FindAllStringSubmatch(s, -1)
-	if len(m) == 0 {
-		return 0
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	v, _ := strconv.ParseFloat(strings.ReplaceAll(m[len(m)-1][1], ",", ""), 64)
-	return v
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -3,6 +3,7 @@ package app
 
 import (
 	"context"
+	"net/http/pprof"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,6 +29,8 @@ type Config struct {
 	AdminAddr      string
 	AdminAuth      adminui.Auth
 	CredentialsDir string
+	// Pprof mounts net/http/pprof under /debug/pprof/ on the admin port.
+	Pprof bool
 }
 
 // Load reads the configuration; check l.Err() afterwards.
@@ -38,12 +41,13 @@ func Load(l *config.Loader) Config {
 		Topology:       natsx.TopologyFromEnv(l),
 		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz, /admin/"),
 		AdminAuth:      adminui.AuthFromEnv(l),
+		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin port"),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
 	}
 	c.Push = push.Config{
 		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica"),
 		BatchSize:         l.Int("OPTOUT_BATCH_SIZE", d.BatchSize, 1, 200, "records per sObject Collections call"),
-		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "how long a batch waits for more events after its first"),
+		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "the most a batch waits for more events after its first, while more of the tenant's are on their way"),
 		RetryHorizon:      l.Duration("OPTOUT_RETRY_HORIZON", d.RetryHorizon, time.Minute, 30*24*time.Hour, "how long a transiently failing event is retried before the DLQ"),
 		BackoffInitial:    l.Duration("OPTOUT_BACKOFF_INITIAL", d.BackoffInitial, time.Millisecond, time.Hour, "first redelivery delay"),
 		BackoffMax:        l.Duration("OPTOUT_BACKOFF_MAX", d.BackoffMax, time.Millisecond, 24*time.Hour, "largest redelivery delay"),
@@ -86,6 +90,15 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
 		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
 		Auth:   cfg.AdminAuth, Log: log}))
+	if cfg.Pprof {
+		// Off by default: a profile costs CPU and shows internals; the
+		// admin port is internal, but turning it on is a deliberate act.
+		p.Admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+		p.Admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		p.Admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		p.Admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		p.Admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	lg, err := ledger.New(ctx, prov)
 	if err != nil {
 		p.Close()

@@ -24,13 +24,14 @@ import (
 
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
-// ingest folds one message into the ledger and queues its person when a
-// write is due.
-func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
+// ingest folds one message into the ledger and returns the person's key
+// when a write is due.
+func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string) {
 	s := r.svc
-	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.TenantConsumer(r.tenant))
+	ctx, span := natsx.StartProcessSpan(ctx, msg, r.consumer)
 	defer span.End()
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
+	received := time.Now()
 	res, err := s.ingester.Handle(ctx, r.tenant, msg)
 	switch {
 	case errors.Is(err, natsx.ErrDeadLetterUnwritable):
@@ -45,13 +46,18 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "ingest failed")
 		r.log.Warn().Ctx(ctx).Err(err).Msg("ingest failed; the event will be redelivered")
-		return
+		return ""
 	case res.Rejected != nil:
 		span.SetStatus(codes.Error, string(event.CodeOf(res.Rejected)))
 		span.SetAttributes(attribute.String("optout.outcome", "dead-lettered: "+string(event.CodeOf(res.Rejected))))
 		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
 		s.Metrics.deadLettered(r.tenant, "invalid")
-		return
+		return ""
+	}
+	target := targetOf(s.settings(r.tenant).TargetField())
+	s.Metrics.stage(StageFold, target, time.Since(received))
+	if res.Changed && res.Entry.LastEvent != nil {
+		s.Metrics.stage(StageArrive, target, received.Sub(res.Entry.LastEvent.OccurredAt))
 	}
 	if res.Clamped {
 		s.Metrics.clamped(r.tenant)
@@ -61,40 +67,62 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) {
 	}
 	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.Entry.State)))
 	if res.Dirty {
-		r.q.Add(res.Key)
+		return res.Key
 	}
+	return ""
 }
 
-// pushLoop takes batches of dirty persons while the tenant may push.
-func (r *runner) pushLoop(ctx context.Context) {
+// dispatch takes batches of dirty persons while the tenant may push, and
+// pushes each in a goroutine of its own, at most TenantConcurrency at
+// once; it returns once the queue is closed and its batches are settled.
+func (r *runner) dispatch(ctx context.Context) {
 	s := r.svc
+	busy := make(chan struct{}, max(1, s.Cfg.TenantConcurrency))
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for ctx.Err() == nil {
 		if wait := r.holdOff(ctx); wait > 0 {
 			sleep(ctx, wait)
 			continue
 		}
-		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger)
-		if keys == nil {
+		// A tenant slot before taking: while all of the tenant's batches are
+		// in flight, the next one keeps filling in the queue.
+		select {
+		case busy <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		select {
-		case s.slots <- struct{}{}:
-		case <-ctx.Done():
+		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
+		if keys == nil {
+			<-busy
+			return
 		}
-		// A batch in flight is finished even when shutdown starts, so what
-		// Salesforce confirmed is recorded.
-		r.pushBatch(context.WithoutCancel(ctx), keys)
-		if ctx.Err() == nil {
-			<-s.slots
-		} else {
-			select {
-			case <-s.slots:
-			default:
-			}
-		}
-		for _, k := range keys {
-			r.q.Done(k)
-		}
+		inflight.Go(func() {
+			defer func() { <-busy }()
+			r.push(ctx, keys)
+		})
+	}
+}
+
+// push writes one batch with a worker slot of the replica.
+func (r *runner) push(ctx context.Context, keys []string) {
+	s := r.svc
+	waited := time.Now()
+	slot := false
+	select {
+	case s.slots <- struct{}{}:
+		slot = true
+	case <-ctx.Done():
+	}
+	s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
+	// A batch in flight is finished even when shutdown starts, so what
+	// Salesforce confirmed is recorded.
+	r.pushBatch(context.WithoutCancel(ctx), keys)
+	if slot {
+		<-s.slots
+	}
+	for _, k := range keys {
+		r.q.Done(k)
 	}
 }
 
@@ -122,7 +150,10 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		return
 	}
 	field := s.settings(r.tenant).TargetField()
+	target := targetOf(field)
+	began := time.Now()
 	people := r.read(ctx, keys, field)
+	s.Metrics.stage(StageRead, target, time.Since(began))
 	if len(people) == 0 {
 		return
 	}
@@ -146,7 +177,9 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("optout.tenant", r.tenant), attribute.String("salesforce.field", field),
 			attribute.Int("messaging.batch.message_count", len(people))))
+	began = time.Now()
 	results, err := client.UpdateOptOut(bctx, updates)
+	s.Metrics.stage(StageSalesforceWrite, target, time.Since(began))
 	if err != nil {
 		bspan.RecordError(err)
 		bspan.SetStatus(codes.Error, salesforce.ClassOf(err).String())
@@ -227,6 +260,15 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 	return kept
 }
 
+// targetOf names a field for the stage histogram without its API name
+// (tenants name their sales field as they like).
+func targetOf(field string) string {
+	if field == tenant.StandardField {
+		return "email"
+	}
+	return "sales"
+}
+
 func traceContext(ctx context.Context, traceParent string) context.Context {
 	if traceParent == "" {
 		return ctx
@@ -272,7 +314,9 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 		for i, p := range group {
 			ids[i] = p.entry.SalesforceID
 		}
+		began := time.Now()
 		recs, err := client.Retrieve(group[0].ctx, typ, ids, []string{"Id", field})
+		r.svc.Metrics.stage(StageSalesforceRead, targetOf(field), time.Since(began))
 		r.svc.Metrics.call(r.tenant)
 		if err != nil {
 			r.failAll(ctx, group, field, err)
@@ -325,7 +369,9 @@ func (r *runner) attempting(ctx context.Context, p *person, field string) bool {
 func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
-	e, err := s.Ledger.Wrote(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
+	began := time.Now()
+	e, err := s.Ledger.WroteFrom(ctx, p.key, p.entry, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
+	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
 		r.q.AddAfter(p.key, s.backoff(1))

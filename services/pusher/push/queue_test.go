@@ -14,7 +14,7 @@ func TestTakeAfterAnotherTakerEmptiedTheQueueWaitsForMore(t *testing.T) {
 	q.Add("a")
 	got := make(chan []string, 2)
 	for range 2 {
-		go func() { got <- q.Take(2, 50*time.Millisecond) }()
+		go func() { got <- q.Take(2, 50*time.Millisecond, nil) }()
 	}
 	first := <-got
 	if len(first) != 1 || first[0] != "a" {
@@ -30,7 +30,7 @@ func TestTakeAfterAnotherTakerEmptiedTheQueueWaitsForMore(t *testing.T) {
 		t.Fatalf("second Take = %v; want [b]", second)
 	}
 	q.Close()
-	if keys := q.Take(1, 0); keys != nil {
+	if keys := q.Take(1, 0, nil); keys != nil {
 		t.Fatalf("Take after Close = %v; want nil", keys)
 	}
 }
@@ -39,14 +39,14 @@ func TestTakeAfterAnotherTakerEmptiedTheQueueWaitsForMore(t *testing.T) {
 func TestKeyAddedWhileProcessingComesBackOnce(t *testing.T) {
 	q := newQueue()
 	q.Add("a")
-	keys := q.Take(10, 0)
+	keys := q.Take(10, 0, nil)
 	q.Add("a")
 	q.Add("a")
 	if q.Len() != 0 {
 		t.Fatalf("a key being processed was queued again at once")
 	}
 	q.Done(keys[0])
-	if again := q.Take(10, 0); len(again) != 1 || again[0] != "a" {
+	if again := q.Take(10, 0, nil); len(again) != 1 || again[0] != "a" {
 		t.Fatalf("after Done: %v; want [a] once", again)
 	}
 }

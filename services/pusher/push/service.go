@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -27,11 +28,18 @@ import (
 
 // Config tunes the pusher.
 type Config struct {
-	// Workers bounds concurrent Salesforce calls of this replica.
+	// Workers bounds concurrent Salesforce calls of this replica. Calls
+	// wait on Salesforce, not on CPU, so it is sized for many tenants at
+	// once: a thousand trickling tenants need about a hundred calls in
+	// flight, and a slow tenant's TenantConcurrency slots must not starve
+	// them.
 	Workers int
 	// BatchSize is the most records per Collections call (≤ 200).
 	BatchSize int
-	// Linger is how long a batch waits for company after its first event.
+	// Linger is the most a batch waits for company after its first
+	// person, and only while more of the tenant's events are on their way
+	// (pending in the stream or being folded): a lone opt-out goes at once,
+	// a burst fills whole batches (fewer Salesforce calls).
 	Linger time.Duration
 	// RetryHorizon is how long a transiently failing event is retried
 	// before it goes to the DLQ (with an alerting metric).
@@ -55,7 +63,9 @@ type Config struct {
 	// tenants that have no runner yet.
 	DiscoveryInterval time.Duration
 	// TenantConcurrency caps one tenant's batches in flight, so slow
-	// tenants cannot take every worker.
+	// tenants cannot take every worker. Four keep a sales-field tenant
+	// (a read, then a write: two calls a batch) real-time at 10 opt-outs a
+	// second.
 	TenantConcurrency int
 	// SweepInterval is how often the dirty set is swept into the queues;
 	// ResyncInterval how often the whole ledger is (a lost marker).
@@ -66,9 +76,9 @@ type Config struct {
 // DefaultConfig is tuned for "within seconds" with few API calls.
 func DefaultConfig() Config {
 	return Config{
-		Workers:           8,
+		Workers:           128,
 		BatchSize:         200,
-		Linger:            25 * time.Millisecond,
+		Linger:            5 * time.Second,
 		RetryHorizon:      24 * time.Hour,
 		BackoffInitial:    time.Second,
 		BackoffMax:        5 * time.Minute,
@@ -78,7 +88,7 @@ func DefaultConfig() Config {
 		HealthRecheck:     time.Minute,
 		UnhealthyReminder: 10 * time.Minute,
 		DiscoveryInterval: 2 * time.Second,
-		TenantConcurrency: 2,
+		TenantConcurrency: 4,
 		SweepInterval:     10 * time.Second,
 		ResyncInterval:    time.Hour,
 	}
@@ -104,6 +114,7 @@ type Service struct {
 
 	ingester *ingest.Ingester
 	slots    chan struct{}
+	scans    chan struct{} // runners' catch-up scans at once
 	mu       sync.Mutex
 	runners  map[string]*runner
 	wg       sync.WaitGroup
@@ -126,11 +137,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.Metrics = m
 	}
 	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
+	s.scans = make(chan struct{}, scanConcurrency)
 	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
 		DLQ:   natsx.DeadLetterer{JS: s.JS, Topology: s.Topology},
 		Field: func(t string) string { return s.settings(t).TargetField() }}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
+	s.wg.Go(func() { s.sweep(ctx) })
 
 	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
 	defer tick.Stop()
@@ -158,19 +171,23 @@ func (s *Service) discover(ctx context.Context) error {
 	return err
 }
 
-func (s *Service) ensureRunner(ctx context.Context, t string) {
+func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.runners[t]; ok {
-		return
+	if r, ok := s.runners[t]; ok {
+		return r
 	}
-	r := &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	r := &runner{svc: s, tenant: t, consumer: s.Topology.TenantConsumer(t), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
+	// Its catch-up resyncs it; the periodic resync counts from now.
+	r.resyncedAt.Store(time.Now().UnixNano())
 	s.runners[t] = r
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		r.run(ctx)
 	}()
+	return r
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -183,11 +200,31 @@ type breaker struct {
 
 // runner ingests and pushes one tenant.
 type runner struct {
-	svc    *Service
-	tenant string
-	log    zerolog.Logger
-	br     breaker
-	q      *queue
+	svc      *Service
+	tenant   string
+	consumer string // its durable consumer's name (a regexp decides it: once)
+	log      zerolog.Logger
+	br       breaker
+	q        *queue
+	// pending is the tenant's events still in the stream after the last one
+	// delivered (its NumPending) and delivered when that was (unix ns);
+	// folding counts those delivered and not yet folded.
+	pending, delivered, folding atomic.Int64
+	// resyncedAt is when the tenant's ledger was last resynced (unix ns).
+	resyncedAt atomic.Int64
+}
+
+// pendingFresh is how long a delivery's NumPending is believed: another
+// replica sharing the consumer may take what it counted.
+const pendingFresh = 100 * time.Millisecond
+
+// moreComing says whether events of the tenant are on their way to the
+// queue, so a batch that is not full yet should linger for them.
+func (r *runner) moreComing() bool {
+	if r.folding.Load() > 0 {
+		return true
+	}
+	return r.pending.Load() > 0 && time.Since(time.Unix(0, r.delivered.Load())) < pendingFresh
 }
 
 // run ingests whatever the tenant's health (ingest needs only NATS, so no
@@ -203,16 +240,18 @@ func (r *runner) run(ctx context.Context) {
 			}
 		}
 	})
-	wg.Go(func() { r.sweep(ctx) })
-	for range max(1, r.svc.Cfg.TenantConcurrency) {
-		wg.Go(func() { r.pushLoop(ctx) })
-	}
-	<-ctx.Done()
-	r.q.Close()
+	wg.Go(func() { r.catchUp(ctx) })
+	stop := context.AfterFunc(ctx, r.q.Close)
+	defer stop()
+	r.dispatch(ctx)
 	wg.Wait()
 }
 
-// pull ingests the tenant's events until ctx ends.
+// pull ingests the tenant's events until ctx ends. One goroutine reads and
+// each message is folded in a goroutine of its own, at most
+// ingestConcurrency at once: folds commute, so ledger round trips, not
+// ordering, bound the rate, and an idle tenant costs one goroutine, not a
+// pool (a replica may serve thousands).
 func (r *runner) pull(ctx context.Context) error {
 	cons, err := natsx.EnsureTenantConsumer(ctx, r.svc.JS, r.svc.Topology, r.tenant)
 	if err != nil {
@@ -226,34 +265,36 @@ func (r *runner) pull(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	// Folds commute, so messages of one tenant are ingested concurrently:
-	// ledger round trips, not ordering, bound the rate.
-	errs := make(chan error, ingestConcurrency)
+	folds := make(chan struct{}, ingestConcurrency)
 	var wg sync.WaitGroup
-	for range ingestConcurrency {
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("tenant %s: next: %w", r.tenant, err)
+		}
+		r.folding.Add(1)
+		if md, err := msg.Metadata(); err == nil {
+			r.pending.Store(int64(md.NumPending))
+			r.delivered.Store(time.Now().UnixNano())
+		}
+		folds <- struct{}{}
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				msg, err := it.Next()
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						return
-					}
-					errs <- fmt.Errorf("tenant %s: next: %w", r.tenant, err)
-					it.Stop()
-					return
-				}
-				// A message in hand is settled even when shutdown starts.
-				r.ingest(context.WithoutCancel(ctx), msg)
+			defer func() { <-folds }()
+			// A message in hand is settled even when shutdown starts.
+			key := r.ingest(context.WithoutCancel(ctx), msg)
+			// Folded before queued, so a Take that sees the key also sees
+			// whether more are coming.
+			r.folding.Add(-1)
+			if key != "" {
+				r.q.Add(key)
 			}
 		})
 	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return nil
 }
 
 // ingestConcurrency is the messages of one tenant folded at once.

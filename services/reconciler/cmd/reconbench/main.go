@@ -140,6 +140,18 @@ func runParent(o options) error {
 				w.close()
 				return err
 			}
+			// The audit stream copies every ledger write (seeding's and the
+			// reset's) server-side; a run timed while that copy is still
+			// going would measure the copy, not the reconciler.
+			start := time.Now()
+			actx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			err := ledger.WaitAudited(actx, w.prov.JS, w.topo)
+			cancel()
+			if err != nil {
+				w.close()
+				return fmt.Errorf("wait for the audit trail: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "audit trail caught up in %s\n", time.Since(start).Round(time.Second))
 			r, err := w.run(p)
 			if err != nil {
 				w.close()

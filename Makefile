@@ -89,11 +89,6 @@ build:
 demo:
 	go run ./services/demo
 
-## bin/nats-server: the nats-server release the workspace pins (shared/go.mod), built from the Go module proxy.
-bin/nats-server: shared/go.mod
-	@mkdir -p bin
-	cd shared && go build -o ../bin/nats-server github.com/nats-io/nats-server/v2
-
 ## bench-pusher: issue 12's pusher benchmark, each part its own process (nats-server, pusher, sandbox,
 ## publisher) against `nats bench` on the same server; report in bench/pusher.md (about 5 minutes).
 bench-pusher: bin/nats-server

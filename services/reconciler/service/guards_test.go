@@ -67,6 +67,11 @@ func TestDryRunChangesNothing(t *testing.T) {
 
 	sfBefore := h.org("acme").Records()
 	revs := h.ledgerRevisions("acme")
+	// The audit stream copies the seeded entries server-side, a moment
+	// after they are written: count it once it has caught up.
+	if err := ledger.WaitAudited(h.ctx, h.prov.JS, h.topo); err != nil {
+		t.Fatal(err)
+	}
 	auditBefore := h.streamMsgs(h.topo.AuditStream())
 
 	reply, err := runs.Request(h.ctx, h.nc, h.topo, "acme", runs.ControlRequest{DryRun: true, By: "optoutctl:ops"})
@@ -97,6 +102,9 @@ func TestDryRunChangesNothing(t *testing.T) {
 	}
 	if n := h.streamMsgs(h.topo.AppliedStream()); n != 0 {
 		t.Errorf("%d applied events published", n)
+	}
+	if err := ledger.WaitAudited(h.ctx, h.prov.JS, h.topo); err != nil {
+		t.Fatal(err)
 	}
 	if n := h.streamMsgs(h.topo.AuditStream()); n != auditBefore {
 		t.Errorf("audit stream grew from %d to %d", auditBefore, n)

@@ -340,11 +340,21 @@ func Attempt(e Entry, w Write, field string) (Entry, bool) {
 	if e.SalesforceID != w.SalesforceID {
 		return e, false
 	}
-	if e.Field == w.Field && e.Confirmed == nil && (e.SetByUs || !w.Value) {
+	if !e.NeedsAttempt(w.Field, w.Value) {
 		return e, false
 	}
 	w.OK, w.Current = false, false
 	return Wrote(e, w, field)
+}
+
+// NeedsAttempt reports whether a write of value to f must be recorded
+// (Attempt) before it is made: unless the entry already holds Salesforce's
+// value unknown and, for a true, possibly ours. A write that lands unreported
+// (its writer killed mid-call) must never leave the entry sure of a value
+// Salesforce no longer holds: a clear would leave a newer opt-out looking
+// written, a set would leave a mark a resubscribe never clears.
+func (e *Entry) NeedsAttempt(f string, value bool) bool {
+	return !(e.Field == f && e.Confirmed == nil && (e.SetByUs || !value))
 }
 
 // Observed records a value read from Salesforce (not written by us): on the

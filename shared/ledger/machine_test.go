@@ -378,6 +378,17 @@ func TestAttempt(t *testing.T) {
 			e, _ := attempt(optedOut(f), f, true)
 			return ledger.Wrote(e, ledger.Write{SalesforceID: sfC, Field: f, Value: true, At: at(200), Current: true, OK: true}, f)
 		}, want: want{changed: yes(), state: ledger.StateSynced, target: tg(true, false), confirmed: "true", setByUs: yes()}},
+		{name: "a clear in flight leaves the value unknown: a newer opt-out is written again", field: salesF, run: func(f string) (ledger.Entry, bool) {
+			// The person resubscribed after a confirmed opt-out; the clear
+			// is recorded, lands, and its writer dies unreported.
+			e, _ := ledger.Fold(confirmed(optedOut(f), f, true), true, in("r1", ledger.Resubscribe, 20, sfC), f)
+			if !e.NeedsAttempt(f, false) {
+				t.Errorf("a clear over a confirmed true needs no attempt")
+			}
+			e, _ = attempt(e, f, false)
+			e, r := ledger.Fold(e, true, in("o2", ledger.OptOut, 30, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), state: ledger.StatePending, optedOut: yes(), target: tg(true, true), confirmed: "nil", setByUs: yes()}},
 		{name: "already unknown and ours is no change", run: func(f string) (ledger.Entry, bool) {
 			e, _ := attempt(optedOut(f), f, true)
 			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return attempt(e, f, true) })

@@ -182,10 +182,10 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 				t.Skip("not dirty")
 			}
 			f := &flight{readRev: m.rev, sfID: m.e.SalesforceID, value: value}
-			if m.field == salesF && value && !(m.e.Field == m.field && m.e.SetByUs) {
-				// The push records a write that may make the mark ours
-				// before making it, on the revision it read.
-				next, changed := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: true}, m.field)
+			if m.field == salesF && m.e.NeedsAttempt(m.field, value) {
+				// The push records a sales-field write before making it, on
+				// the revision it read.
+				next, changed := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: value}, m.field)
 				m.apply(next, changed)
 				f.readRev = m.rev
 			}

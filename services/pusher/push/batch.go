@@ -161,6 +161,9 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		if people = r.skipSetElsewhere(ctx, client, field, people); len(people) == 0 {
 			return
 		}
+		if people = r.attemptAll(ctx, field, people); len(people) == 0 {
+			return
+		}
 	}
 	updates := make([]salesforce.Update, len(people))
 	links := make([]trace.Link, 0, len(people))
@@ -361,6 +364,23 @@ func (r *runner) attempting(ctx context.Context, p *person, field string) bool {
 	}
 	p.entry, p.rev = e, rev
 	return true
+}
+
+// attemptAll records every sales-field write not yet recorded before it is
+// made (the clears too, and sets over a value confirmed false); Email Opt
+// Out needs none, being only ever set. It keeps the persons still to write.
+func (r *runner) attemptAll(ctx context.Context, field string, people []*person) []*person {
+	keep := make([]bool, len(people))
+	each(people, func(i int, p *person) {
+		keep[i] = !p.entry.NeedsAttempt(field, p.value) || r.attempting(ctx, p, field)
+	})
+	out := people[:0]
+	for i, p := range people {
+		if keep[i] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // confirmed records Salesforce's confirmation of a write made from the

@@ -287,7 +287,7 @@ func (r *run) reread(ctx context.Context, batch []sfTarget) ([]sfTarget, map[ids
 				}
 			}
 			if value, write := e.Target(field); value && write {
-				if field != tenant.StandardField && !(e.Field == field && e.SetByUs) {
+				if field != tenant.StandardField && e.NeedsAttempt(field, true) {
 					// As the push does: the mark about to be made is ours, so
 					// say so before making it; a run that dies mid-call must not
 					// leave a true the next reader takes for someone else's.

@@ -248,7 +248,7 @@ func TestLedgerBucketsReadFromTheLeader(t *testing.T) {
 		if err != nil {
 			t.Fatalf("provision %d: %v", round+1, err)
 		}
-		for _, b := range []string{topo.LedgerBucket(), topo.DirtyBucket(), topo.AliasBucket()} {
+		for _, b := range []string{topo.LedgerBucket(), topo.DirtyBucket(), topo.AliasBucket(), topo.RunsBucket()} {
 			s, err := js.Stream(ctx, "KV_"+b)
 			if err != nil {
 				t.Fatal(err)

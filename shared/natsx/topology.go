@@ -339,10 +339,12 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 // leaderReads reports whether a bucket's readers decide on what they read,
 // so a read must see every write acknowledged before it: the ledger (whose
 // read-then-decide steps, such as dropping a dirty marker after finding the
-// person clean, are not all guarded by compare-and-set), its dirty set and
-// its aliases.
+// person clean, are not all guarded by compare-and-set), its dirty set, its
+// aliases, and the run reports with the reconcilers' fences (a fence read
+// from a follower behind the holder's own raise refused the holder's writes
+// in the cluster test, and could let a stale holder pass).
 func (t Topology) leaderReads(bucket string) bool {
-	return bucket == t.LedgerBucket() || bucket == t.DirtyBucket() || bucket == t.AliasBucket()
+	return bucket == t.LedgerBucket() || bucket == t.DirtyBucket() || bucket == t.AliasBucket() || bucket == t.RunsBucket()
 }
 
 // leaderReadBucket creates or updates a bucket whose reads go to its

@@ -66,6 +66,12 @@ type Entry struct {
 
 	Retry Retry `json:"retry,omitzero"`
 
+	// Writing is the claim of the sales-field write in flight, if any:
+	// while it holds, no other writer (another pusher replica, the
+	// reconciler) writes this person, so our writes land in the order they
+	// were decided and an older one never lands over a newer (claim.go).
+	Writing *Claim `json:"writing,omitempty"`
+
 	TraceID string `json:"traceId,omitempty"`
 	// TraceParent is the W3C context of the deciding event's ingest span, so
 	// the push's Salesforce call joins the opt-out's trace.

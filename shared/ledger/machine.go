@@ -289,6 +289,9 @@ type Write struct {
 	Current bool
 	// OK: Salesforce confirmed it.
 	OK bool
+	// Claim is the writer's claim on the person for a sales-field write:
+	// Attempt takes it, the write's report (Wrote, Failed) releases it.
+	Claim *Claim
 }
 
 // Wrote records a write of Salesforce. A confirmed write on the current
@@ -297,6 +300,12 @@ type Write struct {
 // remembers that our push may have set it, so the person stays dirty
 // until a current write settles it.
 func Wrote(e Entry, w Write, field string) (Entry, bool) {
+	e, released := Release(e, w.Claim)
+	next, changed := wrote(e, w, field)
+	return next, changed || released
+}
+
+func wrote(e Entry, w Write, field string) (Entry, bool) {
 	if e.SalesforceID != w.SalesforceID {
 		return e, false // the person moved to another record
 	}
@@ -335,16 +344,28 @@ func Wrote(e Entry, w Write, field string) (Entry, bool) {
 // first, this survives what a report after the call does not (a replica
 // killed mid-call, a confirmation the ledger could not store): without it a
 // mark we set looked like someone else's, and a later resubscribe left it.
-// It is no change when the entry already says so.
-func Attempt(e Entry, w Write, field string) (Entry, bool) {
+// It also takes the write's claim (w.Claim, at w.At): while another
+// writer's claim holds, nothing is recorded and that claim is returned, so
+// the caller leaves the person until it ends. It is no change when the
+// entry already says all this.
+func Attempt(e Entry, w Write, field string) (Entry, bool, *Claim) {
 	if e.SalesforceID != w.SalesforceID {
-		return e, false
+		return e, false, nil
 	}
-	if !e.NeedsAttempt(w.Field, w.Value) {
-		return e, false
+	if held := e.HeldAgainst(w.Claim, w.At); held != nil {
+		return e, false, held
 	}
-	w.OK, w.Current = false, false
-	return Wrote(e, w, field)
+	changed := false
+	if w.Claim != nil && (e.Writing == nil || e.Writing.ID != w.Claim.ID) {
+		c := *w.Claim
+		e.Writing, changed = &c, true
+	}
+	if e.NeedsAttempt(w.Field, w.Value) {
+		w.OK, w.Current = false, false
+		e, _ = wrote(e, w, field)
+		changed = true
+	}
+	return e, changed, nil
 }
 
 // NeedsAttempt reports whether a write of value to f must be recorded
@@ -410,7 +431,7 @@ type FailOutcome struct {
 // attempt from the entry's own retry state; a permanent one, or one past
 // the horizon, fails the person until an event or a replay asks again.
 func Failed(e Entry, f Failure, field string) (Entry, FailOutcome) {
-	e, _ = Wrote(e, Write{SalesforceID: e.SalesforceID, Field: f.Write.Field, Value: f.Write.Value}, field)
+	e, _ = Wrote(e, Write{SalesforceID: e.SalesforceID, Field: f.Write.Field, Value: f.Write.Value, Claim: f.Write.Claim}, field)
 	now := f.Now.UTC()
 	if e.Retry.FirstFailure.IsZero() {
 		e.Retry.FirstFailure = now
@@ -494,6 +515,8 @@ func ConversionFollowed(e Entry, leadID, contactID, field string) (Entry, bool) 
 		e.ConvertedFrom = append(slices.Clone(e.ConvertedFrom), leadID)
 	}
 	wasOurs := e.SetByUs
+	// The write that found the Lead converted is over: its claim with it.
+	e.Writing = nil
 	e.SalesforceID, e.ObjectType = contactID, "Contact"
 	e.Confirmed, e.ConfirmedAt = nil, time.Time{}
 	e.SetByUs = wasOurs

@@ -355,7 +355,8 @@ func TestWrote(t *testing.T) {
 func TestAttempt(t *testing.T) {
 	t.Parallel()
 	attempt := func(e ledger.Entry, f string, value bool) (ledger.Entry, bool) {
-		return ledger.Attempt(e, ledger.Write{SalesforceID: e.SalesforceID, Field: f, Value: value}, f)
+		e, changed, _ := ledger.Attempt(e, ledger.Write{SalesforceID: e.SalesforceID, Field: f, Value: value}, f)
+		return e, changed
 	}
 	runRows(t, []row{
 		{name: "before a write of true: unknown and possibly ours, still dirty", run: func(f string) (ledger.Entry, bool) {
@@ -397,7 +398,8 @@ func TestAttempt(t *testing.T) {
 		{name: "wrong Salesforce id is no change", run: func(f string) (ledger.Entry, bool) {
 			e := optedOut(f)
 			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) {
-				return ledger.Attempt(e, ledger.Write{SalesforceID: sfC2, Field: f, Value: true}, f)
+				e, changed, _ := ledger.Attempt(e, ledger.Write{SalesforceID: sfC2, Field: f, Value: true}, f)
+				return e, changed
 			})
 			return e, false
 		}, want: want{}},
@@ -408,7 +410,7 @@ func TestObserved(t *testing.T) {
 	t.Parallel()
 	runRows(t, []row{
 		{name: "a false read while our write may still land proves nothing", field: salesF, run: func(f string) (ledger.Entry, bool) {
-			e, _ := ledger.Attempt(optedOut(f), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
+			e, _, _ := ledger.Attempt(optedOut(f), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
 			unchanged(t, e, func(e ledger.Entry) (ledger.Entry, bool) { return ledger.Observed(e, sfC, f, false, at(100), f) })
 			// The write lands after that read; the person then resubscribes.
 			e, r := ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), f)
@@ -652,7 +654,7 @@ func TestMerge(t *testing.T) {
 		}, want: want{changed: yes(), optedOut: yes(), target: tg(true, true)}},
 		{name: "a write of the Salesforce-only entry's in flight stays ours: a newer resubscribe clears it", field: salesF, run: func(f string) (ledger.Entry, bool) {
 			// The sf entry's push marked its write and died before confirming.
-			from, _ := ledger.Attempt(folded(f, in("o1", ledger.OptOut, 30, sfC)), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
+			from, _, _ := ledger.Attempt(folded(f, in("o1", ledger.OptOut, 30, sfC)), ledger.Write{SalesforceID: sfC, Field: f, Value: true}, f)
 			e := folded(f, in("r1", ledger.Resubscribe, 40, sfC))
 			return ledger.Merge(e, from, f)
 		}, want: want{changed: yes(), optedOut: no(), target: tg(false, true), confirmed: "nil", setByUs: yes(), check: func(t *testing.T, e ledger.Entry) {

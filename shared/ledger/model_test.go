@@ -49,6 +49,7 @@ type flight struct {
 	value   bool
 	decided bool // whether it reached Salesforce is known
 	landed  bool
+	claim   *ledger.Claim // a sales-field write's claim
 }
 
 // reading is Salesforce's value read at readRev, to be recorded later.
@@ -114,6 +115,25 @@ func stampOf(in ledger.EventInput) string {
 	return s
 }
 
+// land decides whether f's write reaches Salesforce. A sales-field write
+// lands only while its writer's call may still run (its claim's call
+// deadline, when the writer gives it up) and only while its claim is the
+// entry's: two writers never write the person at once, so an older value
+// cannot land over a newer one.
+func (m *machineModel) land(t *rapid.T, f *flight) {
+	f.decided = true
+	if f.claim != nil && !m.now.Before(f.claim.Deadline) {
+		return // the writer gave its call up
+	}
+	if f.landed = rapid.Bool().Draw(t, "landed"); !f.landed {
+		return
+	}
+	if f.claim != nil && (m.e.Writing == nil || m.e.Writing.ID != f.claim.ID) {
+		m.fatalf(t, "a write of %t landed while its claim %s was not the entry's (%+v): another writer may have written meanwhile", f.value, f.claim.ID, m.e.Writing)
+	}
+	m.write(t, f.value)
+}
+
 // write makes the simulated Salesforce hold value, as one of our writes.
 func (m *machineModel) write(t *rapid.T, value bool) {
 	if m.field == stdF && !value {
@@ -127,12 +147,9 @@ func (m *machineModel) write(t *rapid.T, value bool) {
 // permanent) of a write that may have landed.
 func (m *machineModel) report(t *rapid.T, f *flight) {
 	if !f.decided {
-		f.decided, f.landed = true, rapid.Bool().Draw(t, "landed")
-		if f.landed {
-			m.write(t, f.value)
-		}
+		m.land(t, f)
 	}
-	w := ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: f.value, At: m.now}
+	w := ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: f.value, At: m.now, Claim: f.claim}
 	outcome := "retryable"
 	if f.landed {
 		outcome = rapid.SampledFrom([]string{"ok", "ok", "retryable", "permanent"}).Draw(t, "outcome")
@@ -146,7 +163,9 @@ func (m *machineModel) report(t *rapid.T, f *flight) {
 		m.apply(next, changed)
 	default:
 		if m.e.SalesforceID != f.sfID {
-			return // the store leaves it
+			next, released := ledger.Release(m.e, f.claim) // as the store does
+			m.apply(next, released)
+			return
 		}
 		wasFailed := m.e.State == ledger.StateFailed
 		next, out := ledger.Failed(m.e, ledger.Failure{Write: w, Permanent: outcome == "permanent", Err: "boom",
@@ -182,10 +201,14 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 				t.Skip("not dirty")
 			}
 			f := &flight{readRev: m.rev, sfID: m.e.SalesforceID, value: value}
-			if m.field == salesF && m.e.NeedsAttempt(m.field, value) {
+			if m.field == salesF {
 				// The push records a sales-field write before making it, on
-				// the revision it read.
-				next, changed := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: value}, m.field)
+				// the revision it read, and takes its claim.
+				f.claim = ledger.NewClaim(m.now, ledger.DefaultClaimTTL)
+				next, changed, held := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: value, At: m.now, Claim: f.claim}, m.field)
+				if held != nil {
+					t.Skip("another writer's claim holds the person")
+				}
 				m.apply(next, changed)
 				f.readRev = m.rev
 			}
@@ -198,8 +221,8 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			i := pick(t, len(m.flights), "flight")
 			f := m.flights[i]
 			m.flights = append(m.flights[:i:i], m.flights[i+1:]...)
-			if !f.decided && rapid.Bool().Draw(t, "landed") {
-				m.write(t, f.value)
+			if !f.decided {
+				m.land(t, f)
 			}
 			t.Logf("die: write %t read at rev %d never reported", f.value, f.readRev)
 		},
@@ -213,11 +236,7 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			if len(open) == 0 {
 				t.Skip("no write in flight")
 			}
-			f := open[pick(t, len(open), "flight")]
-			f.decided, f.landed = true, rapid.Bool().Draw(t, "landed")
-			if f.landed {
-				m.write(t, f.value)
-			}
+			m.land(t, open[pick(t, len(open), "flight")])
 		},
 		"report": func(t *rapid.T) {
 			if len(m.flights) == 0 {
@@ -243,8 +262,8 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			m.readings = append(m.readings[:i:i], m.readings[i+1:]...)
 			m.observe(r)
 		},
-		"tick": func(t *rapid.T) {
-			m.now = m.now.Add(time.Duration(rapid.IntRange(1, 40).Draw(t, "minutes")) * time.Minute)
+		"tick": func(t *rapid.T) { // seconds to most of an hour: claims end, retries fall due
+			m.now = m.now.Add(time.Duration(rapid.IntRange(1, 2400).Draw(t, "seconds")) * time.Second)
 		},
 		"": m.check,
 	}

@@ -414,33 +414,51 @@ func wroteAt(readRev uint64, w Write, field string) transition {
 	}
 }
 
+// Attempted is what recording a write before making it came to.
+type Attempted struct {
+	Entry Entry
+	// Rev is the revision the write's confirmation is to be based on.
+	Rev uint64
+	// Moved: the entry changed since it was read; nothing was recorded and
+	// the caller reads the person again.
+	Moved bool
+	// Held: another writer's claim holds the person; nothing was recorded
+	// and the caller leaves the person until the claim ends.
+	Held *Claim
+}
+
+// Ok reports whether the write may be made.
+func (a Attempted) Ok() bool { return !a.Moved && a.Held == nil }
+
 // Attempting records, before a write of Salesforce made from the entry
-// read at readRev, that the write may land (machine.go Attempt). It returns
-// the entry and the revision the write's confirmation is to be based on, or
-// moved (nothing recorded) when the entry changed since readRev: the caller
-// reads the person again.
-func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
+// read at readRev, that the write may land, and takes its claim
+// (machine.go Attempt).
+func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, w Write, field string) (Attempted, error) {
 	return l.attempting(ctx, key, nil, readRev, w, field)
 }
 
 // FencedAttempting is Attempting for a fenced writer (the reconciler).
-func (l *Ledger) FencedAttempting(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
+func (l *Ledger) FencedAttempting(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (Attempted, error) {
 	return l.attempting(ctx, key, &fence, readRev, w, field)
 }
 
-func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, readRev uint64, w Write, field string) (e Entry, rev uint64, moved bool, err error) {
-	_, e, rev, _, err = l.change(ctx, key, field, fence, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, readRev uint64, w Write, field string) (Attempted, error) {
+	var a Attempted
+	_, e, rev, _, err := l.change(ctx, key, field, fence, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+		a.Moved, a.Held = false, nil
 		if !exists || r != readRev {
-			moved = true
+			a.Moved = true
 			return cur, false, nil
 		}
-		next, changed := Attempt(cur, w, field)
+		next, changed, held := Attempt(cur, w, field)
+		a.Held = held
 		return next, changed, nil
 	})
+	a.Entry, a.Rev = e, rev
 	if err != nil {
-		return e, rev, moved, fmt.Errorf("record the write of %s before making it: %w", key, err)
+		return a, fmt.Errorf("record the write of %s before making it: %w", key, err)
 	}
-	return e, rev, moved, nil
+	return a, nil
 }
 
 // Observed records a value read from Salesforce at readRev; an entry that
@@ -461,8 +479,14 @@ func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, sales
 func (l *Ledger) Failed(ctx context.Context, key string, f Failure, field string) (Entry, FailOutcome, error) {
 	var out FailOutcome
 	_, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
-		if !exists || cur.SalesforceID != f.Write.SalesforceID {
+		if !exists {
 			return cur, false, nil
+		}
+		if cur.SalesforceID != f.Write.SalesforceID {
+			// The person moved to another record meanwhile: only the
+			// failed write's claim is over.
+			next, released := Release(cur, f.Write.Claim)
+			return next, released, nil
 		}
 		next, o := Failed(cur, f, field)
 		out = o

@@ -133,6 +133,9 @@ type person struct {
 	rev   uint64
 	value bool
 	ctx   context.Context // the deciding event's trace
+	// claim is the batch's claim on the person, taken with its Attempt
+	// (sales field only): the write's report releases it.
+	claim *ledger.Claim
 }
 
 // pushBatch writes each person's current desired value and records what
@@ -157,13 +160,21 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 	if len(people) == 0 {
 		return
 	}
+	var deadline time.Time // the call's, when the batch holds a claim
 	if field != tenant.StandardField {
-		if people = r.skipSetElsewhere(ctx, client, field, people); len(people) == 0 {
+		// One claim for the batch: each person's Attempt takes it, so no
+		// other writer writes them until this call is over and reported.
+		taken := s.Now()
+		claim := ledger.NewClaim(taken, s.Cfg.ClaimTTL)
+		if people = r.skipSetElsewhere(ctx, client, field, people, claim); len(people) == 0 {
 			return
 		}
-		if people = r.attemptAll(ctx, field, people); len(people) == 0 {
+		if people = r.attemptAll(ctx, field, people, claim); len(people) == 0 {
 			return
 		}
+		// The call must end while the claim holds: after it ends another
+		// writer may write the person, and this write must not land then.
+		deadline = claim.CallDeadline(taken)
 	}
 	updates := make([]salesforce.Update, len(people))
 	links := make([]trace.Link, 0, len(people))
@@ -180,6 +191,11 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("optout.tenant", r.tenant), attribute.String("salesforce.field", field),
 			attribute.Int("messaging.batch.message_count", len(people))))
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		bctx, cancel = context.WithDeadline(bctx, deadline)
+		defer cancel()
+	}
 	began = time.Now()
 	results, err := client.UpdateOptOut(bctx, updates)
 	s.Metrics.stage(StageSalesforceWrite, target, time.Since(began))
@@ -245,8 +261,16 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 			}
 			return
 		}
-		if wait := e.Retry.NextAttempt.Sub(s.Now()); wait > 0 {
+		now := s.Now()
+		if wait := e.Retry.NextAttempt.Sub(now); wait > 0 {
 			r.q.AddAfter(key, wait)
+			return
+		}
+		if held := e.HeldAgainst(nil, now); held != nil {
+			// Another writer's call is in flight: its report requeues the
+			// person there if a write is still due; this looks again when
+			// the claim ends, in case that writer died.
+			r.q.AddAfter(key, held.Until.Sub(now))
 			return
 		}
 		out[i] = &person{key: key, entry: e, rev: rev, value: value, ctx: traceContext(ctx, e.TraceParent)}
@@ -301,7 +325,7 @@ const ledgerConcurrency = 32
 // out and records those already true as someone else's: a later resubscribe
 // must not clear a mark we did not make. The others are marked as about to
 // be set by us before the write. One read per type and batch.
-func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person) []*person {
+func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *ledger.Claim) []*person {
 	byType := map[string][]*person{}
 	var rest []*person
 	for _, p := range people {
@@ -337,7 +361,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 			// say so in the ledger before making it, or a replica killed
 			// mid-call (or a confirmation the ledger cannot store) leaves
 			// it looking like someone else's, never cleared by a resubscribe.
-			if !r.attempting(ctx, p, field) {
+			if !r.attempting(ctx, p, field, claim) {
 				return
 			}
 			mu.Lock()
@@ -348,31 +372,38 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 	return rest
 }
 
-// attempting records that p's write is about to be made and rebases p on
-// the revision that says so; false leaves p for another round (the entry
-// moved, or the ledger failed).
-func (r *runner) attempting(ctx context.Context, p *person, field string) bool {
-	e, rev, moved, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value}, field)
+// attempting records that p's write is about to be made, takes the
+// batch's claim on p, and rebases p on the revision that says so; false
+// leaves p for another round (the entry moved, another writer's claim
+// holds it, or the ledger failed).
+func (r *runner) attempting(ctx context.Context, p *person, field string, claim *ledger.Claim) bool {
+	now := r.svc.Now()
+	a, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, field)
 	switch {
 	case err != nil:
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
 		r.q.AddAfter(p.key, r.svc.backoff(1))
 		return false
-	case moved:
+	case a.Moved:
 		r.q.Add(p.key)
 		return false
+	case a.Held != nil:
+		r.q.AddAfter(p.key, a.Held.Until.Sub(now))
+		return false
 	}
-	p.entry, p.rev = e, rev
+	p.entry, p.rev, p.claim = a.Entry, a.Rev, claim
 	return true
 }
 
-// attemptAll records every sales-field write not yet recorded before it is
-// made (the clears too, and sets over a value confirmed false); Email Opt
-// Out needs none, being only ever set. It keeps the persons still to write.
-func (r *runner) attemptAll(ctx context.Context, field string, people []*person) []*person {
+// attemptAll records every sales-field write before it is made and takes
+// the batch's claim on its person (the clears too, and sets over a value
+// confirmed false); Email Opt Out needs neither, being only ever set, so
+// two writers' trues in any order leave the same value. It keeps the
+// persons still to write.
+func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *ledger.Claim) []*person {
 	keep := make([]bool, len(people))
 	each(people, func(i int, p *person) {
-		keep[i] = !p.entry.NeedsAttempt(field, p.value) || r.attempting(ctx, p, field)
+		keep[i] = p.claim != nil || r.attempting(ctx, p, field, claim)
 	})
 	out := people[:0]
 	for i, p := range people {
@@ -390,7 +421,7 @@ func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
-	e, err := s.Ledger.WroteFrom(ctx, p.key, p.entry, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true}, field)
+	e, err := s.Ledger.WroteFrom(ctx, p.key, p.entry, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}, field)
 	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
@@ -427,7 +458,7 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
 	}
 	e, out, err := s.Ledger.Failed(ctx, p.key, ledger.Failure{
-		Write:     ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value},
+		Write:     ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, Claim: p.claim},
 		Permanent: class == salesforce.PermanentRecord, Err: oneLine(cause.Error()),
 		Wait: wait, Now: s.Now(), Horizon: s.Cfg.RetryHorizon,
 	}, field)

@@ -109,6 +109,8 @@ func fastConfig() push.Config {
 	c.HealthRecheck = 200 * time.Millisecond
 	c.DiscoveryInterval = 50 * time.Millisecond
 	c.SweepInterval = 100 * time.Millisecond
+	// A replica killed mid-call holds its persons this long.
+	c.ClaimTTL = 4 * time.Second
 	return c
 }
 
@@ -156,8 +158,9 @@ func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
 }
 
 // startIn runs a replica until parent ends (a replica killed mid-work when
-// the test cancels parent) or stop is called.
-func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Clients) (stop func()) {
+// the test cancels parent) or stop is called; opts adjust the replica
+// (its clock, say).
+func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Clients, opts ...func(*push.Service)) (stop func()) {
 	s.t.Helper()
 	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
 	if err != nil {
@@ -168,6 +171,9 @@ func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Cl
 		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: clients,
 		Health: tenant.HealthStore{KV: s.prov.Health}, Log: zerolog.New(io.MultiWriter(zerolog.NewTestWriter(s.t), &s.logs)).Level(zerolog.WarnLevel),
 		Metrics: s.metrics,
+	}
+	for _, o := range opts {
+		o(svc)
 	}
 	done := make(chan struct{})
 	go func() {

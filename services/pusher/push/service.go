@@ -71,6 +71,9 @@ type Config struct {
 	// ResyncInterval how often the whole ledger is (a lost marker).
 	SweepInterval  time.Duration
 	ResyncInterval time.Duration
+	// ClaimTTL is how long a sales-field write's claim holds other writers
+	// off the person (ledger.Claim); the call is given up before it ends.
+	ClaimTTL time.Duration
 }
 
 // DefaultConfig is tuned for "within seconds" with few API calls.
@@ -91,6 +94,7 @@ func DefaultConfig() Config {
 		TenantConcurrency: 4,
 		SweepInterval:     10 * time.Second,
 		ResyncInterval:    time.Hour,
+		ClaimTTL:          ledger.DefaultClaimTTL,
 	}
 }
 
@@ -128,6 +132,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.Now == nil {
 		s.Now = time.Now
+	}
+	if s.Cfg.ClaimTTL <= 0 {
+		s.Cfg.ClaimTTL = ledger.DefaultClaimTTL
 	}
 	if s.Metrics == nil {
 		m, err := NewMetrics(nil)

@@ -68,6 +68,9 @@ type Config struct {
 	// up (status failed); RetryBackoff spaces the resumptions (doubling).
 	MaxFailures  int
 	RetryBackoff time.Duration
+	// ClaimTTL is how long a sales-field write's claim holds the push off
+	// the person (ledger.Claim); the write is given up before it ends.
+	ClaimTTL time.Duration
 }
 
 // DefaultConfig is the production tuning.
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		WriteBackoff:      500 * time.Millisecond,
 		MaxFailures:       5,
 		RetryBackoff:      time.Minute,
+		ClaimTTL:          ledger.DefaultClaimTTL,
 	}
 }
 

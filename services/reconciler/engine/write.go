@@ -253,8 +253,9 @@ type outcome struct {
 // current is one ledger entry of a record about to be written, re-read
 // right before the write.
 type current struct {
-	key string
-	rev uint64
+	key   string
+	rev   uint64
+	claim *ledger.Claim // the batch's, on the sales field
 }
 
 // reread keeps the records whose entries still want the opt-out written
@@ -262,7 +263,7 @@ type current struct {
 // resubscribe (or a push) made after the diff is never overwritten. A
 // Salesforce-side clear being written back is first recorded as seen, so
 // the state machine itself says the write is due.
-func (r *run) reread(ctx context.Context, batch []sfTarget) ([]sfTarget, map[idset.ID][]current, error) {
+func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim) ([]sfTarget, map[idset.ID][]current, error) {
 	field := r.field
 	var mu sync.Mutex
 	keep := map[idset.ID][]current{}
@@ -287,25 +288,27 @@ func (r *run) reread(ctx context.Context, batch []sfTarget) ([]sfTarget, map[ids
 				}
 			}
 			if value, write := e.Target(field); value && write {
-				if field != tenant.StandardField && e.NeedsAttempt(field, true) {
+				if claim != nil {
 					// As the push does: the mark about to be made is ours, so
-					// say so before making it; a run that dies mid-call must not
-					// leave a true the next reader takes for someone else's.
+					// say so before making it (a run that dies mid-call must not
+					// leave a true the next reader takes for someone else's),
+					// and take the batch's claim, so no push writes the person
+					// until this write is over.
 					if !r.job.Lease.Valid() {
 						return errLeaseExpired
 					}
-					_, nrev, moved, err := r.e.Ledger.FencedAttempting(ctx, key, r.fence, rev,
-						ledger.Write{SalesforceID: e.SalesforceID, Field: field, Value: true}, field)
+					a, err := r.e.Ledger.FencedAttempting(ctx, key, r.fence, rev,
+						ledger.Write{SalesforceID: e.SalesforceID, Field: field, Value: true, At: r.e.now(), Claim: claim}, field)
 					if err != nil {
 						return err
 					}
-					if moved {
-						continue // changed since the re-read: the push or the next run sees it
+					if !a.Ok() {
+						continue // changed since the re-read, or a push is writing it: the push or the next run sees it
 					}
-					rev = nrev
+					rev = a.Rev
 				}
 				mu.Lock()
-				keep[t.id] = append(keep[t.id], current{key: key, rev: rev})
+				keep[t.id] = append(keep[t.id], current{key: key, rev: rev, claim: claim})
 				mu.Unlock()
 			}
 		}
@@ -324,7 +327,16 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	if err := r.commitAllowed(ctx); err != nil {
 		return err
 	}
-	batch, entries, err := r.reread(ctx, batch)
+	// Sales-field writes hold a claim on their persons (ledger.Claim);
+	// Email Opt Out is only ever set, so writers need not take turns.
+	var claim *ledger.Claim
+	var callDeadline time.Time
+	if r.field != tenant.StandardField {
+		taken := r.e.now()
+		claim = ledger.NewClaim(taken, r.e.Cfg.ClaimTTL)
+		callDeadline = claim.CallDeadline(taken)
+	}
+	batch, entries, err := r.reread(ctx, batch, claim)
 	if err != nil {
 		return err
 	}
@@ -339,12 +351,31 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	field := r.field
 	pending := batch
 	var done []outcome
+	// The writes must end while the claim holds: after it ends the push
+	// may write the persons, and a write of ours must not land then.
+	callCtx := ctx
+	if claim != nil {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithDeadline(ctx, callDeadline)
+		defer cancel()
+	}
 	for attempt := 1; len(pending) > 0; attempt++ {
+		if callCtx.Err() != nil && ctx.Err() == nil {
+			// The claim's time is up: what is left is recorded as not
+			// confirmed (the push writes it), never written without it.
+			for _, t := range pending {
+				done = append(done, outcome{t: t, code: "CLAIM_ENDED"})
+			}
+			break
+		}
 		updates := make([]salesforce.Update, len(pending))
 		for i, t := range pending {
 			updates[i] = salesforce.Update{ID: t.id.String(), Type: t.id.Type(), Field: field, Value: true}
 		}
-		results, err := r.client.UpdateOptOut(budget.WithKind(ctx, budget.Write), updates)
+		results, err := r.client.UpdateOptOut(budget.WithKind(callCtx, budget.Write), updates)
+		if err != nil && callCtx.Err() != nil && ctx.Err() == nil {
+			continue // the claim ended mid-call: settled at the top
+		}
 		if err != nil {
 			if salesforce.ClassOf(err) != salesforce.Retryable || errors.Is(err, budget.ErrExhausted) || attempt >= r.e.Cfg.WriteAttempts {
 				return fmt.Errorf("write %d records: %w", len(pending), err)
@@ -418,7 +449,7 @@ func (r *run) recordOutcome(ctx context.Context, ko keyOutcome) error {
 		return err
 	}
 	after, err := r.e.Ledger.FencedWrote(ctx, ko.cur.key, r.fence, ko.cur.rev,
-		ledger.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok}, r.field)
+		ledger.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok, Claim: ko.cur.claim}, r.field)
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err

@@ -115,26 +115,33 @@ func (s *stack) waitFor(what string, ch <-chan struct{}, within time.Duration) {
 	}
 }
 
-func TestTwoReplicasNeverWriteOnePersonAtOnce(t *testing.T) {
-	t.Parallel()
-	s := newStack(t)
+// heldOptOut starts replica A on a sales-field tenant, publishes an
+// opt-out an hour old and returns once A's write of it is held in flight
+// by g: the record, the log of what Salesforce took, and the opt-out's time.
+func (s *stack) heldOptOut(cfg push.Config, g *gate) (record string, log *sfLog, t0 time.Time) {
+	s.t.Helper()
 	s.salesField()
-	c := s.seed("acme", "Contact")
-	log := &sfLog{}
-	g := newGate(false)
-	defer func() {
+	record, log, t0 = s.seed("acme", "Contact"), &sfLog{}, time.Now().Add(-time.Hour)
+	s.startWith(cfg, gatedClients{inner: s.clients, log: log, gate: g})
+	// Registered after the replica, so it runs before the replica's stop,
+	// which waits for the held call.
+	s.t.Cleanup(func() {
 		select {
 		case <-g.release:
 		default:
 			close(g.release)
 		}
-	}()
-	t0 := time.Now().Add(-time.Hour)
-
-	// Replica A writes the opt-out; its call is held in flight.
-	s.startWith(fastConfig(), gatedClients{inner: s.clients, log: log, gate: g})
-	s.publish("acme", "p", sfID(c), at(t0))
+	})
+	s.publish("acme", "p", sfID(record), at(t0))
 	s.waitFor("replica A's write", g.entered, 10*time.Second)
+	return record, log, t0
+}
+
+func TestTwoReplicasNeverWriteOnePersonAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	g := newGate(false)
+	c, log, t0 := s.heldOptOut(fastConfig(), g)
 
 	// Replica B starts and the person resubscribes: B finds the person
 	// dirty (its sweep runs every 100 ms) while A's true may still land.
@@ -163,17 +170,9 @@ func TestTwoReplicasNeverWriteOnePersonAtOnce(t *testing.T) {
 func TestAWriteHeldPastItsClaimEndsBeforeASkewedReplicaWrites(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.salesField()
-	c := s.seed("acme", "Contact")
-	log := &sfLog{}
-	g := newGate(true)
-	defer close(g.release)
 	cfg := fastConfig() // claims of 4 s: a call is given up 0.5 s before one ends
-	t0 := time.Now().Add(-time.Hour)
-
-	s.startWith(cfg, gatedClients{inner: s.clients, log: log, gate: g})
-	s.publish("acme", "p", sfID(c), at(t0))
-	s.waitFor("replica A's write", g.entered, 10*time.Second)
+	g := newGate(true)
+	c, log, t0 := s.heldOptOut(cfg, g)
 	claimed := time.Now()
 
 	skew := 400 * time.Millisecond

@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ func TestClaimHoldsOffOtherWriters(t *testing.T) {
 	e, changed, held := ledger.Attempt(optedOut(salesF), claimed(true, x, now), salesF)
 	if !changed || held != nil || e.Writing == nil || e.Writing.ID != x.ID {
 		t.Fatalf("X's attempt: changed %t, held %v, writing %+v; want X's claim recorded", changed, held, e.Writing)
+	}
+	if !strings.HasPrefix(e.Reason, "writing "+salesF+"=true to Salesforce") {
+		t.Errorf("Reason %q: want the trail to say the write is under way", e.Reason)
 	}
 	// The person resubscribes meanwhile: the fold keeps X's claim.
 	e, _ = ledger.Fold(e, true, in("r1", ledger.Resubscribe, 20, sfC), salesF)

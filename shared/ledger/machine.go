@@ -356,14 +356,16 @@ func Attempt(e Entry, w Write, field string) (Entry, bool, *Claim) {
 		return e, false, held
 	}
 	changed := false
-	if w.Claim != nil && (e.Writing == nil || e.Writing.ID != w.Claim.ID) {
-		c := *w.Claim
-		e.Writing, changed = &c, true
-	}
 	if e.NeedsAttempt(w.Field, w.Value) {
 		w.OK, w.Current = false, false
 		e, _ = wrote(e, w, field)
 		changed = true
+	}
+	if w.Claim != nil && (e.Writing == nil || e.Writing.ID != w.Claim.ID) {
+		c := *w.Claim
+		e.Writing, changed = &c, true
+		// The trail tells admins why this revision exists.
+		e.Reason = fmt.Sprintf("writing %s=%t to Salesforce (other writers wait until %s)", w.Field, w.Value, stamp(c.Until))
 	}
 	return e, changed, nil
 }

@@ -196,12 +196,20 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    first.Seq,
-		// Gone soon after the drain (it has no name to delete it by).
+		// Deleted when the drain ends; by the server if that fails.
 		InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		return d, fmt.Errorf("drain %s: consumer: %w", tenant, err)
 	}
+	defer func() {
+		// Deleted at once: the events stream allows 1,000 consumers.
+		if info := c.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = js.DeleteConsumer(dctx, in.Topology.EventsStream(), info.Name)
+		}
+	}()
 	next := first.Seq // the first event not folded yet
 	for ctx.Err() == nil {
 		batch, err := c.Fetch(drainBatch, jetstream.FetchMaxWait(2*time.Second))

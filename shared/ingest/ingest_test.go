@@ -182,6 +182,9 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 	if f2, d2, a2, p2 := f.pusherState(); f2 != floor || d2 != delivered || a2 != ackPending || p2 != pending {
 		t.Errorf("the drain moved the pusher's consumer: floor %d, delivered %d, %d unacked, %d pending", f2, d2, a2, p2)
 	}
+	if st, _ := f.p.JS.Stream(f.ctx, f.p.Topology.EventsStream()); st.CachedInfo().State.Consumers != 1 {
+		t.Errorf("%d consumers on the events stream after the drain; want the pusher's only (the drain's deleted)", st.CachedInfo().State.Consumers)
+	}
 	// Drained again, nothing is new.
 	if d, err := f.in.Drain(f.ctx, f.p.JS, "acme", nil); err != nil || d != (ingest.Drained{AlreadyFolded: 2, Invalid: 1}) {
 		t.Errorf("second drain = %+v, %v; want a2 and a3 found folded already", d, err)

@@ -22,11 +22,12 @@ type Backlog struct {
 	ConsumerExists bool `json:"consumerExists"`
 	// Stored is every event of the tenant the stream keeps, settled or not.
 	Stored uint64 `json:"stored"`
-	// Waiting: not delivered to a pusher yet. InFlight: delivered and past
-	// the ack floor. Folding takes milliseconds, so the floor follows the
+	// Waiting: not delivered to a pusher yet (exact). InFlight: delivered
+	// and past the ack floor, at most the consumer's unacknowledged events
+	// of all tenants. Folding takes milliseconds, so the floor follows the
 	// deliveries closely; but while an older event (of any tenant) stays
-	// unacknowledged, the tenant's events acknowledged after it still
-	// count here until it is settled.
+	// unacknowledged (a crashed replica's, until AckWait ends), the
+	// tenant's events acknowledged after it may still count here.
 	Waiting  uint64 `json:"waiting"`
 	InFlight int    `json:"inFlight"`
 	// Oldest is the tenant's first event past the ack floor; nil when
@@ -61,7 +62,7 @@ func TenantBacklog(ctx context.Context, js jetstream.JetStream, t Topology, tena
 		return b, fmt.Errorf("events of %s: %w", tenant, err)
 	}
 	b.Stored = info.State.Subjects[subject]
-	floor, delivered, exists, err := pusherProgress(ctx, s, t)
+	floor, delivered, unacked, exists, err := pusherProgress(ctx, s, t)
 	if err != nil {
 		return b, err
 	}
@@ -95,7 +96,7 @@ func TenantBacklog(ctx context.Context, js jetstream.JetStream, t Topology, tena
 	}
 	// The counts are read one after the other while the pusher works.
 	b.Waiting = min(b.Waiting, past)
-	b.InFlight = int(past - b.Waiting)
+	b.InFlight = int(min(past-b.Waiting, uint64(max(unacked, 0))))
 	return b, nil
 }
 
@@ -107,7 +108,7 @@ func FirstUnsettled(ctx context.Context, js jetstream.JetStream, t Topology, ten
 	if err != nil {
 		return nil, fmt.Errorf("events stream %s: %w", t.EventsStream(), err)
 	}
-	floor, _, _, err := pusherProgress(ctx, s, t)
+	floor, _, _, _, err := pusherProgress(ctx, s, t)
 	if err != nil {
 		return nil, err
 	}
@@ -115,17 +116,18 @@ func FirstUnsettled(ctx context.Context, js jetstream.JetStream, t Topology, ten
 }
 
 // pusherProgress reads the pusher consumer's ack floor and last delivered
-// event (stream sequences); both 0 before a pusher ran.
-func pusherProgress(ctx context.Context, s jetstream.Stream, t Topology) (floor, delivered uint64, exists bool, err error) {
+// event (stream sequences; both 0 before a pusher ran) and its
+// unacknowledged events.
+func pusherProgress(ctx context.Context, s jetstream.Stream, t Topology) (floor, delivered uint64, unacked int, exists bool, err error) {
 	c, err := s.Consumer(ctx, t.PusherConsumer())
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, 0, false, nil
+		return 0, 0, 0, false, nil
 	}
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("consumer %s: %w", t.PusherConsumer(), err)
+		return 0, 0, 0, false, fmt.Errorf("consumer %s: %w", t.PusherConsumer(), err)
 	}
 	info := c.CachedInfo()
-	return info.AckFloor.Stream, info.Delivered.Stream, true, nil
+	return info.AckFloor.Stream, info.Delivered.Stream, info.NumAckPending, true, nil
 }
 
 // firstFrom is subject's first stored event at or after seq; nil if none.

@@ -8,9 +8,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // consumers lists the events stream's consumers.
@@ -95,13 +99,20 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 	}
 	before := s.collectionCalls("acme")
 
+	// Both tenants' bursts, interleaved, published at once (async), as a
+	// publisher's backlog arrives.
 	const n = 400
 	var acme []string
 	for i := range n {
 		a := s.seed("acme", "Contact")
 		acme = append(acme, a)
-		s.publish("acme", fmt.Sprintf("burst-%d", i), sfID(a))
-		s.publish("globex", fmt.Sprintf("burst-%d", i), sfID(s.seed("globex", "Contact")))
+		s.publishAsync("acme", fmt.Sprintf("burst-%d", i), a)
+		s.publishAsync("globex", fmt.Sprintf("burst-%d", i), s.seed("globex", "Contact"))
+	}
+	select {
+	case <-s.prov.JS.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the burst was not acknowledged")
 	}
 	s.eventually("acme's burst in Salesforce", 30*time.Second, func() bool {
 		for _, id := range acme {
@@ -172,4 +183,66 @@ func TestUpgradeFromPerTenantConsumers(t *testing.T) {
 			t.Errorf("acme's event %d, settled by pusher_acme, was folded again (ledger: %v)", i, err)
 		}
 	}
+}
+
+// TestEventOfAMalformedTenantTokenIsDeadLettered: an event published on a
+// subject whose tenant token is no tenant id reaches the shared consumer
+// like any other; it is dead-lettered (on the "unknown" DLQ subject) and
+// acknowledged, and other tenants' events around it are pushed.
+func TestEventOfAMalformedTenantTokenIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start(fastConfig())
+	before := s.seed("globex", "Contact")
+	s.publish("globex", "sc-before", sfID(before))
+	ack := s.publishRaw("ac!me", validBody(t, "evt-bad-token", "ac!me"), nil)
+	after := s.seed("globex", "Contact")
+	s.publish("globex", "sc-after", sfID(after))
+
+	s.eventually("dead-lettered", 15*time.Second, func() bool { return len(s.dlq("unknown")) == 1 })
+	d := s.dlq("unknown")[0]
+	if d.Header.Get(natsx.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) || d.Header.Get(natsx.HeaderOriginalSubject) != s.topo.EventsSubject("ac!me") {
+		t.Errorf("DLQ copy headers %v; want the original's sequence %d and subject", d.Header, ack.Sequence)
+	}
+	s.eventually("globex's opt-outs in Salesforce", 15*time.Second, func() bool {
+		return s.optedOut("globex", before, std) && s.optedOut("globex", after, std)
+	})
+	s.eventually("every event acknowledged", 10*time.Second, func() bool {
+		info := s.consumerInfo()
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+}
+
+// publishAsync sends an opt-out of person sc (Salesforce id sf) without
+// waiting for its acknowledgement.
+func (s *stack) publishAsync(tenantID, sc, sf string) {
+	s.t.Helper()
+	id := fmt.Sprintf("evt-%d", s.seq.Add(1))
+	data, ctype, err := event.Encode(&optoutv1.OptOutEvent{
+		EventId: id, TenantId: tenantID,
+		Person: &optoutv1.Person{SalesConnectId: sc, SalesforceId: sf}, Action: optoutv1.Action_UNSUBSCRIBE,
+		OccurredAt: timestamppb.New(time.Now().Add(-time.Second)), Source: optoutv1.Source_EMAIL_LINK,
+	}, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	m := natsMsg(s.topo.EventsSubject(tenantID), data, ctype)
+	m.Header.Set("Nats-Msg-Id", id)
+	if _, err := s.prov.JS.PublishMsgAsync(m); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// validBody is a well-formed opt-out claiming tenant tenantID (protobuf).
+func validBody(t *testing.T, id, tenantID string) []byte {
+	t.Helper()
+	data, _, err := event.Encode(&optoutv1.OptOutEvent{
+		EventId: id, TenantId: tenantID,
+		Person: &optoutv1.Person{SalesConnectId: "sc-1"}, Action: optoutv1.Action_UNSUBSCRIBE,
+		OccurredAt: timestamppb.New(time.Now().Add(-time.Minute)),
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

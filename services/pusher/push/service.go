@@ -362,8 +362,8 @@ func (s *Service) pullOnce(ctx context.Context) error {
 
 // runnerOf is the runner of an event's tenant. An event whose tenant token
 // is no tenant id can only be dead-lettered: it gets a runner of its own
-// that is never started, so junk tokens cost no goroutines, queues or
-// ledger scans.
+// that is never started, so junk tokens cost no goroutines or ledger
+// scans.
 func (s *Service) runnerOf(ctx context.Context, subject string) *runner {
 	t, ok := s.Topology.TenantFromEventsSubject(subject)
 	if ok && event.ValidTenant(t) {
@@ -382,7 +382,7 @@ const ingestConcurrency = 64
 // handed to a fold (PullMaxMessages).
 const pullBuffer = 1000
 
-// holdOff says how long the tenant must not pull, rechecking an unhealthy
+// holdOff says how long the tenant must not push, rechecking an unhealthy
 // tenant's setup when its recheck is due.
 func (r *runner) holdOff(ctx context.Context) time.Duration {
 	r.br.mu.Lock()

@@ -265,22 +265,22 @@ func (cl *cluster) pending() string {
 	return strings.Join(parts, ", ")
 }
 
-// work is one tenant's outstanding work.
+// work is one tenant's outstanding work: its backlog on the pushers'
+// shared consumer (as optoutctl shows it) and its dirty persons.
 func (cl *cluster) work(tenantID string) (undelivered uint64, ackPending int, dirty int, err error) {
 	ctx, cancel := context.WithTimeout(cl.ctx, 10*time.Second)
 	defer cancel()
-	c, err := cl.js.Consumer(ctx, cl.topo.EventsStream(), cl.topo.TenantConsumer(tenantID))
+	b, err := natsx.TenantBacklog(ctx, cl.js, cl.topo, tenantID)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("consumer of %s: %w", tenantID, err)
+		return 0, 0, 0, fmt.Errorf("backlog of %s: %w", tenantID, err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("consumer of %s: %w", tenantID, err)
+	if !b.ConsumerExists {
+		return 0, 0, 0, fmt.Errorf("backlog of %s: no pusher consumer yet", tenantID)
 	}
 	if err := cl.lg.Dirty(ctx, tenantID, func(ledger.DirtyItem) { dirty++ }); err != nil {
 		return 0, 0, 0, fmt.Errorf("dirty set of %s: %w", tenantID, err)
 	}
-	return info.NumPending, info.NumAckPending, dirty, nil
+	return b.Waiting, b.InFlight, dirty, nil
 }
 
 // drainedNow is nil when every event is folded into the ledger (none

@@ -61,36 +61,44 @@ func (in *Ingester) now() time.Time {
 // written is termed, not redelivered, and the error (an
 // natsx.ErrDeadLetterUnwritable) is for the caller to report.
 func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg) (Result, error) {
-	return in.handle(ctx, tenant, msg, func() error { return msg.Ack() }, func() error { return msg.Term() })
-}
-
-// handle is Handle with the ack and term to use: Drain confirms them, so
-// what it then reports as still waiting never counts an event it settled
-// itself.
-func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg, ack, term func() error) (Result, error) {
-	md, mdErr := msg.Metadata()
-	// The canonical subject: a namespace prefixes the stored one.
-	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
-	if err != nil {
-		letter := natsx.Letter{Tenant: tenant, Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
-			Cause: err, Code: string(event.CodeOf(err)), Class: "invalid"}
-		if mdErr == nil {
-			letter.Seq = md.Sequence.Stream
-		}
-		if werr := in.DLQ.Write(ctx, letter); werr != nil {
+	res, letter, err := in.fold(ctx, tenant, msg)
+	switch {
+	case letter != nil:
+		if werr := in.DLQ.Write(ctx, *letter); werr != nil {
 			if errors.Is(werr, natsx.ErrDeadLetterUnwritable) {
 				// Every attempt failed: never loop on it. Term stops the
 				// redeliveries; the events stream (Limits retention) keeps
 				// the event, at the sequence the error names.
-				_ = term()
-				return Result{Rejected: err}, fmt.Errorf("invalid event (%s) at %s sequence %d was termed and is kept only in the events stream: %w",
-					event.CodeOf(err), msg.Subject(), letter.Seq, werr)
+				_ = msg.Term()
+				return res, fmt.Errorf("invalid event (%s) at %s sequence %d was termed and is kept only in the events stream: %w",
+					event.CodeOf(res.Rejected), msg.Subject(), letter.Seq, werr)
 			}
 			_ = msg.NakWithDelay(time.Second)
 			return Result{}, werr
 		}
-		_ = ack()
-		return Result{Rejected: err}, nil
+	case err != nil:
+		_ = msg.NakWithDelay(time.Second)
+		return Result{}, err
+	}
+	// The effect is durable; a lost ack is an idempotent redelivery.
+	_ = msg.Ack()
+	return res, nil
+}
+
+// fold decodes msg and folds it into the ledger without settling it. An
+// invalid event comes back as Result.Rejected with the dead letter to
+// write.
+func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg) (Result, *natsx.Letter, error) {
+	md, mdErr := msg.Metadata()
+	// The canonical subject: a namespace prefixes the stored one.
+	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
+	if err != nil {
+		letter := &natsx.Letter{Tenant: tenant, Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
+			Cause: err, Code: string(event.CodeOf(err)), Class: "invalid"}
+		if mdErr == nil {
+			letter.Seq = md.Sequence.Stream
+		}
+		return Result{Rejected: err}, letter, nil
 	}
 	input := Input(ev, msg.Headers(), trace.SpanContextFromContext(ctx), ctx)
 	if mdErr == nil {
@@ -99,14 +107,9 @@ func (in *Ingester) handle(ctx context.Context, tenant string, msg jetstream.Msg
 	field := in.Field(tenant)
 	res, err := in.Ledger.Ingest(ctx, tenant, input, field)
 	if err != nil {
-		_ = msg.NakWithDelay(time.Second)
-		return Result{}, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
+		return Result{}, nil, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
 	}
-	if err := ack(); err != nil {
-		// The effect is durable; a lost ack is an idempotent redelivery.
-		return Result{Key: res.Key, Entry: res.Entry, Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil
-	}
-	return Result{Key: res.Key, Entry: res.Entry, Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil
+	return Result{Key: res.Key, Entry: res.Entry, Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil, nil
 }
 
 // Input is what the state machine needs of a decoded event.
@@ -150,91 +153,133 @@ type Waiting struct {
 	Oldest time.Time
 }
 
-// Drain folds every event of tenant still waiting in the events stream,
-// through the tenant's durable consumer (shared with the pusher, so nothing
-// is folded twice), and returns how many it folded and what still waits
-// (events a running pusher holds unacked). An invalid event whose DLQ copy
-// cannot be written is settled like the others and reported in the error
-// (an natsx.ErrDeadLetterUnwritable) once everything else is folded.
-func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant string, handled func(Result)) (int, Waiting, error) {
-	cons, err := natsx.EnsureTenantConsumer(ctx, js, in.Topology, tenant)
+// Drained is what Drain did.
+type Drained struct {
+	// Folded: events the drain folded first (no one had).
+	Folded int
+	// AlreadyFolded: events past the pusher's ack floor that the ledger
+	// already had (a pusher folded them and has not acked every event
+	// before them yet): folded again, which changed nothing.
+	AlreadyFolded int
+	// Invalid: events that can never be folded, left to the pusher,
+	// which dead-letters them once (as it acks them on its consumer).
+	Invalid int
+}
+
+// drainBatch is how many events a drain fetches at once.
+const drainBatch = 200
+
+// Drain folds every event of tenant the pusher has not settled: from its
+// consumer's ack floor (every event before it is folded) to the events
+// stream's last event when the drain starts, through an ordered consumer
+// of its own on the tenant's subject. The pusher's consumer serves every
+// tenant and cannot hand out one tenant's events, so the drain reads the
+// stream and leaves the pusher's consumer alone: the pusher folds the same
+// events later, which changes nothing (Ledger.Ingest ignores an event
+// the entry has seen). Invalid events are the pusher's to dead-letter.
+func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant string, handled func(Result)) (Drained, error) {
+	var d Drained
+	s, err := js.Stream(ctx, in.Topology.EventsStream())
 	if err != nil {
-		return 0, Waiting{}, err
+		return d, fmt.Errorf("drain %s: events stream: %w", tenant, err)
 	}
-	n := 0
-	var lost []error
+	last := s.CachedInfo().State.LastSeq
+	first, err := natsx.FirstUnsettled(ctx, js, in.Topology, tenant)
+	if err != nil {
+		return d, fmt.Errorf("drain %s: %w", tenant, err)
+	}
+	if first == nil || first.Seq > last {
+		return d, nil
+	}
+	subject := in.Topology.EventsSubject(tenant)
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    first.Seq,
+		// Deleted when the drain ends; by the server if that fails.
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return d, fmt.Errorf("drain %s: consumer: %w", tenant, err)
+	}
+	defer func() {
+		// Deleted at once: the events stream allows 1,000 consumers.
+		if info := c.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = js.DeleteConsumer(dctx, in.Topology.EventsStream(), info.Name)
+		}
+	}()
+	next := first.Seq // the first event not folded yet
 	for ctx.Err() == nil {
-		info, err := cons.Info(ctx)
+		batch, err := c.Fetch(drainBatch, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
+			return d, fmt.Errorf("drain %s: %w", tenant, err)
 		}
-		if info.NumPending == 0 {
-			w := Waiting{Count: uint64(info.NumAckPending)}
-			if w.Count > 0 {
-				w.Oldest = oldestUnacked(ctx, js, in.Topology, info)
-			}
-			return n, w, errors.Join(lost...)
-		}
-		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
-		}
+		done, got := false, 0
 		for msg := range batch.Messages() {
-			res, err := in.handle(ctx, tenant, msg, func() error { return msg.DoubleAck(ctx) },
-				func() error { return confirmedTerm(ctx, js, msg) })
-			if errors.Is(err, natsx.ErrDeadLetterUnwritable) {
-				lost = append(lost, err) // settled by handle
-			} else if err != nil {
-				return n, Waiting{}, err
+			got++
+			md, err := msg.Metadata()
+			if err != nil {
+				return d, fmt.Errorf("drain %s: %w", tenant, err)
 			}
-			n++
+			if done || md.Sequence.Stream > last {
+				done = true // stored after the drain began: the pusher's
+				continue
+			}
+			res, _, err := in.fold(ctx, tenant, msg)
+			if err != nil {
+				return d, fmt.Errorf("drain %s: %w", tenant, err)
+			}
+			switch {
+			case res.Rejected != nil:
+				d.Invalid++
+			case res.Changed:
+				d.Folded++
+			default:
+				d.AlreadyFolded++
+			}
 			if handled != nil {
 				handled(res)
 			}
+			next = md.Sequence.Stream + 1
+			done = md.Sequence.Stream >= last || md.NumPending == 0
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			return n, Waiting{}, fmt.Errorf("drain %s: %w", tenant, err)
+			return d, fmt.Errorf("drain %s: %w", tenant, err)
+		}
+		if done {
+			return d, nil
+		}
+		if got == 0 {
+			// Nothing came: done unless an event is still there to fold.
+			s, err := js.Stream(ctx, in.Topology.EventsStream())
+			if err != nil {
+				return d, fmt.Errorf("drain %s: events stream: %w", tenant, err)
+			}
+			m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && m.Sequence > last) {
+				return d, nil
+			}
+			if err != nil {
+				return d, fmt.Errorf("drain %s: %w", tenant, err)
+			}
 		}
 	}
-	return n, Waiting{}, errors.Join(append(lost, ctx.Err())...)
+	return d, fmt.Errorf("drain %s: %w", tenant, ctx.Err())
 }
 
-// confirmedTerm terms msg and waits for the server to confirm it, as
-// DoubleAck does for an ack (the jetstream API has no such term).
-func confirmedTerm(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := js.Conn().RequestWithContext(ctx, msg.Reply(), []byte("+TERM"))
-	return err
-}
-
-// Waiting counts what waits without folding it.
+// Waiting counts what waits without folding it: the tenant's backlog on
+// the pusher's consumer (natsx.TenantBacklog, which the admin page and
+// optoutctl show too), and when its oldest event was stored.
 func (in *Ingester) Waiting(ctx context.Context, js jetstream.JetStream, tenant string) (Waiting, error) {
-	cons, err := natsx.EnsureTenantConsumer(ctx, js, in.Topology, tenant)
-	if err != nil {
-		return Waiting{}, err
-	}
-	info, err := cons.Info(ctx)
+	b, err := natsx.TenantBacklog(ctx, js, in.Topology, tenant)
 	if err != nil {
 		return Waiting{}, fmt.Errorf("waiting %s: %w", tenant, err)
 	}
-	w := Waiting{Count: info.NumPending + uint64(info.NumAckPending)}
-	if w.Count > 0 {
-		w.Oldest = oldestUnacked(ctx, js, in.Topology, info)
+	w := Waiting{Count: b.Total()}
+	if b.Oldest != nil {
+		w.Oldest = b.Oldest.Received
 	}
 	return w, nil
-}
-
-// oldestUnacked is the storage time of the first event past the consumer's
-// ack floor.
-func oldestUnacked(ctx context.Context, js jetstream.JetStream, t natsx.Topology, info *jetstream.ConsumerInfo) time.Time {
-	s, err := js.Stream(ctx, t.EventsStream())
-	if err != nil {
-		return time.Time{}
-	}
-	m, err := s.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(info.Config.FilterSubject))
-	if err != nil {
-		return time.Time{}
-	}
-	return m.Time
 }

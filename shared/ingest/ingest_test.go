@@ -1,13 +1,13 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
@@ -19,19 +19,19 @@ import (
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
-// TestDrainSettlesAnEventWhoseDeadLetterCannotBeWritten: the reconciler's
-// drain meets an invalid event while no DLQ copy can be written (no DLQ
-// stream). It folds everything else, reports the lost copy, and a second
-// drain finds nothing waiting: the event is settled, not redelivered, and
-// the events stream still holds it.
-func TestDrainSettlesAnEventWhoseDeadLetterCannotBeWritten(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	p   *natsx.Provisioned
+	l   *ledger.Ledger
+	in  *ingest.Ingester
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
 	p := natstest.Provision(t, natstest.Connect(t))
-	if err := p.JS.DeleteStream(ctx, p.Topology.DLQStream()); err != nil {
-		t.Fatal(err)
-	}
 	l, err := ledger.New(ctx, p)
 	if err != nil {
 		t.Fatal(err)
@@ -39,50 +39,225 @@ func TestDrainSettlesAnEventWhoseDeadLetterCannotBeWritten(t *testing.T) {
 	in := &ingest.Ingester{Ledger: l, Topology: p.Topology,
 		DLQ:   natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 2, Backoff: time.Millisecond},
 		Field: func(string) string { return tenant.StandardField }}
+	return &fixture{t: t, ctx: ctx, p: p, l: l, in: in}
+}
 
-	bad := nats.NewMsg(p.Topology.EventsSubject("acme"))
-	bad.Header.Set(event.HeaderContentType, event.ContentTypeProtobuf)
-	bad.Data = []byte("\x0a\xff\xff\xff\xff\x0fgarbage")
-	badAck, err := p.JS.PublishMsg(ctx, bad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, ctype, err := event.Encode(&optoutv1.OptOutEvent{
-		EventId: "evt-good", TenantId: "acme",
-		Person: &optoutv1.Person{SalesConnectId: "sc-1"}, Action: optoutv1.Action_UNSUBSCRIBE,
+// publish stores an opt-out of person sc in tenant.
+func (f *fixture) publish(tn, id, sc string) uint64 {
+	f.t.Helper()
+	data, ctype, err := event.Encode(&optoutv1.OptOutEvent{
+		EventId: id, TenantId: tn,
+		Person: &optoutv1.Person{SalesConnectId: sc}, Action: optoutv1.Action_UNSUBSCRIBE,
 		OccurredAt: timestamppb.New(time.Now().Add(-time.Minute)),
 	}, true)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	m := nats.NewMsg(p.Topology.EventsSubject("acme"))
+	m := nats.NewMsg(f.p.Topology.EventsSubject(tn))
 	m.Header.Set(event.HeaderContentType, ctype)
-	m.Data = good
-	if _, err := p.JS.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	m.Data = data
+	return f.store(m)
+}
 
-	n, w, err := in.Drain(ctx, p.JS, "acme", nil)
-	if !errors.Is(err, natsx.ErrDeadLetterUnwritable) {
-		t.Fatalf("drain: %v; want the lost copy reported as ErrDeadLetterUnwritable", err)
-	}
-	if n != 2 || w.Count != 0 {
-		t.Errorf("drain handled %d events, %d still waiting; want both handled, none waiting", n, w.Count)
-	}
-	if e, _, err := l.Get(ctx, ledger.Key("acme", "sc-1", "")); err != nil || !e.OptedOut {
-		t.Errorf("the valid event behind the invalid one: %+v, %v; want it folded", e, err)
-	}
+// publishGarbage stores an event no decoder accepts.
+func (f *fixture) publishGarbage(tn string) uint64 {
+	f.t.Helper()
+	m := nats.NewMsg(f.p.Topology.EventsSubject(tn))
+	m.Header.Set(event.HeaderContentType, event.ContentTypeProtobuf)
+	m.Data = []byte("\x0a\xff\xff\xff\xff\x0fgarbage")
+	return f.store(m)
+}
 
-	n, w, err = in.Drain(ctx, p.JS, "acme", nil)
-	if err != nil || n != 0 || w.Count != 0 {
-		t.Errorf("second drain: %d handled, %d waiting, %v; want nothing: the invalid event settled, not redelivered", n, w.Count, err)
+func (f *fixture) store(m *nats.Msg) uint64 {
+	f.t.Helper()
+	ack, err := f.p.JS.PublishMsg(f.ctx, m)
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	s, err := p.JS.Stream(ctx, p.Topology.EventsStream())
+	return ack.Sequence
+}
+
+func (f *fixture) optedOut(tn, sc string) bool {
+	e, _, err := f.l.Get(f.ctx, ledger.Key(tn, sc, ""))
+	return err == nil && e.OptedOut
+}
+
+// streamState is a stream's last sequence and message count.
+func (f *fixture) streamState(name string) (uint64, uint64) {
+	f.t.Helper()
+	s, err := f.p.JS.Stream(f.ctx, name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	st := s.CachedInfo().State
+	return st.LastSeq, st.Msgs
+}
+
+// pusherState is what the pusher's consumer says.
+func (f *fixture) pusherState() (floor, delivered uint64, ackPending int, pending uint64) {
+	f.t.Helper()
+	c, err := f.p.JS.Consumer(f.ctx, f.p.Topology.EventsStream(), f.p.Topology.PusherConsumer())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := c.Info(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.AckFloor.Stream, info.Delivered.Stream, info.NumAckPending, info.NumPending
+}
+
+func (f *fixture) dlqMsgs() uint64 {
+	_, n := f.streamState(f.p.Topology.DLQStream())
+	return n
+}
+
+// TestDrainFoldsWhatThePusherHasNotSettled: the pusher (stopped) settled
+// acme's first event and holds its second unacked; the rest wait. The
+// reconciler's drain of acme folds every acme event past the pusher's ack
+// floor, through its own consumer: globex's events stay unfolded, the
+// pusher's consumer is left as it was, and the invalid event is left to
+// the pusher (no DLQ copy). Then the pusher folds the same events again:
+// they are acked, and the ledger and its audit trail get nothing new.
+func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.publish("acme", "a1", "sc-1")   // 1
+	f.publish("globex", "g1", "sc-g") // 2
+	f.publish("acme", "a2", "sc-2")   // 3
+	f.publishGarbage("acme")          // 4
+	f.publish("acme", "a3", "sc-3")   // 5
+	f.publish("globex", "g2", "sc-h") // 6
+
+	pusher, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := s.GetMsg(ctx, badAck.Sequence)
-	if err != nil || !bytes.Equal(kept.Data, bad.Data) {
-		t.Fatalf("events stream at sequence %d: %v; want the invalid event kept", badAck.Sequence, err)
+	batch, err := pusher.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []jetstream.Msg
+	for m := range batch.Messages() {
+		held = append(held, m)
+	}
+	if len(held) != 3 {
+		t.Fatalf("the pusher fetched %d events; want 3", len(held))
+	}
+	// a1 settled by the pusher; g1 and a2 delivered, not acked.
+	if _, err := f.in.Handle(f.ctx, "acme", held[0]); err != nil {
+		t.Fatal(err)
+	}
+	floor, delivered, ackPending, pending := f.pusherState()
+	if floor != 1 || delivered != 3 || ackPending != 2 || pending != 3 {
+		t.Fatalf("pusher consumer: floor %d, delivered %d, %d unacked, %d pending; want 1, 3, 2, 3", floor, delivered, ackPending, pending)
+	}
+	w, err := f.in.Waiting(f.ctx, f.p.JS, "acme")
+	if err != nil || w.Count != 3 || w.Oldest.IsZero() {
+		t.Fatalf("acme waiting before the drain: %+v, %v; want a2, the garbage and a3 (3), with the oldest's time", w, err)
+	}
+	dlqBefore := f.dlqMsgs()
+
+	var seen []string
+	d, err := f.in.Drain(f.ctx, f.p.JS, "acme", func(r ingest.Result) { seen = append(seen, r.Key) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != (ingest.Drained{Folded: 2, Invalid: 1}) || len(seen) != 3 {
+		t.Errorf("drain = %+v (%d handled); want a2 and a3 folded, the garbage left", d, len(seen))
+	}
+	for _, sc := range []string{"sc-1", "sc-2", "sc-3"} {
+		if !f.optedOut("acme", sc) {
+			t.Errorf("acme %s not opted out in the ledger after the drain", sc)
+		}
+	}
+	for _, sc := range []string{"sc-g", "sc-h"} {
+		if f.optedOut("globex", sc) {
+			t.Errorf("globex %s was folded by acme's drain", sc)
+		}
+	}
+	if got := f.dlqMsgs(); got != dlqBefore {
+		t.Errorf("the drain wrote %d dead letters; want none: the pusher writes them", got-dlqBefore)
+	}
+	if f2, d2, a2, p2 := f.pusherState(); f2 != floor || d2 != delivered || a2 != ackPending || p2 != pending {
+		t.Errorf("the drain moved the pusher's consumer: floor %d, delivered %d, %d unacked, %d pending", f2, d2, a2, p2)
+	}
+	if st, _ := f.p.JS.Stream(f.ctx, f.p.Topology.EventsStream()); st.CachedInfo().State.Consumers != 1 {
+		t.Errorf("%d consumers on the events stream after the drain; want the pusher's only (the drain's deleted)", st.CachedInfo().State.Consumers)
+	}
+	// Drained again, nothing is new.
+	if d, err := f.in.Drain(f.ctx, f.p.JS, "acme", nil); err != nil || d != (ingest.Drained{AlreadyFolded: 2, Invalid: 1}) {
+		t.Errorf("second drain = %+v, %v; want a2 and a3 found folded already", d, err)
+	}
+
+	// The pusher resumes: everything is folded again and acked; only the
+	// garbage reaches the DLQ, and the ledger writes nothing.
+	if err := ledger.WaitAudited(f.ctx, f.p.JS, f.p.Topology); err != nil {
+		t.Fatal(err)
+	}
+	ledgerLast, _ := f.streamState("KV_" + f.p.Topology.LedgerBucket())
+	_, audited := f.streamState(f.p.Topology.AuditStream())
+	for _, m := range held[1:] {
+		tn, _ := f.p.Topology.TenantFromEventsSubject(m.Subject())
+		if tn == "acme" {
+			if res, err := f.in.Handle(f.ctx, tn, m); err != nil || res.Changed {
+				t.Errorf("the pusher's fold of a2 after the drain: changed %v, %v; want no change", res.Changed, err)
+			}
+		} else {
+			_ = m.Nak() // globex is not this test's
+		}
+	}
+	rest, err := pusher.Fetch(4, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range rest.Messages() {
+		tn, _ := f.p.Topology.TenantFromEventsSubject(m.Subject())
+		if tn != "acme" {
+			continue
+		}
+		if res, err := f.in.Handle(f.ctx, tn, m); err != nil || res.Changed {
+			t.Errorf("the pusher's fold of %s after the drain: changed %v, %v; want no change", m.Subject(), res.Changed, err)
+		}
+	}
+	if got := f.dlqMsgs() - dlqBefore; got != 1 {
+		t.Errorf("%d dead letters after the pusher; want the garbage's one", got)
+	}
+	if err := ledger.WaitAudited(f.ctx, f.p.JS, f.p.Topology); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := f.streamState("KV_" + f.p.Topology.LedgerBucket()); last != ledgerLast {
+		t.Errorf("the pusher's refold wrote %d ledger revisions; want none", last-ledgerLast)
+	}
+	if _, n := f.streamState(f.p.Topology.AuditStream()); n != audited {
+		t.Errorf("the pusher's refold added %d audit records; want none", n-audited)
+	}
+}
+
+// TestDrainWithoutAPusherFoldsEveryStoredEvent: before any pusher ran (no
+// consumer), the drain folds every event of the tenant, and stops at the
+// last event stored when it began.
+func TestDrainWithoutAPusherFoldsEveryStoredEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	const n = 450 // more than one fetch
+	for i := range n {
+		f.publish("acme", fmt.Sprintf("e%d", i), fmt.Sprintf("sc-%d", i))
+	}
+	f.publish("globex", "g1", "sc-g")
+	d, err := f.in.Drain(f.ctx, f.p.JS, "acme", nil)
+	if err != nil || d != (ingest.Drained{Folded: n}) {
+		t.Fatalf("drain = %+v, %v; want %d folded", d, err, n)
+	}
+	for i := range n {
+		if !f.optedOut("acme", fmt.Sprintf("sc-%d", i)) {
+			t.Fatalf("acme sc-%d not folded", i)
+		}
+	}
+	if f.optedOut("globex", "sc-g") {
+		t.Error("globex folded by acme's drain")
+	}
+	if d, err := f.in.Drain(f.ctx, f.p.JS, "nobody", nil); err != nil || d != (ingest.Drained{}) {
+		t.Errorf("drain of a tenant without events = %+v, %v", d, err)
 	}
 }

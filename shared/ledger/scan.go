@@ -52,6 +52,10 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 	if err != nil {
 		return fmt.Errorf("ledger scan %s: %w", tenant, err)
 	}
+	// Deleted when the scan ends: left to its inactive threshold (5 min),
+	// a replica catching up a thousand tenants filled the bucket's stream
+	// with the server's default limit of 1,000 consumers.
+	defer deleteOrdered(ctx, l.js, "KV_"+l.kv.Bucket(), cons)
 	info, err := cons.Info(cctx)
 	if err != nil {
 		return fmt.Errorf("ledger scan %s: %w", tenant, err)
@@ -92,4 +96,16 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 			return nil
 		}
 	}
+}
+
+// deleteOrdered deletes an ordered consumer's current server-side
+// consumer (best effort: the server removes it once inactive anyway).
+func deleteOrdered(ctx context.Context, js jetstream.JetStream, stream string, c jetstream.Consumer) {
+	info := c.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = js.DeleteConsumer(ctx, stream, info.Name)
 }

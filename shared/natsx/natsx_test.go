@@ -67,15 +67,19 @@ func TestProvisionIsIdempotentAndUpdatesInPlace(t *testing.T) {
 	if !s.CachedInfo().Created.Equal(before[topo.EventsStream()].Created) {
 		t.Error("changing a setting recreated the stream instead of updating it")
 	}
-	if _, err := natsx.EnsureTenantConsumer(ctx, first.JS, topo, "acme"); err != nil {
+	if _, err := natsx.EnsurePusherConsumer(ctx, first.JS, topo); err != nil {
 		t.Fatal(err)
 	}
-	c, err := natsx.EnsureTenantConsumer(ctx, first.JS, topo, "acme")
+	topo.PusherMaxAckPending = 9
+	c, err := natsx.EnsurePusherConsumer(ctx, first.JS, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.CachedInfo().Config.MaxAckPending; got != 7 {
-		t.Errorf("consumer MaxAckPending = %d; want the updated 7", got)
+	if got := c.CachedInfo().Config.MaxAckPending; got != 9 {
+		t.Errorf("consumer MaxAckPending = %d; want the updated 9", got)
+	}
+	if got := s.CachedInfo().Config.MaxConsumers; got != natsx.EventsMaxConsumers {
+		t.Errorf("events stream MaxConsumers = %d; want %d", got, natsx.EventsMaxConsumers)
 	}
 	names := first.JS.StreamNames(ctx)
 	n := 0
@@ -148,7 +152,7 @@ func TestJSONEventPublishedLikeTheREADMEIsDecodedAndDeduplicated(t *testing.T) {
 	if err != nil || len(tenants) != 1 || tenants[0] != "acme" {
 		t.Fatalf("EventTenants = %v, %v; want [acme]", tenants, err)
 	}
-	cons, err := natsx.EnsureTenantConsumer(ctx, p.JS, topo, "acme")
+	cons, err := natsx.EnsurePusherConsumer(ctx, p.JS, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +209,7 @@ func TestSubjectWithExtraTokensIsRefusedAtPublish(t *testing.T) {
 	p := natstest.Provision(t, nc)
 	_, err := p.JS.Publish(ctx, p.Topology.EventsSubject("acme")+".extra", []byte("{}"))
 	if err == nil {
-		t.Fatal("a subject no tenant consumer reads was stored")
+		t.Fatal("a subject no pusher reads was stored")
 	}
 }
 

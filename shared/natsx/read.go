@@ -3,6 +3,7 @@ package natsx
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -10,13 +11,22 @@ import (
 // ReadSubject calls fn with every message stored on subject (a wildcard
 // too) in stream, oldest
 // first, and stops at the first error of fn. An ordered consumer streams the
-// messages in large pulls and leaves no state on the server, so operator
+// messages in large pulls and keeps no state on disk, so operator
 // tools can read years of audit trail or two weeks of events cheaply.
 func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(jetstream.Msg) error) error {
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
+	// Deleted when the read ends, not left to its inactive threshold (5
+	// min): the events stream allows 1,000 consumers.
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = js.DeleteConsumer(dctx, stream, info.Name)
+		}
+	}()
 	// The consumer's pending count, not the stream's subject list: a
 	// wildcard may match a subject per person.
 	info, err := cons.Info(ctx)

@@ -2,11 +2,9 @@ package natsx
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -49,9 +47,9 @@ type Topology struct {
 	DuplicateWindow time.Duration
 	MaxMsgSize      int32
 
-	// PusherAckWait and PusherMaxAckPending shape each tenant's durable
-	// consumer; MaxAckPending caps one tenant's in-flight opt-outs across
-	// every replica.
+	// PusherAckWait and PusherMaxAckPending shape the pusher's durable
+	// consumer of the events stream, one for every tenant: MaxAckPending
+	// caps the events delivered and not yet folded across every replica.
 	PusherAckWait       time.Duration
 	PusherMaxAckPending int
 }
@@ -68,7 +66,7 @@ func DefaultTopology() Topology {
 		DuplicateWindow:     10 * time.Minute,
 		MaxMsgSize:          1 << 20,
 		PusherAckWait:       60 * time.Second,
-		PusherMaxAckPending: 1000,
+		PusherMaxAckPending: DefaultPusherMaxAckPending,
 	}
 }
 
@@ -86,7 +84,7 @@ func TopologyFromEnv(l *config.Loader) Topology {
 	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept")
 	t.RunsMaxAge = l.Duration("OPTOUT_RUNS_MAX_AGE", t.RunsMaxAge, time.Hour, 10*365*day, "how long reconciler run-report events are kept")
 	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
-	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "in-flight opt-outs across all pusher replicas")
+	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet folded, all tenants together")
 	return t
 }
 
@@ -164,10 +162,7 @@ func (t Topology) Streams(replicas int) []jetstream.StreamConfig {
 		}
 	}
 	events := mk(t.EventsStream(), EventsRoot, "opt-out events from upstream publishers", t.EventsMaxAge)
-	// One durable consumer per tenant: current servers (2.15) cap a stream
-	// at 1,000 consumers unless the stream sets its own limit (-1 counts as
-	// unset), which would stop the 1,000th tenant from ever being pushed.
-	events.MaxConsumers = MaxTenantConsumers
+	events.MaxConsumers = EventsMaxConsumers
 	return []jetstream.StreamConfig{
 		events,
 		mk(t.DLQStream(), DLQRoot, "events that can never be applied, with the reason in headers", t.DLQMaxAge),
@@ -217,52 +212,30 @@ func (t Topology) Buckets(replicas int) []jetstream.KeyValueConfig {
 	}
 }
 
-// MaxTenantConsumers is the events stream's consumer limit: tenants, plus
-// room for tools.
-const MaxTenantConsumers = 1_000_000
+// EventsMaxConsumers is the events stream's consumer limit. The stream
+// needs a handful: the pusher's one durable consumer, and short-lived
+// in-memory ones that read a tenant's events (the reconciler's drain, the
+// backlog counts of optoutctl and the admin page), one at a time per
+// request. 1,000 leaves operators' tools ample room and still caps a leak;
+// it is set on the stream because -1 means the server's default, which a
+// server's configuration may set lower. Provision never lowers it below
+// the consumers a stream still has (see eventsMaxConsumers): deployments
+// from before the shared consumer have one per tenant until the pusher
+// has deleted them.
+const EventsMaxConsumers = 1_000
+
+// DefaultPusherMaxAckPending is OPTOUT_MAX_ACK_PENDING's default. A pusher
+// replica holds at most pusherPullBuffer (1,000) events it has been
+// delivered and not folded; folding takes milliseconds, whatever
+// Salesforce does. 10,000 covers several replicas at full speed, plus the
+// events a crashed replica held (redelivered only after AckWait) and
+// events waiting for a retry of their fold, without stalling the replicas
+// still running; and it bounds what a fleet that dies at once leaves to
+// be redelivered.
+const DefaultPusherMaxAckPending = 10_000
 
 // ledgerHistory is the revisions the ledger bucket keeps per person.
 const ledgerHistory = 16
-
-// TenantConsumer names the pusher's durable consumer of one tenant's events.
-// Each tenant has its own consumer so a tenant that is paused simply stops
-// pulling: its messages wait in the stream without occupying the ack-pending
-// capacity other tenants need.
-func (t Topology) TenantConsumer(tenant string) string {
-	if consumerNameRe.MatchString(tenant) {
-		return "pusher_" + tenant
-	}
-	// A malformed tenant token still needs a consumer, so its events reach the DLQ.
-	return fmt.Sprintf("pusher_x%x", sha256.Sum256([]byte(tenant)))[:40]
-}
-
-var consumerNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// TenantConsumerConfig is the durable pull consumer of one tenant's events.
-func (t Topology) TenantConsumerConfig(tenant string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       t.TenantConsumer(tenant),
-		Description:   "pushes this tenant's opt-outs to Salesforce",
-		FilterSubject: t.EventsSubject(tenant),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       t.PusherAckWait,
-		// Unlimited deliveries: the pusher decides when an event is dead
-		// (after its retry horizon), never the broker.
-		MaxDeliver:    -1,
-		MaxAckPending: t.PusherMaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	}
-}
-
-// EnsureTenantConsumer creates or updates a tenant's consumer.
-func EnsureTenantConsumer(ctx context.Context, js jetstream.JetStream, t Topology, tenant string) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, t.EventsStream(), t.TenantConsumerConfig(tenant))
-	if err != nil {
-		return nil, fmt.Errorf("consumer for tenant %s: %w", tenant, err)
-	}
-	return c, nil
-}
 
 // EventTenants lists the tenant tokens that have events stored, so the pusher
 // finds tenants nobody configured yet (their events must not be ignored).
@@ -297,9 +270,9 @@ type Provisioned struct {
 	Aliases  jetstream.KeyValue
 }
 
-// Provision creates or updates every stream and bucket (tenant consumers are
-// made as tenants appear, by EnsureTenantConsumer). Running it twice changes nothing; a changed setting is updated in
-// place, never duplicated.
+// Provision creates or updates every stream and bucket (the pusher's
+// consumer is made by EnsurePusherConsumer). Running it twice changes
+// nothing; a changed setting is updated in place, never duplicated.
 func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -329,12 +302,42 @@ func Provision(ctx context.Context, nc *nats.Conn, t Topology) (*Provisioned, er
 		*kvs[i] = kv
 	}
 	for _, sc := range t.Streams(replicas) {
+		if sc.Name == t.EventsStream() {
+			if sc.MaxConsumers, err = eventsMaxConsumers(ctx, js, sc); err != nil {
+				return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
 	return p, nil
 }
+
+// eventsMaxConsumers is the consumer limit to set on the events stream:
+// EventsMaxConsumers, unless the stream has a higher limit and too many
+// consumers for it (per-tenant consumers of an earlier version, which the
+// pusher deletes once it has replaced them): lowering it then would
+// refuse the pusher's new consumer. The next start after they are gone
+// lowers it.
+func eventsMaxConsumers(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (int, error) {
+	s, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return sc.MaxConsumers, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	info := s.CachedInfo()
+	if cur := info.Config.MaxConsumers; cur > sc.MaxConsumers && info.State.Consumers+consumerHeadroom > sc.MaxConsumers {
+		return cur, nil
+	}
+	return sc.MaxConsumers, nil
+}
+
+// consumerHeadroom is the room eventsMaxConsumers keeps above the
+// consumers a stream has: the pusher's and a few short-lived ones.
+const consumerHeadroom = 100
 
 // leaderReads reports whether a bucket's readers decide on what they read,
 // so a read must see every write acknowledged before it: the ledger (whose

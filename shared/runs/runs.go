@@ -162,11 +162,11 @@ type Writes struct {
 	LedgerWritten     int64 `json:"ledgerWritten"`
 	LedgerFailed      int64 `json:"ledgerFailed"`
 	EventsPublished   int64 `json:"eventsPublished"`
-	// EventsFolded: Sales Connect events still waiting in the events stream
-	// (the pusher down or behind) that the run folded into the ledger first.
+	// EventsFolded: Sales Connect events the pusher had not folded yet (it
+	// was down or behind) that the run folded into the ledger first.
 	EventsFolded int64 `json:"eventsFolded,omitempty"`
-	// EventsWaiting: events that still waited unfolded when the run ended
-	// (it then ends incomplete).
+	// EventsWaiting: events a dry run found waiting unfolded (it then ends
+	// incomplete); a run that writes folds them all first.
 	EventsWaiting int64 `json:"eventsWaiting,omitempty"`
 	// Remaining: planned changes this run did not get to (budget, guard,
 	// dry run); the next run recomputes and makes them.

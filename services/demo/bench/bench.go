@@ -269,7 +269,7 @@ func (e *env) publish(ctx context.Context, name string, items []PubItem, rate fl
 }
 
 // warm publishes one opt-out per tenant and waits for all of them, so
-// runners, consumers and Salesforce tokens exist before anything is timed.
+// runners and Salesforce tokens exist before anything is timed.
 func (e *env) warm(ctx context.Context, items []PubItem) error {
 	w, err := watchConfirms(ctx, e.prov.Ledger, []string{">"})
 	if err != nil {

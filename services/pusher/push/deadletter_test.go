@@ -38,10 +38,11 @@ func (s *stack) publishRaw(tenantID string, body []byte, header map[string]strin
 	return ack
 }
 
-// consumerInfo is the tenant consumer's state.
-func (s *stack) consumerInfo(tenantID string) *jetstream.ConsumerInfo {
+// consumerInfo is the pusher's consumer's state: every tenant's, and the
+// test's namespace has only the test's events.
+func (s *stack) consumerInfo() *jetstream.ConsumerInfo {
 	s.t.Helper()
-	c, err := s.prov.JS.Consumer(s.ctx, s.topo.EventsStream(), s.topo.TenantConsumer(tenantID))
+	c, err := s.prov.JS.Consumer(s.ctx, s.topo.EventsStream(), s.topo.PusherConsumer())
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestInvalidEventSentWithNatsHeadersIsDeadLetteredOnce(t *testing.T) {
 	if got, want := natsx.TraceID(h), publisherTrace[3:35]; got != want {
 		t.Errorf("copy's trace id = %q; want the publisher's %s", got, want)
 	}
-	if info := s.consumerInfo(tenantID); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
+	if info := s.consumerInfo(); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
 		t.Errorf("consumer delivered %d times (%d redelivered); want the event delivered once", info.Delivered.Consumer, info.NumRedelivered)
 	}
 	if got := counter(t, "optout_dead_lettered", tenantID) - before; got != 1 {
@@ -164,7 +165,7 @@ func TestUnwritableDeadLetterIsReportedAndNotRedelivered(t *testing.T) {
 	ack := s.publishRaw(tenantID, undecodable, nil)
 
 	s.eventually("the event settled", 30*time.Second, func() bool { return s.drained(tenantID) })
-	if info := s.consumerInfo(tenantID); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
+	if info := s.consumerInfo(); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
 		t.Errorf("consumer delivered %d times (%d redelivered); want the event delivered once and settled", info.Delivered.Consumer, info.NumRedelivered)
 	}
 	if got := counter(t, "optout_dead_letter_unwritable", tenantID) - before; got != 1 {

@@ -119,6 +119,12 @@ func newStack(t *testing.T) *stack { return newStackWithin(t, 90*time.Second) }
 // newStackWithin is newStack for a test that may run longer than 90 s.
 func newStackWithin(t *testing.T, within time.Duration) *stack {
 	t.Helper()
+	return newStackOf(t, within, orgs)
+}
+
+// newStackOf is newStackWithin with the sandbox's orgs (one tenant each).
+func newStackOf(t *testing.T, within time.Duration, orgs []sandbox.OrgConfig) *stack {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	t.Cleanup(cancel)
 	nc := natstest.Connect(t)
@@ -254,17 +260,14 @@ func (s *stack) entry(tenantID, sc string) ledger.Entry {
 	return e
 }
 
-// pendingAcks is the tenant consumer's unacked and undelivered count.
+// pendingAcks is the tenant's backlog as operators see it (natsx.TenantBacklog):
+// events delivered and not acknowledged, and events not delivered yet.
 func (s *stack) pendingAcks(tenantID string) (ackPending int, undelivered uint64) {
-	c, err := s.prov.JS.Consumer(s.ctx, s.topo.EventsStream(), s.topo.TenantConsumer(tenantID))
-	if err != nil {
+	b, err := natsx.TenantBacklog(s.ctx, s.prov.JS, s.topo, tenantID)
+	if err != nil || !b.ConsumerExists {
 		return -1, 0
 	}
-	info, err := c.Info(s.ctx)
-	if err != nil {
-		return -1, 0
-	}
-	return info.NumAckPending, info.NumPending
+	return b.InFlight, b.Waiting
 }
 
 // settled: every event folded into the ledger and no person dirty.

@@ -1,10 +1,11 @@
 // Package push writes each opt-out to Salesforce within seconds, level-
-// triggered like a Kubernetes controller: one runner per tenant ingests the
-// tenant's events into the ledger (acked once folded, package
-// shared/ingest), queues the persons left dirty in a coalescing work queue,
-// and writes each person's current desired value in sObject Collections
-// batches through a shared worker pool; a periodic sweep of the ledger's
-// dirty set re-finds what a queue lost (a restart, another replica).
+// triggered like a Kubernetes controller: the replica reads every tenant's
+// events from one shared consumer and folds each into the ledger (acked
+// once folded, package shared/ingest); one runner per tenant queues the
+// persons left dirty in a coalescing work queue and writes each person's
+// current desired value in sObject Collections batches through a shared
+// worker pool; a periodic sweep of the ledger's dirty set re-finds what a
+// queue lost (a restart, another replica).
 package push
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -38,8 +40,8 @@ type Config struct {
 	BatchSize int
 	// Linger is the most a batch waits for company after its first
 	// person, and only while more of the tenant's events are on their way
-	// (pending in the stream or being folded): a lone opt-out goes at once,
-	// a burst fills whole batches (fewer Salesforce calls).
+	// (delivered and being folded, or arriving in a burst): a lone opt-out
+	// goes at once, a burst fills whole batches (fewer Salesforce calls).
 	Linger time.Duration
 	// RetryHorizon is how long a transiently failing event is retried
 	// before it goes to the DLQ (with an alerting metric).
@@ -59,8 +61,9 @@ type Config struct {
 	// UnhealthyReminder is how often a tenant that stays out of sync is
 	// logged again (its changes are logged as they happen).
 	UnhealthyReminder time.Duration
-	// DiscoveryInterval is how often the events stream is scanned for
-	// tenants that have no runner yet.
+	// DiscoveryInterval is how often the events stream and the settings
+	// are scanned for tenants that have no runner yet (their ledger is
+	// resynced; events create runners as they arrive).
 	DiscoveryInterval time.Duration
 	// TenantConcurrency caps one tenant's batches in flight, so slow
 	// tenants cannot take every worker. Four keep a sales-field tenant
@@ -119,9 +122,13 @@ type Service struct {
 	ingester *ingest.Ingester
 	slots    chan struct{}
 	scans    chan struct{} // runners' catch-up scans at once
+	folds    chan struct{} // events being folded at once, all tenants
 	mu       sync.Mutex
 	runners  map[string]*runner
 	wg       sync.WaitGroup
+	// pulling is set once the shared consumer exists: the per-tenant
+	// consumers it replaces may then be deleted.
+	pulling atomic.Bool
 }
 
 // Run pulls and pushes until ctx ends, then stops pulling, finishes the
@@ -145,24 +152,49 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
 	s.scans = make(chan struct{}, scanConcurrency)
+	s.folds = make(chan struct{}, ingestConcurrency)
 	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
 		DLQ:   natsx.DeadLetterer{JS: s.JS, Topology: s.Topology},
 		Field: func(t string) string { return s.settings(t).TargetField() }}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
 	s.wg.Go(func() { s.sweep(ctx) })
+	s.wg.Go(func() { s.pull(ctx) })
 
 	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
 	defer tick.Stop()
+	var cleaned time.Time
 	for {
 		if err := s.discover(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Warn().Err(err).Msg("tenant discovery failed; retrying")
+		}
+		if s.pulling.Load() && time.Since(cleaned) >= legacyCleanupInterval {
+			cleaned = time.Now()
+			s.deleteLegacyConsumers(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// legacyCleanupInterval is how often the per-tenant consumers of an
+// earlier version are looked for (a replica of that version may still run
+// during a rolling upgrade, and keeps its consumers until it stops).
+const legacyCleanupInterval = 30 * time.Second
+
+// deleteLegacyConsumers deletes the per-tenant consumers the shared
+// consumer replaced, once no replica pulls from them.
+func (s *Service) deleteLegacyConsumers(ctx context.Context) {
+	deleted, kept, err := natsx.DeleteIdleLegacyConsumers(ctx, s.JS, s.Topology)
+	if err != nil && ctx.Err() == nil {
+		s.Log.Warn().Err(err).Msg("deleting the per-tenant consumers of an earlier version failed; retrying")
+	}
+	if len(deleted) > 0 || kept > 0 {
+		s.Log.Info().Int("deleted", len(deleted)).Int("still_pulled", kept).Str("consumer", s.Topology.PusherConsumer()).
+			Msg("per-tenant consumers of an earlier version replaced by the shared consumer")
 	}
 }
 
@@ -173,7 +205,9 @@ func (s *Service) discover(ctx context.Context) error {
 		tenants = append(tenants, s.Settings.Tenants()...)
 	}
 	for _, t := range tenants {
-		s.ensureRunner(ctx, t)
+		if event.ValidTenant(t) { // a junk token's events are only dead-lettered
+			s.ensureRunner(ctx, t)
+		}
 	}
 	return err
 }
@@ -184,7 +218,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	if r, ok := s.runners[t]; ok {
 		return r
 	}
-	r := &runner{svc: s, tenant: t, consumer: s.Topology.TenantConsumer(t), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	r := s.newRunner(t)
 	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
 	// Its catch-up resyncs it; the periodic resync counts from now.
 	r.resyncedAt.Store(time.Now().UnixNano())
@@ -197,6 +231,10 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	return r
 }
 
+func (s *Service) newRunner(t string) *runner {
+	return &runner{svc: s, tenant: t, consumer: s.Topology.PusherConsumer(), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+}
+
 // breaker tracks one tenant's consecutive transient failures and health.
 type breaker struct {
 	mu       sync.Mutex
@@ -205,48 +243,58 @@ type breaker struct {
 	logged   time.Time // when the tenant's state was last logged
 }
 
-// runner ingests and pushes one tenant.
+// runner pushes one tenant, and folds the events the replica's puller
+// hands it.
 type runner struct {
 	svc      *Service
 	tenant   string
-	consumer string // its durable consumer's name (a regexp decides it: once)
+	consumer string // the consumer its events come from (for traces)
 	log      zerolog.Logger
 	br       breaker
 	q        *queue
-	// pending is the tenant's events still in the stream after the last one
-	// delivered (its NumPending) and delivered when that was (unix ns);
-	// folding counts those delivered and not yet folded.
-	pending, delivered, folding atomic.Int64
+	// folding counts the tenant's events delivered and not yet folded.
+	folding atomic.Int64
+	// arrived is when the tenant's last event reached the puller, and
+	// gap the time between it and the one before (unix ns, ns).
+	arrived, gap atomic.Int64
 	// resyncedAt is when the tenant's ledger was last resynced (unix ns).
 	resyncedAt atomic.Int64
 }
 
-// pendingFresh is how long a delivery's NumPending is believed: another
-// replica sharing the consumer may take what it counted.
-const pendingFresh = 100 * time.Millisecond
+// A tenant's events that reach the puller burstGap or less apart are a
+// burst: more are likely on their way even when none is being folded (the
+// next may still be in the pull buffer, behind other tenants' events, or
+// in the next pull's answer), so a batch lingers for them up to burstFresh
+// after the last. A trickle (10 a second is 100 ms apart) never lingers.
+const (
+	burstGap   = 10 * time.Millisecond
+	burstFresh = 50 * time.Millisecond
+)
+
+// delivered records one of the tenant's events handed to a fold.
+func (r *runner) delivered() {
+	r.folding.Add(1)
+	now := time.Now().UnixNano()
+	r.gap.Store(now - r.arrived.Swap(now))
+}
 
 // moreComing says whether events of the tenant are on their way to the
-// queue, so a batch that is not full yet should linger for them.
+// queue, so a batch that is not full yet should linger for them. The
+// consumer is shared by every tenant, so its pending count says nothing
+// about this one: what the replica holds of the tenant, and how its
+// events have been arriving, do.
 func (r *runner) moreComing() bool {
 	if r.folding.Load() > 0 {
 		return true
 	}
-	return r.pending.Load() > 0 && time.Since(time.Unix(0, r.delivered.Load())) < pendingFresh
+	return time.Duration(r.gap.Load()) <= burstGap && time.Since(time.Unix(0, r.arrived.Load())) < burstFresh
 }
 
-// run ingests whatever the tenant's health (ingest needs only NATS, so no
-// event waits in the stream for Salesforce), and pushes while the tenant
-// may.
+// run pushes the tenant's dirty persons while the tenant may (ingest needs
+// only NATS, so the replica's puller folds its events whatever its
+// health), and catches up with what the ledger already holds.
 func (r *runner) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			if err := r.pull(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn().Err(err).Msg("pulling events failed; retrying")
-				sleep(ctx, time.Second)
-			}
-		}
-	})
 	wg.Go(func() { r.catchUp(ctx) })
 	stop := context.AfterFunc(ctx, r.q.Close)
 	defer stop()
@@ -254,25 +302,36 @@ func (r *runner) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// pull ingests the tenant's events until ctx ends. One goroutine reads and
-// each message is folded in a goroutine of its own, at most
-// ingestConcurrency at once: folds commute, so ledger round trips, not
-// ordering, bound the rate, and an idle tenant costs one goroutine, not a
-// pool (a replica may serve thousands).
-func (r *runner) pull(ctx context.Context) error {
-	cons, err := natsx.EnsureTenantConsumer(ctx, r.svc.JS, r.svc.Topology, r.tenant)
+// pull folds every tenant's events from the shared consumer until ctx
+// ends, retrying after failures.
+func (s *Service) pull(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := s.pullOnce(ctx); err != nil && ctx.Err() == nil {
+			s.Log.Warn().Err(err).Str("consumer", s.Topology.PusherConsumer()).Msg("pulling events failed; retrying")
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// pullOnce reads the shared consumer and hands each event to its tenant's
+// runner (made on demand): one goroutine reads, and each event is folded
+// in a goroutine of its own, at most ingestConcurrency at once across
+// every tenant. Folds commute and take milliseconds, never waiting for
+// Salesforce, so one tenant's events cannot hold up another's for long.
+func (s *Service) pullOnce(ctx context.Context) error {
+	cons, err := natsx.EnsurePusherConsumer(ctx, s.JS, s.Topology)
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.svc.Cfg.BatchSize))
+	s.pulling.Store(true)
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer))
 	if err != nil {
-		return fmt.Errorf("tenant %s: pull: %w", r.tenant, err)
+		return fmt.Errorf("pull %s: %w", s.Topology.PusherConsumer(), err)
 	}
 	// Stop, not Drain: messages still buffered are redelivered after AckWait.
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	folds := make(chan struct{}, ingestConcurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
@@ -281,16 +340,13 @@ func (r *runner) pull(ctx context.Context) error {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
-			return fmt.Errorf("tenant %s: next: %w", r.tenant, err)
+			return fmt.Errorf("pull %s: next: %w", s.Topology.PusherConsumer(), err)
 		}
-		r.folding.Add(1)
-		if md, err := msg.Metadata(); err == nil {
-			r.pending.Store(int64(md.NumPending))
-			r.delivered.Store(time.Now().UnixNano())
-		}
-		folds <- struct{}{}
+		r := s.runnerOf(ctx, msg.Subject())
+		r.delivered()
+		s.folds <- struct{}{}
 		wg.Go(func() {
-			defer func() { <-folds }()
+			defer func() { <-s.folds }()
 			// A message in hand is settled even when shutdown starts.
 			key := r.ingest(context.WithoutCancel(ctx), msg)
 			// Folded before queued, so a Take that sees the key also sees
@@ -304,10 +360,29 @@ func (r *runner) pull(ctx context.Context) error {
 	return nil
 }
 
-// ingestConcurrency is the messages of one tenant folded at once.
-const ingestConcurrency = 16
+// runnerOf is the runner of an event's tenant. An event whose tenant token
+// is no tenant id can only be dead-lettered: it gets a runner of its own
+// that is never started, so junk tokens cost no goroutines or ledger
+// scans.
+func (s *Service) runnerOf(ctx context.Context, subject string) *runner {
+	t, ok := s.Topology.TenantFromEventsSubject(subject)
+	if ok && event.ValidTenant(t) {
+		return s.ensureRunner(ctx, t)
+	}
+	return s.newRunner(t)
+}
 
-// holdOff says how long the tenant must not pull, rechecking an unhealthy
+// ingestConcurrency is the events folded at once by a replica, every
+// tenant's together: a fold is a few ledger round trips, so this many keep
+// the server busy in a burst, and a thousand trickling tenants need a
+// handful.
+const ingestConcurrency = 64
+
+// pullBuffer is the most events a replica has been delivered and not yet
+// handed to a fold (PullMaxMessages).
+const pullBuffer = 1000
+
+// holdOff says how long the tenant must not push, rechecking an unhealthy
 // tenant's setup when its recheck is due.
 func (r *runner) holdOff(ctx context.Context) time.Duration {
 	r.br.mu.Lock()

@@ -480,10 +480,12 @@ func (r *run) attempt(ctx context.Context) error {
 	return r.writeSalesforce(ctx, sfctx, plan.SFWrites)
 }
 
-// foldWaiting folds the tenant's events still waiting in the events stream
-// (the pusher down or behind) into the ledger first, through the same
-// ingest and state machine as the pusher, so the diff sees them. A dry run
-// changes nothing: it only counts them.
+// foldWaiting folds the tenant's events the pusher has not settled (the
+// pusher down or behind) into the ledger first, through the same ingest
+// and state machine as the pusher, so the diff sees them. The drain reads
+// them from the stream itself, so none is out of its reach (a run no
+// longer waits on events a pusher holds); invalid ones are the pusher's to
+// dead-letter. A dry run changes nothing: it only counts them.
 func (r *run) foldWaiting(ctx context.Context) error {
 	e, j := r.e, r.job
 	in := &ingest.Ingester{Ledger: e.Ledger, Topology: e.Topology, Now: e.Now,
@@ -495,17 +497,18 @@ func (r *run) foldWaiting(ctx context.Context) error {
 		r.update(func(rep *runs.Report) { rep.Writes.EventsWaiting = int64(w.Count) })
 		return err
 	}
-	n, w, err := in.Drain(ctx, e.Publisher.JS, j.Tenant, nil)
-	r.waiting = w
+	d, err := in.Drain(ctx, e.Publisher.JS, j.Tenant, nil)
+	r.waiting = ingest.Waiting{}
 	r.update(func(rep *runs.Report) {
-		rep.Writes.EventsFolded += int64(n)
-		rep.Writes.EventsWaiting = int64(w.Count)
+		rep.Writes.EventsFolded += int64(d.Folded)
+		rep.Writes.EventsWaiting = 0
 	})
 	if err != nil {
 		return fmt.Errorf("fold waiting events: %w", err)
 	}
-	if n > 0 {
-		r.log.Info().Int("events", n).Msg("folded Sales Connect events that waited in the events stream")
+	if d.Folded > 0 || d.Invalid > 0 {
+		r.log.Info().Int("events", d.Folded).Int("already_folded", d.AlreadyFolded).Int("invalid", d.Invalid).
+			Msg("folded Sales Connect events the pusher had not settled (invalid ones are left for the pusher to dead-letter)")
 	}
 	return nil
 }

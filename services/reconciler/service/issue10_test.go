@@ -38,7 +38,7 @@ func (h *harness) publishEvent(tn, id, sc, sfID string, action optoutv1.Action, 
 
 // waitingOptOuts seeds n Contacts not opted out in Salesforce and publishes
 // an opt-out for each while nothing consumes the events stream (no pusher,
-// no tenant consumer yet). It returns the Salesforce ids by Sales Connect id
+// no consumer yet). It returns the Salesforce ids by Sales Connect id
 // and the storage time of the first event.
 func (h *harness) waitingOptOuts(tn string, n int) (map[string]string, time.Time) {
 	h.t.Helper()
@@ -47,7 +47,7 @@ func (h *harness) waitingOptOuts(tn string, n int) (map[string]string, time.Time
 	for i := range n {
 		sc := fmt.Sprintf("sc-%03d", i)
 		ids[sc] = h.org(tn).Put(sandbox.Record{Type: "Contact", Email: sc + "@example.com", SystemModstamp: at.Add(-time.Hour)}).ID
-		h.publishEvent(tn, "evt-"+sc, sc, ids[sc], optoutv1.Action_UNSUBSCRIBE, at)
+		h.publishEvent(tn, "evt-"+tn+"-"+sc, sc, ids[sc], optoutv1.Action_UNSUBSCRIBE, at)
 	}
 	st, err := h.prov.JS.Stream(h.ctx, h.topo.EventsStream())
 	if err != nil {
@@ -61,7 +61,7 @@ func (h *harness) waitingOptOuts(tn string, n int) (map[string]string, time.Time
 }
 
 // The nightly run with the pusher stopped: the opt-outs published meanwhile
-// are folded into the ledger and reach Salesforce, or the run says
+// are folded into the ledger and reach Salesforce; a dry run says
 // incomplete (how many wait, since when), never a silent succeeded.
 func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 	t.Parallel()
@@ -126,15 +126,18 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 		}
 	})
 
-	t.Run("events a pusher holds unacked", func(t *testing.T) {
+	// The pusher's one consumer serves every tenant; it stopped holding
+	// events of both tenants unacked. The run folds all of acme's from the
+	// stream (none is out of its reach), leaves globex's and the pusher's
+	// consumer alone, and succeeds.
+	t.Run("events a stopped pusher holds unacked", func(t *testing.T) {
 		t.Parallel()
-		const held = 10
-		h := newHarness(t, "acme")
+		const held, others = 30, 20
+		h := newHarness(t, "acme", "globex")
 		h.setSettings("acme", nil)
-		_, oldest := h.waitingOptOuts("acme", n)
-		// A pusher fetched the first events and hangs before acking them:
-		// the run cannot fold them (they are not redelivered within AckWait).
-		cons, err := natsx.EnsureTenantConsumer(h.ctx, h.prov.JS, h.topo, "acme")
+		h.waitingOptOuts("globex", others)
+		ids, _ := h.waitingOptOuts("acme", n)
+		cons, err := natsx.EnsurePusherConsumer(h.ctx, h.prov.JS, h.topo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,17 +152,38 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 		if got != held {
 			t.Fatalf("the stand-in pusher fetched %d events; want %d", got, held)
 		}
+		pusherInfo := func() *jetstream.ConsumerInfo {
+			info, err := cons.Info(h.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info
+		}
+		before := pusherInfo()
 		a := h.replica(replicaOpts{name: "replica-a"})
 
 		rep := h.runNow(a, "acme", false)
-		if rep.Status != runs.StatusIncomplete || rep.Writes.EventsFolded != n-held || rep.Writes.EventsWaiting != held {
-			t.Fatalf("report %s (%s), writes %+v; want incomplete, %d folded, %d waiting", rep.Status, rep.Reason, rep.Writes, n-held, held)
+		if rep.Status != runs.StatusSucceeded || rep.Writes.EventsFolded != n || rep.Writes.EventsWaiting != 0 {
+			t.Fatalf("report %s (%s), writes %+v; want succeeded with all %d events folded", rep.Status, rep.Reason, rep.Writes, n)
 		}
-		if !strings.Contains(rep.Reason, strconv.Itoa(held)+" ") || !strings.Contains(rep.Reason, oldest.UTC().Format(time.RFC3339)) {
-			t.Errorf("reason %q; want it to name %d waiting events since %s", rep.Reason, held, oldest.UTC().Format(time.RFC3339))
+		if rep.Writes.SalesforceWritten != n {
+			t.Errorf("%d records written; want %d", rep.Writes.SalesforceWritten, n)
 		}
-		if rep.Writes.SalesforceWritten != n-held {
-			t.Errorf("%d records written; want the %d folded", rep.Writes.SalesforceWritten, n-held)
+		for sc, id := range ids {
+			if r, ok := h.org("acme").Get(id); !ok || !r.HasOptedOutOfEmail {
+				t.Errorf("Salesforce %s (%s): HasOptedOutOfEmail=%v; want true", sc, id, r.HasOptedOutOfEmail)
+			}
+		}
+		if revs := h.ledgerRevisions("globex"); len(revs) != 0 {
+			t.Errorf("acme's run folded %d ledger entries of globex", len(revs))
+		}
+		if w := h.sfWrites("globex", ""); w != 0 {
+			t.Errorf("acme's run wrote %d globex records", w)
+		}
+		after := pusherInfo()
+		if after.AckFloor != before.AckFloor || after.NumAckPending != held || after.NumPending != before.NumPending {
+			t.Errorf("the run moved the pusher's consumer: ack floor %+v -> %+v, %d unacked (want %d), %d pending (was %d)",
+				before.AckFloor, after.AckFloor, after.NumAckPending, held, after.NumPending, before.NumPending)
 		}
 	})
 }

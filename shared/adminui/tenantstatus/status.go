@@ -147,7 +147,7 @@ func (in *Inspector) Inspect(ctx context.Context, tenantID string, opt Options) 
 			st.OldestUnpushed = w
 		}
 	}
-	st.Known = st.Stored || st.Health != nil || st.Backlog.ConsumerExists || st.Backlog.Total() > 0 ||
+	st.Known = st.Stored || st.Health != nil || st.Backlog.Stored > 0 ||
 		st.DeadLetters > 0 || (st.Ledger != nil && st.Ledger.People > 0)
 	if opt.CheckSalesforce && in.Salesforce != nil {
 		st.Salesforce = in.Check(ctx, tenantID, s)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
@@ -92,6 +93,36 @@ func TestUnknownTenant(t *testing.T) {
 	}
 	if _, err := f.in.Inspect(f.ctx, "a.b", tenantstatus.Options{}); err == nil {
 		t.Fatal("a dotted tenant id was accepted")
+	}
+}
+
+// TestKnownWhileThePusherRuns: the pusher's one consumer serves every
+// tenant, so its existence makes no tenant known; a tenant whose events
+// are all settled is known by its stored events, with nothing waiting.
+func TestKnownWhileThePusherRuns(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.publish(t, "acme", "evt-1", now.Add(-time.Minute))
+	c, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.in.Inspect(f.ctx, "acme", tenantstatus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Known || st.Backlog.Total() != 0 || st.Backlog.Stored != 1 || !st.Backlog.ConsumerExists || st.OldestUnpushed != nil {
+		t.Errorf("acme, its one event settled: known %v, backlog %+v, oldest unpushed %+v; want known with nothing waiting", st.Known, st.Backlog, st.OldestUnpushed)
+	}
+	if st, err := f.in.Inspect(f.ctx, "nobody", tenantstatus.Options{}); err != nil || st.Known {
+		t.Errorf("a tenant nothing mentions: known %v, %v; want unknown although the pusher's consumer exists", st.Known, err)
 	}
 }
 

@@ -163,9 +163,9 @@ func writeStatus(w io.Writer, st *tenantstatus.Status) error {
 	b := st.Backlog
 	backlog := fmt.Sprintf("%d %s", b.Total(), plural(b.Total(), "event", "events"))
 	if b.ConsumerExists {
-		backlog += fmt.Sprintf(": %d waiting, %d in flight, %d redelivered", b.Waiting, b.InFlight, b.Redelivered)
+		backlog += fmt.Sprintf(": %d waiting, %d in flight", b.Waiting, b.InFlight)
 	} else if b.Total() > 0 {
-		backlog += ": no pusher has pulled this tenant yet"
+		backlog += ": no pusher has run yet"
 	}
 	kv.Add("Backlog", backlog)
 	if w := st.OldestUnpushed; w != nil {

@@ -282,7 +282,7 @@ func (r *report) markdown() string {
 		"from the server's `/connz`) and received %.1f. For scale, `nats bench` on this server: %.0f KV puts/s and %.0f KV gets/s "+
 		"(16 synchronous clients), %.0f async publishes/s.\n\n",
 		per, r.pusherMsgs, float64(r.pusherMsgsOut)/float64(max(r.burstN, 1)), r.raw.kvPut, r.raw.kvGet, r.raw.pub)
-	writeCeiling(&b, r.raw, goal, rate)
+	writeCeiling(&b, r.raw, goal, rate, cpuPer["pusher"])
 	b.WriteString(dataPath)
 	fmt.Fprintf(&b, "<details><summary>pusher CPU profile during the burst (%d s, by cumulative time)</summary>\n\n```\n%s\n```\n</details>\n\n", profileSeconds, r.pusherTop)
 	fmt.Fprintf(&b, "<details><summary>nats-server CPU profile during the burst (%d s)</summary>\n\n```\n%s\n```\n</details>\n\n", profileSeconds, r.serverTop)
@@ -339,25 +339,31 @@ func envNote(env []string) string {
 }
 
 // writeCeiling estimates, from this run's nats bench rates, the best drain
-// any design keeping a durable per-person ledger could reach on this
-// machine, and compares it with the target. Each rate was measured with
-// the machine's cores busy doing only that, so adding their per-message
-// times is what doing all of them costs (an estimate, not a measurement).
-func writeCeiling(b *strings.Builder, raw rawRates, goal, drain float64) {
-	if raw.pub <= 0 || raw.consume <= 0 || raw.kvPut <= 0 {
+// a design keeping a durable per-person ledger could reach on this machine,
+// and what that leaves the pusher. Each rate was measured with the
+// machine's cores busy doing only that, so adding their per-message times
+// is what doing all of them costs (an estimate, not a measurement).
+func writeCeiling(b *strings.Builder, raw rawRates, goal, drain, pusherUS float64) {
+	if raw.pub <= 0 || raw.consume <= 0 || raw.kvPut <= 0 || goal <= 0 {
 		return
 	}
 	us := func(rate float64) float64 { return 1e6 / rate }
-	floor := us(raw.pub) + us(raw.consume) + us(raw.kvPut)
+	synced := us(raw.pub) + us(raw.consume) + us(raw.kvPut) + us(raw.pub)
 	piped := us(raw.pub) + us(raw.consume) + 2*us(raw.pub)
 	fmt.Fprintf(b, "**The ceiling of the design, from the same run's `nats bench` rates.** Every opt-out must at least be "+
 		"stored (an async publish, %.1f µs of this machine), consumed and acknowledged (%.1f µs) and, before its ack, written "+
-		"to its person's ledger entry (a KV put, %.1f µs): %.0f opt-outs/s at most, with a pusher that costs nothing, one "+
-		"ledger write per opt-out and no audit copy. With that write pipelined at the async publish rate and its audit "+
-		"copy counted as one more stored message: %.0f/s. The target is %.0f/s: a per-person ledger written before the "+
-		"ack, with its audit trail, cannot reach it on this machine whatever the pusher does; the drain rate above is "+
-		"%.0f%% of the first ceiling.\n\n",
-		us(raw.pub), us(raw.consume), us(raw.kvPut), 1e6/floor, 1e6/piped, goal, 100*drain/(1e6/floor))
+		"once to its person's ledger entry, whose audit copy the server stores too (one more stored message). With that write "+
+		"a synchronous KV put (%.1f µs) the machine does at most %.0f opt-outs/s with a pusher that costs nothing; pipelined "+
+		"at the async publish rate, %.0f/s. ",
+		us(raw.pub), us(raw.consume), us(raw.kvPut), 1e6/synced, 1e6/piped)
+	if left := us(goal) - piped; left <= 0 {
+		fmt.Fprintf(b, "The target, %.0f/s, is beyond both: a per-person ledger written before the ack, with its audit trail, "+
+			"cannot reach it on this machine whatever the pusher does.\n\n", goal)
+	} else {
+		fmt.Fprintf(b, "The target, %.0f/s, leaves the pusher at most %.1f µs of CPU per opt-out even then (decoding the event, "+
+			"reading and writing the entry, its share of a Salesforce batch, confirming it); it spends %.0f µs now.\n\n", goal, left, pusherUS)
+	}
+	fmt.Fprintf(b, "The drain rate above is %.0f%% of the synchronous-write ceiling.\n\n", 100*drain/(1e6/synced))
 }
 
 // dataPath says which round trips and stored messages one opt-out costs,

@@ -170,12 +170,16 @@ func TestTwoReplicasNeverWriteOnePersonAtOnce(t *testing.T) {
 func TestAWriteHeldPastItsClaimEndsBeforeASkewedReplicaWrites(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	cfg := fastConfig() // claims of 4 s: a call is given up 0.5 s before one ends
+	cfg := fastConfig()
+	// Claims of 8 s: a call is given up 1 s before one ends. B's clock runs
+	// half that ahead, so B may write 0.5 s after A gave up: room for a
+	// loaded machine's scheduling, never for both writes at once.
+	cfg.ClaimTTL = 8 * time.Second
 	g := newGate(true)
 	c, log, t0 := s.heldOptOut(cfg, g)
 	claimed := time.Now()
 
-	skew := 400 * time.Millisecond
+	skew := 500 * time.Millisecond
 	s.startIn(s.ctx, cfg, gatedClients{inner: s.clients, log: log}, func(svc *push.Service) {
 		svc.Now = func() time.Time { return time.Now().Add(skew) }
 	})

@@ -184,7 +184,7 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 		return d, fmt.Errorf("drain %s: events stream: %w", tenant, err)
 	}
 	last := s.CachedInfo().State.LastSeq
-	first, err := natsx.FirstUnsettled(ctx, js, in.Topology, tenant)
+	first, err := natsx.FirstUnsettled(ctx, s, in.Topology, tenant)
 	if err != nil {
 		return d, fmt.Errorf("drain %s: %w", tenant, err)
 	}
@@ -202,14 +202,7 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 	if err != nil {
 		return d, fmt.Errorf("drain %s: consumer: %w", tenant, err)
 	}
-	defer func() {
-		// Deleted at once: the events stream allows 1,000 consumers.
-		if info := c.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = js.DeleteConsumer(dctx, in.Topology.EventsStream(), info.Name)
-		}
-	}()
+	defer natsx.DeleteOrdered(ctx, js, in.Topology.EventsStream(), c)
 	next := first.Seq // the first event not folded yet
 	for ctx.Err() == nil {
 		batch, err := c.Fetch(drainBatch, jetstream.FetchMaxWait(2*time.Second))
@@ -253,10 +246,6 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 		}
 		if got == 0 {
 			// Nothing came: done unless an event is still there to fold.
-			s, err := js.Stream(ctx, in.Topology.EventsStream())
-			if err != nil {
-				return d, fmt.Errorf("drain %s: events stream: %w", tenant, err)
-			}
 			m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
 			if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && m.Sequence > last) {
 				return d, nil

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // ScanSetupTimeout bounds the creation of a Scan's consumer.
@@ -55,7 +57,7 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 	// Deleted when the scan ends: left to its inactive threshold (5 min),
 	// a replica catching up a thousand tenants filled the bucket's stream
 	// with the server's default limit of 1,000 consumers.
-	defer deleteOrdered(ctx, l.js, "KV_"+l.kv.Bucket(), cons)
+	defer natsx.DeleteOrdered(ctx, l.js, "KV_"+l.kv.Bucket(), cons)
 	info, err := cons.Info(cctx)
 	if err != nil {
 		return fmt.Errorf("ledger scan %s: %w", tenant, err)
@@ -96,16 +98,4 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 			return nil
 		}
 	}
-}
-
-// deleteOrdered deletes an ordered consumer's current server-side
-// consumer (best effort: the server removes it once inactive anyway).
-func deleteOrdered(ctx context.Context, js jetstream.JetStream, stream string, c jetstream.Consumer) {
-	info := c.CachedInfo()
-	if info == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = js.DeleteConsumer(ctx, stream, info.Name)
 }

@@ -102,12 +102,9 @@ func TenantBacklog(ctx context.Context, js jetstream.JetStream, t Topology, tena
 
 // FirstUnsettled is the first event of tenant past the pusher consumer's
 // ack floor (every event before it is folded); nil when there is none.
-// Before a pusher ran, it is the tenant's first stored event.
-func FirstUnsettled(ctx context.Context, js jetstream.JetStream, t Topology, tenant string) (*StoredMsg, error) {
-	s, err := js.Stream(ctx, t.EventsStream())
-	if err != nil {
-		return nil, fmt.Errorf("events stream %s: %w", t.EventsStream(), err)
-	}
+// Before a pusher ran, it is the tenant's first stored event. s is the
+// events stream.
+func FirstUnsettled(ctx context.Context, s jetstream.Stream, t Topology, tenant string) (*StoredMsg, error) {
 	floor, _, _, _, err := pusherProgress(ctx, s, t)
 	if err != nil {
 		return nil, err

@@ -20,13 +20,7 @@ func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	}
 	// Deleted when the read ends, not left to its inactive threshold (5
 	// min): the events stream allows 1,000 consumers.
-	defer func() {
-		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = js.DeleteConsumer(dctx, stream, info.Name)
-		}
-	}()
+	defer DeleteOrdered(ctx, js, stream, cons)
 	// The consumer's pending count, not the stream's subject list: a
 	// wildcard may match a subject per person.
 	info, err := cons.Info(ctx)
@@ -57,4 +51,19 @@ func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
+}
+
+// DeleteOrdered deletes an ordered consumer's current server-side consumer
+// when its reader is done, rather than leaving it to its inactive
+// threshold: a stream allows the server's limit of consumers (1,000 by
+// default), and readers that come often (scans, drains, operator reads)
+// filled it. Best effort: the server removes it once inactive anyway.
+func DeleteOrdered(ctx context.Context, js jetstream.JetStream, stream string, c jetstream.Consumer) {
+	info := c.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = js.DeleteConsumer(ctx, stream, info.Name)
 }

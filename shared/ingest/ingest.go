@@ -40,8 +40,10 @@ type Ingester struct {
 
 // Result is what one message became.
 type Result struct {
-	Key      string
-	Entry    ledger.Entry
+	Key string
+	// At is the entry as the fold left it, with its revision and dirty
+	// marker's: where the push's write may start from.
+	At       ledger.Snapshot
 	Dirty    bool // a Salesforce write is due
 	Clamped  bool
 	Changed  bool
@@ -109,7 +111,8 @@ func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg) 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
 	}
-	return Result{Key: res.Key, Entry: res.Entry, Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil, nil
+	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Revision, Mark: res.Mark},
+		Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil, nil
 }
 
 // Input is what the state machine needs of a decoded event.

@@ -83,28 +83,51 @@ func (l *Ledger) Person(ctx context.Context, key string) (string, Entry, uint64,
 // the revision it was read at (0 when absent).
 type transition func(e Entry, exists bool, rev uint64) (Entry, bool, error)
 
+// written is what a change came to: the entry's key (after following a
+// merge), the entry as stored, its revision, whether it changed, and the
+// revision of the person's dirty marker as far as the change knows it (0:
+// unknown, or none).
+type written struct {
+	key     string
+	entry   Entry
+	rev     uint64
+	changed bool
+	mark    uint64
+}
+
 // change runs t inside a compare-and-set loop on key, following a merge,
 // and keeps the dirty set in step. With a writer fence it refuses an entry
-// stamped with a larger one and stamps its own. It returns the entry's key,
-// the entry as stored, its revision, and whether it changed.
-func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (string, Entry, uint64, bool, error) {
+// stamped with a larger one and stamps its own.
+func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (written, error) {
 	return l.changeFrom(ctx, key, field, writerFence, nil, t)
 }
 
-// snapshot is an entry as its caller just read it, at rev, or (exists
-// false) the caller's good reason to believe there is none yet.
+// Snapshot is an entry as a writer last saw it: at Rev, with the person's
+// dirty marker at revision Mark (0: unknown). Writes that start from one
+// still compare-and-set on Rev, so a snapshot that has moved costs a read,
+// never a wrong write; Mark lets a write skip the marker's round trips.
+type Snapshot struct {
+	Entry     Entry
+	Rev, Mark uint64
+}
+
+// snapshot is a Snapshot, or (exists false) the caller's good reason to
+// believe there is no entry yet.
 type snapshot struct {
-	entry  Entry
-	rev    uint64
+	Snapshot
 	exists bool
 }
 
 // changeFrom is change whose first attempt starts from known (when not
-// nil) instead of reading the entry: the compare-and-set on known.rev (a
+// nil) instead of reading the entry: the compare-and-set on known.Rev (a
 // create, when known says absent) still refuses a moved or existing entry,
 // and the next attempt reads it. Only unfenced writers pass one (known
 // carries no fence).
-func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (string, Entry, uint64, bool, error) {
+func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (written, error) {
+	var mark uint64
+	if known != nil {
+		mark = known.Mark
+	}
 	for attempt := 0; ; attempt++ {
 		fromKnown := attempt == 0 && known != nil && writerFence == nil
 		var (
@@ -114,28 +137,28 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 		)
 		exists := true
 		if fromKnown {
-			cur, rev, exists = known.entry, known.rev, known.exists
+			cur, rev, exists = known.Entry, known.Rev, known.exists
 		} else {
 			cur, curFence, rev, err = l.GetFenced(ctx, key)
 			exists = err == nil
 		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			return key, Entry{}, 0, false, err
+			return written{key: key}, err
 		}
 		if exists && cur.MergedInto != "" {
-			key = cur.MergedInto
+			key, mark = cur.MergedInto, 0
 			continue
 		}
 		var stamp uint64
 		if writerFence != nil {
 			if curFence > *writerFence {
-				return key, cur, rev, false, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, curFence, *writerFence)
+				return written{key: key, entry: cur, rev: rev}, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, curFence, *writerFence)
 			}
 			stamp = *writerFence
 		}
 		next, changed, err := t(cur, exists, rev)
 		if err != nil {
-			return key, cur, rev, false, err
+			return written{key: key, entry: cur, rev: rev}, err
 		}
 		if !changed && fromKnown {
 			// No write checks a no-op: decide it on the entry as stored.
@@ -145,15 +168,17 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			if exists && next.Dirty(field) {
 				// A crash may have lost the marker after the write that made
 				// the person dirty: a redelivery puts it back.
-				l.markDirty(ctx, key, next)
+				if m, err := l.markDirty(ctx, key, next); err == nil {
+					mark = m
+				}
 			}
-			return key, cur, rev, false, nil
+			return written{key: key, entry: cur, rev: rev, mark: mark}, nil
 		}
 		next.Version = cur.Version + 1
 		next.ChangedAt = l.now()
 		data, err := json.Marshal(fenced{Entry: next, Fence: stamp})
 		if err != nil {
-			return key, Entry{}, 0, false, fmt.Errorf("ledger encode %s: %w", key, err)
+			return written{key: key}, fmt.Errorf("ledger encode %s: %w", key, err)
 		}
 		var newRev uint64
 		if exists {
@@ -165,12 +190,11 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			continue
 		}
 		if err != nil {
-			return key, Entry{}, 0, false, fmt.Errorf("ledger write %s: %w", key, err)
+			return written{key: key}, fmt.Errorf("ledger write %s: %w", key, err)
 		}
-		if err := l.syncDirty(ctx, key, cur, exists, next, newRev, field); err != nil {
-			return key, next, newRev, true, err
-		}
-		return key, next, newRev, true, nil
+		w := written{key: key, entry: next, rev: newRev, changed: true}
+		w.mark, err = l.syncDirty(ctx, key, cur, exists, next, newRev, field, mark)
+		return w, err
 	}
 }
 
@@ -179,45 +203,67 @@ type dirtyMark struct {
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 }
 
-func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) error {
+// markDirty puts the person's marker and returns its revision.
+func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) (uint64, error) {
 	data, _ := json.Marshal(dirtyMark{NextAttempt: e.Retry.NextAttempt})
-	if _, err := l.dirty.Put(ctx, key, data); err != nil {
-		return fmt.Errorf("ledger mark %s dirty: %w", key, err)
+	rev, err := l.dirty.Put(ctx, key, data)
+	if err != nil {
+		return 0, fmt.Errorf("ledger mark %s dirty: %w", key, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // syncDirty keeps the dirty set in step with a write (made at wroteRev; 0
-// when unknown): put after every write that leaves the person dirty; after
-// one that leaves it clean, delete and then look again, so a concurrent
-// writer's put (which follows its own write) is never lost to our delete.
-func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string) error {
+// when unknown) and returns the marker's revision as far as it knows (0:
+// unknown or none). Every write that leaves the person dirty puts the
+// marker, except one from a dirty entry whose marker the writer knows
+// (mark, not 0) and whose next attempt is unchanged: the marker put after
+// that entry's write stands, since a marker is only deleted after a write
+// that leaves the person clean. After a write that leaves the person
+// clean, the marker goes, without losing a concurrent writer's put (which
+// follows its own write): with mark known, by a delete that only succeeds
+// while the marker is still at mark (one round trip); else, or when another
+// writer put it since, by a delete and a second look at the entry.
+func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string, mark uint64) (uint64, error) {
 	if next.Dirty(field) {
+		if mark != 0 && existed && prev.Dirty(field) && prev.Retry.NextAttempt.Equal(next.Retry.NextAttempt) {
+			return mark, nil
+		}
 		return l.markDirty(ctx, key, next)
 	}
 	if existed && !prev.Dirty(field) && prev.Retry.NextAttempt.IsZero() {
-		return nil // was clean, is clean: no marker to remove
+		return 0, nil // was clean, is clean: no marker to remove
+	}
+	if mark != 0 {
+		err := l.dirty.Delete(ctx, key, jetstream.LastRevision(mark))
+		if err == nil {
+			return 0, nil
+		}
+		if !isConflict(err) {
+			return 0, fmt.Errorf("ledger clear %s dirty: %w", key, err)
+		}
+		// Put again since: the second look below decides.
 	}
 	if err := l.dirty.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("ledger clear %s dirty: %w", key, err)
+		return 0, fmt.Errorf("ledger clear %s dirty: %w", key, err)
 	}
 	kve, err := l.getRaw(ctx, key)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if wroteRev != 0 && kve.Revision() == wroteRev {
 		// Still our clean write: no one wrote after it, so no one's marker
 		// can have been deleted (and the entry needs no decoding).
-		return nil
+		return 0, nil
 	}
 	now, _, _, err := decodeFenced(key, kve)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if now.Dirty(field) {
 		return l.markDirty(ctx, key, now)
 	}
-	return nil
+	return 0, nil
 }
 
 // IngestResult is what folding one event did.
@@ -225,6 +271,9 @@ type IngestResult struct {
 	Key      string
 	Entry    Entry
 	Revision uint64
+	// Mark is the revision of the person's dirty marker after the fold (0:
+	// unknown, or clean): a push starting from the fold's entry passes it on.
+	Mark uint64
 	FoldResult
 }
 
@@ -261,7 +310,7 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 		}
 	}
 	var res FoldResult
-	key, e, rev, _, err := l.changeFrom(ctx, key, field, nil, known, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	w, err := l.changeFrom(ctx, key, field, nil, known, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			cur = Entry{Tenant: tenant}
 		}
@@ -269,6 +318,7 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 		res = r
 		return next, r.Changed, nil
 	})
+	key, e, rev, mark := w.key, w.entry, w.rev, w.mark
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("ingest %s into %s: %w", in.ID, key, err)
 	}
@@ -283,9 +333,10 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 			if err != nil {
 				return IngestResult{}, err
 			}
+			mark = 0
 		}
 	}
-	return IngestResult{Key: key, Entry: e, Revision: rev, FoldResult: res}, nil
+	return IngestResult{Key: key, Entry: e, Revision: rev, Mark: mark, FoldResult: res}, nil
 }
 
 // resolve finds the key of the person an event is about.
@@ -353,7 +404,7 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 		if src.MergedInto != "" {
 			return nil
 		}
-		if _, _, _, _, err := l.change(ctx, into, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+		if _, err := l.change(ctx, into, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 			if !exists {
 				cur = Entry{Tenant: src.Tenant}
 			}
@@ -376,7 +427,8 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 		if err != nil {
 			return fmt.Errorf("retire %s: %w", from, err)
 		}
-		return l.syncDirty(ctx, from, src, true, retired, retiredRev, field)
+		_, err = l.syncDirty(ctx, from, src, true, retired, retiredRev, field, 0)
+		return err
 	}
 	return fmt.Errorf("merge %s into %s: too much contention", from, into)
 }
@@ -384,22 +436,23 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 // Wrote records a write of Salesforce made from the entry read at readRev:
 // confirmed only if the entry has not moved since (see machine.go Wrote).
 func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write, field string) (Entry, error) {
-	_, e, _, _, err := l.change(ctx, key, field, nil, wroteAt(readRev, w, field))
-	return e, err
+	c, err := l.change(ctx, key, field, nil, wroteAt(readRev, w, field))
+	return c.entry, err
 }
 
-// WroteFrom is Wrote for a caller holding the entry it read at readRev
-// (the push's batch): the confirmation's compare-and-set starts from it,
-// without reading the entry again.
-func (l *Ledger) WroteFrom(ctx context.Context, key string, read Entry, readRev uint64, w Write, field string) (Entry, error) {
-	_, e, _, _, err := l.changeFrom(ctx, key, field, nil, &snapshot{entry: read, rev: readRev, exists: true}, wroteAt(readRev, w, field))
-	return e, err
+// WroteFrom is Wrote for a caller holding the entry its write was made
+// from (the push's batch): the confirmation's compare-and-set starts from
+// it, without reading the entry again, and a known marker goes without a
+// second look. It returns the entry as stored after.
+func (l *Ledger) WroteFrom(ctx context.Context, key string, read Snapshot, w Write, field string) (Snapshot, error) {
+	c, err := l.changeFrom(ctx, key, field, nil, &snapshot{Snapshot: read, exists: true}, wroteAt(read.Rev, w, field))
+	return Snapshot{Entry: c.entry, Rev: c.rev, Mark: c.mark}, err
 }
 
 // FencedWrote is Wrote for a fenced writer (the reconciler).
 func (l *Ledger) FencedWrote(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (Entry, error) {
-	_, e, _, _, err := l.change(ctx, key, field, &fence, wroteAt(readRev, w, field))
-	return e, err
+	c, err := l.change(ctx, key, field, &fence, wroteAt(readRev, w, field))
+	return c.entry, err
 }
 
 func wroteAt(readRev uint64, w Write, field string) transition {
@@ -417,8 +470,9 @@ func wroteAt(readRev uint64, w Write, field string) transition {
 // Attempted is what recording a write before making it came to.
 type Attempted struct {
 	Entry Entry
-	// Rev is the revision the write's confirmation is to be based on.
-	Rev uint64
+	// Rev is the revision the write's confirmation is to be based on, and
+	// Mark the person's dirty marker's as far as known (0: unknown).
+	Rev, Mark uint64
 	// Moved: the entry changed since it was read; nothing was recorded and
 	// the caller reads the person again.
 	Moved bool
@@ -431,20 +485,21 @@ type Attempted struct {
 func (a Attempted) Ok() bool { return !a.Moved && a.Held == nil }
 
 // Attempting records, before a write of Salesforce made from the entry
-// read at readRev, that the write may land, and takes its claim
-// (machine.go Attempt).
-func (l *Ledger) Attempting(ctx context.Context, key string, readRev uint64, w Write, field string) (Attempted, error) {
-	return l.attempting(ctx, key, nil, readRev, w, field)
+// read (read.Rev), that the write may land, and takes its claim
+// (machine.go Attempt). The compare-and-set starts from read.
+func (l *Ledger) Attempting(ctx context.Context, key string, read Snapshot, w Write, field string) (Attempted, error) {
+	return l.attempting(ctx, key, nil, &snapshot{Snapshot: read, exists: true}, read.Rev, w, field)
 }
 
-// FencedAttempting is Attempting for a fenced writer (the reconciler).
+// FencedAttempting is Attempting for a fenced writer (the reconciler),
+// which reads the entry again under its fence.
 func (l *Ledger) FencedAttempting(ctx context.Context, key string, fence, readRev uint64, w Write, field string) (Attempted, error) {
-	return l.attempting(ctx, key, &fence, readRev, w, field)
+	return l.attempting(ctx, key, &fence, nil, readRev, w, field)
 }
 
-func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, readRev uint64, w Write, field string) (Attempted, error) {
+func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, known *snapshot, readRev uint64, w Write, field string) (Attempted, error) {
 	var a Attempted
-	_, e, rev, _, err := l.change(ctx, key, field, fence, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+	c, err := l.changeFrom(ctx, key, field, fence, known, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
 		a.Moved, a.Held = false, nil
 		if !exists || r != readRev {
 			a.Moved = true
@@ -454,7 +509,7 @@ func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, read
 		a.Held = held
 		return next, changed, nil
 	})
-	a.Entry, a.Rev = e, rev
+	a.Entry, a.Rev, a.Mark = c.entry, c.rev, c.mark
 	if err != nil {
 		return a, fmt.Errorf("record the write of %s before making it: %w", key, err)
 	}
@@ -465,20 +520,20 @@ func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, read
 // moved since is left for the next round.
 func (l *Ledger) Observed(ctx context.Context, key string, readRev uint64, salesforceID, f string, value bool, field string) (Entry, error) {
 	now := l.now()
-	_, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
+	c, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, rev uint64) (Entry, bool, error) {
 		if !exists || rev != readRev {
 			return cur, false, nil
 		}
 		next, changed := Observed(cur, salesforceID, f, value, now, field)
 		return next, changed, nil
 	})
-	return e, err
+	return c.entry, err
 }
 
 // Failed records a failed write.
 func (l *Ledger) Failed(ctx context.Context, key string, f Failure, field string) (Entry, FailOutcome, error) {
 	var out FailOutcome
-	_, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	c, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			return cur, false, nil
 		}
@@ -492,19 +547,20 @@ func (l *Ledger) Failed(ctx context.Context, key string, f Failure, field string
 		out = o
 		return next, true, nil
 	})
-	return e, out, err
+	return c.entry, out, err
 }
 
 // FollowConversion points the person at the Contact its Lead became and
 // makes the Contact an alias of the person.
 func (l *Ledger) FollowConversion(ctx context.Context, key, leadID, contactID, field string) (Entry, error) {
-	key, e, _, _, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	c, err := l.change(ctx, key, field, nil, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			return cur, false, nil
 		}
 		next, changed := ConversionFollowed(cur, leadID, contactID, field)
 		return next, changed, nil
 	})
+	key, e := c.key, c.entry
 	if err != nil {
 		return e, err
 	}
@@ -519,14 +575,14 @@ func (l *Ledger) FollowConversion(ctx context.Context, key, leadID, contactID, f
 // by its lease. It reports whether the entry changed.
 func (l *Ledger) Learn(ctx context.Context, key string, fence uint64, o Observation, field string) (Entry, bool, error) {
 	tenantID, _, _ := strings.Cut(key, ".")
-	_, e, _, changed, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	c, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			cur = Entry{Tenant: tenantID}
 		}
 		next, changed := Learnt(cur, exists, o, field)
 		return next, changed, nil
 	})
-	return e, changed, err
+	return c.entry, c.changed, err
 }
 
 // DirtyItem is one member of the dirty set.
@@ -579,7 +635,8 @@ func (l *Ledger) MarkDirtyIfNeeded(ctx context.Context, key string, e Entry, fie
 	if !e.Dirty(field) {
 		return nil
 	}
-	return l.markDirty(ctx, key, e)
+	_, err := l.markDirty(ctx, key, e)
+	return err
 }
 
 // Forget removes a clean person from the dirty set (a stale marker).
@@ -588,7 +645,8 @@ func (l *Ledger) Forget(ctx context.Context, key, field string) error {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	return l.syncDirty(ctx, key, Entry{}, false, e, rev, field)
+	_, err = l.syncDirty(ctx, key, Entry{}, false, e, rev, field, 0)
+	return err
 }
 
 // isConflict recognises a lost compare-and-set: ErrKeyRevisionMismatch from
@@ -609,12 +667,12 @@ func isConflict(err error) bool {
 // read from Salesforce, and returns the entry and its revision after.
 func (l *Ledger) FencedObserved(ctx context.Context, key string, fence uint64, salesforceID, f string, value bool, field string) (Entry, uint64, error) {
 	now := l.now()
-	_, e, rev, _, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	c, err := l.change(ctx, key, field, &fence, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			return cur, false, nil
 		}
 		next, changed := Observed(cur, salesforceID, f, value, now, field)
 		return next, changed, nil
 	})
-	return e, rev, err
+	return c.entry, c.rev, err
 }

@@ -19,6 +19,9 @@ const (
 	std     = tenant.StandardField
 	sales   = tenant.DefaultCustomField
 	contact = "003RO0000035WQgYAM"
+	// otherContact is a second person's record.
+	otherContact = "003RO0000035WQhYAM"
+	thirdContact = "003RO0000035WQiYAM"
 )
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -386,7 +389,8 @@ func TestWroteFromAStaleReadIsNoConfirmation(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
-	e, err := l.WroteFrom(ctx, res.Key, read, readRev, w, std)
+	at, err := l.WroteFrom(ctx, res.Key, ledger.Snapshot{Entry: read, Rev: readRev}, w, std)
+	e := at.Entry
 	if err != nil || e.Confirmed != nil || !e.Dirty(std) {
 		t.Fatalf("stale read: %+v %v; want Salesforce's value unknown and the person still dirty", e, err)
 	}
@@ -394,12 +398,76 @@ func TestWroteFromAStaleReadIsNoConfirmation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err = l.WroteFrom(ctx, res.Key, read, readRev, w, std)
+	at, err = l.WroteFrom(ctx, res.Key, ledger.Snapshot{Entry: read, Rev: readRev}, w, std)
+	e = at.Entry
 	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != ledger.StateSynced {
 		t.Fatalf("current read: %+v %v; want confirmed and synced", e, err)
 	}
 	var dirty []string
 	if err := l.Dirty(ctx, "acme", func(d ledger.DirtyItem) { dirty = append(dirty, d.Key) }); err != nil || len(dirty) != 0 {
 		t.Fatalf("dirty set %v (%v); want empty after the confirmation", dirty, err)
+	}
+}
+
+// A writer that knows the revision of the person's dirty marker (the fold
+// that put it hands it to the push) removes it after a confirmation; and
+// when another writer has put it again since, the confirmation still
+// leaves the dirty set holding exactly the persons with a write due.
+func TestAConfirmationRemovesTheMarker(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	dirtyKeys := func() []string {
+		t.Helper()
+		var keys []string
+		if err := l.Dirty(ctx, "acme", func(d ledger.DirtyItem) { keys = append(keys, d.Key) }); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	w := ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
+
+	a, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	if err != nil || a.Mark == 0 {
+		t.Fatalf("ingest: mark %d, %v; want the marker's revision", a.Mark, err)
+	}
+	at, err := l.WroteFrom(ctx, a.Key, ledger.Snapshot{Entry: a.Entry, Rev: a.Revision, Mark: a.Mark}, w, std)
+	if e := at.Entry; err != nil || e.State != ledger.StateSynced {
+		t.Fatalf("confirm: %+v %v; want synced", e, err)
+	}
+	if keys := dirtyKeys(); len(keys) != 0 {
+		t.Fatalf("dirty set %v after confirming with the known marker; want empty", keys)
+	}
+
+	// Another writer puts b's marker again after the fold's put.
+	b, err := l.Ingest(ctx, "acme", ev("b", ledger.OptOut, t0, "sc-b", otherContact), std)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkDirtyIfNeeded(ctx, b.Key, b.Entry, std); err != nil {
+		t.Fatal(err)
+	}
+	wb := ledger.Write{SalesforceID: otherContact, Field: std, Value: true, At: t0, OK: true}
+	if at, err := l.WroteFrom(ctx, b.Key, ledger.Snapshot{Entry: b.Entry, Rev: b.Revision, Mark: b.Mark}, wb, std); err != nil || at.Entry.State != ledger.StateSynced {
+		t.Fatalf("confirm b: %+v %v; want synced", at.Entry, err)
+	}
+	if keys := dirtyKeys(); len(keys) != 0 {
+		t.Fatalf("dirty set %v after confirming a person whose marker was put again; want empty", keys)
+	}
+
+	// A newer opt-out folded after the push read c: the confirmation of
+	// the older read is stale and c stays dirty, marker and all.
+	c, err := l.Ingest(ctx, "acme", ev("c", ledger.OptOut, t0, "sc-c", thirdContact), std)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Ingest(ctx, "acme", ev("c2", ledger.OptOut, t0.Add(time.Minute), "sc-c", thirdContact), std); err != nil {
+		t.Fatal(err)
+	}
+	wc := ledger.Write{SalesforceID: thirdContact, Field: std, Value: true, At: t0, OK: true}
+	if at, err := l.WroteFrom(ctx, c.Key, ledger.Snapshot{Entry: c.Entry, Rev: c.Revision, Mark: c.Mark}, wc, std); err != nil || !at.Entry.Dirty(std) {
+		t.Fatalf("stale confirm of c: %+v %v; want c still dirty", at.Entry, err)
+	}
+	if keys := dirtyKeys(); len(keys) != 1 || keys[0] != c.Key {
+		t.Fatalf("dirty set %v; want exactly %s", keys, c.Key)
 	}
 }

@@ -25,8 +25,8 @@ import (
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
 // ingest folds one message into the ledger and returns the person's key
-// when a write is due.
-func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string) {
+// and entry as folded when a write is due.
+func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string, at ledger.Snapshot) {
 	s := r.svc
 	ctx, span := natsx.StartProcessSpan(ctx, msg, r.consumer)
 	defer span.End()
@@ -41,35 +41,35 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string)
 		r.log.Error().Ctx(ctx).Err(err).Str("subject", msg.Subject()).Uint64("stream_seq", streamSeq(msg)).
 			Msg("invalid event could not be copied to the DLQ; it stays only in the events stream (termed, until its MaxAge)")
 		s.Metrics.deadLetterUnwritable(r.tenant, "invalid")
-		return
+		return "", at
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "ingest failed")
 		r.log.Warn().Ctx(ctx).Err(err).Msg("ingest failed; the event will be redelivered")
-		return ""
+		return "", at
 	case res.Rejected != nil:
 		span.SetStatus(codes.Error, string(event.CodeOf(res.Rejected)))
 		span.SetAttributes(attribute.String("optout.outcome", "dead-lettered: "+string(event.CodeOf(res.Rejected))))
 		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
 		s.Metrics.deadLettered(r.tenant, "invalid")
-		return ""
+		return "", at
 	}
 	target := targetOf(s.settings(r.tenant).TargetField())
 	s.Metrics.stage(StageFold, target, time.Since(received))
-	if res.Changed && res.Entry.LastEvent != nil {
-		s.Metrics.stage(StageArrive, target, received.Sub(res.Entry.LastEvent.OccurredAt))
+	if res.Changed && res.At.Entry.LastEvent != nil {
+		s.Metrics.stage(StageArrive, target, received.Sub(res.At.Entry.LastEvent.OccurredAt))
 	}
 	if res.Clamped {
 		s.Metrics.clamped(r.tenant)
 	}
-	if res.Changed && res.Entry.State == ledger.StateParked {
+	if res.Changed && res.At.Entry.State == ledger.StateParked {
 		s.Metrics.parked(r.tenant)
 	}
-	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.Entry.State)))
+	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.At.Entry.State)))
 	if res.Dirty {
-		return res.Key
+		return res.Key, res.At
 	}
-	return ""
+	return "", at
 }
 
 // dispatch takes batches of dirty persons while the tenant may push, and
@@ -131,6 +131,7 @@ type person struct {
 	key   string
 	entry ledger.Entry
 	rev   uint64
+	mark  uint64 // the dirty marker's revision (0: unknown)
 	value bool
 	ctx   context.Context // the deciding event's trace
 	// claim is the batch's claim on the person, taken with its Attempt
@@ -246,13 +247,25 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 	s := r.svc
 	out := make([]*person, len(keys))
 	each(keys, func(i int, key string) {
-		key, e, rev, err := s.Ledger.Person(ctx, key)
-		if err != nil {
-			if !errors.Is(err, ledger.ErrNotFound) {
-				r.log.Warn().Err(err).Msg("reading a person failed; retried by the sweep")
+		at, ok := r.seen.take(key)
+		if !ok {
+			queued := key
+			var err error
+			if key, at.Entry, at.Rev, err = s.Ledger.Person(ctx, key); err != nil {
+				if !errors.Is(err, ledger.ErrNotFound) {
+					r.log.Warn().Err(err).Msg("reading a person failed; retried by the sweep")
+				}
+				return
 			}
-			return
+			if key != queued {
+				// A retired entry's marker (put by a writer racing the
+				// merge): never dirty again, so no later write removes it.
+				if err := s.Ledger.Forget(ctx, queued, field); err != nil {
+					r.log.Warn().Err(err).Msg("clearing a merged entry's dirty marker failed")
+				}
+			}
 		}
+		e := at.Entry
 		value, write := e.Target(field)
 		if !write {
 			// A stale marker (another replica pushed it, or it settled).
@@ -273,14 +286,14 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 			r.q.AddAfter(key, held.Until.Sub(now))
 			return
 		}
-		out[i] = &person{key: key, entry: e, rev: rev, value: value, ctx: traceContext(ctx, e.TraceParent)}
+		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, value: value, ctx: traceContext(ctx, e.TraceParent)}
 	})
 	kept := out[:0]
-	seen := map[string]bool{}
+	once := map[string]bool{}
 	for _, p := range out {
 		// Two keys of one batch may lead to one person (a merge): write it once.
-		if p != nil && !seen[p.key] {
-			seen[p.key] = true
+		if p != nil && !once[p.key] {
+			once[p.key] = true
 			kept = append(kept, p)
 		}
 	}
@@ -354,6 +367,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 				if _, err := r.svc.Ledger.Observed(ctx, p.key, p.rev, p.entry.SalesforceID, field, true, field); err != nil {
 					r.log.Warn().Err(err).Msg("recording a value found in Salesforce failed")
 				}
+				r.seen.forget(p.key)
 				r.q.Add(p.key) // looked at again: settled, or moved meanwhile
 				return
 			}
@@ -378,7 +392,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 // holds it, or the ledger failed).
 func (r *runner) attempting(ctx context.Context, p *person, field string, claim *ledger.Claim) bool {
 	now := r.svc.Now()
-	a, err := r.svc.Ledger.Attempting(ctx, p.key, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, field)
+	a, err := r.svc.Ledger.Attempting(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, field)
 	switch {
 	case err != nil:
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
@@ -391,8 +405,12 @@ func (r *runner) attempting(ctx context.Context, p *person, field string, claim 
 		r.q.AddAfter(p.key, a.Held.Until.Sub(now))
 		return false
 	}
-	p.entry, p.rev, p.claim = a.Entry, a.Rev, claim
+	p.entry, p.rev, p.mark, p.claim = a.Entry, a.Rev, a.Mark, claim
 	return true
+}
+
+func (p *person) snapshot() ledger.Snapshot {
+	return ledger.Snapshot{Entry: p.entry, Rev: p.rev, Mark: p.mark}
 }
 
 // attemptAll records every sales-field write before it is made and takes
@@ -421,14 +439,16 @@ func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
-	e, err := s.Ledger.WroteFrom(ctx, p.key, p.entry, p.rev, ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}, field)
+	at, err := s.Ledger.WroteFrom(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}, field)
 	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
 		r.q.AddAfter(p.key, s.backoff(1))
 		return
 	}
+	e := at.Entry
 	if e.Dirty(field) {
+		r.seen.remember(p.key, at)
 		r.q.Add(p.key)
 		return
 	}
@@ -457,6 +477,7 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 	if errors.As(cause, &sfErr) && sfErr.RetryAfter > wait {
 		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
 	}
+	defer r.seen.forget(p.key) // the entry moved past any hint
 	e, out, err := s.Ledger.Failed(ctx, p.key, ledger.Failure{
 		Write:     ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, Claim: p.claim},
 		Permanent: class == salesforce.PermanentRecord, Err: oneLine(cause.Error()),
@@ -514,6 +535,7 @@ func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, fi
 	if _, err := r.svc.Ledger.FollowConversion(ctx, p.key, leadID, contactID, field); err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a Lead conversion failed; retried")
 	}
+	r.seen.forget(p.key)
 	r.q.Add(p.key)
 }
 

@@ -299,6 +299,14 @@ func (s *stack) settleOrReport(within time.Duration) {
 				state = append(state, fmt.Sprintf("%s: %d undelivered, %d unacked, %d dirty", tn, undelivered, ack, dirty))
 			}
 			if now.After(deadline) {
+				// What holds each dirty person, for the failure's reader.
+				for _, tn := range []string{"acme", "globex"} {
+					_ = s.ledger.Dirty(s.ctx, tn, func(d ledger.DirtyItem) {
+						e, rev, err := s.ledger.Get(s.ctx, d.Key)
+						s.t.Logf("dirty %s (next attempt %s): rev %d, %v: wants %v, state %s (%s), field %s confirmed %v set by us %v, writing %+v, retry %+v",
+							d.Key, d.NextAttempt, rev, err, e.OptedOut, e.State, e.Reason, e.Field, e.Confirmed != nil && *e.Confirmed, e.SetByUs, e.Writing, e.Retry)
+					})
+				}
 				s.t.Fatalf("not settled after %s: %s", within, strings.Join(state, "; "))
 			}
 			s.t.Logf("settling: %s", strings.Join(state, "; "))

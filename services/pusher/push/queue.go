@@ -9,7 +9,8 @@ import (
 // client-go workqueue semantics: fair (FIFO), stingy (a key waiting is held
 // once however often it is added) and a key added while it is being
 // processed is processed again after Done. Items are ledger keys, never
-// snapshots: the push reads the person's current entry.
+// snapshots: the push writes the person's entry as stored (seen.go keeps a
+// hint of it, which every write checks by compare-and-set).
 type queue struct {
 	// takeMu lets one Take at a time wait and linger, so concurrent push
 	// loops fill batches one after another instead of splitting one.

@@ -232,7 +232,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 }
 
 func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, consumer: s.Topology.PusherConsumer(), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue()}
+	return &runner{svc: s, tenant: t, consumer: s.Topology.PusherConsumer(), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen()}
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -252,6 +252,7 @@ type runner struct {
 	log      zerolog.Logger
 	br       breaker
 	q        *queue
+	seen     *seen
 	// folding counts the tenant's events delivered and not yet folded.
 	folding atomic.Int64
 	// arrived is when the tenant's last event reached the puller, and
@@ -348,11 +349,12 @@ func (s *Service) pullOnce(ctx context.Context) error {
 		wg.Go(func() {
 			defer func() { <-s.folds }()
 			// A message in hand is settled even when shutdown starts.
-			key := r.ingest(context.WithoutCancel(ctx), msg)
+			key, at := r.ingest(context.WithoutCancel(ctx), msg)
 			// Folded before queued, so a Take that sees the key also sees
 			// whether more are coming.
 			r.folding.Add(-1)
 			if key != "" {
+				r.seen.remember(key, at)
 				r.q.Add(key)
 			}
 		})

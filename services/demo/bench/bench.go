@@ -100,6 +100,9 @@ func (o *Options) defaults() {
 const (
 	emailTenant = "tremail"
 	salesTenant = "trsales"
+	// loneTenant publishes one opt-out as the burst's publish ends: how
+	// long it waits behind the burst is the head-of-line cost.
+	loneTenant = "lone"
 )
 
 // Run performs every scenario and writes the report.
@@ -396,6 +399,23 @@ func scanConfirmed(ctx context.Context, l *ledger.Ledger, tenants []string) (lat
 		}
 	}
 	return lat, last, n, nil
+}
+
+// confirmedAfter is how long after its deciding event the opt-out of
+// record id was confirmed.
+func confirmedAfter(ctx context.Context, l *ledger.Ledger, tenant, id string) (time.Duration, error) {
+	var d time.Duration
+	found := false
+	err := l.Scan(ctx, tenant, func(it ledger.ScanItem) error {
+		if e := it.Entry; e.SalesforceID == id && confirmedOptOut(e) {
+			d, found = e.ConfirmedAt.Sub(e.DecidedAt), true
+		}
+		return nil
+	}, nil)
+	if err == nil && !found {
+		err = fmt.Errorf("%s's opt-out of %s is not confirmed", tenant, id)
+	}
+	return d, err
 }
 
 // fetchTo saves what url answers into path.

@@ -25,7 +25,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	for i := range burst {
 		burst[i] = fmt.Sprintf("burst%02d", i)
 	}
-	tenants := append(append([]string{}, burst...), emailTenant, salesTenant)
+	tenants := append(append([]string{}, burst...), emailTenant, salesTenant, loneTenant)
 	// One burst tenant writes the sales field (a check read precedes its
 	// writes), as one of the two trickle tenants does.
 	sales := map[string]bool{burst[0]: true, salesTenant: true}
@@ -49,13 +49,16 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	}
 
 	// Records: one per burst opt-out plus one warm-up per tenant.
-	var warm, burstItems, emailItems, salesItems []PubItem
+	var warm, burstItems, emailItems, salesItems, loneItems []PubItem
 	per := o.Total / o.Tenants
 	trickleN := o.TrickleRate * int(o.TrickleDuration.Seconds())
 	for _, t := range tenants {
 		n := per
-		if t == emailTenant || t == salesTenant {
+		switch t {
+		case emailTenant, salesTenant:
 			n = trickleN
+		case loneTenant:
+			n = 1
 		}
 		recs, err := e.sb.seed(ctx, t, n+1)
 		if err != nil {
@@ -70,6 +73,8 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 			emailItems = items(t, recs[1:])
 		case salesTenant:
 			salesItems = items(t, recs[1:])
+		case loneTenant:
+			loneItems = items(t, recs[1:])
 		default:
 			burstItems = append(burstItems, items(t, recs[1:])...)
 		}
@@ -142,6 +147,9 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 		return err
 	}
 	rep.burstPublish = res
+	if _, _, err := e.publish(ctx, "lone", loneItems, 0); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(10 * time.Minute)
 	// Polled twice a second: the drain's end comes from the ledger itself
 	// (scanConfirmed), and a scrape costs the pusher CPU.
@@ -150,7 +158,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 		if err != nil {
 			return err
 		}
-		if n-pushed0 >= float64(len(burstItems)) {
+		if n-pushed0 >= float64(len(burstItems)+len(loneItems)) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -187,6 +195,9 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	rep.burstConfirmed = n - o.Tenants
 	rep.burstLat = lat
 	rep.drain = last.Sub(res.Start)
+	if rep.lone, err = confirmedAfter(ctx, e.ledger, loneTenant, loneItems[0].ID); err != nil {
+		return err
+	}
 	if err := <-pprofPusher; err == nil {
 		rep.pusherTop = pprofTop(ctx, pusherProf, 30, "-cum")
 	} else {

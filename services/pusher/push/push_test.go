@@ -283,3 +283,35 @@ func TestAFirstLinkHonoursAnOptOutLearntFromSalesforce(t *testing.T) {
 		t.Error("Salesforce opt-out cleared")
 	}
 }
+
+// An opt-out held back (here: no credentials) is pushed from the ledger as
+// it is when the tenant recovers, not as its fold left it: a newer clear of
+// Email Opt Out learnt from Salesforce meanwhile outranks it, and writing
+// the fold's true would revert that person's own change in Salesforce.
+func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	restore := s.dropCreds("acme")
+	s.start(fastConfig())
+	c := s.seed("acme", "Contact")
+	t1 := time.Now().Add(-time.Hour).UTC()
+	s.publish("acme", "sc-held", sfID(c), at(t1))
+	s.eventually("folded", 10*time.Second, func() bool { return s.drained("acme") })
+	t2 := t1.Add(30 * time.Minute)
+	if _, _, err := s.ledger.Learn(s.ctx, ledger.Key("acme", "sc-held", ""), 1, ledger.Observation{EventID: "reconcile-clear", SalesforceID: c,
+		ObjectType: "Contact", Field: std, Value: false, At: t2, Now: t2}, std); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.entry("acme", "sc-held"); e.Dirty(std) {
+		t.Fatalf("entry = %+v; want the newer clear to leave nothing to write", e)
+	}
+	// Past a fold's hint's freshness (5 s), as a recovering tenant is.
+	time.Sleep(6 * time.Second)
+	restore()
+	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
+	time.Sleep(time.Second) // a write in flight would land by now
+	if s.optedOut("acme", c, std) || s.collectionCalls("acme") != 0 {
+		t.Fatalf("Email Opt Out = %v after %d update calls; want the person's newer clear left alone, no write",
+			s.optedOut("acme", c, std), s.collectionCalls("acme"))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,6 +121,21 @@ func (n *natsProc) connz(ctx context.Context) (map[string]connMsgs, error) {
 type rawRates struct {
 	output                     string
 	pub, consume, kvPut, kvGet float64
+	// pubRuns and consumeRuns are every round's rates: pub and consume are
+	// their medians, since one round on a shared machine can be off by half.
+	pubRuns, consumeRuns []float64
+}
+
+// rawRounds is how many times the publish and consume rates are measured.
+const rawRounds = 3
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 var rateRe = regexp.MustCompile(`([0-9,]+) msgs/sec`)
@@ -179,16 +195,23 @@ func natsBench(ctx context.Context, cli, url string, msgs, size int) (rawRates, 
 	const stream = "optout_bench_raw"
 	n := strconv.Itoa(msgs)
 	sz := strconv.Itoa(size)
-	steps := []struct {
+	type step struct {
 		args []string
 		rate *float64
-	}{
-		{[]string{"bench", "js", "pub", "async", "optout.bench.raw", "--create", "--storage", "file", "--purge", "--stream", stream, "--msgs", n, "--size", sz, "--no-progress"}, &out.pub},
-		{[]string{"bench", "js", "consume", "--stream", stream, "--msgs", n, "--size", sz, "--no-progress"}, &out.consume},
+	}
+	// Each round publishes afresh (--purge), so each consume reads n.
+	pubs, consumes := make([]float64, rawRounds), make([]float64, rawRounds)
+	var steps []step
+	for i := range rawRounds {
+		steps = append(steps,
+			step{[]string{"bench", "js", "pub", "async", "optout.bench.raw", "--create", "--storage", "file", "--purge", "--stream", stream, "--msgs", n, "--size", sz, "--no-progress"}, &pubs[i]},
+			step{[]string{"bench", "js", "consume", "--stream", stream, "--msgs", n, "--size", sz, "--no-progress"}, &consumes[i]})
+	}
+	steps = append(steps, []step{
 		{[]string{"kv", "add", "optout_bench_kv", "--storage", "file", "--history", "1"}, nil},
 		{[]string{"bench", "kv", "put", "--bucket", "optout_bench_kv", "--storage", "file", "--clients", "16", "--msgs", "40000", "--size", "1000", "--no-progress"}, &out.kvPut},
 		{[]string{"bench", "kv", "get", "--bucket", "optout_bench_kv", "--clients", "16", "--msgs", "40000", "--size", "1000", "--no-progress"}, &out.kvGet},
-	}
+	}...)
 	var firstErr error
 	for _, s := range steps {
 		o, err := run(s.args...)
@@ -203,6 +226,8 @@ func natsBench(ctx context.Context, cli, url string, msgs, size int) (rawRates, 
 	}
 	_, _ = run("stream", "rm", "-f", stream)
 	_, _ = run("kv", "del", "-f", "optout_bench_kv")
+	out.pubRuns, out.consumeRuns = pubs, consumes
+	out.pub, out.consume = median(pubs), median(consumes)
 	return out, firstErr
 }
 

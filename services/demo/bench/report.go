@@ -197,7 +197,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| publish (async): all sent / all acknowledged | %s / %s (%.0f/s) |\n", r.burstPublish.Sent.Round(time.Millisecond), r.burstPublish.Acked.Round(time.Millisecond), float64(r.burstPublish.Published)/r.burstPublish.Acked.Seconds())
 	fmt.Fprintf(&b, "| drain: first publish to last confirmation in the ledger | %s |\n", r.drain.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| drain rate | %.0f opt-outs/s |\n", rate)
-	fmt.Fprintf(&b, "| raw consume rate (`nats bench js consume`, same server) | %.0f msgs/s |\n", r.raw.consume)
+	fmt.Fprintf(&b, "| raw consume rate (`nats bench js consume`, same server; median of %d rounds: %s) | %.0f msgs/s |\n", len(r.raw.consumeRuns), rates(r.raw.consumeRuns), r.raw.consume)
 	fmt.Fprintf(&b, "| confirmed in the ledger | %d of %d |\n", r.burstConfirmed, r.burstN)
 	fmt.Fprintf(&b, "| Salesforce write calls (sObject Collections updates) | %d (%.4f per opt-out; at least %d) |\n", r.burstCalls.Writes, calls, (r.burstN+199)/200)
 	fmt.Fprintf(&b, "| Salesforce reads (the sales-field tenant's check) / all API calls | %d / %d |\n", r.burstCalls.Reads, r.burstCalls.API)
@@ -407,3 +407,15 @@ What would move the rate further (not done here):
   the pusher's CPU in (d).
 
 `
+
+// rates lists measured rates, as "a, b and c msgs/s".
+func rates(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "") + " msgs/s"
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1] + " msgs/s"
+}

@@ -28,7 +28,7 @@ const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 // and entry as folded when a write is due.
 func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string, at ledger.Snapshot) {
 	s := r.svc
-	ctx, span := natsx.StartProcessSpan(ctx, msg, r.consumer)
+	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.PusherConsumer())
 	defer span.End()
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
 	received := time.Now()

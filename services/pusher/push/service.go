@@ -232,7 +232,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 }
 
 func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, consumer: s.Topology.PusherConsumer(), log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen()}
+	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen()}
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -246,13 +246,12 @@ type breaker struct {
 // runner pushes one tenant, and folds the events the replica's puller
 // hands it.
 type runner struct {
-	svc      *Service
-	tenant   string
-	consumer string // the consumer its events come from (for traces)
-	log      zerolog.Logger
-	br       breaker
-	q        *queue
-	seen     *seen
+	svc    *Service
+	tenant string
+	log    zerolog.Logger
+	br     breaker
+	q      *queue
+	seen   *seen
 	// folding counts the tenant's events delivered and not yet folded.
 	folding atomic.Int64
 	// arrived is when the tenant's last event reached the puller, and

@@ -1,8 +1,10 @@
 // Package ingest folds opt-out events into the ledger: decode, fold into
 // the person's entry (compare-and-set), ack. From the ack on the ledger, not
 // the events stream, holds the event, so nothing ages out while a tenant
-// waits. The pusher ingests continuously; the reconciler drains what is
-// still waiting before a run, through the same code.
+// waits. The pusher ingests continuously, and may hold an event that left
+// its person dirty unacked until it has pushed the person (Result.Held);
+// the reconciler drains what is still waiting before a run, through the
+// same code.
 package ingest
 
 import (
@@ -48,6 +50,9 @@ type Result struct {
 	Clamped  bool
 	Changed  bool
 	Rejected error // the event was invalid and is in the DLQ
+	// Held: the message is left unacked for the caller to settle, which
+	// owes the person's push (ledger.Snapshot.Held; At.Held is set).
+	Held bool
 }
 
 func (in *Ingester) now() time.Time {
@@ -62,8 +67,13 @@ func (in *Ingester) now() time.Time {
 // delay and the error returned. An invalid event whose DLQ copy cannot be
 // written is termed, not redelivered, and the error (an
 // natsx.ErrDeadLetterUnwritable) is for the caller to report.
-func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg) (Result, error) {
-	res, letter, err := in.fold(ctx, tenant, msg)
+//
+// With hold, an event that leaves its person dirty is folded without a
+// dirty marker and left unacked (Result.Held): the caller acks it once a
+// write has left the person clean, or after ledger.MarkHeld; if the caller
+// dies first, the redelivery folds it again (a no-op) and it is held anew.
+func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, error) {
+	res, letter, err := in.fold(ctx, tenant, msg, hold)
 	switch {
 	case letter != nil:
 		if werr := in.DLQ.Write(ctx, *letter); werr != nil {
@@ -82,6 +92,9 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 		_ = msg.NakWithDelay(time.Second)
 		return Result{}, err
 	}
+	if res.Held {
+		return res, nil
+	}
 	// The effect is durable; a lost ack is an idempotent redelivery.
 	_ = msg.Ack()
 	return res, nil
@@ -90,7 +103,7 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 // fold decodes msg and folds it into the ledger without settling it. An
 // invalid event comes back as Result.Rejected with the dead letter to
 // write.
-func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg) (Result, *natsx.Letter, error) {
+func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, *natsx.Letter, error) {
 	md, mdErr := msg.Metadata()
 	// The canonical subject: a namespace prefixes the stored one.
 	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
@@ -107,12 +120,17 @@ func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg) 
 		input.StoredAt = md.Timestamp
 	}
 	field := in.Field(tenant)
-	res, err := in.Ledger.Ingest(ctx, tenant, input, field)
+	ingestFn := in.Ledger.Ingest
+	if hold {
+		ingestFn = in.Ledger.IngestHeld
+	}
+	res, err := ingestFn(ctx, tenant, input, field)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
 	}
-	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Revision, Mark: res.Mark},
-		Dirty: res.Entry.Dirty(field), Clamped: res.Clamped, Changed: res.Changed}, nil, nil
+	dirty := res.Entry.Dirty(field)
+	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Revision, Mark: res.Mark, Held: hold && dirty},
+		Dirty: dirty, Clamped: res.Clamped, Changed: res.Changed, Held: hold && dirty}, nil, nil
 }
 
 // Input is what the state machine needs of a decoded event.
@@ -223,7 +241,7 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 				done = true // stored after the drain began: the pusher's
 				continue
 			}
-			res, _, err := in.fold(ctx, tenant, msg)
+			res, _, err := in.fold(ctx, tenant, msg, false)
 			if err != nil {
 				return d, fmt.Errorf("drain %s: %w", tenant, err)
 			}

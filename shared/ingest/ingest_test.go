@@ -145,7 +145,7 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 		t.Fatalf("the pusher fetched %d events; want 3", len(held))
 	}
 	// a1 settled by the pusher; g1 and a2 delivered, not acked.
-	if _, err := f.in.Handle(f.ctx, "acme", held[0]); err != nil {
+	if _, err := f.in.Handle(f.ctx, "acme", held[0], false); err != nil {
 		t.Fatal(err)
 	}
 	floor, delivered, ackPending, pending := f.pusherState()
@@ -200,7 +200,7 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 	for _, m := range held[1:] {
 		tn, _ := f.p.Topology.TenantFromEventsSubject(m.Subject())
 		if tn == "acme" {
-			if res, err := f.in.Handle(f.ctx, tn, m); err != nil || res.Changed {
+			if res, err := f.in.Handle(f.ctx, tn, m, false); err != nil || res.Changed {
 				t.Errorf("the pusher's fold of a2 after the drain: changed %v, %v; want no change", res.Changed, err)
 			}
 		} else {
@@ -216,7 +216,7 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 		if tn != "acme" {
 			continue
 		}
-		if res, err := f.in.Handle(f.ctx, tn, m); err != nil || res.Changed {
+		if res, err := f.in.Handle(f.ctx, tn, m, false); err != nil || res.Changed {
 			t.Errorf("the pusher's fold of %s after the drain: changed %v, %v; want no change", m.Subject(), res.Changed, err)
 		}
 	}
@@ -259,5 +259,93 @@ func TestDrainWithoutAPusherFoldsEveryStoredEvent(t *testing.T) {
 	}
 	if d, err := f.in.Drain(f.ctx, f.p.JS, "nobody", nil); err != nil || d != (ingest.Drained{}) {
 		t.Errorf("drain of a tenant without events = %+v, %v", d, err)
+	}
+}
+
+// TestAHeldEventOwesThePushUntilSettled: folded with hold, an opt-out that
+// leaves its person dirty puts no dirty marker and stays unacked, so if
+// its holder dies it comes back (a no-op refold, held again) until a
+// holder settles it; one folded without hold is marked and acked at once.
+// An event that leaves its person clean is acked whatever the hold.
+func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	topo := f.p.Topology
+	topo.PusherAckWait = time.Second
+	pusher, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	optOut := &optoutv1.OptOutEvent{EventId: "a1", TenantId: "acme", Action: optoutv1.Action_UNSUBSCRIBE,
+		Person:     &optoutv1.Person{SalesConnectId: "sc-1", SalesforceId: "003000000000001AAA", ObjectType: optoutv1.ObjectType_CONTACT},
+		OccurredAt: timestamppb.New(time.Now().Add(-time.Minute))}
+	resub := &optoutv1.OptOutEvent{EventId: "r1", TenantId: "acme", Action: optoutv1.Action_RESUBSCRIBE,
+		Person:     &optoutv1.Person{SalesConnectId: "sc-2", SalesforceId: "003000000000002AAA", ObjectType: optoutv1.ObjectType_CONTACT},
+		OccurredAt: timestamppb.New(time.Now().Add(-time.Minute))}
+	for _, ev := range []*optoutv1.OptOutEvent{optOut, resub} {
+		data, ctype, err := event.Encode(ev, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(topo.EventsSubject("acme"))
+		m.Header.Set(event.HeaderContentType, ctype)
+		m.Data = data
+		f.store(m)
+	}
+	next := func(want string) jetstream.Msg {
+		t.Helper()
+		batch, err := pusher.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			return m
+		}
+		t.Fatalf("no delivery of the %s", want)
+		return nil
+	}
+	markers := func() int {
+		n := 0
+		if err := f.l.Dirty(f.ctx, "acme", func(ledger.DirtyItem) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	res, err := f.in.Handle(f.ctx, "acme", next("opt-out"), true)
+	if err != nil || !res.Held || !res.At.Held || !res.Dirty || !res.Changed {
+		t.Fatalf("held fold of the opt-out: %+v, %v; want it folded, dirty and held", res, err)
+	}
+	if n := markers(); n != 0 {
+		t.Fatalf("%d dirty markers after a held fold; want none (the unacked event owes the push)", n)
+	}
+	res, err = f.in.Handle(f.ctx, "acme", next("resubscribe"), true)
+	if err != nil || res.Held || res.Dirty {
+		t.Fatalf("held fold of a resubscribe that leaves the person clean: %+v, %v; want it acked, not held", res, err)
+	}
+	if _, _, ackPending, _ := f.pusherState(); ackPending != 1 {
+		t.Fatalf("%d events unacked; want the opt-out alone", ackPending)
+	}
+
+	// Its holder died: after AckWait the opt-out comes back, is folded
+	// again without effect, and is held again.
+	res, err = f.in.Handle(f.ctx, "acme", next("opt-out's redelivery"), true)
+	if err != nil || !res.Held || res.Changed {
+		t.Fatalf("held refold of the redelivery: %+v, %v; want a held no-op", res, err)
+	}
+	if e, _, _ := f.l.Get(f.ctx, ledger.Key("acme", "sc-1", "")); len(e.RecentEvents) != 1 || markers() != 0 {
+		t.Fatalf("after the redelivery: %d events applied, %d markers; want 1 and none", len(e.RecentEvents), markers())
+	}
+
+	// A holder without room folds the next redelivery with its marker.
+	res, err = f.in.Handle(f.ctx, "acme", next("opt-out's second redelivery"), false)
+	if err != nil || res.Held {
+		t.Fatalf("fold without hold: %+v, %v; want it acked", res, err)
+	}
+	if n := markers(); n != 1 {
+		t.Fatalf("%d dirty markers after the fold without hold; want the person's", n)
+	}
+	if _, _, ackPending, _ := f.pusherState(); ackPending != 0 {
+		t.Fatalf("%d events unacked; want none", ackPending)
 	}
 }

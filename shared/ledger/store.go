@@ -99,16 +99,23 @@ type written struct {
 // and keeps the dirty set in step. With a writer fence it refuses an entry
 // stamped with a larger one and stamps its own.
 func (l *Ledger) change(ctx context.Context, key string, field string, writerFence *uint64, t transition) (written, error) {
-	return l.changeFrom(ctx, key, field, writerFence, nil, t)
+	return l.changeFrom(ctx, key, field, writerFence, nil, false, t)
 }
 
 // Snapshot is an entry as a writer last saw it: at Rev, with the person's
 // dirty marker at revision Mark (0: unknown). Writes that start from one
 // still compare-and-set on Rev, so a snapshot that has moved costs a read,
 // never a wrong write; Mark lets a write skip the marker's round trips.
+//
+// Held says the writer holds an event of the person unacked, and settles it
+// only once a write leaves the person clean or after MarkHeld: until then
+// the event, redelivered if the writer dies, is what owes the push, so a
+// write that leaves the person dirty puts no marker and one that leaves it
+// clean deletes none it does not know of (a stale marker is swept).
 type Snapshot struct {
 	Entry     Entry
 	Rev, Mark uint64
+	Held      bool
 }
 
 // snapshot is a Snapshot, or (exists false) the caller's good reason to
@@ -122,8 +129,9 @@ type snapshot struct {
 // nil) instead of reading the entry: the compare-and-set on known.Rev (a
 // create, when known says absent) still refuses a moved or existing entry,
 // and the next attempt reads it. Only unfenced writers pass one (known
-// carries no fence).
-func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, t transition) (written, error) {
+// carries no fence). held is Snapshot.Held, for the key the change starts
+// at (a merge followed leads to another person, whose marker is kept).
+func (l *Ledger) changeFrom(ctx context.Context, key string, field string, writerFence *uint64, known *snapshot, held bool, t transition) (written, error) {
 	var mark uint64
 	if known != nil {
 		mark = known.Mark
@@ -146,7 +154,7 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			return written{key: key}, err
 		}
 		if exists && cur.MergedInto != "" {
-			key, mark = cur.MergedInto, 0
+			key, mark, held = cur.MergedInto, 0, false
 			continue
 		}
 		var stamp uint64
@@ -165,9 +173,10 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			continue
 		}
 		if !changed {
-			if exists && next.Dirty(field) {
+			if exists && next.Dirty(field) && !held {
 				// A crash may have lost the marker after the write that made
-				// the person dirty: a redelivery puts it back.
+				// the person dirty: a redelivery puts it back (a held one
+				// owes the push itself).
 				if m, err := l.markDirty(ctx, key, next); err == nil {
 					mark = m
 				}
@@ -193,7 +202,7 @@ func (l *Ledger) changeFrom(ctx context.Context, key string, field string, write
 			return written{key: key}, fmt.Errorf("ledger write %s: %w", key, err)
 		}
 		w := written{key: key, entry: next, rev: newRev, changed: true}
-		w.mark, err = l.syncDirty(ctx, key, cur, exists, next, newRev, field, mark)
+		w.mark, err = l.syncDirty(ctx, key, cur, exists, next, newRev, field, mark, held)
 		return w, err
 	}
 }
@@ -223,8 +232,12 @@ func (l *Ledger) markDirty(ctx context.Context, key string, e Entry) (uint64, er
 // clean, the marker goes, without losing a concurrent writer's put (which
 // follows its own write): with mark known, by a delete that only succeeds
 // while the marker is still at mark (one round trip); else, or when another
-// writer put it since, by a delete and a second look at the entry.
-func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string, mark uint64) (uint64, error) {
+// writer put it since, by a delete and a second look at the entry. A held
+// write (Snapshot.Held) puts no marker and deletes none it does not know.
+func (l *Ledger) syncDirty(ctx context.Context, key string, prev Entry, existed bool, next Entry, wroteRev uint64, field string, mark uint64, held bool) (uint64, error) {
+	if held && (next.Dirty(field) || mark == 0) {
+		return mark, nil
+	}
 	if next.Dirty(field) {
 		if mark != 0 && existed && prev.Dirty(field) && prev.Retry.NextAttempt.Equal(next.Retry.NextAttempt) {
 			return mark, nil
@@ -282,6 +295,18 @@ type IngestResult struct {
 // under the Salesforce id. The first event that links both ids merges an
 // existing Salesforce-only entry into the person and retires it.
 func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field string) (IngestResult, error) {
+	return l.ingest(ctx, tenant, in, field, false)
+}
+
+// IngestHeld is Ingest for a caller that holds the event unacked until a
+// write leaves the person clean or MarkHeld has put the marker
+// (Snapshot.Held): a fold that leaves the person dirty puts no marker, so
+// an opt-out pushed at once never touches the dirty set.
+func (l *Ledger) IngestHeld(ctx context.Context, tenant string, in EventInput, field string) (IngestResult, error) {
+	return l.ingest(ctx, tenant, in, field, true)
+}
+
+func (l *Ledger) ingest(ctx context.Context, tenant string, in EventInput, field string, held bool) (IngestResult, error) {
 	key, err := l.resolve(ctx, tenant, in.SalesConnectID, in.SalesforceID)
 	if err != nil {
 		return IngestResult{}, err
@@ -310,7 +335,7 @@ func (l *Ledger) Ingest(ctx context.Context, tenant string, in EventInput, field
 		}
 	}
 	var res FoldResult
-	w, err := l.changeFrom(ctx, key, field, nil, known, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
+	w, err := l.changeFrom(ctx, key, field, nil, known, held, func(cur Entry, exists bool, _ uint64) (Entry, bool, error) {
 		if !exists {
 			cur = Entry{Tenant: tenant}
 		}
@@ -427,7 +452,7 @@ func (l *Ledger) merge(ctx context.Context, from, into, field string) error {
 		if err != nil {
 			return fmt.Errorf("retire %s: %w", from, err)
 		}
-		_, err = l.syncDirty(ctx, from, src, true, retired, retiredRev, field, 0)
+		_, err = l.syncDirty(ctx, from, src, true, retired, retiredRev, field, 0, false)
 		return err
 	}
 	return fmt.Errorf("merge %s into %s: too much contention", from, into)
@@ -445,7 +470,7 @@ func (l *Ledger) Wrote(ctx context.Context, key string, readRev uint64, w Write,
 // it, without reading the entry again, and a known marker goes without a
 // second look. It returns the entry as stored after.
 func (l *Ledger) WroteFrom(ctx context.Context, key string, read Snapshot, w Write, field string) (Snapshot, error) {
-	c, err := l.changeFrom(ctx, key, field, nil, &snapshot{Snapshot: read, exists: true}, wroteAt(read.Rev, w, field))
+	c, err := l.changeFrom(ctx, key, field, nil, &snapshot{Snapshot: read, exists: true}, read.Held, wroteAt(read.Rev, w, field))
 	return Snapshot{Entry: c.entry, Rev: c.rev, Mark: c.mark}, err
 }
 
@@ -499,7 +524,8 @@ func (l *Ledger) FencedAttempting(ctx context.Context, key string, fence, readRe
 
 func (l *Ledger) attempting(ctx context.Context, key string, fence *uint64, known *snapshot, readRev uint64, w Write, field string) (Attempted, error) {
 	var a Attempted
-	c, err := l.changeFrom(ctx, key, field, fence, known, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
+	held := known != nil && known.Held
+	c, err := l.changeFrom(ctx, key, field, fence, known, held, func(cur Entry, exists bool, r uint64) (Entry, bool, error) {
 		a.Moved, a.Held = false, nil
 		if !exists || r != readRev {
 			a.Moved = true
@@ -639,13 +665,22 @@ func (l *Ledger) MarkDirtyIfNeeded(ctx context.Context, key string, e Entry, fie
 	return err
 }
 
+// MarkHeld puts the person's dirty marker without reading the entry, for
+// a holder about to settle a held event (Snapshot.Held) whose push did not
+// leave the person clean: from then on the marker, not the event, owes
+// the push. A marker on a person that is clean by then is stale, and swept.
+func (l *Ledger) MarkHeld(ctx context.Context, key string) error {
+	_, err := l.markDirty(ctx, key, Entry{})
+	return err
+}
+
 // Forget removes a clean person from the dirty set (a stale marker).
 func (l *Ledger) Forget(ctx context.Context, key, field string) error {
 	e, rev, err := l.Get(ctx, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	_, err = l.syncDirty(ctx, key, Entry{}, false, e, rev, field, 0)
+	_, err = l.syncDirty(ctx, key, Entry{}, false, e, rev, field, 0, false)
 	return err
 }
 

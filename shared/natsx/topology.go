@@ -49,7 +49,8 @@ type Topology struct {
 
 	// PusherAckWait and PusherMaxAckPending shape the pusher's durable
 	// consumer of the events stream, one for every tenant: MaxAckPending
-	// caps the events delivered and not yet folded across every replica.
+	// caps the events delivered and not yet settled across every replica
+	// (folded, and held while their push is made: at most a few seconds).
 	PusherAckWait       time.Duration
 	PusherMaxAckPending int
 }
@@ -84,7 +85,7 @@ func TopologyFromEnv(l *config.Loader) Topology {
 	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept")
 	t.RunsMaxAge = l.Duration("OPTOUT_RUNS_MAX_AGE", t.RunsMaxAge, time.Hour, 10*365*day, "how long reconciler run-report events are kept")
 	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
-	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet folded, all tenants together")
+	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet settled, all tenants together")
 	return t
 }
 
@@ -227,7 +228,8 @@ const EventsMaxConsumers = 1_000
 // DefaultPusherMaxAckPending is OPTOUT_MAX_ACK_PENDING's default. A pusher
 // replica holds at most pusherPullBuffer (1,000) events it has been
 // delivered and not folded; folding takes milliseconds, whatever
-// Salesforce does. 10,000 covers several replicas at full speed, plus the
+// Salesforce does; and at most 1,000 a tenant folded and held for their
+// push, for 2 s at most before a dirty marker takes over. 10,000 covers several replicas at full speed, plus the
 // events a crashed replica held (redelivered only after AckWait) and
 // events waiting for a retry of their fold, without stalling the replicas
 // still running; and it bounds what a fleet that dies at once leaves to

@@ -302,13 +302,13 @@ func (r *report) markdown() string {
 
 var stageRows = []struct{ name, what string }{
 	{"arrive", "occurredAt to the pusher holding the message (publisher, broker)"},
-	{"fold", "fold into the ledger, until the ack is sent"},
+	{"fold", "fold into the ledger, until acked or held for the push"},
 	{"queue", "queued dirty to taken into a batch (linger)"},
 	{"slot", "waiting for a worker slot"},
 	{"read", "ledger read of the batch"},
 	{"salesforce_read", "sales field: reading current values (per call)"},
 	{"salesforce_write", "Collections update (per call)"},
-	{"confirm", "confirmation by compare-and-set (+ dirty set)"},
+	{"confirm", "confirmation by compare-and-set"},
 }
 
 func stageCell(h hist) string {
@@ -384,19 +384,20 @@ bound it to the tenants sharing the burst's partition. Not done.
 `
 
 const dataPath = `Where they go, for a person never seen before (the burst's case), on Email Opt Out: the
-**fold** creates the Salesforce-id alias, reads the Salesforce-only entry it might merge, creates the
-person's entry (compare-and-set), puts the dirty marker and acks (4 round trips and an ack), and hands
-the entry it wrote, with its revision and the marker's, to the push; the **push** starts from that
-entry without reading it, updates it by compare-and-set after Salesforce answers, and deletes the
-marker only while it is at the revision the fold put it at (2 round trips; Salesforce is one call per
-200). A sales-field write adds its claim (one more compare-and-set) and one Salesforce read per 200.
-The server stores 8 messages per opt-out (the event, the alias, two revisions of the entry and their
-two audit copies sourced server-side, the dirty marker and its deletion) and the consumer's ack
-state, where ` + "`nats bench js consume`" + ` reads one stored message and acks it.
+**fold** creates the Salesforce-id alias, reads the Salesforce-only entry it might merge and creates
+the person's entry (compare-and-set: 3 round trips), and hands the entry it wrote, with its
+revision, to the push, holding the event unacked; the **push** starts from that entry without
+reading it, updates it by compare-and-set after Salesforce answers (1 round trip; Salesforce is one
+call per 200), and acks the event. The dirty set is not touched: an event's person gets a dirty
+marker only when its push has not left it clean within 2 s (a held-back tenant, a retry's wait), and
+the event is acked after that. A sales-field write adds its claim (one more compare-and-set) and one
+Salesforce read per 200. The server stores 6 messages per opt-out (the event, the alias, two
+revisions of the entry and their two audit copies sourced server-side) and the consumer's ack state,
+where ` + "`nats bench js consume`" + ` reads one stored message and acks it.
 
 What would move the rate further (not done here):
-- **The server's share** is the data model's: the dirty set costs 2 of the 8 stored messages and a read
-  per opt-out, and repeats what the ledger already says (the resync finds dirty persons without it).
+- **The server's share** is the data model's: two revisions of the entry, each with its audit copy,
+  and the alias, for every new person.
 - **The pusher's share** is round trips and JSON: fold a pull's events together and pipeline their
   compare-and-set writes (` + "`PublishMsgAsync`" + ` with the expected last subject sequence) instead of
   one request per person and step; the one read left per opt-out is the merge check.

@@ -25,14 +25,15 @@ import (
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
 // ingest folds one message into the ledger and returns the person's key
-// and entry as folded when a write is due.
+// and entry as folded when a write is due (at.Held: the message is left
+// unacked for r.held).
 func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string, at ledger.Snapshot) {
 	s := r.svc
 	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.PusherConsumer())
 	defer span.End()
 	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
 	received := time.Now()
-	res, err := s.ingester.Handle(ctx, r.tenant, msg)
+	res, err := s.ingester.Handle(ctx, r.tenant, msg, r.held.room())
 	switch {
 	case errors.Is(err, natsx.ErrDeadLetterUnwritable):
 		// Settled (termed) by Handle: reported once, never redelivered.
@@ -117,13 +118,34 @@ func (r *runner) push(ctx context.Context, keys []string) {
 	s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
 	// A batch in flight is finished even when shutdown starts, so what
 	// Salesforce confirmed is recorded.
-	r.pushBatch(context.WithoutCancel(ctx), keys)
+	b := &batch{clean: make(map[string]uint64, len(keys))}
+	r.pushBatch(context.WithoutCancel(ctx), b, keys)
 	if slot {
 		<-s.slots
 	}
 	for _, k := range keys {
+		r.held.end(k, b.cleanAt(k))
 		r.q.Done(k)
 	}
+}
+
+// batch is what one batch learnt of its persons' held events: the
+// revision at which a read or write left each person clean.
+type batch struct {
+	mu    sync.Mutex
+	clean map[string]uint64
+}
+
+func (b *batch) leftClean(key string, rev uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.clean[key] = max(b.clean[key], rev)
+}
+
+func (b *batch) cleanAt(key string) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clean[key]
 }
 
 // person is one dirty person in a batch, as read at rev.
@@ -132,6 +154,9 @@ type person struct {
 	entry ledger.Entry
 	rev   uint64
 	mark  uint64 // the dirty marker's revision (0: unknown)
+	// held: this runner holds events of the person unacked (held.begin),
+	// so the batch's writes leave the dirty set alone.
+	held  bool
 	value bool
 	ctx   context.Context // the deciding event's trace
 	// claim is the batch's claim on the person, taken with its Attempt
@@ -141,7 +166,7 @@ type person struct {
 
 // pushBatch writes each person's current desired value and records what
 // Salesforce answered through the state machine.
-func (r *runner) pushBatch(ctx context.Context, keys []string) {
+func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	s := r.svc
 	client, err := s.Clients.Get(ctx, r.tenant)
 	if err != nil {
@@ -156,7 +181,7 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 	field := s.settings(r.tenant).TargetField()
 	target := targetOf(field)
 	began := time.Now()
-	people := r.read(ctx, keys, field)
+	people := r.read(ctx, b, keys, field)
 	s.Metrics.stage(StageRead, target, time.Since(began))
 	if len(people) == 0 {
 		return
@@ -217,7 +242,7 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 		res := results[i]
 		switch {
 		case res.Success:
-			r.confirmed(ctx, p, field)
+			r.confirmed(ctx, b, p, field)
 		case res.Err != nil && res.Err.Code == "CANNOT_UPDATE_CONVERTED_LEAD":
 			r.followConversion(ctx, client, field, p)
 		default:
@@ -243,13 +268,14 @@ func (r *runner) pushBatch(ctx context.Context, keys []string) {
 }
 
 // read loads the batch's persons and keeps those with a write due now.
-func (r *runner) read(ctx context.Context, keys []string, field string) []*person {
+func (r *runner) read(ctx context.Context, b *batch, keys []string, field string) []*person {
 	s := r.svc
 	out := make([]*person, len(keys))
 	each(keys, func(i int, key string) {
+		queued := key
+		held := r.held.begin(key)
 		at, ok := r.seen.take(key)
 		if !ok {
-			queued := key
 			var err error
 			if key, at.Entry, at.Rev, err = s.Ledger.Person(ctx, key); err != nil {
 				if !errors.Is(err, ledger.ErrNotFound) {
@@ -260,6 +286,8 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 			if key != queued {
 				// A retired entry's marker (put by a writer racing the
 				// merge): never dirty again, so no later write removes it.
+				// Its held events are marked and acked when due.
+				held = false
 				if err := s.Ledger.Forget(ctx, queued, field); err != nil {
 					r.log.Warn().Err(err).Msg("clearing a merged entry's dirty marker failed")
 				}
@@ -268,6 +296,12 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 		e := at.Entry
 		value, write := e.Target(field)
 		if !write {
+			if key == queued {
+				b.leftClean(key, at.Rev)
+			}
+			if held {
+				return // queued by its fold: there is no marker to clear
+			}
 			// A stale marker (another replica pushed it, or it settled).
 			if err := s.Ledger.Forget(ctx, key, field); err != nil {
 				r.log.Warn().Err(err).Msg("clearing a stale dirty marker failed")
@@ -286,7 +320,7 @@ func (r *runner) read(ctx context.Context, keys []string, field string) []*perso
 			r.q.AddAfter(key, held.Until.Sub(now))
 			return
 		}
-		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, value: value, ctx: traceContext(ctx, e.TraceParent)}
+		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, held: held, value: value, ctx: traceContext(ctx, e.TraceParent)}
 	})
 	kept := out[:0]
 	once := map[string]bool{}
@@ -410,7 +444,7 @@ func (r *runner) attempting(ctx context.Context, p *person, field string, claim 
 }
 
 func (p *person) snapshot() ledger.Snapshot {
-	return ledger.Snapshot{Entry: p.entry, Rev: p.rev, Mark: p.mark}
+	return ledger.Snapshot{Entry: p.entry, Rev: p.rev, Mark: p.mark, Held: p.held}
 }
 
 // attemptAll records every sales-field write before it is made and takes
@@ -435,7 +469,7 @@ func (r *runner) attemptAll(ctx context.Context, field string, people []*person,
 // confirmed records Salesforce's confirmation of a write made from the
 // entry at p.rev; a person that moved meanwhile stays dirty and goes round
 // again.
-func (r *runner) confirmed(ctx context.Context, p *person, field string) {
+func (r *runner) confirmed(ctx context.Context, b *batch, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
@@ -452,6 +486,7 @@ func (r *runner) confirmed(ctx context.Context, p *person, field string) {
 		r.q.Add(p.key)
 		return
 	}
+	b.leftClean(p.key, at.Rev)
 	if p.value {
 		s.Metrics.pushed(r.tenant, now.Sub(e.DecidedAt))
 	}

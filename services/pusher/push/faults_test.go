@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -132,9 +133,20 @@ func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 	defer close(stuck)
 	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
 	s.eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.collectionCalls("acme") >= 1 })
-	// Ingest acks on the ledger: the events are durable there while the
-	// call hangs, and nothing depends on the events stream any more.
-	s.eventually("events folded into the ledger", 10*time.Second, func() bool { return s.drained("acme") })
+	scs := make([]string, len(ids))
+	for i, id := range ids {
+		scs[i] = "sc-" + id
+	}
+	s.eventually("events folded into the ledger", 10*time.Second, func() bool { return s.folded("acme", scs...) })
+	// The hanging batch holds its persons' events unacked, and marks them
+	// dirty once it outlasts the hold: every replica's sweep finds them.
+	s.eventually("the hanging batch's persons marked dirty", 10*time.Second, func() bool {
+		n := 0
+		if err := s.ledger.Dirty(s.ctx, "acme", func(ledger.DirtyItem) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
 
 	// A healthy replica finds the dirty persons in the ledger's dirty set.
 	s.start(fastConfig())
@@ -169,7 +181,7 @@ func TestReplicaKilledAfterItsWriteLandedLetsAResubscribeClearIt(t *testing.T) {
 	defer close(stuck)
 	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
 	s.eventually("the dying replica's write landed", 10*time.Second, func() bool { return s.optedOut("acme", c, sales) })
-	s.eventually("the opt-out folded", 10*time.Second, func() bool { return s.drained("acme") })
+	s.eventually("the opt-out folded", 10*time.Second, func() bool { return s.folded("acme", "p") })
 
 	s.start(fastConfig())
 	s.publish("acme", "p", sfID(c), at(t0.Add(time.Minute)), resub())

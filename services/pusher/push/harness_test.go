@@ -260,6 +260,17 @@ func (s *stack) entry(tenantID, sc string) ledger.Entry {
 	return e
 }
 
+// folded: every given person has an entry in the ledger (their events may
+// still be held unacked by a batch in flight).
+func (s *stack) folded(tenantID string, scs ...string) bool {
+	for _, sc := range scs {
+		if _, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, "")); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // pendingAcks is the tenant's backlog as operators see it (natsx.TenantBacklog):
 // events delivered and not acknowledged, and events not delivered yet.
 func (s *stack) pendingAcks(tenantID string) (ackPending int, undelivered uint64) {

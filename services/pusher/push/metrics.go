@@ -89,8 +89,8 @@ const (
 	// StageArrive: from occurredAt to the pusher holding the message (the
 	// publisher and the broker; upstream delays in production).
 	StageArrive = "arrive"
-	// StageFold: decoding and folding the event into the ledger, until the
-	// ack is sent (per event).
+	// StageFold: decoding and folding the event into the ledger, until it
+	// is acked, or held for its push (per event).
 	StageFold = "fold"
 	// StageQueue: from queued dirty to taken into a batch, linger included
 	// (per person).

@@ -197,8 +197,15 @@ func TestShutdownSettlesTheBatchInFlight(t *testing.T) {
 	for _, id := range ids {
 		s.publish("acme", "sc-"+id, sfID(id))
 	}
-	s.eventually("folded and batch in flight", 10*time.Second, func() bool { return s.drained("acme") && inFlight.Load() > 0 })
+	s.eventually("folded and batch in flight", 10*time.Second, func() bool {
+		return s.folded("acme", "sc-"+ids[0], "sc-"+ids[1]) && inFlight.Load() > 0
+	})
 	stop() // as SIGTERM does: stop pulling, finish the batch, return
+	// The batch held its events unacked while in flight: its confirmations
+	// settled them before the replica returned.
+	if a, u := s.pendingAcks("acme"); a != 0 || u != 0 {
+		t.Errorf("after shutdown: %d events unacked, %d undelivered; want every event settled", a, u)
+	}
 	for _, id := range ids {
 		if !s.optedOut("acme", id, std) {
 			t.Errorf("%s not written", id)

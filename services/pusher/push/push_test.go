@@ -1,6 +1,7 @@
 package push_test
 
 import (
+	"fmt"
 	"strings"
 
 	"testing"
@@ -297,6 +298,12 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 	t1 := time.Now().Add(-time.Hour).UTC()
 	s.publish("acme", "sc-held", sfID(c), at(t1))
 	s.eventually("folded", 10*time.Second, func() bool { return s.drained("acme") })
+	// Held past the hold, the event was acked only once the person's
+	// marker had taken over its debt.
+	marked := 0
+	if err := s.ledger.Dirty(s.ctx, "acme", func(ledger.DirtyItem) { marked++ }); err != nil || marked != 1 {
+		t.Fatalf("%d dirty markers (%v) once the held-back opt-out was acked; want the person's", marked, err)
+	}
 	t2 := t1.Add(30 * time.Minute)
 	if _, _, err := s.ledger.Learn(s.ctx, ledger.Key("acme", "sc-held", ""), 1, ledger.Observation{EventID: "reconcile-clear", SalesforceID: c,
 		ObjectType: "Contact", Field: std, Value: false, At: t2, Now: t2}, std); err != nil {
@@ -313,5 +320,37 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 	if s.optedOut("acme", c, std) || s.collectionCalls("acme") != 0 {
 		t.Fatalf("Email Opt Out = %v after %d update calls; want the person's newer clear left alone, no write",
 			s.optedOut("acme", c, std), s.collectionCalls("acme"))
+	}
+}
+
+// TestAnOptOutPushedAtOnceLeavesTheDirtySetAlone: its event is held
+// unacked until the confirmation leaves the person clean, so neither
+// field's push stores a dirty marker (the fold's put and the
+// confirmation's delete were two of the eight messages an opt-out cost
+// the server), and every event ends acked.
+func TestAnOptOutPushedAtOnceLeavesTheDirtySetAlone(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.start(fastConfig())
+	var acme, globex []string
+	for i := range 5 {
+		acme = append(acme, s.seed("acme", "Contact"))
+		globex = append(globex, s.seed("globex", "Lead"))
+		s.publish("acme", fmt.Sprint("sc-a", i), sfID(acme[i]))
+		s.publish("globex", fmt.Sprint("sc-g", i), sfID(globex[i]))
+	}
+	s.eventually("pushed and acked", 10*time.Second, func() bool { return s.settled("acme") && s.settled("globex") })
+	for i := range 5 {
+		if !s.optedOut("acme", acme[i], sales) || !s.optedOut("globex", globex[i], std) {
+			t.Fatalf("person %d not opted out in Salesforce", i)
+		}
+	}
+	dirty, err := s.prov.JS.Stream(s.ctx, "KV_"+s.topo.DirtyBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := dirty.CachedInfo().State; st.LastSeq != 0 {
+		t.Errorf("the dirty set stored %d messages for opt-outs pushed at once; want none", st.LastSeq)
 	}
 }

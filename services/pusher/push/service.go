@@ -1,11 +1,13 @@
 // Package push writes each opt-out to Salesforce within seconds, level-
 // triggered like a Kubernetes controller: the replica reads every tenant's
-// events from one shared consumer and folds each into the ledger (acked
-// once folded, package shared/ingest); one runner per tenant queues the
-// persons left dirty in a coalescing work queue and writes each person's
-// current desired value in sObject Collections batches through a shared
-// worker pool; a periodic sweep of the ledger's dirty set re-finds what a
-// queue lost (a restart, another replica).
+// events from one shared consumer and folds each into the ledger (package
+// shared/ingest); one runner per tenant queues the persons left dirty in a
+// coalescing work queue and writes each person's current desired value in
+// sObject Collections batches through a shared worker pool. An event that
+// left its person dirty stays unacked until a write leaves the person
+// clean, or a few seconds, after which the ledger's dirty set takes over
+// (held.go); a periodic sweep of that set re-finds what a queue lost (a
+// restart, another replica).
 package push
 
 import (
@@ -232,7 +234,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 }
 
 func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen()}
+	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(s.Topology.PusherAckWait)}
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -252,6 +254,7 @@ type runner struct {
 	br     breaker
 	q      *queue
 	seen   *seen
+	held   *held
 	// folding counts the tenant's events delivered and not yet folded.
 	folding atomic.Int64
 	// arrived is when the tenant's last event reached the puller, and
@@ -296,10 +299,30 @@ func (r *runner) moreComing() bool {
 func (r *runner) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.catchUp(ctx) })
+	wg.Go(func() { r.settleHeld(ctx) })
 	stop := context.AfterFunc(ctx, r.q.Close)
 	defer stop()
 	r.dispatch(ctx)
 	wg.Wait()
+	// Every batch is over: what is still held is marked and acked, or,
+	// where that fails, redelivered after AckWait.
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r.held.due(final, true, r.svc.Ledger.MarkHeld)
+}
+
+// settleHeld marks and acks the events held past heldFor until ctx ends.
+func (r *runner) settleHeld(ctx context.Context) {
+	tick := time.NewTicker(r.held.hold / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			r.held.due(ctx, false, r.svc.Ledger.MarkHeld)
+		}
+	}
 }
 
 // pull folds every tenant's events from the shared consumer until ctx
@@ -353,6 +376,10 @@ func (s *Service) pullOnce(ctx context.Context) error {
 			// whether more are coming.
 			r.folding.Add(-1)
 			if key != "" {
+				if at.Held {
+					r.held.add(key, msg, at.Rev)
+					at.Held = false // a batch asks held, not the hint
+				}
 				r.seen.remember(key, at)
 				r.q.Add(key)
 			}

@@ -24,7 +24,8 @@ type Backlog struct {
 	Stored uint64 `json:"stored"`
 	// Waiting: not delivered to a pusher yet (exact). InFlight: delivered
 	// and past the ack floor, at most the consumer's unacknowledged events
-	// of all tenants. Folding takes milliseconds, so the floor follows the
+	// of all tenants. Folding takes milliseconds, and an event left dirty
+	// is held for its push for 2 s at most, so the floor follows the
 	// deliveries closely; but while an older event (of any tenant) stays
 	// unacknowledged (a crashed replica's, until AckWait ends), the
 	// tenant's events acknowledged after it may still count here.

@@ -273,7 +273,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 	out := make([]*person, len(keys))
 	each(keys, func(i int, key string) {
 		queued := key
-		held := r.held.begin(key)
+		owed := r.held.begin(key) // this replica holds the person's events
 		at, ok := r.seen.take(key)
 		if !ok {
 			var err error
@@ -287,7 +287,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 				// A retired entry's marker (put by a writer racing the
 				// merge): never dirty again, so no later write removes it.
 				// Its held events are marked and acked when due.
-				held = false
+				owed = false
 				if err := s.Ledger.Forget(ctx, queued, field); err != nil {
 					r.log.Warn().Err(err).Msg("clearing a merged entry's dirty marker failed")
 				}
@@ -299,7 +299,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 			if key == queued {
 				b.leftClean(key, at.Rev)
 			}
-			if held {
+			if owed {
 				return // queued by its fold: there is no marker to clear
 			}
 			// A stale marker (another replica pushed it, or it settled).
@@ -320,7 +320,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 			r.q.AddAfter(key, held.Until.Sub(now))
 			return
 		}
-		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, held: held, value: value, ctx: traceContext(ctx, e.TraceParent)}
+		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, held: owed, value: value, ctx: traceContext(ctx, e.TraceParent)}
 	})
 	kept := out[:0]
 	once := map[string]bool{}

@@ -17,7 +17,8 @@ import (
 // the entries it keeps two indexes in their own buckets: aliases (a
 // Salesforce id, or a converted Lead, to its person's key) and the dirty
 // set (the persons whose Salesforce value is not yet what they want: the
-// push's cluster-wide work list, swept periodically).
+// push's cluster-wide work list, swept periodically), which leaves out a
+// person while a writer holds an unacked event of theirs (Snapshot.Held).
 type Ledger struct {
 	kv, dirty, aliases jetstream.KeyValue
 	js                 jetstream.JetStream

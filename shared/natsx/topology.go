@@ -228,12 +228,13 @@ const EventsMaxConsumers = 1_000
 // DefaultPusherMaxAckPending is OPTOUT_MAX_ACK_PENDING's default. A pusher
 // replica holds at most pusherPullBuffer (1,000) events it has been
 // delivered and not folded; folding takes milliseconds, whatever
-// Salesforce does; and at most 1,000 a tenant folded and held for their
-// push, for 2 s at most before a dirty marker takes over. 10,000 covers several replicas at full speed, plus the
-// events a crashed replica held (redelivered only after AckWait) and
-// events waiting for a retry of their fold, without stalling the replicas
-// still running; and it bounds what a fleet that dies at once leaves to
-// be redelivered.
+// Salesforce does; and at most a quarter of MaxAckPending a tenant folded
+// and held for their push, for 2 s at most before a dirty marker takes
+// over. 10,000 covers several replicas at full speed, plus the events a
+// crashed replica held (redelivered only after AckWait) and events
+// waiting for a retry of their fold, without stalling the replicas still
+// running; and it bounds what a fleet that dies at once leaves to be
+// redelivered.
 const DefaultPusherMaxAckPending = 10_000
 
 // ledgerHistory is the revisions the ledger bucket keeps per person.

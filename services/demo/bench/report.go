@@ -35,6 +35,8 @@ type report struct {
 	// as the burst's publish ended.
 	lone       time.Duration
 	burstCalls callCounts
+	// dirtyWrites: messages the dirty set stored during the burst.
+	dirtyWrites uint64
 
 	// (c)
 	rssIdle, rssSteadyPeak, rssSteadyMean, rssBurstPeak, rssHWM int64
@@ -201,6 +203,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| confirmed in the ledger | %d of %d |\n", r.burstConfirmed, r.burstN)
 	fmt.Fprintf(&b, "| Salesforce write calls (sObject Collections updates) | %d (%.4f per opt-out; at least %d) |\n", r.burstCalls.Writes, calls, (r.burstN+199)/200)
 	fmt.Fprintf(&b, "| Salesforce reads (the sales-field tenant's check) / all API calls | %d / %d |\n", r.burstCalls.Reads, r.burstCalls.API)
+	fmt.Fprintf(&b, "| dirty-set writes (marker puts and deletes) | %d (%.3f per opt-out) |\n", r.dirtyWrites, float64(r.dirtyWrites)/float64(max(r.burstN, 1)))
 	fmt.Fprintf(&b, "| publish-to-confirmed p50 / p99 | %s / %s |\n", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| another tenant's lone opt-out, published as the burst's publish ended: publish-to-confirmed | %s |\n\n", r.lone.Round(time.Millisecond))
 	b.WriteString(headOfLine)

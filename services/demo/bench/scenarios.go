@@ -132,6 +132,10 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
+	dirtyBefore, err := e.dirtyStored(ctx)
+	if err != nil {
+		return err
+	}
 	cpu := startCPU(map[string]int{"nats-server": e.nats.pid(), "pusher": pid, "sfsandbox": e.sb.pid(), "bench (this process)": os.Getpid()})
 	rs = sampleRSS(pid)
 	pusherProf := filepath.Join(e.dir, "pusher.cpu.pprof")
@@ -175,6 +179,11 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
+	dirtyAfter, err := e.dirtyStored(ctx)
+	if err != nil {
+		return err
+	}
+	rep.dirtyWrites = dirtyAfter - dirtyBefore
 	rep.pusherMsgs = connAfter["optout-pusher"].In - connBefore["optout-pusher"].In
 	rep.pusherMsgsOut = connAfter["optout-pusher"].Out - connBefore["optout-pusher"].Out
 	var callsAfter callCounts
@@ -402,4 +411,15 @@ func syncAlwaysRate(ctx context.Context, o Options, dir, cli string, size int) f
 		return 0
 	}
 	return benchRate(string(out))
+}
+
+// dirtyStored is how many messages the dirty set's stream has stored so
+// far (marker puts and deletes alike).
+func (e *env) dirtyStored(ctx context.Context) (uint64, error) {
+	name := "KV_" + e.prov.Topology.DirtyBucket()
+	s, err := e.prov.JS.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", name, err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
 }

@@ -51,8 +51,12 @@ type heldEvent struct {
 	at  time.Time // when it was folded
 }
 
-// heldLimit is the most events a tenant holds: a few full batches.
-const heldLimit = 1000
+// heldShare is the part of the shared consumer's unacknowledged window
+// (MaxAckPending) one tenant's held events may take: a burst's tenant
+// folding faster than it pushes holds up to it, and its events beyond are
+// marked and acked at once, so a slow tenant cannot take the window from
+// the others.
+const heldShare = 4
 
 // heldFor is how long an event is held before its person is marked dirty
 // and it is acked: long enough for a healthy tenant's push (a linger and a
@@ -60,12 +64,12 @@ const heldLimit = 1000
 // quarter of it).
 const heldFor = 2 * time.Second
 
-func newHeld(ackWait time.Duration) *held {
+func newHeld(ackWait time.Duration, limit int) *held {
 	hold := heldFor
 	if ackWait > 0 {
 		hold = min(hold, ackWait/4)
 	}
-	return &held{m: map[string]*heldPerson{}, limit: heldLimit, hold: hold}
+	return &held{m: map[string]*heldPerson{}, limit: limit, hold: hold}
 }
 
 // room says whether the next event may be held.

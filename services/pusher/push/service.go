@@ -234,7 +234,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 }
 
 func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(s.Topology.PusherAckWait)}
+	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(s.Topology.PusherAckWait, max(1, s.Topology.PusherMaxAckPending/heldShare))}
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.

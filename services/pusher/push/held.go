@@ -51,11 +51,10 @@ type heldEvent struct {
 	at  time.Time // when it was folded
 }
 
-// heldShare is the part of the shared consumer's unacknowledged window
-// (MaxAckPending) one tenant's held events may take: a burst's tenant
-// folding faster than it pushes holds up to it, and its events beyond are
-// marked and acked at once, so a slow tenant cannot take the window from
-// the others.
+// One tenant's held events may take 1/heldShare of the shared consumer's
+// unacknowledged window (MaxAckPending): a burst's tenant folding faster
+// than it pushes holds up to that, and its events beyond are marked and
+// acked at once, so a slow tenant cannot take the window from the others.
 const heldShare = 4
 
 // heldFor is how long an event is held before its person is marked dirty

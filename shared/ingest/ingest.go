@@ -2,7 +2,7 @@
 // the person's entry (compare-and-set), ack. From the ack on the ledger, not
 // the events stream, holds the event, so nothing ages out while a tenant
 // waits. The pusher ingests continuously, and may hold an event that left
-// its person dirty unacked until it has pushed the person (Result.Held);
+// its person dirty unacked until it has pushed the person (Result.At.Held);
 // the reconciler drains what is still waiting before a run, through the
 // same code.
 package ingest
@@ -50,9 +50,6 @@ type Result struct {
 	Clamped  bool
 	Changed  bool
 	Rejected error // the event was invalid and is in the DLQ
-	// Held: the message is left unacked for the caller to settle, which
-	// owes the person's push (ledger.Snapshot.Held; At.Held is set).
-	Held bool
 }
 
 func (in *Ingester) now() time.Time {
@@ -69,7 +66,7 @@ func (in *Ingester) now() time.Time {
 // natsx.ErrDeadLetterUnwritable) is for the caller to report.
 //
 // With hold, an event that leaves its person dirty is folded without a
-// dirty marker and left unacked (Result.Held): the caller acks it once a
+// dirty marker and left unacked (Result.At.Held): the caller acks it once a
 // write has left the person clean, or after ledger.MarkHeld; if the caller
 // dies first, the redelivery folds it again (a no-op) and it is held anew.
 func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, error) {
@@ -92,7 +89,8 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 		_ = msg.NakWithDelay(time.Second)
 		return Result{}, err
 	}
-	if res.Held {
+	if res.At.Held {
+		// Left unacked: the caller settles it, and owes the person's push.
 		return res, nil
 	}
 	// The effect is durable; a lost ack is an idempotent redelivery.
@@ -130,7 +128,7 @@ func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg, 
 	}
 	dirty := res.Entry.Dirty(field)
 	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Revision, Mark: res.Mark, Held: hold && dirty},
-		Dirty: dirty, Clamped: res.Clamped, Changed: res.Changed, Held: hold && dirty}, nil, nil
+		Dirty: dirty, Clamped: res.Clamped, Changed: res.Changed}, nil, nil
 }
 
 // Input is what the state machine needs of a decoded event.

@@ -328,14 +328,14 @@ func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
 	}
 
 	res, err := f.in.Handle(f.ctx, "acme", next("opt-out"), true)
-	if err != nil || !res.Held || !res.At.Held || !res.Dirty || !res.Changed {
+	if err != nil || !res.At.Held || !res.Dirty || !res.Changed {
 		t.Fatalf("held fold of the opt-out: %+v, %v; want it folded, dirty and held", res, err)
 	}
 	if n := markers(); n != 0 {
 		t.Fatalf("%d dirty markers after a held fold; want none (the unacked event owes the push)", n)
 	}
 	res, err = f.in.Handle(f.ctx, "acme", next("resubscribe"), true)
-	if err != nil || res.Held || res.Dirty {
+	if err != nil || res.At.Held || res.Dirty {
 		t.Fatalf("held fold of a resubscribe that leaves the person clean: %+v, %v; want it acked, not held", res, err)
 	}
 	unacked(1) // the opt-out alone
@@ -343,7 +343,7 @@ func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
 	// Its holder died: after AckWait the opt-out comes back, is folded
 	// again without effect, and is held again.
 	res, err = f.in.Handle(f.ctx, "acme", next("opt-out's redelivery"), true)
-	if err != nil || !res.Held || res.Changed {
+	if err != nil || !res.At.Held || res.Changed {
 		t.Fatalf("held refold of the redelivery: %+v, %v; want a held no-op", res, err)
 	}
 	if e, _, _ := f.l.Get(f.ctx, ledger.Key("acme", "sc-1", "")); len(e.RecentEvents) != 1 || markers() != 0 {
@@ -352,7 +352,7 @@ func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
 
 	// A holder without room folds the next redelivery with its marker.
 	res, err = f.in.Handle(f.ctx, "acme", next("opt-out's second redelivery"), false)
-	if err != nil || res.Held {
+	if err != nil || res.At.Held {
 		t.Fatalf("fold without hold: %+v, %v; want it acked", res, err)
 	}
 	if n := markers(); n != 1 {

@@ -9,7 +9,7 @@ import (
 )
 
 // held keeps one tenant's events that were folded without a dirty marker
-// and left unacked (ingest Result.Held): until it is settled, the event,
+// and left unacked (ingest Result.At.Held): until it is settled, the event,
 // redelivered if this replica dies, is what owes its person's push. An
 // opt-out pushed at once then costs the dirty set nothing, where a marker
 // put before the ack and deleted after the confirmation were two of the
@@ -63,11 +63,15 @@ const heldShare = 4
 // quarter of it).
 const heldFor = 2 * time.Second
 
-func newHeld(ackWait time.Duration, limit int) *held {
-	hold := heldFor
+// holdFor is the hold under the consumer's AckWait.
+func holdFor(ackWait time.Duration) time.Duration {
 	if ackWait > 0 {
-		hold = min(hold, ackWait/4)
+		return min(heldFor, ackWait/4)
 	}
+	return heldFor
+}
+
+func newHeld(hold time.Duration, limit int) *held {
 	return &held{m: map[string]*heldPerson{}, limit: limit, hold: hold}
 }
 

@@ -161,6 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
 	s.wg.Go(func() { s.sweep(ctx) })
+	s.wg.Go(func() { s.settleHeld(ctx) })
 	s.wg.Go(func() { s.pull(ctx) })
 
 	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
@@ -234,7 +235,7 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 }
 
 func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(s.Topology.PusherAckWait, max(1, s.Topology.PusherMaxAckPending/heldShare))}
+	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(holdFor(s.Topology.PusherAckWait), max(1, s.Topology.PusherMaxAckPending/heldShare))}
 }
 
 // breaker tracks one tenant's consecutive transient failures and health.
@@ -299,7 +300,6 @@ func (r *runner) moreComing() bool {
 func (r *runner) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.catchUp(ctx) })
-	wg.Go(func() { r.settleHeld(ctx) })
 	stop := context.AfterFunc(ctx, r.q.Close)
 	defer stop()
 	r.dispatch(ctx)
@@ -311,16 +311,19 @@ func (r *runner) run(ctx context.Context) {
 	r.held.due(final, true, r.svc.Ledger.MarkHeld)
 }
 
-// settleHeld marks and acks the events held past heldFor until ctx ends.
-func (r *runner) settleHeld(ctx context.Context) {
-	tick := time.NewTicker(r.held.hold / 4)
+// settleHeld marks and acks every tenant's events held past the hold,
+// until ctx ends: one loop for the replica, not a ticker per tenant.
+func (s *Service) settleHeld(ctx context.Context) {
+	tick := time.NewTicker(holdFor(s.Topology.PusherAckWait) / 4)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			r.held.due(ctx, false, r.svc.Ledger.MarkHeld)
+			for _, r := range s.runnerList() {
+				r.held.due(ctx, false, s.Ledger.MarkHeld)
+			}
 		}
 	}
 }

@@ -247,7 +247,12 @@ func (e *env) close() {
 // publish runs the publisher process over items (at rate a second; 0: at
 // once) and returns its result and its CPU time.
 func (e *env) publish(ctx context.Context, name string, items []PubItem, rate float64) (PublishResult, time.Duration, error) {
-	spec := PublishSpec{NATSURL: e.nats.url, Items: items, Rate: rate}
+	return e.publishTo(ctx, name, "", items, rate)
+}
+
+// publishTo publishes items into namespace's events stream.
+func (e *env) publishTo(ctx context.Context, name, namespace string, items []PubItem, rate float64) (PublishResult, time.Duration, error) {
+	spec := PublishSpec{NATSURL: e.nats.url, Namespace: namespace, Items: items, Rate: rate}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return PublishResult{}, 0, err

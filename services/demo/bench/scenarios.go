@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -216,6 +217,16 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 		rep.serverTop = pprofTop(ctx, serverProf, 20, "-cum")
 	} else {
 		rep.serverTop = "profile failed: " + err.Error()
+	}
+
+	// (e) The design floor, on the same server, once the burst is done.
+	size := entrySize(ctx, e, burstItems[0])
+	if size == 0 {
+		return fmt.Errorf("floor: no ledger entry for %s's %s", burstItems[0].Tenant, burstItems[0].ID)
+	}
+	for _, audit := range []bool{true, false} {
+		syscall.Sync()
+		rep.floors = append(rep.floors, runFloor(ctx, e, burstItems, size, audit))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -304,4 +305,64 @@ func TestAHangingTenantCannotTakeEveryWorker(t *testing.T) {
 		}
 		return s.settled("acme")
 	})
+}
+
+// hangingTenant hangs one tenant's Salesforce writes (after they land, as
+// blockingClient does) and leaves every other tenant's alone.
+type hangingTenant struct {
+	inner  *sfcreds.Pool
+	tenant string
+	stop   chan struct{}
+}
+
+func (h hangingTenant) Get(ctx context.Context, t string) (sfcreds.Client, error) {
+	c, err := h.inner.Get(ctx, t)
+	if err != nil || t != h.tenant {
+		return c, err
+	}
+	return blockingClient{c, h.stop}, nil
+}
+
+// A tenant whose Salesforce hangs holds at most a quarter of the shared
+// consumer's unacknowledged window: its other events are folded with their
+// dirty markers and acked at once. Held without that cap, they filled the
+// window, and no other tenant's event was delivered while the calls hung.
+func TestAHangingTenantHoldsNoMoreThanItsShareOfTheWindow(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.topo.PusherMaxAckPending = 8 // a tenant holds at most 2
+	ids := make([]string, 12)
+	scs := make([]string, len(ids))
+	for i := range ids {
+		ids[i] = s.seed("acme", "Contact")
+		scs[i] = "sc-" + ids[i]
+		s.publish("acme", scs[i], sfID(ids[i]))
+	}
+	stuck := make(chan struct{})
+	release := sync.OnceFunc(func() { close(stuck) })
+	stopHanging := s.startWith(fastConfig(), hangingTenant{inner: s.clients, tenant: "acme", stop: stuck})
+	// Cleanups run last-registered first: a failed test releases the
+	// hanging calls before waiting for the replica to stop.
+	t.Cleanup(release)
+	s.eventually("acme's events folded", 10*time.Second, func() bool { return s.folded("acme", scs...) })
+
+	g := s.seed("globex", "Contact")
+	s.publish("globex", "g", sfID(g))
+	s.eventually("globex's opt-out in Salesforce while acme's calls hang", 10*time.Second, func() bool {
+		return s.optedOut("globex", g, tenant.StandardField)
+	})
+	if inFlight, _ := s.pendingAcks("acme"); inFlight > 2 {
+		t.Errorf("acme holds %d events unacked; want at most 2 (a quarter of MaxAckPending 8)", inFlight)
+	}
+
+	// Nothing of acme's is lost: a healthy replica pushes every person.
+	release()
+	stopHanging()
+	s.start(fastConfig())
+	s.eventually("acme settled by a healthy replica", 20*time.Second, func() bool { return s.settled("acme") })
+	for _, id := range ids {
+		if e := s.entry("acme", "sc-"+id); !s.optedOut("acme", id, tenant.StandardField) || e.Confirmed == nil || !*e.Confirmed {
+			t.Errorf("%s: opted out in Salesforce %v, confirmed in the ledger %v; want both", id, s.optedOut("acme", id, tenant.StandardField), e.Confirmed)
+		}
+	}
 }

@@ -147,15 +147,17 @@ func floorConsume(ctx context.Context, js jetstream.JetStream, c jetstream.Consu
 		})
 	}
 	var chunk []jetstream.Msg
+	var nextErr error
 	for got := 0; got < n && ctx.Err() == nil; {
 		m, err := it.Next()
 		if err != nil {
+			nextErr = err
 			break
 		}
 		got++
 		chunk = append(chunk, m)
-		// A chunk goes when full, or at the end; a short pause in delivery
-		// does not hold it, as the pusher's linger would not either.
+		// A chunk goes when full, or with the last event: in a burst the
+		// events arrive faster than a step writes them.
 		if len(chunk) == floorChunk || got == n {
 			select {
 			case chunks <- chunk:
@@ -171,6 +173,9 @@ func floorConsume(ctx context.Context, js jetstream.JetStream, c jetstream.Consu
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("floor: %d of %d events settled: %w", settled.Load(), n, err)
+	}
+	if got := settled.Load(); got != int64(n) {
+		return fmt.Errorf("floor: %d of %d events settled: next: %w", got, n, nextErr)
 	}
 	if err := js.Conn().Flush(); err != nil {
 		return err

@@ -228,11 +228,12 @@ func floorStep(ctx context.Context, js jetstream.JetStream, bucket string, chunk
 }
 
 // entrySize is the stored size of a burst person's ledger entry, what the
-// floor writes; 0 if it cannot be read.
-func entrySize(ctx context.Context, e *env, it PubItem) int {
-	kv, err := e.prov.Ledger.Get(ctx, ledger.Key(it.Tenant, "sc-"+it.ID, it.ID))
+// floor writes.
+func entrySize(ctx context.Context, e *env, it PubItem) (int, error) {
+	key := ledger.Key(it.Tenant, it.salesConnectID(), it.ID)
+	kv, err := e.prov.Ledger.Get(ctx, key)
 	if err != nil {
-		return 0
+		return 0, fmt.Errorf("ledger entry %s: %w", key, err)
 	}
-	return len(kv.Value())
+	return len(kv.Value()), nil
 }

@@ -38,6 +38,9 @@ type PubItem struct {
 	Type   string `json:"type"`
 }
 
+// salesConnectID is the Sales Connect id the item's event carries.
+func (it PubItem) salesConnectID() string { return "sc-" + it.ID }
+
 // PublishResult is what the publisher process reports on stdout.
 type PublishResult struct {
 	Published int           `json:"published"`
@@ -134,7 +137,7 @@ func eventMsg(topo natsx.Topology, it PubItem, i int) (*nats.Msg, string, error)
 	ev := &optoutv1.OptOutEvent{
 		EventId:    fmt.Sprintf("bench-%d-%d", runID, i),
 		TenantId:   it.Tenant,
-		Person:     &optoutv1.Person{SalesConnectId: "sc-" + it.ID, SalesforceId: it.ID, ObjectType: ot},
+		Person:     &optoutv1.Person{SalesConnectId: it.salesConnectID(), SalesforceId: it.ID, ObjectType: ot},
 		Action:     optoutv1.Action_UNSUBSCRIBE,
 		OccurredAt: timestamppb.Now(),
 		Source:     optoutv1.Source_EMAIL_LINK,

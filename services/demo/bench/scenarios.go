@@ -220,9 +220,9 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	}
 
 	// (e) The design floor, on the same server, once the burst is done.
-	size := entrySize(ctx, e, burstItems[0])
-	if size == 0 {
-		return fmt.Errorf("floor: no ledger entry for %s's %s", burstItems[0].Tenant, burstItems[0].ID)
+	size, err := entrySize(ctx, e, burstItems[0])
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
 	}
 	for _, audit := range []bool{true, false} {
 		syscall.Sync()

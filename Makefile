@@ -1,13 +1,21 @@
-# Every module of the workspace (go.work); targets run over all of them.
+# The modules of the workspace (go.work): the root module, proto and the
+# emulator (services/sfsandbox); targets run over all three. deploy/deploytest
+# and deploy/jaeger stay outside go.work and have targets of their own.
 MODULES    := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
 PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
+.PHONY: help e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
+
+## help: every target with what it does (the `## target:` comments of this file).
+help:
+	@awk '/^## [a-zA-Z0-9_\/.-]+:/ { sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); desc = $$0; sub(/^[^:]*: */, "", desc); \
+		printf "\n  %-18s %s\n", name, desc; cont = 1; next } \
+		cont && /^## / { sub(/^## /, ""); printf "  %-18s %s\n", "", $$0; next } { cont = 0 }' $(MAKEFILE_LIST)
 
 # The NATS server tests run against: the current release, built from the
-# version shared/go.mod pins (not the distribution's, which lags years behind),
+# version the root go.mod pins (not the distribution's, which lags years behind),
 # on its own port so a machine's NATS on 4222 is left alone.
 NATS_TEST_URL := nats://127.0.0.1:4322
 
@@ -18,12 +26,12 @@ test: bin/nats-server
 	scripts/test-prereqs
 	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
 
-## bin/nats-server: the nats-server version shared/go.mod pins, from the Go module proxy.
+## bin/nats-server: the nats-server version the root go.mod pins, from the Go module proxy.
 ## Rebuilt when a go.mod of the workspace changes, since any could raise the version it resolves
 ## to (tests and the cluster test run this binary).
 bin/nats-server: go.work $(addsuffix /go.mod,$(MODULES))
 	@mkdir -p bin
-	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
+	go build -trimpath -o bin/nats-server github.com/nats-io/nats-server/v2
 
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API
 ## (on the same NATS as make test).
@@ -51,27 +59,28 @@ test-deploy:
 test-jsforce:
 	cd services/sfsandbox && OPTOUT_REQUIRE_JSFORCE=1 go test -count=1 -run '^TestJSForce$$' .
 
-## lint: gofmt, go vet and staticcheck over every module, and the module boundaries.
+## lint: gofmt, go vet and staticcheck over every module, and the package boundaries (modcheck).
 lint: fmt vet staticcheck modcheck
 
+## fmt: fail when gofmt would change a file (generated .pb.go aside).
 fmt:
 	@out=$$(git ls-files '*.go' | grep -v '\.pb\.go$$' | xargs gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+## vet: go vet over every module of go.work.
 vet:
 	go vet $(PKGS)
-	cd tools/modcheck && GOWORK=off go vet ./...
 
+## staticcheck: staticcheck (the pinned version) over every module of go.work.
 staticcheck:
 	$(STATICCHECK) $(PKGS)
-	cd tools/modcheck && GOWORK=off $(STATICCHECK) ./...
 
-## modcheck: shared depends on no service, the emulator on nothing of ours, the
-## pusher and the reconciler not on each other (tools/modcheck, outside go.work;
-## its own tests run first so a broken checker cannot pass silently).
+## modcheck: the package boundaries inside the module: shared depends on no service, the emulator
+## on nothing of ours, no service on another (tools/modcheck; its own tests run first so a broken
+## checker cannot pass silently).
 .PHONY: modcheck
 modcheck:
-	cd tools/modcheck && GOWORK=off go test -count=1 ./... && GOWORK=off go run . -root ../..
+	go test -count=1 ./tools/modcheck/ && go run ./tools/modcheck -root .
 
 ## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool).
 proto:
@@ -82,7 +91,7 @@ proto:
 build:
 	@mkdir -p bin
 	@for d in services/*/; do \
-		if [ -f $$d/main.go ]; then echo "build $$d"; (cd $$d && go build -trimpath -o ../../bin/$$(basename $$d) .) || exit 1; fi; \
+		if [ -f $$d/main.go ]; then echo "build $$d"; go build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
 ## demo: the local stack: sandbox with seeded orgs, pusher, demo publisher (Ctrl-C stops).
@@ -103,8 +112,8 @@ bench-pusher: bin/nats-server
 chaos: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	cd services/pusher && NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
-		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./push/ | grep -v '"level"'
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
+		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./services/pusher/push/ | grep -v '"level"'
 
 ## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.
 bench-reconciler: bin/nats-server
@@ -115,7 +124,8 @@ bench-reconciler: bin/nats-server
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:
 	@mkdir -p bench
-	cd shared && go test -run '^$$' -bench . -benchmem -benchtime 3x ./salesforce/ | tee ../bench/salesforce.txt
+	go test -run '^$$' -bench . -benchmem -benchtime 3x ./shared/salesforce/ | tee bench/salesforce.txt
 
+## clean: remove bin/.
 clean:
 	rm -rf bin

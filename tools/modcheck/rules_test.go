@@ -33,6 +33,11 @@ func TestCheckRules(t *testing.T) {
 		pkg("internal/testsandbox", []string{"services/sfsandbox/sandbox", "shared/sfcreds"}),
 		pkg("services/pusher/push", []string{"shared/sfcreds"}, "internal/testsandbox"),
 		pkg("services/reconciler/service", []string{"shared/sfcreds"}, "internal/testsandbox"),
+		pkg("services/reconciler/cmd/reconbench", []string{"services/reconciler/service", "services/sfsandbox/sandbox"}),
+		pkg("services/optoutctl/internal/testkit", []string{"services/pusher/push", "services/reconciler/service"}),
+		pkg("services/optoutctl/internal/root", []string{"shared/sfcreds"}, "services/optoutctl/internal/testkit", "services/reconciler/service"),
+		pkg("services/demo/stack", []string{"services/pusher/app", "services/sfsandbox/sandbox"}),
+		pkg("services/pusher/app", []string{"services/pusher/push"}),
 	}
 	if vs := Check(base); len(vs) != 0 {
 		t.Fatalf("allowed graph reported: %v", vs)
@@ -47,8 +52,14 @@ func TestCheckRules(t *testing.T) {
 		{"shared tests use a service other than the emulator", pkg("shared/ledger", nil, "services/pusher/push"), "shared/ledger tests import"},
 		{"the emulator imports shared", pkg("services/sfsandbox/sandbox/x", []string{"shared/sfcreds"}), "the emulator depends on nothing of ours"},
 		{"the emulator's tests import shared", pkg("services/sfsandbox/sandbox/y", nil, "shared/sfcreds"), "tests import"},
-		{"the pusher imports the reconciler", pkg("services/pusher/app", []string{"services/reconciler/service"}), "pusher and the reconciler"},
+		{"the pusher imports the reconciler", pkg("services/pusher/other", []string{"services/reconciler/service"}), "services/pusher/other imports " + prefix + "services/reconciler/service (no service imports another"},
 		{"the reconciler's tests import the pusher", pkg("services/reconciler/app", nil, "services/pusher/push"), "reconciler/app tests import"},
+		{"the CLI imports the pusher outside its test harness", pkg("services/optoutctl/internal/conn", []string{"services/pusher/push"}), "optoutctl/internal/conn imports"},
+		{"the pusher imports the CLI", pkg("services/pusher/cli", []string{"services/optoutctl/internal/root"}), "no service imports another"},
+		{"a new service imports the pusher", pkg("services/admin/page", []string{"services/pusher/app"}), "services/admin/page imports"},
+		{"a new service's tests import the reconciler", pkg("services/admin/page2", nil, "services/reconciler/service"), "services/admin/page2 tests import"},
+		{"the demo imports the reconciler", pkg("services/demo/more", []string{"services/reconciler/service"}), "the demo runs the pusher"},
+		{"the reconciler's bench imports the pusher", pkg("services/reconciler/cmd/reconbench/x", []string{"services/pusher/push"}), "benchmark"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
@@ -270,7 +271,7 @@ func (cl *cluster) pending() string {
 func (cl *cluster) work(tenantID string) (undelivered uint64, ackPending int, dirty int, err error) {
 	ctx, cancel := context.WithTimeout(cl.ctx, 10*time.Second)
 	defer cancel()
-	b, err := natsx.TenantBacklog(ctx, cl.js, cl.topo, tenantID)
+	b, err := eventstream.TenantBacklog(ctx, cl.js, cl.topo, tenantID)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("backlog of %s: %w", tenantID, err)
 	}

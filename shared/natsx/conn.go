@@ -1,6 +1,8 @@
 // Package natsx is the project's NATS layer: connecting, provisioning the
-// JetStream streams, consumers and KV buckets, and publishing events with
-// dedup and trace headers.
+// JetStream streams and KV buckets, naming and sizing them (the topology),
+// publishing with dedup and trace headers, and reading a subject back. It
+// knows no domain: dead letters are shared/deadletter's, the events stream
+// as the pusher reads it is shared/eventstream's.
 package natsx
 
 import (

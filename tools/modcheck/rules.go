@@ -27,6 +27,8 @@ var fixed = []rule{
 	{From: "shared", To: []string{""}, Allow: []string{"shared", "proto"},
 		TestAllow: []string{"services/sfsandbox"},
 		Why:       "shared depends only on shared and proto; its tests may also use the emulator, which depends on nothing of ours"},
+	{From: "shared/natsx", To: []string{""}, Allow: []string{"shared/natsx", "shared/config", "shared/telemetry", "shared/logx"},
+		Why: "natsx is NATS plumbing (connection, provisioning, topology, publishing): it depends on no domain, store or adapter of ours, only on config, telemetry and logs"},
 	{From: "services/sfsandbox", To: []string{""}, Allow: []string{"services/sfsandbox"},
 		Why: "the emulator depends on nothing of ours"},
 	{From: "services/demo", To: []string{"services"}, Allow: []string{"services/demo", "services/pusher", "services/sfsandbox"},

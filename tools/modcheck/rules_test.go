@@ -71,6 +71,40 @@ func TestCheckRules(t *testing.T) {
 	}
 }
 
+// TestNatsxImportsNoDomain: the NATS layer may use the platform (config,
+// telemetry, logs) and nothing else of ours, in its code or its tests.
+func TestNatsxImportsNoDomain(t *testing.T) {
+	base := []Package{
+		pkg("proto/optout/v1", nil),
+		pkg("shared/logx", []string{"fmt"}),
+		pkg("shared/telemetry", []string{"shared/logx"}),
+		pkg("shared/config", []string{"shared/logx"}),
+		pkg("shared/natsx", []string{"shared/config", "shared/telemetry"}, "shared/natsx/natstest"),
+		pkg("shared/natsx/natstest", []string{"shared/natsx"}),
+		pkg("shared/event", []string{"proto/optout/v1"}),
+		pkg("shared/deadletter", []string{"shared/natsx", "shared/event"}),
+	}
+	if vs := Check(base); len(vs) != 0 {
+		t.Fatalf("allowed graph reported: %v", vs)
+	}
+	cases := []struct {
+		name string
+		add  Package
+		want string // in the one violation
+	}{
+		{"natsx imports the domain", pkg("shared/natsx/x", []string{"shared/event"}), "shared/natsx/x imports " + prefix + "shared/event"},
+		{"natsx tests import an adapter built on it", pkg("shared/natsx/y", nil, "shared/deadletter"), "shared/natsx/y tests import " + prefix + "shared/deadletter"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vs := Check(append(append([]Package(nil), base...), c.add))
+			if len(vs) != 1 || !strings.Contains(vs[0], c.want) || !strings.Contains(vs[0], "NATS plumbing") {
+				t.Fatalf("got %q, want one violation of the natsx rule containing %q", vs, c.want)
+			}
+		})
+	}
+}
+
 // TestEndToEnd runs the loader and the rules on a generated workspace with
 // a forbidden import, then on this repository.
 func TestEndToEnd(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
@@ -77,7 +78,7 @@ func runFloor(ctx context.Context, e *env, items []PubItem, entryBytes int, audi
 			return res
 		}
 	}
-	c, err := natsx.EnsurePusherConsumer(ctx, prov.JS, topo)
+	c, err := eventstream.EnsurePusherConsumer(ctx, prov.JS, topo)
 	if err != nil {
 		res.err = err
 		return res

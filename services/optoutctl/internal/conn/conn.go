@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
@@ -111,7 +112,7 @@ func (c *Conn) Inspector(inv *cli.Invocation) *tenantstatus.Inspector {
 }
 
 // DLQ reads and settles dead letters.
-func (c *Conn) DLQ() natsx.DLQ { return natsx.DLQ{JS: c.JS, Topology: c.Topology} }
+func (c *Conn) DLQ() deadletter.DLQ { return deadletter.DLQ{JS: c.JS, Topology: c.Topology} }
 
 // Publisher publishes with trace and dedup headers.
 func (c *Conn) Publisher() natsx.Publisher { return natsx.Publisher{JS: c.JS, Topology: c.Topology} }

@@ -1,4 +1,4 @@
-package natsx_test
+package deadletter_test
 
 import (
 	"bytes"
@@ -16,16 +16,17 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 )
 
 // deadLetters lists every dead letter of the namespace, as optoutctl does.
-func deadLetters(t *testing.T, p *natsx.Provisioned) []natsx.DeadLetter {
+func deadLetters(t *testing.T, p *natsx.Provisioned) []deadletter.DeadLetter {
 	t.Helper()
-	var out []natsx.DeadLetter
-	if err := (natsx.DLQ{JS: p.JS, Topology: p.Topology}).List(ctxT(t), "", func(dl natsx.DeadLetter) error {
+	var out []deadletter.DeadLetter
+	if err := (deadletter.DLQ{JS: p.JS, Topology: p.Topology}).List(ctxT(t), "", func(dl deadletter.DeadLetter) error {
 		out = append(out, dl)
 		return nil
 	}); err != nil {
@@ -98,8 +99,8 @@ func TestDeadLetterCopyDropsEveryNatsHeaderAndKeepsTheRest(t *testing.T) {
 	h.Set("Nats-Rollup", "sub")
 	h.Set("Nats-TTL", "1s")
 
-	d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Backoff: time.Millisecond}
-	letter := natsx.Letter{Tenant: "acme", Subject: m.Subject, Seq: m.Sequence, Header: h, Data: m.Data,
+	d := deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Backoff: time.Millisecond}
+	letter := deadletter.Letter{Tenant: "acme", Subject: m.Subject, Seq: m.Sequence, Header: h, Data: m.Data,
 		Cause: errors.New("unknown field \"nope\"\nat offset 18"), Code: "undecodable", Class: "invalid"}
 	// A redelivered original is dead-lettered again: still one copy.
 	for range 2 {
@@ -131,7 +132,7 @@ func TestDeadLetterCopyDropsEveryNatsHeaderAndKeepsTheRest(t *testing.T) {
 		dl.OriginalSubject != m.Subject || dl.OriginalSeq != m.Sequence || dl.EventID != "evt-1" || !bytes.Equal(dl.Data, m.Data) {
 		t.Errorf("dead letter = %+v body %q", dl, dl.Data)
 	}
-	if dl.Header.Get(natsx.HeaderBodyTruncated) != "" || dl.Header.Get(natsx.HeaderOriginalSize) != "" {
+	if dl.Header.Get(deadletter.HeaderBodyTruncated) != "" || dl.Header.Get(deadletter.HeaderOriginalSize) != "" {
 		t.Errorf("a body that fits was marked shrunk: %v", dl.Header)
 	}
 }
@@ -168,13 +169,13 @@ func TestDeadLetterOfABodyTooLargeToCopyKeepsItsSizeAndHash(t *testing.T) {
 			orig.Data = body
 			m := stored(t, p, orig)
 
-			d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Backoff: time.Millisecond}
-			err := d.Write(ctx, natsx.Letter{Tenant: tenant, Subject: m.Subject, Seq: m.Sequence, Header: m.Header, Data: m.Data,
+			d := deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Backoff: time.Millisecond}
+			err := d.Write(ctx, deadletter.Letter{Tenant: tenant, Subject: m.Subject, Seq: m.Sequence, Header: m.Header, Data: m.Data,
 				Cause: errors.New("body: is too large"), Code: string(event.CodeTooLarge), Class: "invalid"})
 			if err != nil {
 				t.Fatalf("write the dead letter of a %d-byte body: %v", len(body), err)
 			}
-			var got []natsx.DeadLetter
+			var got []deadletter.DeadLetter
 			for _, dl := range deadLetters(t, p) {
 				if dl.Tenant == tenant {
 					got = append(got, dl)
@@ -185,11 +186,11 @@ func TestDeadLetterOfABodyTooLargeToCopyKeepsItsSizeAndHash(t *testing.T) {
 			}
 			dl := got[0]
 			sum := sha256.Sum256(body)
-			if dl.Header.Get(natsx.HeaderOriginalSize) != strconv.Itoa(len(body)) ||
-				dl.Header.Get(natsx.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) ||
-				dl.Header.Get(natsx.HeaderBodyTruncated) != "true" {
+			if dl.Header.Get(deadletter.HeaderOriginalSize) != strconv.Itoa(len(body)) ||
+				dl.Header.Get(deadletter.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) ||
+				dl.Header.Get(deadletter.HeaderBodyTruncated) != "true" {
 				t.Errorf("copy of a %d-byte body with sha256 %x: size %q, sha256 %q, truncated %q", len(body), sum,
-					dl.Header.Get(natsx.HeaderOriginalSize), dl.Header.Get(natsx.HeaderOriginalSHA256), dl.Header.Get(natsx.HeaderBodyTruncated))
+					dl.Header.Get(deadletter.HeaderOriginalSize), dl.Header.Get(deadletter.HeaderOriginalSHA256), dl.Header.Get(deadletter.HeaderBodyTruncated))
 			}
 			if len(dl.Data) == 0 || len(dl.Data) >= len(body) || !bytes.HasPrefix(body, dl.Data) {
 				t.Errorf("copy's body is %d bytes; want a shorter prefix of the original's %d", len(dl.Data), len(body))
@@ -203,11 +204,11 @@ func TestDeadLetterOfABodyTooLargeToCopyKeepsItsSizeAndHash(t *testing.T) {
 
 			// A shrunk copy is not the event: replaying it is refused and
 			// the copy stays.
-			if _, err := (natsx.DLQ{JS: p.JS, Topology: p.Topology}).Replay(ctx, tenant, dl.Seq, time.Now()); err == nil ||
+			if _, err := (deadletter.DLQ{JS: p.JS, Topology: p.Topology}).Replay(ctx, tenant, dl.Seq, time.Now()); err == nil ||
 				!strings.Contains(err.Error(), "truncated") {
 				t.Errorf("replay of a shrunk copy: %v; want it refused as truncated", err)
 			}
-			if _, err := (natsx.DLQ{JS: p.JS, Topology: p.Topology}).Get(ctx, tenant, dl.Seq); err != nil {
+			if _, err := (deadletter.DLQ{JS: p.JS, Topology: p.Topology}).Get(ctx, tenant, dl.Seq); err != nil {
 				t.Errorf("the shrunk copy is gone after a refused replay: %v", err)
 			}
 		})
@@ -239,8 +240,8 @@ func paddedEvent(t *testing.T, tenant string, size int) []byte {
 
 func TestDeadLetterThatCannotBeWrittenIsTriedAttemptsTimesThenReported(t *testing.T) {
 	t.Parallel()
-	letter := func(p *natsx.Provisioned) natsx.Letter {
-		return natsx.Letter{Tenant: "acme", Subject: p.Topology.EventsSubject("acme"), Seq: 3,
+	letter := func(p *natsx.Provisioned) deadletter.Letter {
+		return deadletter.Letter{Tenant: "acme", Subject: p.Topology.EventsSubject("acme"), Seq: 3,
 			Header: nats.Header{"Content-Type": {"application/json"}}, Data: []byte("{}"),
 			Cause: errors.New("tenant_id: is missing"), Code: string(event.CodeMissingField), Class: "invalid"}
 	}
@@ -271,9 +272,9 @@ func TestDeadLetterThatCannotBeWrittenIsTriedAttemptsTimesThenReported(t *testin
 			t.Fatal(err)
 		}
 
-		d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 3, Backoff: time.Millisecond}
+		d := deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 3, Backoff: time.Millisecond}
 		err = d.Write(ctx, letter(p))
-		if !errors.Is(err, natsx.ErrDeadLetterUnwritable) {
+		if !errors.Is(err, deadletter.ErrDeadLetterUnwritable) {
 			t.Fatalf("write to a full DLQ: %v; want ErrDeadLetterUnwritable", err)
 		}
 		if !strings.Contains(err.Error(), "maximum messages") || !strings.Contains(err.Error(), p.Topology.DLQSubject("acme")) {
@@ -294,9 +295,9 @@ func TestDeadLetterThatCannotBeWrittenIsTriedAttemptsTimesThenReported(t *testin
 		}
 		ctx, cancel := context.WithCancel(ctxT(t))
 		cancel()
-		d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 3, Backoff: time.Millisecond}
+		d := deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 3, Backoff: time.Millisecond}
 		err := d.Write(ctx, letter(p))
-		if !errors.Is(err, context.Canceled) || errors.Is(err, natsx.ErrDeadLetterUnwritable) {
+		if !errors.Is(err, context.Canceled) || errors.Is(err, deadletter.ErrDeadLetterUnwritable) {
 			t.Fatalf("write with a cancelled context: %v; want context.Canceled, not ErrDeadLetterUnwritable (a shutdown must not give up on an event)", err)
 		}
 	})
@@ -308,8 +309,8 @@ func TestDeadLetterThatCannotBeWrittenIsTriedAttemptsTimesThenReported(t *testin
 		if err := p.JS.DeleteStream(ctx, p.Topology.DLQStream()); err != nil {
 			t.Fatal(err)
 		}
-		d := natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 2, Backoff: time.Millisecond}
-		if err := d.Write(ctx, letter(p)); !errors.Is(err, natsx.ErrDeadLetterUnwritable) {
+		d := deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 2, Backoff: time.Millisecond}
+		if err := d.Write(ctx, letter(p)); !errors.Is(err, deadletter.ErrDeadLetterUnwritable) {
 			t.Fatalf("write without a DLQ stream: %v; want ErrDeadLetterUnwritable", err)
 		}
 		if ctx.Err() != nil {

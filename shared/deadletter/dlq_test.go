@@ -1,6 +1,7 @@
-package natsx_test
+package deadletter_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -11,11 +12,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // deadLetter stores a DLQ copy the way the pusher writes one.
 func deadLetter(t *testing.T, p *natsx.Provisioned, tenant string, data []byte, contentType, code, reason string) uint64 {
@@ -25,9 +33,9 @@ func deadLetter(t *testing.T, p *natsx.Provisioned, tenant string, data []byte, 
 	m.Header.Set(event.HeaderContentType, contentType)
 	m.Header.Set(event.HeaderError, reason)
 	m.Header.Set(event.HeaderErrorCode, code)
-	m.Header.Set(natsx.HeaderErrorClass, "invalid")
-	m.Header.Set(natsx.HeaderOriginalSubject, p.Topology.EventsSubject(tenant))
-	m.Header.Set(natsx.HeaderStreamSequence, "7")
+	m.Header.Set(deadletter.HeaderErrorClass, "invalid")
+	m.Header.Set(deadletter.HeaderOriginalSubject, p.Topology.EventsSubject(tenant))
+	m.Header.Set(deadletter.HeaderStreamSequence, "7")
 	ack, err := p.JS.PublishMsg(ctxT(t), m)
 	if err != nil {
 		t.Fatal(err)
@@ -52,14 +60,14 @@ func TestDLQListGetCountAndPurge(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	p := natstest.Provision(t, natstest.Connect(t))
-	d := natsx.DLQ{JS: p.JS, Topology: p.Topology}
+	d := deadletter.DLQ{JS: p.JS, Topology: p.Topology}
 
 	s1 := deadLetter(t, p, "acme", validEvent(t, "evt-1", "acme"), "application/json", "NOT_FOUND", "record gone")
 	s2 := deadLetter(t, p, "globex", []byte("garbage"), "application/protobuf", "undecodable", "body: not a valid protobuf")
 	s3 := deadLetter(t, p, "acme", []byte(`{"eventId":"evt-3","nope":1}`), "application/json", "undecodable", "unknown field")
 
-	var all []natsx.DeadLetter
-	if err := d.List(ctx, "", func(dl natsx.DeadLetter) error { all = append(all, dl); return nil }); err != nil {
+	var all []deadletter.DeadLetter
+	if err := d.List(ctx, "", func(dl deadletter.DeadLetter) error { all = append(all, dl); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(all) != 3 || all[0].Seq != s1 || all[1].Seq != s2 || all[2].Seq != s3 {
@@ -78,7 +86,7 @@ func TestDLQListGetCountAndPurge(t *testing.T) {
 	}
 
 	var acme []uint64
-	if err := d.List(ctx, "acme", func(dl natsx.DeadLetter) error { acme = append(acme, dl.Seq); return nil }); err != nil {
+	if err := d.List(ctx, "acme", func(dl deadletter.DeadLetter) error { acme = append(acme, dl.Seq); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(acme) != 2 {
@@ -90,16 +98,16 @@ func TestDLQListGetCountAndPurge(t *testing.T) {
 	}
 
 	// Another tenant's sequence is not found: no cross-tenant typo.
-	if _, err := d.Get(ctx, "acme", s2); !errors.Is(err, natsx.ErrDeadLetterNotFound) {
+	if _, err := d.Get(ctx, "acme", s2); !errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 		t.Fatalf("get globex's message as acme: %v", err)
 	}
-	if err := d.Delete(ctx, "acme", s2); !errors.Is(err, natsx.ErrDeadLetterNotFound) {
+	if err := d.Delete(ctx, "acme", s2); !errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 		t.Fatalf("delete globex's message as acme: %v", err)
 	}
 	if err := d.Delete(ctx, "acme", s3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Get(ctx, "acme", s3); !errors.Is(err, natsx.ErrDeadLetterNotFound) {
+	if _, err := d.Get(ctx, "acme", s3); !errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 		t.Fatalf("deleted message: %v", err)
 	}
 	n, err := d.Purge(ctx, "acme")
@@ -115,7 +123,7 @@ func TestDLQReplayRevalidatesAndRepublishes(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	p := natstest.Provision(t, natstest.Connect(t))
-	d := natsx.DLQ{JS: p.JS, Topology: p.Topology}
+	d := deadletter.DLQ{JS: p.JS, Topology: p.Topology}
 
 	// The event was accepted once already: its id is inside the duplicate
 	// window, so a replay under the same Nats-Msg-Id would be dropped.
@@ -147,132 +155,20 @@ func TestDLQReplayRevalidatesAndRepublishes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(m.Data) != string(data) || m.Header.Get(natsx.HeaderReplayedFrom) == "" || m.Header.Get(event.HeaderError) != "" ||
+	if string(m.Data) != string(data) || m.Header.Get(deadletter.HeaderReplayedFrom) == "" || m.Header.Get(event.HeaderError) != "" ||
 		m.Header.Get(event.HeaderContentType) != "application/json" {
 		t.Fatalf("republished message: headers %v body %s", m.Header, m.Data)
 	}
-	if _, err := d.Get(ctx, "acme", good); !errors.Is(err, natsx.ErrDeadLetterNotFound) {
+	if _, err := d.Get(ctx, "acme", good); !errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 		t.Fatalf("the DLQ copy stayed after the replay: %v", err)
 	}
 
 	_, err = d.Replay(ctx, "acme", bad, time.Now())
-	var inv *natsx.InvalidError
+	var inv *deadletter.InvalidError
 	if !errors.As(err, &inv) || event.CodeOf(err) != event.CodeMissingField || !strings.Contains(err.Error(), "still invalid") {
 		t.Fatalf("replay of an invalid event: %v", err)
 	}
 	if _, err := d.Get(ctx, "acme", bad); err != nil {
 		t.Fatalf("a refused replay removed the dead letter: %v", err)
 	}
-}
-
-// TestTenantBacklog: the pusher's one consumer serves every tenant, and a
-// tenant's backlog is counted in the stream from its ack floor and its
-// last delivery.
-func TestTenantBacklog(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	p := natstest.Provision(t, natstest.Connect(t))
-	pub := natsx.Publisher{JS: p.JS, Topology: p.Topology}
-	// Sequences 1-5, the tenants interleaved as they arrive.
-	for _, ev := range []struct{ id, tenant string }{{"a1", "acme"}, {"g1", "globex"}, {"a2", "acme"}, {"g2", "globex"}, {"a3", "acme"}} {
-		m := nats.NewMsg(p.Topology.EventsSubject(ev.tenant))
-		m.Data = validEvent(t, ev.id, ev.tenant)
-		if _, err := pub.Publish(ctx, m, ev.id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	backlog := func(tenant string) natsx.Backlog {
-		t.Helper()
-		b, err := natsx.TenantBacklog(ctx, p.JS, p.Topology, tenant)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	type want struct {
-		exists          bool
-		stored, waiting uint64
-		inFlight        int
-		oldest          uint64 // 0: none
-	}
-	check := func(when, tenant string, w want) {
-		t.Helper()
-		b := backlog(tenant)
-		oldest := uint64(0)
-		if b.Oldest != nil {
-			oldest = b.Oldest.Seq
-			if b.Oldest.Subject != p.Topology.EventsSubject(tenant) || b.Oldest.Received.IsZero() || len(b.Oldest.Data) == 0 {
-				t.Errorf("%s: %s's oldest event = %+v; want its own, stored, with its body", when, tenant, b.Oldest)
-			}
-		}
-		got := want{b.ConsumerExists, b.Stored, b.Waiting, b.InFlight, oldest}
-		if got != w {
-			t.Errorf("%s: %s's backlog = %+v; want %+v", when, tenant, got, w)
-		}
-		if b.Consumer != p.Topology.PusherConsumer() {
-			t.Errorf("%s: backlog read from consumer %q; want %q", when, b.Consumer, p.Topology.PusherConsumer())
-		}
-	}
-
-	// Before any pusher ran, every stored event waits.
-	check("no pusher yet", "acme", want{false, 3, 3, 0, 1})
-	check("no pusher yet", "globex", want{false, 2, 2, 0, 2})
-
-	c, err := natsx.EnsurePusherConsumer(ctx, p.JS, p.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fetch := func(n int) []jetstream.Msg {
-		t.Helper()
-		batch, err := c.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) != n {
-			t.Fatalf("fetched %d; want %d", len(msgs), n)
-		}
-		return msgs
-	}
-	// a1, g1 and a2 delivered; a1 and g1 acknowledged, a2 not yet.
-	msgs := fetch(3)
-	for _, m := range msgs[:2] {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	check("a2 in flight", "acme", want{true, 3, 1, 1, 3})
-	check("a2 in flight", "globex", want{true, 2, 1, 0, 4})
-
-	// g2 delivered and acknowledged while a2 still is not: the ack floor
-	// stays before a2, so g2 still counts (the documented upper bound).
-	if err := fetch(1)[0].DoubleAck(ctx); err != nil {
-		t.Fatal(err)
-	}
-	check("g2 acked after a2", "globex", want{true, 2, 0, 1, 4})
-	// a3 and g3 (6) too: two of each tenant's past the floor, but no more
-	// than the one event (a2) the consumer has unacknowledged can be in
-	// flight.
-	m := nats.NewMsg(p.Topology.EventsSubject("globex"))
-	m.Data = validEvent(t, "g3", "globex")
-	if _, err := pub.Publish(ctx, m, "g3"); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range fetch(2) {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	check("a3 and g3 acked after a2", "globex", want{true, 3, 0, 1, 4})
-	check("a3 and g3 acked after a2", "acme", want{true, 3, 0, 1, 3})
-	if err := msgs[2].DoubleAck(ctx); err != nil {
-		t.Fatal(err)
-	}
-	check("a2 acked", "globex", want{true, 3, 0, 0, 0})
-	check("a2 acked", "acme", want{true, 3, 0, 0, 0})
-
-	check("unknown tenant", "nobody", want{true, 0, 0, 0, 0})
 }

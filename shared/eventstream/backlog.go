@@ -1,4 +1,4 @@
-package natsx
+package eventstream
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // Backlog is what the pusher has not settled yet of one tenant's events.
@@ -51,7 +53,7 @@ type StoredMsg struct {
 // TenantBacklog reads a tenant's backlog. It costs a few lookups however
 // long the backlog is, and a short-lived consumer per count when the
 // tenant has events past the ack floor.
-func TenantBacklog(ctx context.Context, js jetstream.JetStream, t Topology, tenant string) (Backlog, error) {
+func TenantBacklog(ctx context.Context, js jetstream.JetStream, t natsx.Topology, tenant string) (Backlog, error) {
 	b := Backlog{Consumer: t.PusherConsumer()}
 	s, err := js.Stream(ctx, t.EventsStream())
 	if err != nil {
@@ -105,7 +107,7 @@ func TenantBacklog(ctx context.Context, js jetstream.JetStream, t Topology, tena
 // ack floor (every event before it is folded); nil when there is none.
 // Before a pusher ran, it is the tenant's first stored event. s is the
 // events stream.
-func FirstUnsettled(ctx context.Context, s jetstream.Stream, t Topology, tenant string) (*StoredMsg, error) {
+func FirstUnsettled(ctx context.Context, s jetstream.Stream, t natsx.Topology, tenant string) (*StoredMsg, error) {
 	floor, _, _, _, err := pusherProgress(ctx, s, t)
 	if err != nil {
 		return nil, err
@@ -116,7 +118,7 @@ func FirstUnsettled(ctx context.Context, s jetstream.Stream, t Topology, tenant 
 // pusherProgress reads the pusher consumer's ack floor and last delivered
 // event (stream sequences; both 0 before a pusher ran) and its
 // unacknowledged events.
-func pusherProgress(ctx context.Context, s jetstream.Stream, t Topology) (floor, delivered uint64, unacked int, exists bool, err error) {
+func pusherProgress(ctx context.Context, s jetstream.Stream, t natsx.Topology) (floor, delivered uint64, unacked int, exists bool, err error) {
 	c, err := s.Consumer(ctx, t.PusherConsumer())
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 0, 0, 0, false, nil

@@ -1,8 +1,10 @@
-package natsx
-
+// Package deadletter keeps what can never be applied: DeadLetterer writes
+// the copies, DLQ lists, counts, replays and deletes them.
+//
 // Dead letters are written only through DeadLetterer: one place decides
 // what a copy keeps, how it is identified and what happens when it cannot
 // be written.
+package deadletter
 
 import (
 	"context"
@@ -21,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
@@ -51,7 +54,7 @@ type Letter struct {
 // DeadLetterer writes dead letters for a topology.
 type DeadLetterer struct {
 	JS       jetstream.JetStream
-	Topology Topology
+	Topology natsx.Topology
 	// Attempts bounds the tries of one copy (default 5); Backoff is the
 	// first wait between them (default 100 ms, doubling).
 	Attempts int
@@ -145,7 +148,7 @@ func (d DeadLetterer) Write(ctx context.Context, l Letter) error {
 		// original's trace, so the copy's trace id leads to the original.
 		ctx = telemetry.Extract(ctx, l.Header)
 	}
-	pub := Publisher{JS: d.JS, Topology: d.Topology}
+	pub := natsx.Publisher{JS: d.JS, Topology: d.Topology}
 	err := backoff.Retry(func() error {
 		_, err := pub.Publish(ctx, msg, msgID)
 		return err

@@ -1,4 +1,4 @@
-package natsx
+package deadletter
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // Headers of a DLQ copy besides event.HeaderError and event.HeaderErrorCode.
@@ -56,7 +57,7 @@ type DeadLetter struct {
 // provisioned and never creates or reconfigures anything.
 type DLQ struct {
 	JS       jetstream.JetStream
-	Topology Topology
+	Topology natsx.Topology
 }
 
 func (d DLQ) stream(ctx context.Context) (jetstream.Stream, error) {
@@ -69,12 +70,12 @@ func (d DLQ) stream(ctx context.Context) (jetstream.Stream, error) {
 
 // tenantOf returns the tenant token of a DLQ subject.
 func (d DLQ) tenantOf(subject string) string {
-	return strings.TrimPrefix(subject, d.Topology.subject(DLQRoot)+".")
+	return strings.TrimPrefix(subject, d.Topology.DLQSubject(""))
 }
 
 func (d DLQ) filter(tenant string) string {
 	if tenant == "" {
-		return d.Topology.subject(DLQRoot) + ".*"
+		return d.Topology.DLQSubject("*")
 	}
 	return d.Topology.DLQSubject(tenant)
 }
@@ -221,12 +222,12 @@ func (d DLQ) Replay(ctx context.Context, tenant string, seq uint64, now time.Tim
 		msg.Header[k] = v
 	}
 	msg.Header.Set(HeaderReplayedFrom, strconv.FormatUint(seq, 10))
-	pub := Publisher(d) // the same connection and topology
+	pub := natsx.Publisher(d) // the same connection and topology
 	ack, err := pub.Publish(ctx, msg, fmt.Sprintf("replay-%s-%d", d.Topology.DLQStream(), seq))
 	if err != nil {
 		return Replayed{}, fmt.Errorf("replay dead letter %d: %w", seq, err)
 	}
-	res := Replayed{DLQSeq: seq, EventID: ev.GetEventId(), Subject: msg.Subject, Seq: ack.Sequence, Duplicate: ack.Duplicate, TraceID: TraceID(msg.Header)}
+	res := Replayed{DLQSeq: seq, EventID: ev.GetEventId(), Subject: msg.Subject, Seq: ack.Sequence, Duplicate: ack.Duplicate, TraceID: natsx.TraceID(msg.Header)}
 	if err := d.Delete(ctx, tenant, seq); err != nil && !errors.Is(err, ErrDeadLetterNotFound) {
 		return res, fmt.Errorf("replayed dead letter %d as events sequence %d, but removing the DLQ copy failed: %w", seq, ack.Sequence, err)
 	}

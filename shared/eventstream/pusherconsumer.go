@@ -1,4 +1,8 @@
-package natsx
+// Package eventstream is the events stream as the pusher and the
+// operators' tools read it: publishing an opt-out event, the pusher's one
+// durable consumer (made, kept up to date, and put in place of the
+// per-tenant consumers of earlier versions) and each tenant's backlog.
+package eventstream
 
 import (
 	"context"
@@ -8,32 +12,9 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/natsx"
 )
-
-// PusherConsumer names the pusher's durable consumer of the events stream.
-// Every tenant's events go through it: folding an event into the ledger
-// takes milliseconds and never waits for Salesforce (the push is driven by
-// per-tenant work queues), so one consumer isolates tenants as well as one
-// per tenant did, without a consumer state file per tenant for the server
-// to keep writing.
-func (t Topology) PusherConsumer() string { return t.name("pusher") }
-
-// PusherConsumerConfig is the pusher's consumer as it is made on a stream
-// no pusher has read yet.
-func (t Topology) PusherConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:     t.PusherConsumer(),
-		Description: "folds every tenant's opt-out events into the ledger (optout-sync pusher)",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     t.PusherAckWait,
-		// Unlimited deliveries: the pusher decides when an event is dead,
-		// never the broker.
-		MaxDeliver:    -1,
-		MaxAckPending: t.PusherMaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	}
-}
 
 // legacyConsumerPrefix begins the names of the per-tenant consumers
 // ("pusher_<tenant>") that versions before the shared consumer made.
@@ -48,7 +29,7 @@ const legacyConsumerPrefix = "pusher_"
 // little is folded twice (folding is idempotent); the old consumers stay
 // until DeleteIdleLegacyConsumers removes them. Made on a stream without
 // them it starts at the beginning, as the per-tenant consumers did.
-func EnsurePusherConsumer(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+func EnsurePusherConsumer(ctx context.Context, js jetstream.JetStream, t natsx.Topology) (jetstream.Consumer, error) {
 	s, err := js.Stream(ctx, t.EventsStream())
 	if err != nil {
 		return nil, fmt.Errorf("events stream %s: %w", t.EventsStream(), err)
@@ -96,7 +77,7 @@ func EnsurePusherConsumer(ctx context.Context, js jetstream.JetStream, t Topolog
 // that has events and no consumer), or the next event when all are
 // settled. 0 means there are no per-tenant consumers: start at the
 // beginning.
-func legacyStart(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, t Topology) (uint64, error) {
+func legacyStart(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, t natsx.Topology) (uint64, error) {
 	// The last sequence before the consumers are read: an event stored
 	// after it is delivered whatever they said.
 	info, err := s.Info(ctx)
@@ -116,7 +97,7 @@ func legacyStart(ctx context.Context, js jetstream.JetStream, s jetstream.Stream
 		}
 		start = min(start, ci.AckFloor.Stream+1)
 	}
-	tenants, err := EventTenants(ctx, js, t)
+	tenants, err := natsx.EventTenants(ctx, js, t)
 	if err != nil {
 		return 0, err
 	}
@@ -140,7 +121,7 @@ func legacyStart(ctx context.Context, js jetstream.JetStream, s jetstream.Stream
 
 // legacyConsumers lists the per-tenant consumers an earlier pusher made:
 // named pusher_<...>, each filtered on one tenant's events subject.
-func legacyConsumers(ctx context.Context, s jetstream.Stream, t Topology) ([]*jetstream.ConsumerInfo, error) {
+func legacyConsumers(ctx context.Context, s jetstream.Stream, t natsx.Topology) ([]*jetstream.ConsumerInfo, error) {
 	var out []*jetstream.ConsumerInfo
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
@@ -163,7 +144,7 @@ func legacyConsumers(ctx context.Context, s jetstream.Stream, t Topology) ([]*je
 // of the earlier version, during a rolling upgrade) is kept: deleted under
 // it, that replica would make it again from the stream's first event. It
 // returns the names deleted and how many were kept.
-func DeleteIdleLegacyConsumers(ctx context.Context, js jetstream.JetStream, t Topology) (deleted []string, kept int, err error) {
+func DeleteIdleLegacyConsumers(ctx context.Context, js jetstream.JetStream, t natsx.Topology) (deleted []string, kept int, err error) {
 	s, err := js.Stream(ctx, t.EventsStream())
 	if err != nil {
 		return nil, 0, fmt.Errorf("events stream %s: %w", t.EventsStream(), err)

@@ -1,4 +1,4 @@
-package natsx_test
+package eventstream_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 )
@@ -100,7 +101,7 @@ func TestPusherConsumerReplacesPerTenantConsumers(t *testing.T) {
 	fetchN(t, ctx, c, 1, 1) // c: c1 acked; c2 (5) and c3 (8) undelivered: start at 4
 	// d: no consumer, no pusher ever pulled it: d1 (7) must be delivered.
 
-	shared, err := natsx.EnsurePusherConsumer(ctx, p.JS, p.Topology)
+	shared, err := eventstream.EnsurePusherConsumer(ctx, p.JS, p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestPusherConsumerReplacesPerTenantConsumers(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	deleted, kept, err := natsx.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
+	deleted, kept, err := eventstream.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
 	slices.Sort(deleted)
 	if err != nil || kept != 1 || !slices.Equal(deleted, []string{"pusher_b", "pusher_c"}) {
 		t.Fatalf("first cleanup deleted %v, kept %d, %v; want pusher_b and pusher_c deleted, pusher_a kept", deleted, kept, err)
@@ -152,7 +153,7 @@ func TestPusherConsumerReplacesPerTenantConsumers(t *testing.T) {
 	<-pulling
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		deleted, kept, err = natsx.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
+		deleted, kept, err = eventstream.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +169,7 @@ func TestPusherConsumerReplacesPerTenantConsumers(t *testing.T) {
 		t.Errorf("consumers on the events stream: %v; want only %s", names, p.Topology.PusherConsumer())
 	}
 	// Ensured again (a restart), it keeps its start and its progress.
-	again, err := natsx.EnsurePusherConsumer(ctx, p.JS, p.Topology)
+	again, err := eventstream.EnsurePusherConsumer(ctx, p.JS, p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestPusherConsumerStartsAtTheBeginningWithoutPerTenantConsumers(t *testing.
 	if _, err := p.JS.PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	c, err := natsx.EnsurePusherConsumer(ctx, p.JS, p.Topology)
+	c, err := eventstream.EnsurePusherConsumer(ctx, p.JS, p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,10 +221,10 @@ func TestEventsStreamKeepsRoomForPerTenantConsumersUntilDeleted(t *testing.T) {
 	if _, err := natsx.Provision(ctx, nc, p.Topology); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsx.EnsurePusherConsumer(ctx, p.JS, p.Topology); err != nil {
+	if _, err := eventstream.EnsurePusherConsumer(ctx, p.JS, p.Topology); err != nil {
 		t.Fatalf("the shared consumer beside %d per-tenant ones: %v", n, err)
 	}
-	deleted, _, err := natsx.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
+	deleted, _, err := eventstream.DeleteIdleLegacyConsumers(ctx, p.JS, p.Topology)
 	if err != nil || len(deleted) != n {
 		t.Fatalf("deleted %d per-tenant consumers, %v; want %d", len(deleted), err, n)
 	}

@@ -9,8 +9,6 @@ require (
 	github.com/optout-sync/optout-sync/services/pusher v0.0.0
 	github.com/optout-sync/optout-sync/services/sfsandbox v0.0.0
 	github.com/optout-sync/optout-sync/shared v0.0.0
-	github.com/prometheus/client_model v0.6.3
-	github.com/prometheus/common v0.72.0
 	github.com/rs/zerolog v1.35.1
 	google.golang.org/protobuf v1.36.12
 )
@@ -37,6 +35,8 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect

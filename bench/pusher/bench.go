@@ -1,11 +1,12 @@
-// Package bench measures the pusher as it runs in production, each part in
-// its own process on 127.0.0.1: a nats-server of its own (file storage), the
+// Command pusher (make bench-pusher) measures the pusher as it runs in
+// production, each part in its own process on 127.0.0.1: a nats-server of
+// its own (file storage), the
 // pusher binary, the Salesforce sandbox binary and a publisher process
 // publishing asynchronously; `nats bench` measures the same server's raw
 // rates in the same run. Scenarios (issue 12): a burst, a trickle, the
 // pusher's memory, one slow tenant among a thousand, and a profile. Results
 // go to a Markdown file with the issue's targets beside them.
-package bench
+package main
 
 import (
 	"context"
@@ -261,7 +262,7 @@ func (e *env) publishTo(ctx context.Context, name, namespace string, items []Pub
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return PublishResult{}, 0, err
 	}
-	cmd := exec.CommandContext(ctx, e.o.Self, "-bench-publisher", path)
+	cmd := exec.CommandContext(ctx, e.o.Self, "-publisher", path)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -112,7 +112,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
-	// The raw scrape stays in the run directory (-bench-keep) for a closer look.
+	// The raw scrape stays in the run directory (-keep) for a closer look.
 	_ = fetchTo(ctx, e.admin+"/metrics", filepath.Join(e.dir, "metrics-after-trickle.txt"))
 	rep.rssSteadyPeak, rep.rssSteadyMean, _ = rs.stop()
 	all := time.Unix(1<<40, 0)
@@ -367,7 +367,7 @@ func runIsolation(ctx context.Context, o Options, dir string, n int, res *isoRes
 	res.base = append(w.between(others, starts[0], starts[1]), w.between(others, starts[2], starts[3])...)
 	res.slow = w.between(others, starts[1], starts[2])
 	res.slowOwn = w.between([]string{slow}, starts[1], starts[3])
-	// Every sample, by segment, for a closer look (-bench-keep).
+	// Every sample, by segment, for a closer look (-keep).
 	var csv strings.Builder
 	csv.WriteString("segment,decided_unix_ms,latency_ms\n")
 	for k := range segs {

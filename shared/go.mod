@@ -8,6 +8,7 @@ require (
 	github.com/mattn/go-isatty v0.0.20
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
+	github.com/optout-sync/optout-sync/internal/refmodel v0.0.0
 	github.com/optout-sync/optout-sync/proto v0.0.0
 	github.com/optout-sync/optout-sync/services/sfsandbox v0.0.0
 	github.com/prometheus/client_golang v1.25.0
@@ -70,5 +71,7 @@ require (
 )
 
 replace github.com/optout-sync/optout-sync/proto => ../proto
+
+replace github.com/optout-sync/optout-sync/internal/refmodel => ../internal/refmodel
 
 replace github.com/optout-sync/optout-sync/services/sfsandbox => ../services/sfsandbox

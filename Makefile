@@ -98,13 +98,16 @@ bench-pusher: bin/nats-server
 	go build -o bin/sfsandbox ./services/sfsandbox
 	go run ./bench/pusher -out bench/pusher.md -bin bin $(BENCH_FLAGS)
 
-## chaos: the model-based randomized test of the push at 100,000 persons (make test runs it at 1,000);
-## report in bench/chaos.md (lost, reverted, double effects: all expected 0). OPTOUT_MODEL_SEED replays a run.
+## chaos: the model-based randomized test of the push at CHAOS_PERSONS persons (100,000; make test runs it
+## at 1,000); report in CHAOS_REPORT (bench/chaos.md: lost, reverted, double effects, all expected 0).
+## OPTOUT_MODEL_SEED replays a run. A quick look: make chaos CHAOS_PERSONS=2000 CHAOS_REPORT=/tmp/chaos.md
+CHAOS_PERSONS ?= 100000
+CHAOS_REPORT  ?= $(CURDIR)/bench/chaos.md
 .PHONY: chaos
 chaos: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	cd services/pusher && NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
+	cd services/pusher && NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=$(CHAOS_PERSONS) OPTOUT_MODEL_REPORT=$(abspath $(CHAOS_REPORT)) \
 		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./push/ | grep -v '"level"'
 
 ## bench-reconciler: one 2,000,000-person tenant through the reconciler (bench/reconciler), SOQL and

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -158,7 +159,7 @@ type env struct {
 	dir     string
 	nats    *natsProc
 	sb      *sandboxProc
-	pusher  *proc
+	pusher  *harness.Proc
 	admin   string // pusher admin origin
 	nc      *nats.Conn
 	prov    *natsx.Provisioned
@@ -208,7 +209,7 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 			return nil, err
 		}
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +225,7 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 	if e.pusher, err = startProc("pusher", dir, filepath.Join(o.Bin, "pusher"), nil, penv); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, e.pusher, e.admin+"/readyz", time.Minute); err != nil {
+	if err := harness.WaitHTTP(ctx, e.pusher, e.admin+"/readyz", time.Minute); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -232,16 +233,16 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 
 func (e *env) close() {
 	if e.pusher != nil {
-		e.pusher.stop(30 * time.Second)
+		_ = e.pusher.Stop(30 * time.Second)
 	}
 	if e.nc != nil {
 		e.nc.Close()
 	}
 	if e.sb != nil {
-		e.sb.stop(5 * time.Second)
+		_ = e.sb.Stop(5 * time.Second)
 	}
 	if e.nats != nil {
-		e.nats.stop(10 * time.Second)
+		_ = e.nats.Stop(10 * time.Second)
 	}
 }
 

@@ -41,6 +41,7 @@ require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/optout-sync/optout-sync/internal/harness v0.0.0
 	github.com/optout-sync/optout-sync/internal/refmodel v0.0.0
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -75,3 +76,5 @@ require (
 )
 
 replace github.com/optout-sync/optout-sync/internal/refmodel => ../../internal/refmodel
+
+replace github.com/optout-sync/optout-sync/internal/harness => ../../internal/harness

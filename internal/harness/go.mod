@@ -1,0 +1,3 @@
+module github.com/optout-sync/optout-sync/internal/harness
+
+go 1.26.8

@@ -98,28 +98,33 @@ build:
 demo:
 	go run ./services/demo
 
-## bench-pusher: issue 12's pusher benchmark, each part its own process (nats-server, pusher, sandbox,
-## publisher) against `nats bench` on the same server; report in bench/pusher.md (about 5 minutes).
+## bench-pusher: issue 12's pusher benchmark (bench/pusher), each part its own process (nats-server,
+## pusher, sandbox, publisher) against `nats bench` on the same server; report in bench/pusher.md
+## (about 5 minutes). BENCH_FLAGS adds flags (go run ./bench/pusher -h lists them).
 bench-pusher: bin/nats-server
 	@mkdir -p bench
 	go build -o bin/pusher ./services/pusher
 	go build -o bin/sfsandbox ./services/sfsandbox
-	go run ./services/demo -bench bench/pusher.md -bench-bin bin
+	go run ./bench/pusher -out bench/pusher.md -bin bin $(BENCH_FLAGS)
 
-## chaos: the model-based randomized test of the push at 100,000 persons (make test runs it at 1,000);
-## report in bench/chaos.md (lost, reverted, double effects: all expected 0). OPTOUT_MODEL_SEED replays a run.
+## chaos: the model-based randomized test of the push at CHAOS_PERSONS persons (100,000; make test runs it
+## at 1,000); report in CHAOS_REPORT (bench/chaos.md: lost, reverted, double effects, all expected 0).
+## OPTOUT_MODEL_SEED replays a run. A quick look: make chaos CHAOS_PERSONS=2000 CHAOS_REPORT=/tmp/chaos.md
+CHAOS_PERSONS ?= 100000
+CHAOS_REPORT  ?= $(CURDIR)/bench/chaos.md
 .PHONY: chaos
 chaos: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=$(CHAOS_PERSONS) OPTOUT_MODEL_REPORT=$(abspath $(CHAOS_REPORT)) \
 		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./services/pusher/push/ | grep -v '"level"'
 
-## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.
+## bench-reconciler: one 2,000,000-person tenant through the reconciler (bench/reconciler), SOQL and
+## Bulk paths; report in bench/reconciler.md. BENCH_FLAGS adds flags (-persons 20000 for a quick run).
 bench-reconciler: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	NATS_URL=$(NATS_TEST_URL) go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
+	NATS_URL=$(NATS_TEST_URL) go run ./bench/reconciler -out bench/reconciler.md $(BENCH_FLAGS)
 
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:

@@ -25,8 +25,10 @@ type rule struct {
 // they run several services in one process on purpose.
 var fixed = []rule{
 	{From: "shared", To: []string{""}, Allow: []string{"shared", "proto"},
-		TestAllow: []string{"services/sfsandbox"},
-		Why:       "shared depends only on shared and proto; its tests may also use the emulator, which depends on nothing of ours"},
+		TestAllow: []string{"services/sfsandbox", "internal/refmodel"},
+		Why:       "shared depends only on shared and proto; its tests may also use the emulator and the reference model, which depend on nothing of ours"},
+	{From: "internal/refmodel", To: []string{""}, Allow: []string{"internal/refmodel"},
+		Why: "the reference model is written apart from the code it checks"},
 	{From: "shared/natsx", To: []string{""}, Allow: []string{"shared/natsx", "shared/config", "shared/telemetry", "shared/logx"},
 		Why: "natsx is NATS plumbing (connection, provisioning, topology, publishing): it depends on no domain, store or adapter of ours, only on config, telemetry and logs"},
 	{From: "services/sfsandbox", To: []string{""}, Allow: []string{"services/sfsandbox"},
@@ -36,8 +38,6 @@ var fixed = []rule{
 	{From: "services/optoutctl/internal/testkit", To: []string{"services"},
 		Allow: []string{"services/optoutctl", "services/pusher", "services/reconciler", "services/sfsandbox"},
 		Why:   "the CLI's test harness runs the real pusher and reconciler against the emulator"},
-	{From: "services/reconciler/cmd/reconbench", To: []string{"services"}, Allow: []string{"services/reconciler", "services/sfsandbox"},
-		Why: "the reconciler's benchmark drives it against the emulator"},
 }
 
 // rules are fixed plus, for every service found (a directory under

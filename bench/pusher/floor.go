@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -90,7 +90,7 @@ func runFloor(ctx context.Context, e *env, items []PubItem, entryBytes int, audi
 		res.err = err
 		return res
 	}
-	cpu := startCPU(map[string]int{"nats-server": e.nats.pid(), "floor consumer (bench process)": os.Getpid()})
+	cpu := startCPU(map[string]int{"nats-server": e.nats.Pid(), "floor consumer (bench process)": os.Getpid()})
 	done := make(chan error, 1)
 	var last atomic.Int64
 	go func() { done <- floorConsume(ctx, js, c, topo.LedgerBucket(), len(items), entryBytes, &last) }()

@@ -1,11 +1,12 @@
-// Package bench measures the pusher as it runs in production, each part in
-// its own process on 127.0.0.1: a nats-server of its own (file storage), the
+// Command pusher (make bench-pusher) measures the pusher as it runs in
+// production, each part in its own process on 127.0.0.1: a nats-server of
+// its own (file storage), the
 // pusher binary, the Salesforce sandbox binary and a publisher process
 // publishing asynchronously; `nats bench` measures the same server's raw
 // rates in the same run. Scenarios (issue 12): a burst, a trickle, the
 // pusher's memory, one slow tenant among a thousand, and a profile. Results
 // go to a Markdown file with the issue's targets beside them.
-package bench
+package main
 
 import (
 	"context"
@@ -23,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -157,7 +159,7 @@ type env struct {
 	dir     string
 	nats    *natsProc
 	sb      *sandboxProc
-	pusher  *proc
+	pusher  *harness.Proc
 	admin   string // pusher admin origin
 	nc      *nats.Conn
 	prov    *natsx.Provisioned
@@ -207,7 +209,7 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 			return nil, err
 		}
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +225,7 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 	if e.pusher, err = startProc("pusher", dir, filepath.Join(o.Bin, "pusher"), nil, penv); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, e.pusher, e.admin+"/readyz", time.Minute); err != nil {
+	if err := harness.WaitHTTP(ctx, e.pusher, e.admin+"/readyz", time.Minute); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -231,16 +233,16 @@ func start(ctx context.Context, o Options, dir string, tenants []string, sales m
 
 func (e *env) close() {
 	if e.pusher != nil {
-		e.pusher.stop(30 * time.Second)
+		_ = e.pusher.Stop(30 * time.Second)
 	}
 	if e.nc != nil {
 		e.nc.Close()
 	}
 	if e.sb != nil {
-		e.sb.stop(5 * time.Second)
+		_ = e.sb.Stop(5 * time.Second)
 	}
 	if e.nats != nil {
-		e.nats.stop(10 * time.Second)
+		_ = e.nats.Stop(10 * time.Second)
 	}
 }
 
@@ -261,7 +263,7 @@ func (e *env) publishTo(ctx context.Context, name, namespace string, items []Pub
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return PublishResult{}, 0, err
 	}
-	cmd := exec.CommandContext(ctx, e.o.Self, "-bench-publisher", path)
+	cmd := exec.CommandContext(ctx, e.o.Self, "-publisher", path)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

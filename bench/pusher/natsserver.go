@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -14,13 +14,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/optout-sync/optout-sync/internal/harness"
 )
 
 // natsProc is a nats-server of the bench's own: its port, its store
 // directory, file storage, the monitoring port for /connz and a profiling
 // port.
 type natsProc struct {
-	*proc
+	*harness.Proc
 	url, monitor, prof string
 	version            string
 }
@@ -28,7 +30,7 @@ type natsProc struct {
 func startNATS(ctx context.Context, bin, dir string, syncAlways bool) (*natsProc, error) {
 	ports := make([]int, 3)
 	for i := range ports {
-		p, err := freePort()
+		p, err := harness.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -49,10 +51,10 @@ func startNATS(ctx context.Context, bin, dir string, syncAlways bool) (*natsProc
 	if err != nil {
 		return nil, err
 	}
-	n := &natsProc{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]),
+	n := &natsProc{Proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]),
 		monitor: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), prof: fmt.Sprintf("http://127.0.0.1:%d", ports[2])}
-	if err := waitHTTP(ctx, p, n.monitor+"/healthz?js-enabled-only=true", 30*time.Second); err != nil {
-		p.stop(time.Second)
+	if err := harness.WaitHTTP(ctx, p, n.monitor+"/healthz?js-enabled-only=true", 30*time.Second); err != nil {
+		_ = p.Stop(time.Second)
 		return nil, err
 	}
 	var v struct {

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -83,7 +83,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err := e.warm(ctx, warm); err != nil {
 		return err
 	}
-	pid := e.pusher.pid()
+	pid := e.pusher.Pid()
 	rep.rssIdle, _ = memKB(pid)
 
 	// (b) Trickle, each trickle tenant at its rate, both at once.
@@ -112,7 +112,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
-	// The raw scrape stays in the run directory (-bench-keep) for a closer look.
+	// The raw scrape stays in the run directory (-keep) for a closer look.
 	_ = fetchTo(ctx, e.admin+"/metrics", filepath.Join(e.dir, "metrics-after-trickle.txt"))
 	rep.rssSteadyPeak, rep.rssSteadyMean, _ = rs.stop()
 	all := time.Unix(1<<40, 0)
@@ -137,7 +137,7 @@ func runMain(ctx context.Context, o Options, dir, cli string, rep *report) error
 	if err != nil {
 		return err
 	}
-	cpu := startCPU(map[string]int{"nats-server": e.nats.pid(), "pusher": pid, "sfsandbox": e.sb.pid(), "bench (this process)": os.Getpid()})
+	cpu := startCPU(map[string]int{"nats-server": e.nats.Pid(), "pusher": pid, "sfsandbox": e.sb.Pid(), "bench (this process)": os.Getpid()})
 	rs = sampleRSS(pid)
 	pusherProf := filepath.Join(e.dir, "pusher.cpu.pprof")
 	serverProf := filepath.Join(e.dir, "nats-server.cpu.pprof")
@@ -311,9 +311,9 @@ func runIsolation(ctx context.Context, o Options, dir string, n int, res *isoRes
 		return err
 	}
 	defer w.stop()
-	pid := e.pusher.pid()
+	pid := e.pusher.Pid()
 	rs := sampleRSS(pid)
-	cpu := startCPU(map[string]int{"nats-server": e.nats.pid(), "pusher": pid, "sfsandbox": e.sb.pid()})
+	cpu := startCPU(map[string]int{"nats-server": e.nats.Pid(), "pusher": pid, "sfsandbox": e.sb.Pid()})
 	rate := float64(len(tenants)) // one a second each
 	starts := make([]time.Time, len(segs)+1)
 	for k, sg := range segs {
@@ -367,7 +367,7 @@ func runIsolation(ctx context.Context, o Options, dir string, n int, res *isoRes
 	res.base = append(w.between(others, starts[0], starts[1]), w.between(others, starts[2], starts[3])...)
 	res.slow = w.between(others, starts[1], starts[2])
 	res.slowOwn = w.between([]string{slow}, starts[1], starts[3])
-	// Every sample, by segment, for a closer look (-bench-keep).
+	// Every sample, by segment, for a closer look (-keep).
 	var csv strings.Builder
 	csv.WriteString("segment,decided_unix_ms,latency_ms\n")
 	for k := range segs {
@@ -415,7 +415,7 @@ func syncAlwaysRate(ctx context.Context, o Options, dir, cli string, size int) f
 	if err != nil {
 		return 0
 	}
-	defer n.stop(10 * time.Second)
+	defer func() { _ = n.Stop(10 * time.Second) }()
 	out, err := exec.CommandContext(ctx, cli, "--server", n.url, "bench", "js", "pub", "async", "optout.bench.sync",
 		"--create", "--storage", "file", "--stream", "optout_bench_sync", "--msgs", "5000", "--size", strconv.Itoa(size), "--no-progress").CombinedOutput()
 	if err != nil {

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"fmt"
@@ -173,7 +173,7 @@ func (r *report) markdown() string {
 	if r.syncAlwaysPub > 0 {
 		fmt.Fprintf(&b, "The server runs with the default `sync_interval`: with `sync_interval: always` (fsync per write, as deploy/README.md "+
 			"advises for production) the same nats-server on this machine's disk took %.0f async publishes/s (`nats bench js pub async`, 5,000 "+
-			"messages, measured in this run), so every figure here would be the disk's; `-bench-sync-always` runs the bench that way.\n\n", r.syncAlwaysPub)
+			"messages, measured in this run), so every figure here would be the disk's; `-sync-always` runs the bench that way.\n\n", r.syncAlwaysPub)
 	}
 	fmt.Fprintf(&b, "## Targets (issue 12)\n\n| | target | measured | |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| (a) burst drain rate ÷ raw consume rate | ≥ %.1f | %.3f (%.0f/s ÷ %.0f msgs/s) | %s |\n", targetDrainShare, share, rate, r.raw.consume, verdict(share >= targetDrainShare))

@@ -1,129 +1,24 @@
-package bench
+package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/optout-sync/optout-sync/internal/harness"
 )
 
-// proc is a child process of the bench: each measured component runs in
-// its own, so its CPU and memory are its own.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{}
-	err  error
-}
-
 // startProc starts bin with args and env (added to the bench's own), its
-// output going to <dir>/<name>.log.
-func startProc(name, dir, bin string, args, env []string) (*proc, error) {
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, so a Ctrl-C of `make` reaches the bench, which
-	// then stops its children in order instead of all dying at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logf, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM, waits up to grace, then kills.
-func (p *proc) stop(grace time.Duration) {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-	p.log.Close()
-}
-
-// exited reports an early exit, with the tail of the log.
-func (p *proc) exited() error {
-	select {
-	case <-p.done:
-		return fmt.Errorf("%s exited: %v; log: %s", p.name, p.err, tail(p.log.Name(), 20))
-	default:
-		return nil
-	}
-}
-
-func tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(all[max(0, len(all)-lines):], "\n")
-}
-
-// freePort is a port nothing listens on now (the child binds it next).
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitHTTP polls url until it answers 200, the process exits or limit passes.
-func waitHTTP(ctx context.Context, p *proc, url string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if err := p.exited(); err != nil {
-			return err
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %s not ready after %s; log: %s", p.name, url, limit, tail(p.log.Name(), 20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+// output going to <dir>/<name>.log: each measured component runs in its own
+// process, so its CPU and memory are its own.
+func startProc(name, dir, bin string, args, env []string) (*harness.Proc, error) {
+	p := &harness.Proc{Name: name, Bin: bin, Args: args, Env: append(os.Environ(), env...), Log: filepath.Join(dir, name+".log")}
+	return p, p.Start()
 }
 
 // cpuTime is a process's user+system CPU so far (/proc/<pid>/stat).

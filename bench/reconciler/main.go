@@ -1,8 +1,8 @@
-// Command reconbench measures one reconcile of a large tenant against the
+// Command reconciler (make bench-reconciler) measures one reconcile of a large tenant against the
 // Salesforce sandbox and the local NATS and Redis, for each read path
 // (SOQL with queryMore, Bulk API 2.0), and writes a Markdown report.
 //
-//	go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
+//	go run ./bench/reconciler -out bench/reconciler.md
 //
 // The parent process seeds the sandbox (in process) and the ledger (in a
 // fresh NATS namespace, torn down at the end); each run happens in a child
@@ -69,13 +69,13 @@ func main() {
 	flag.Parse()
 	if *child {
 		if err := runChild(); err != nil {
-			fmt.Fprintln(os.Stderr, "reconbench child:", err)
+			fmt.Fprintln(os.Stderr, "bench-reconciler child:", err)
 			os.Exit(1)
 		}
 		return
 	}
 	if err := runParent(o); err != nil {
-		fmt.Fprintln(os.Stderr, "reconbench:", err)
+		fmt.Fprintln(os.Stderr, "bench-reconciler:", err)
 		os.Exit(1)
 	}
 }
@@ -408,7 +408,7 @@ func writeReport(o options, seeds []string, results []result) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Reconciler benchmark\n\n")
-	fmt.Fprintf(&b, "Command: `go run ./services/reconciler/cmd/reconbench -out %s -persons %d -latency %s` (Makefile: `make bench-reconciler`).\n\n",
+	fmt.Fprintf(&b, "Command: `go run ./bench/reconciler -out %s -persons %d -latency %s` (Makefile: `make bench-reconciler`).\n\n",
 		o.out, o.persons, o.latency)
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs (%s/%s), %s; local nats-server (JetStream, memory storage for this namespace) and Redis; the Salesforce sandbox in the parent process with %s added to every API call.\n\n",
 		host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.latency)

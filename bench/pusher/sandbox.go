@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -18,7 +19,7 @@ import (
 // sandboxProc is the sfsandbox binary with one org per tenant, driven
 // through its control API (/_sandbox/).
 type sandboxProc struct {
-	*proc
+	*harness.Proc
 	url  string // control API origin
 	orgs map[string]string
 }
@@ -52,7 +53,7 @@ func startSandbox(ctx context.Context, bin, dir string, tenants []string, sales 
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -60,9 +61,9 @@ func startSandbox(ctx context.Context, bin, dir string, tenants []string, sales 
 	if err != nil {
 		return nil, err
 	}
-	s := &sandboxProc{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), orgs: map[string]string{}}
-	if err := waitHTTP(ctx, p, s.url+"/_sandbox/orgs", 30*time.Second); err != nil {
-		p.stop(time.Second)
+	s := &sandboxProc{Proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), orgs: map[string]string{}}
+	if err := harness.WaitHTTP(ctx, p, s.url+"/_sandbox/orgs", 30*time.Second); err != nil {
+		_ = p.Stop(time.Second)
 		return nil, err
 	}
 	var infos []struct {
@@ -70,7 +71,7 @@ func startSandbox(ctx context.Context, bin, dir string, tenants []string, sales 
 		BaseURL string `json:"baseUrl"`
 	}
 	if err := s.do(ctx, http.MethodGet, "/_sandbox/orgs", nil, &infos); err != nil {
-		p.stop(time.Second)
+		_ = p.Stop(time.Second)
 		return nil, err
 	}
 	for _, o := range infos {

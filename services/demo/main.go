@@ -29,6 +29,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 // tenants are the demo's orgs: acme writes the sales opt-out field,
@@ -38,11 +39,15 @@ var tenants = []string{"acme", "globex"}
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	// No configured secret is printed, whichever error quotes it (issue 20).
+	secrets := config.SecretsIn(os.Environ())
+	stdout, stderr := logx.NewScrubbingWriter(os.Stdout, secrets), logx.NewScrubbingWriter(os.Stderr, secrets)
+	telemetry.SetDiagnosticsOutput(stderr)
+	if err := run(ctx, os.Args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "demo:", err)
+		fmt.Fprintln(stderr, "demo:", err)
 		os.Exit(1)
 	}
 }

@@ -109,7 +109,7 @@ func Connect(cfg ConnConfig, log zerolog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.URL), redactErr(err))
 	}
 	// Said, not refused: an operator upgrading the broker should not find
 	// the services down, but must know the durability they rely on is absent.

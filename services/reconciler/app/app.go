@@ -36,6 +36,7 @@ type Config struct {
 	LeaseTTL       time.Duration
 	AdminAddr      string
 	CredentialsDir string
+	SFEndpoints    salesforce.EndpointPolicy // where Salesforce credentials may go
 	Replica        string
 	Tick           time.Duration
 	MaxConcurrent  int
@@ -68,6 +69,7 @@ func Load(l *config.Loader) Config {
 	c.LeaseTTL = l.Duration("OPTOUT_LEASE_TTL", time.Minute, time.Second, time.Hour, "lease length; a crashed replica's run is resumed after at most this long (renewed every third)")
 	c.AdminAddr = l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz")
 	c.CredentialsDir = l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}")
+	c.SFEndpoints = sfcreds.PolicyFromEnv(l)
 	host, _ := os.Hostname()
 	c.Replica = l.String("OPTOUT_REPLICA_ID", host+"-"+randomSuffix(), "this replica's name in run reports (default hostname plus a random suffix)")
 	c.Tick = l.Duration("OPTOUT_RECONCILE_TICK", 30*time.Second, time.Second, time.Hour, "how often due runs and interrupted runs are looked for")
@@ -138,8 +140,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 	}
 	a.Admin.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
+	if w := cfg.SFEndpoints.Warning(); w != "" {
+		log.Warn().Msg(w)
+	}
 	clients := &sfcreds.Pool{
-		Source: sfcreds.Source{Dir: cfg.CredentialsDir},
+		Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints},
 		// Every request of a run is counted against its API budget.
 		Configure: func(c *salesforce.Config) { c.Transport = budget.Transport{Next: http.DefaultTransport} },
 	}

@@ -47,6 +47,10 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 	natsCfg := natsx.ConnConfigFromEnv(l, "optoutctl")
 	topo := natsx.TopologyFromEnv(l)
 	dir := l.String("OPTOUT_SF_CREDENTIALS_DIR", DefaultCredentialsDir, "directory of per-tenant Salesforce Secrets")
+	policy := sfcreds.PolicyFromEnv(l)
+	if w := policy.Warning(); w != "" {
+		fmt.Fprintln(inv.Stderr, "optoutctl: warning:", w)
+	}
 	if err := l.Err(); err != nil {
 		return nil, cli.Usagef("%v", err)
 	}
@@ -55,7 +59,7 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 		return nil, cli.Failf(err, "%v; check NATS_URL (or --server) and that NATS is running", err)
 	}
 	c := &Conn{NC: nc, Topology: topo, url: nc.ConnectedUrlRedacted(),
-		Salesforce: sfcreds.Source{Dir: dir, Lookup: inv.Getenv}}
+		Salesforce: sfcreds.Source{Dir: dir, Lookup: inv.Getenv, Policy: policy}}
 	if c.JS, err = jetstream.New(nc); err != nil {
 		nc.Close()
 		return nil, cli.Failf(err, "jetstream: %v", err)

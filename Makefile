@@ -6,7 +6,7 @@ PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
+.PHONY: help e2e-traces test test-short lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
 
 ## help: every target with what it does (the `## target:` comments of this file).
 help:
@@ -25,6 +25,13 @@ NATS_TEST_URL := nats://127.0.0.1:4322
 test: bin/nats-server
 	scripts/test-prereqs
 	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
+
+## test-short: the fast tier: every module's tests that need no NATS, Redis or Chromium (go test
+## -short; the tests that need one skip, saying which). Every server address points at a closed port
+## (127.0.0.1:1), so a test that would reach one fails rather than passes by luck of what runs.
+test-short:
+	NATS_URL=nats://127.0.0.1:1 REDIS_ADDR=127.0.0.1:1 CHROMIUM=/nonexistent/chromium \
+		go test -short -race -count=1 -timeout 5m $(PKGS)
 
 ## bin/nats-server: the nats-server version the root go.mod pins, from the Go module proxy.
 ## Rebuilt when a go.mod of the workspace changes, since any could raise the version it resolves

@@ -134,6 +134,9 @@ func shellWords(t *testing.T, line string) []string {
 // org's field. Then it stops the demo as Ctrl-C does and expects a clean
 // stop: no failed acks or naks, no error logged.
 func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo on a JetStream server of its own and the nats CLI: skipped under -short; make test runs it")
+	}
 	natsBin := natsCLI(t)
 	url := embeddedNATS(t)
 

@@ -17,6 +17,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -63,7 +64,7 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string,
 	if res.Clamped {
 		s.Metrics.clamped(r.tenant)
 	}
-	if res.Changed && res.At.Entry.State == ledger.StateParked {
+	if res.Changed && res.At.Entry.State == optout.StateParked {
 		s.Metrics.parked(r.tenant)
 	}
 	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.At.Entry.State)))
@@ -151,7 +152,7 @@ func (b *batch) cleanAt(key string) uint64 {
 // person is one dirty person in a batch, as read at rev.
 type person struct {
 	key   string
-	entry ledger.Entry
+	entry optout.Entry
 	rev   uint64
 	mark  uint64 // the dirty marker's revision (0: unknown)
 	// held: this runner holds events of the person unacked (held.begin),
@@ -161,7 +162,7 @@ type person struct {
 	ctx   context.Context // the deciding event's trace
 	// claim is the batch's claim on the person, taken with its Attempt
 	// (sales field only): the write's report releases it.
-	claim *ledger.Claim
+	claim *optout.Claim
 }
 
 // pushBatch writes each person's current desired value and records what
@@ -191,7 +192,7 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 		// One claim for the batch: each person's Attempt takes it, so no
 		// other writer writes them until this call is over and reported.
 		taken := s.Now()
-		claim := ledger.NewClaim(taken, s.Cfg.ClaimTTL)
+		claim := optout.NewClaim(taken, s.Cfg.ClaimTTL)
 		if people = r.skipSetElsewhere(ctx, client, field, people, claim); len(people) == 0 {
 			return
 		}
@@ -276,19 +277,20 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 		owed := r.held.begin(key) // this replica holds the person's events
 		at, ok := r.seen.take(key)
 		if !ok {
-			var err error
-			if key, at.Entry, at.Rev, err = s.Ledger.Person(ctx, key); err != nil {
+			it, err := s.Ledger.Get(ctx, key, ledger.FollowMerges())
+			if err != nil {
 				if !errors.Is(err, ledger.ErrNotFound) {
 					r.log.Warn().Err(err).Msg("reading a person failed; retried by the sweep")
 				}
 				return
 			}
+			key, at.Entry, at.Rev = it.Key, it.Entry, it.Rev
 			if key != queued {
 				// A retired entry's marker (put by a writer racing the
 				// merge): never dirty again, so no later write removes it.
 				// Its held events are marked and acked when due.
 				owed = false
-				if err := s.Ledger.Forget(ctx, queued, field); err != nil {
+				if err := r.writer(field).Forget(ctx, queued); err != nil {
 					r.log.Warn().Err(err).Msg("clearing a merged entry's dirty marker failed")
 				}
 			}
@@ -303,7 +305,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 				return // queued by its fold: there is no marker to clear
 			}
 			// A stale marker (another replica pushed it, or it settled).
-			if err := s.Ledger.Forget(ctx, key, field); err != nil {
+			if err := r.writer(field).Forget(ctx, key); err != nil {
 				r.log.Warn().Err(err).Msg("clearing a stale dirty marker failed")
 			}
 			return
@@ -372,7 +374,7 @@ const ledgerConcurrency = 32
 // out and records those already true as someone else's: a later resubscribe
 // must not clear a mark we did not make. The others are marked as about to
 // be set by us before the write. One read per type and batch.
-func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *ledger.Claim) []*person {
+func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *optout.Claim) []*person {
 	byType := map[string][]*person{}
 	var rest []*person
 	for _, p := range people {
@@ -398,7 +400,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 		}
 		each(group, func(i int, p *person) {
 			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
-				if _, err := r.svc.Ledger.Observed(ctx, p.key, p.rev, p.entry.SalesforceID, field, true, field); err != nil {
+				if _, err := r.writer(field).Update(ctx, p.key, optout.ObservedStep(p.entry.SalesforceID, field, true), ledger.BasedOn(p.rev)); err != nil {
 					r.log.Warn().Err(err).Msg("recording a value found in Salesforce failed")
 				}
 				r.seen.forget(p.key)
@@ -424,9 +426,10 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 // batch's claim on p, and rebases p on the revision that says so; false
 // leaves p for another round (the entry moved, another writer's claim
 // holds it, or the ledger failed).
-func (r *runner) attempting(ctx context.Context, p *person, field string, claim *ledger.Claim) bool {
+func (r *runner) attempting(ctx context.Context, p *person, field string, claim *optout.Claim) bool {
 	now := r.svc.Now()
-	a, err := r.svc.Ledger.Attempting(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, field)
+	var held *optout.Claim
+	a, err := r.writer(field).Update(ctx, p.key, optout.AttemptStep(optout.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, &held), ledger.From(p.snapshot()))
 	switch {
 	case err != nil:
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
@@ -435,8 +438,8 @@ func (r *runner) attempting(ctx context.Context, p *person, field string, claim 
 	case a.Moved:
 		r.q.Add(p.key)
 		return false
-	case a.Held != nil:
-		r.q.AddAfter(p.key, a.Held.Until.Sub(now))
+	case held != nil:
+		r.q.AddAfter(p.key, held.Until.Sub(now))
 		return false
 	}
 	p.entry, p.rev, p.mark, p.claim = a.Entry, a.Rev, a.Mark, claim
@@ -452,7 +455,7 @@ func (p *person) snapshot() ledger.Snapshot {
 // confirmed false); Email Opt Out needs neither, being only ever set, so
 // two writers' trues in any order leave the same value. It keeps the
 // persons still to write.
-func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *ledger.Claim) []*person {
+func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *optout.Claim) []*person {
 	keep := make([]bool, len(people))
 	each(people, func(i int, p *person) {
 		keep[i] = p.claim != nil || r.attempting(ctx, p, field, claim)
@@ -473,7 +476,8 @@ func (r *runner) confirmed(ctx context.Context, b *batch, p *person, field strin
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
-	at, err := s.Ledger.WroteFrom(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}, field)
+	res, err := r.writer(field).Update(ctx, p.key, optout.WroteStep(optout.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}), ledger.From(p.snapshot()))
+	at := res.Snapshot()
 	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
@@ -513,11 +517,13 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
 	}
 	defer r.seen.forget(p.key) // the entry moved past any hint
-	e, out, err := s.Ledger.Failed(ctx, p.key, ledger.Failure{
-		Write:     ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, Claim: p.claim},
+	var out optout.FailOutcome
+	res, err := r.writer(field).Update(ctx, p.key, optout.FailedStep(optout.Failure{
+		Write:     optout.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, Claim: p.claim},
 		Permanent: class == salesforce.PermanentRecord, Err: oneLine(cause.Error()),
 		Wait: wait, Now: s.Now(), Horizon: s.Cfg.RetryHorizon,
-	}, field)
+	}, &out))
+	e := res.Entry
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a failure failed; the person is pushed again")
 		r.q.AddAfter(p.key, wait)
@@ -567,11 +573,20 @@ func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, fi
 			Message: "converted lead has no ConvertedContactId", Class: salesforce.PermanentRecord})
 		return
 	}
-	if _, err := r.svc.Ledger.FollowConversion(ctx, p.key, leadID, contactID, field); err != nil {
+	if _, err := r.writer(field).Update(ctx, p.key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a Lead conversion failed; retried")
 	}
 	r.seen.forget(p.key)
 	r.q.Add(p.key)
+}
+
+// writer is the runner's writer of field (the tenant's target field).
+func (r *runner) writer(field string) *ledger.Writer { return r.svc.Ledger.Writer(r.tenant, field) }
+
+// marker puts a person's dirty marker for a held event about to be settled.
+func (r *runner) marker() func(context.Context, string) error {
+	w := r.writer(r.svc.settings(r.tenant).TargetField())
+	return func(ctx context.Context, key string) error { return w.Mark(ctx, key, nil) }
 }
 
 // requeue puts keys back after d (a held tenant: no attempt is counted).
@@ -582,7 +597,7 @@ func (r *runner) requeue(keys []string, d time.Duration) {
 }
 
 // deadLetter copies the event that decided a given-up person to the DLQ.
-func (r *runner) deadLetter(ctx context.Context, e ledger.Entry, cause error, code, class string) {
+func (r *runner) deadLetter(ctx context.Context, e optout.Entry, cause error, code, class string) {
 	s := r.svc
 	ev := &optoutv1.OptOutEvent{
 		EventId: e.DecidedBy, TenantId: r.tenant,

@@ -22,6 +22,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -252,8 +253,9 @@ func (s *stack) optedOut(org, id, field string) bool {
 	return r.CustomOptOut
 }
 
-func (s *stack) entry(tenantID, sc string) ledger.Entry {
-	e, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, ""))
+func (s *stack) entry(tenantID, sc string) optout.Entry {
+	it, err := s.ledger.Get(s.ctx, optout.Key(tenantID, sc, ""))
+	e := it.Entry
 	if err != nil {
 		s.t.Fatalf("ledger %s/%s: %v", tenantID, sc, err)
 	}
@@ -264,7 +266,7 @@ func (s *stack) entry(tenantID, sc string) ledger.Entry {
 // still be held unacked by a batch in flight).
 func (s *stack) folded(tenantID string, scs ...string) bool {
 	for _, sc := range scs {
-		if _, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, "")); err != nil {
+		if _, err := s.ledger.Get(s.ctx, optout.Key(tenantID, sc, "")); err != nil {
 			return false
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/diff"
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -89,8 +90,8 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 
 // observation is what op learnt from Salesforce, as the state machine
 // takes it.
-func (r *run) observation(op diff.LedgerOp, evID string, value bool) ledger.Observation {
-	return ledger.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
+func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Observation {
+	return optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
 		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
 }
 
@@ -109,19 +110,12 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	field := r.field
 	if op.Kind == diff.Confirm {
 		e.hook(ctx, "before-ledger-write")
-		if !r.job.Lease.Valid() {
-			return errLeaseExpired
-		}
-		before, _, err := e.Ledger.Get(ctx, op.Key)
-		if err != nil {
-			return err
-		}
-		after, _, err := e.Ledger.FencedObserved(ctx, op.Key, r.fence, op.ID.String(), field, true, field)
+		res, err := r.ledger.Update(ctx, op.Key, optout.ObservedStep(op.ID.String(), field, true))
 		if err != nil {
 			r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 			return err
 		}
-		if after.Version != before.Version {
+		if res.Changed {
 			r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 			e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 		}
@@ -137,15 +131,15 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	o := r.observation(op, evID, value)
 	// The entry as it is now, through the state machine: Sales Connect
 	// hears of the change only if it becomes the person's wish.
-	cur, _, _, err := e.Ledger.GetFenced(ctx, op.Key)
-	exists := err == nil
+	it, err := e.Ledger.Get(ctx, op.Key)
+	cur, exists := it.Entry, err == nil
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
 	if exists && cur.MergedInto != "" {
 		return nil // the person lives under another key, which the diff saw too
 	}
-	next, changed := ledger.Learnt(cur, exists, o, field)
+	next, changed := optout.Learnt(cur, exists, o, field)
 	if !changed {
 		return nil
 	}
@@ -163,15 +157,12 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 		}
 	}
 	e.hook(ctx, "before-ledger-write")
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
-	}
-	_, written, err := e.Ledger.Learn(ctx, op.Key, r.fence, o, field)
+	res, err := r.ledger.Update(ctx, op.Key, optout.LearntStep(o))
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if written {
+	if res.Changed {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 		e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 	}
@@ -255,7 +246,7 @@ type outcome struct {
 type current struct {
 	key   string
 	rev   uint64
-	claim *ledger.Claim // the batch's, on the sales field
+	claim *optout.Claim // the batch's, on the sales field
 }
 
 // reread keeps the records whose entries still want the opt-out written
@@ -263,13 +254,14 @@ type current struct {
 // resubscribe (or a push) made after the diff is never overwritten. A
 // Salesforce-side clear being written back is first recorded as seen, so
 // the state machine itself says the write is due.
-func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim) ([]sfTarget, map[idset.ID][]current, error) {
+func (r *run) reread(ctx context.Context, batch []sfTarget, claim *optout.Claim) ([]sfTarget, map[idset.ID][]current, error) {
 	field := r.field
 	var mu sync.Mutex
 	keep := map[idset.ID][]current{}
 	err := parallel(ctx, r.e.Cfg.LedgerWorkers, batch, func(ctx context.Context, t sfTarget) error {
 		for _, key := range t.keys {
-			e, rev, err := r.e.Ledger.Get(ctx, key)
+			it, err := r.e.Ledger.Get(ctx, key)
+			e, rev := it.Entry, it.Rev
 			if errors.Is(err, ledger.ErrNotFound) {
 				continue
 			}
@@ -280,12 +272,11 @@ func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim)
 				continue
 			}
 			if t.why != diff.SalesConnectOnly && e.Wanted(field) {
-				if !r.job.Lease.Valid() {
-					return errLeaseExpired
-				}
-				if e, rev, err = r.e.Ledger.FencedObserved(ctx, key, r.fence, e.SalesforceID, field, false, field); err != nil {
+				res, err := r.ledger.Update(ctx, key, optout.ObservedStep(e.SalesforceID, field, false))
+				if err != nil {
 					return err
 				}
+				e, rev = res.Entry, res.Rev
 			}
 			if value, write := e.Target(field); value && write {
 				if claim != nil {
@@ -294,15 +285,14 @@ func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim)
 					// leave a true the next reader takes for someone else's),
 					// and take the batch's claim, so no push writes the person
 					// until this write is over.
-					if !r.job.Lease.Valid() {
-						return errLeaseExpired
-					}
-					a, err := r.e.Ledger.FencedAttempting(ctx, key, r.fence, rev,
-						ledger.Write{SalesforceID: e.SalesforceID, Field: field, Value: true, At: r.e.now(), Claim: claim}, field)
+					var held *optout.Claim
+					a, err := r.ledger.Update(ctx, key, optout.AttemptStep(
+						optout.Write{SalesforceID: e.SalesforceID, Field: field, Value: true, At: r.e.now(), Claim: claim}, &held),
+						ledger.BasedOn(rev))
 					if err != nil {
-						return err
+						return fmt.Errorf("record the write of %s before making it: %w", key, err)
 					}
-					if !a.Ok() {
+					if a.Moved || held != nil {
 						continue // changed since the re-read, or a push is writing it: the push or the next run sees it
 					}
 					rev = a.Rev
@@ -327,13 +317,13 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	if err := r.commitAllowed(ctx); err != nil {
 		return err
 	}
-	// Sales-field writes hold a claim on their persons (ledger.Claim);
+	// Sales-field writes hold a claim on their persons (optout.Claim);
 	// Email Opt Out is only ever set, so writers need not take turns.
-	var claim *ledger.Claim
+	var claim *optout.Claim
 	var callDeadline time.Time
 	if r.field != tenant.StandardField {
 		taken := r.e.now()
-		claim = ledger.NewClaim(taken, r.e.Cfg.ClaimTTL)
+		claim = optout.NewClaim(taken, r.e.Cfg.ClaimTTL)
 		callDeadline = claim.CallDeadline(taken)
 	}
 	batch, entries, err := r.reread(ctx, batch, claim)
@@ -441,20 +431,14 @@ type keyOutcome struct {
 // the entry has not moved since it was re-read, else Salesforce's value is
 // unknown and the person stays dirty for the push.
 func (r *run) recordOutcome(ctx context.Context, ko keyOutcome) error {
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
-	}
-	before, _, err := r.e.Ledger.Get(ctx, ko.cur.key)
-	if err != nil {
-		return err
-	}
-	after, err := r.e.Ledger.FencedWrote(ctx, ko.cur.key, r.fence, ko.cur.rev,
-		ledger.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok, Claim: ko.cur.claim}, r.field)
+	res, err := r.ledger.Update(ctx, ko.cur.key,
+		optout.WroteStep(optout.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok, Claim: ko.cur.claim}),
+		ledger.BasedOn(ko.cur.rev))
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if after.Version != before.Version {
+	if res.Changed {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 	}
 	return nil

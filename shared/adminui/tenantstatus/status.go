@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -76,7 +77,7 @@ type Status struct {
 type LedgerSummary struct {
 	People   int                  `json:"people"`
 	OptedOut int                  `json:"optedOut"`
-	ByState  map[ledger.State]int `json:"byState"`
+	ByState  map[optout.State]int `json:"byState"`
 	// Parked counts opt-outs without a Salesforce id; Pending those not yet
 	// confirmed by Salesforce.
 	Parked  int `json:"parked"`
@@ -188,7 +189,7 @@ func (in *Inspector) oldestInBacklog(b natsx.Backlog) *Waiting {
 }
 
 func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSummary, error) {
-	sum := &LedgerSummary{ByState: map[ledger.State]int{}}
+	sum := &LedgerSummary{ByState: map[optout.State]int{}}
 	err := in.Ledger.Scan(ctx, tenantID, func(it ledger.ScanItem) error {
 		key, e := it.Key, it.Entry
 		sum.People++
@@ -199,10 +200,10 @@ func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSu
 		sum.OptedOut++
 		where := ""
 		switch e.State {
-		case ledger.StateParked:
+		case optout.StateParked:
 			sum.Parked++
 			where = WaitingParked
-		case ledger.StatePending:
+		case optout.StatePending:
 			sum.Pending++
 			where = WaitingPending
 		default:

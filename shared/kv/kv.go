@@ -6,6 +6,7 @@ package kv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -137,4 +138,31 @@ func IsConflict(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
+}
+
+// UpdateJSON is Update for a value stored as JSON: fn changes cur in
+// place (the zero T, or what init sets, when the key is absent) and
+// reports whether to write it. It returns the value and revision as
+// stored after.
+func UpdateJSON[T any](ctx context.Context, b jetstream.KeyValue, key string, fn func(cur *T, exists bool) (bool, error), opts ...Option) (T, uint64, error) {
+	var out T
+	r, err := Update(ctx, b, key, func(c Current) ([]byte, bool, error) {
+		var cur T
+		if c.Exists {
+			if err := json.Unmarshal(c.Value, &cur); err != nil {
+				return nil, false, fmt.Errorf("decode %s: %w", key, err)
+			}
+		}
+		write, err := fn(&cur, c.Exists)
+		out = cur
+		if err != nil || !write {
+			return nil, false, err
+		}
+		data, err := json.Marshal(&cur)
+		if err != nil {
+			return nil, false, fmt.Errorf("encode %s: %w", key, err)
+		}
+		return data, true, nil
+	}, opts...)
+	return out, r.Rev, err
 }

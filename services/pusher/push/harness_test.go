@@ -24,6 +24,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -159,7 +160,7 @@ func (s *stack) start(cfg push.Config) (stop func()) {
 	return s.startWith(cfg, s.clients)
 }
 
-func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
+func (s *stack) startWith(cfg push.Config, clients sfwrite.Clients) (stop func()) {
 	s.t.Helper()
 	return s.startIn(s.ctx, cfg, clients)
 }
@@ -167,7 +168,7 @@ func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
 // startIn runs a replica until parent ends (a replica killed mid-work when
 // the test cancels parent) or stop is called; opts adjust the replica
 // (its clock, say).
-func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Clients, opts ...func(*push.Service)) (stop func()) {
+func (s *stack) startIn(parent context.Context, cfg push.Config, clients sfwrite.Clients, opts ...func(*push.Service)) (stop func()) {
 	s.t.Helper()
 	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
 	if err != nil {

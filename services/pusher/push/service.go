@@ -27,7 +27,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -104,11 +104,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// Clients gives a tenant's Salesforce client.
-type Clients interface {
-	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
-}
-
 // Service is one pusher replica.
 type Service struct {
 	Cfg      Config
@@ -116,7 +111,7 @@ type Service struct {
 	Topology natsx.Topology
 	Ledger   *ledger.Ledger
 	Settings *tenant.Cache
-	Clients  Clients
+	Clients  sfwrite.Clients
 	Health   tenant.HealthStore
 	Log      zerolog.Logger
 	Metrics  *Metrics

@@ -39,6 +39,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -93,11 +94,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// Clients gives a tenant's Salesforce client.
-type Clients interface {
-	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
-}
-
 // Lease is what a run needs of its lease: a context cancelled when the
 // lease is lost, the fence every commit carries, and Valid, checked right
 // before each commit so a holder that was paused past its lease (its
@@ -126,7 +122,7 @@ type Engine struct {
 	Runs      runs.Store
 	Publisher natsx.Publisher
 	Topology  natsx.Topology
-	Clients   Clients
+	Clients   sfwrite.Clients
 	Tracer    trace.Tracer
 	Metrics   *Metrics
 	Log       zerolog.Logger

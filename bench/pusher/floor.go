@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/eventstream"
-	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // floorNamespace keeps the floor's streams and buckets apart from the
@@ -231,7 +231,7 @@ func floorStep(ctx context.Context, js jetstream.JetStream, bucket string, chunk
 // entrySize is the stored size of a burst person's ledger entry, what the
 // floor writes.
 func entrySize(ctx context.Context, e *env, it PubItem) (int, error) {
-	key := ledger.Key(it.Tenant, it.salesConnectID(), it.ID)
+	key := optout.Key(it.Tenant, it.salesConnectID(), it.ID)
 	kv, err := e.prov.Ledger.Get(ctx, key)
 	if err != nil {
 		return 0, fmt.Errorf("ledger entry %s: %w", key, err)

@@ -8,8 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // confirmWatch observes the ledger from outside the pusher: the moment the
@@ -43,7 +42,7 @@ func watchConfirms(ctx context.Context, kv jetstream.KeyValue, filters []string)
 			if kve == nil {
 				continue
 			}
-			var e ledger.Entry
+			var e optout.Entry
 			if json.Unmarshal(kve.Value(), &e) != nil || !confirmedOptOut(e) {
 				continue
 			}
@@ -59,8 +58,8 @@ func watchConfirms(ctx context.Context, kv jetstream.KeyValue, filters []string)
 	return c, nil
 }
 
-func confirmedOptOut(e ledger.Entry) bool {
-	return e.OptedOut && e.State == ledger.StateSynced && e.Confirmed != nil && *e.Confirmed && e.MergedInto == ""
+func confirmedOptOut(e optout.Entry) bool {
+	return e.OptedOut && e.State == optout.StateSynced && e.Confirmed != nil && *e.Confirmed && e.MergedInto == ""
 }
 
 // count is the confirmations seen so far.

@@ -33,6 +33,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -214,7 +215,7 @@ func seed(o options, persons int) (*world, error) {
 	decided := time.Now().Add(-30 * 24 * time.Hour).UTC()
 	yes := true
 	var nOpt, nNot, pending int
-	publish := func(key string, e ledger.Entry) error {
+	publish := func(key string, e optout.Entry) error {
 		data, err := json.Marshal(e)
 		if err != nil {
 			return err
@@ -234,8 +235,8 @@ func seed(o options, persons int) (*world, error) {
 	}
 	for _, r := range w.org.Records() {
 		sc := "sc-" + r.ID
-		key := ledger.Key(benchTenant, sc, "")
-		e := ledger.Entry{Tenant: benchTenant, SalesConnectID: sc, SalesforceID: r.ID, ObjectType: r.Type,
+		key := optout.Key(benchTenant, sc, "")
+		e := optout.Entry{Tenant: benchTenant, SalesConnectID: sc, SalesforceID: r.ID, ObjectType: r.Type,
 			OptedOut: true, DecidedAt: decided, DecidedBy: "evt-" + r.ID, Source: "EMAIL_LINK", Field: tenant.StandardField}
 		if r.HasOptedOutOfEmail {
 			w.optedOut++
@@ -244,7 +245,7 @@ func seed(o options, persons int) (*world, error) {
 				w.sfOnly = append(w.sfOnly, r)
 				continue
 			}
-			e.Confirmed, e.ConfirmedAt, e.SetByUs, e.State = &yes, decided, true, ledger.StateSynced
+			e.Confirmed, e.ConfirmedAt, e.SetByUs, e.State = &yes, decided, true, optout.StateSynced
 			e.Reason = "Salesforce confirmed the opt-out"
 		} else {
 			nNot++
@@ -252,7 +253,7 @@ func seed(o options, persons int) (*world, error) {
 				continue
 			}
 			w.scOnly = append(w.scOnly, r)
-			e.State, e.Reason = ledger.StatePending, "HasOptedOutOfEmail=true to be written"
+			e.State, e.Reason = optout.StatePending, "HasOptedOutOfEmail=true to be written"
 			data, _ := json.Marshal(e)
 			w.entries[key] = data
 		}
@@ -276,13 +277,13 @@ func (w *world) reset() error {
 	ctx := context.Background()
 	for _, r := range w.scOnly {
 		w.org.Put(r)
-		if _, err := w.prov.Ledger.Put(ctx, ledger.Key(benchTenant, "sc-"+r.ID, ""), w.entries[ledger.Key(benchTenant, "sc-"+r.ID, "")]); err != nil {
+		if _, err := w.prov.Ledger.Put(ctx, optout.Key(benchTenant, "sc-"+r.ID, ""), w.entries[optout.Key(benchTenant, "sc-"+r.ID, "")]); err != nil {
 			return err
 		}
 	}
 	now := time.Now()
 	for _, r := range w.sfOnly {
-		if err := w.prov.Ledger.Purge(ctx, ledger.Key(benchTenant, "", r.ID)); err != nil {
+		if err := w.prov.Ledger.Purge(ctx, optout.Key(benchTenant, "", r.ID)); err != nil {
 			return err
 		}
 		// A new SystemModstamp makes new event ids: the previous run's are
@@ -368,7 +369,7 @@ func (w *world) verify(rep runs.Report) string {
 	}
 	ctx := context.Background()
 	for _, r := range w.sfOnly {
-		if _, err := w.prov.Ledger.Get(ctx, ledger.Key(benchTenant, "", r.ID)); err != nil {
+		if _, err := w.prov.Ledger.Get(ctx, optout.Key(benchTenant, "", r.ID)); err != nil {
 			problems = append(problems, "a Salesforce-only opt-out was not recorded")
 			break
 		}

@@ -346,7 +346,8 @@ func (cl *cluster) describeDirty() string {
 				lines = append(lines, fmt.Sprintf("%s: … %d more", tn.name, len(items)-i))
 				break
 			}
-			e, rev, err := cl.lg.Get(ctx, d.Key)
+			it, err := cl.lg.Get(ctx, d.Key)
+			e, rev := it.Entry, it.Rev
 			line := fmt.Sprintf("dirty %s (next attempt %s): ", d.Key, d.NextAttempt.Format(time.RFC3339Nano))
 			if err != nil {
 				lines = append(lines, line+err.Error())
@@ -354,8 +355,8 @@ func (cl *cluster) describeDirty() string {
 			}
 			line += fmt.Sprintf("rev %d v%d state %s merged into %q dirty %t retry %+v reason %q", rev, e.Version, e.State, e.MergedInto, e.Dirty(field), e.Retry, e.Reason)
 			if e.MergedInto != "" {
-				if pk, pe, prev, err := cl.lg.Person(ctx, d.Key); err == nil {
-					line += fmt.Sprintf("; person %s rev %d state %s dirty %t", pk, prev, pe.State, pe.Dirty(field))
+				if p, err := cl.lg.Get(ctx, d.Key, ledger.FollowMerges()); err == nil {
+					line += fmt.Sprintf("; person %s rev %d state %s dirty %t", p.Key, p.Rev, p.Entry.State, p.Entry.Dirty(field))
 				}
 			}
 			lines = append(lines, line)

@@ -11,6 +11,7 @@ import (
 	"github.com/optout-sync/optout-sync/internal/refmodel"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -134,7 +135,7 @@ func (w want) value(field string) bool { return w.Salesforce(field == tenant.Sta
 
 // ledgerMatches says how the person's entry differs from the model ("" when
 // it does not).
-func (w want) ledgerMatches(e ledger.Entry, p *person, field string) string {
+func (w want) ledgerMatches(e optout.Entry, p *person, field string) string {
 	switch {
 	case e.OptedOut != w.OptOut || !e.DecidedAt.Equal(w.DecidedAt):
 		return fmt.Sprintf("wish (%t, %s), model (%t, %s)", e.OptedOut, e.DecidedAt, w.OptOut, w.DecidedAt)
@@ -144,7 +145,7 @@ func (w want) ledgerMatches(e ledger.Entry, p *person, field string) string {
 		return fmt.Sprintf("Salesforce id %q, want %q", e.SalesforceID, p.sfID)
 	case e.Dirty(field):
 		return "still dirty after the drain"
-	case e.State != ledger.StateSynced:
+	case e.State != optout.StateSynced:
 		return fmt.Sprintf("state %s (%s)", e.State, e.Reason)
 	case e.Wanted(field) != w.value(field):
 		return fmt.Sprintf("wants %t on %s, model %t", e.Wanted(field), field, w.value(field))

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -134,9 +135,10 @@ func (cl *cluster) verify() verdict {
 		}
 		v.maxPerRecord = max(v.maxPerRecord, perRecord)
 
-		key := ledger.Key(p.tenant, p.sc, "")
-		sfKey := ledger.Key(p.tenant, "", p.sfID)
-		pk, e, _, err := cl.lg.Person(ctx, key)
+		key := optout.Key(p.tenant, p.sc, "")
+		sfKey := optout.Key(p.tenant, "", p.sfID)
+		it, err := cl.lg.Get(ctx, key, ledger.FollowMerges())
+		pk, e := it.Key, it.Entry
 		switch {
 		case errors.Is(err, ledger.ErrNotFound):
 			v.lost++
@@ -149,9 +151,9 @@ func (cl *cluster) verify() verdict {
 				v.note("LEDGER %s/%s (%s): %s", p.tenant, p.sc, pk, msg)
 			}
 		}
-		if se, _, err := cl.lg.Get(ctx, sfKey); err == nil && se.MergedInto != pk {
+		if it, err := cl.lg.Get(ctx, sfKey); err == nil && it.Entry.MergedInto != pk {
 			v.ledgerMismatch++
-			v.note("LEDGER %s/%s: a second entry %s not merged into %s (merged into %q)", p.tenant, p.sc, sfKey, pk, se.MergedInto)
+			v.note("LEDGER %s/%s: a second entry %s not merged into %s (merged into %q)", p.tenant, p.sc, sfKey, pk, it.Entry.MergedInto)
 		} else if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			t.Fatalf("ledger %s: %v", sfKey, err)
 		}
@@ -163,7 +165,8 @@ func (cl *cluster) verify() verdict {
 	}
 
 	for key, recs := range trails {
-		e, _, err := cl.lg.Get(ctx, key)
+		it, err := cl.lg.Get(ctx, key)
+		e := it.Entry
 		if err != nil {
 			t.Fatalf("ledger %s: %v", key, err)
 		}
@@ -195,7 +198,7 @@ func (cl *cluster) verify() verdict {
 // reason.
 func trailOf(trails map[string][]ledger.AuditRecord, p *person) string {
 	var out []string
-	for _, key := range []string{ledger.Key(p.tenant, p.sc, ""), ledger.Key(p.tenant, "", p.sfID)} {
+	for _, key := range []string{optout.Key(p.tenant, p.sc, ""), optout.Key(p.tenant, "", p.sfID)} {
 		for _, r := range trails[key] {
 			e := r.Entry
 			conf := "?"

@@ -29,6 +29,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -142,10 +143,10 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := l.Ingest(ctx, "acme", ledger.EventInput{
-		ID: "e2e-2", Action: ledger.OptOut, OccurredAt: time.Now().UTC(), Source: optoutv1.Source_EMAIL_LINK.String(),
+	if res, err := l.Writer("acme", tenant.StandardField).Ingest(ctx, optout.EventInput{
+		ID: "e2e-2", Action: optout.OptOut, OccurredAt: time.Now().UTC(), Source: optoutv1.Source_EMAIL_LINK.String(),
 		SalesConnectID: "sc-e2e-2", SalesforceID: other, ObjectType: "Contact",
-	}, tenant.StandardField); err != nil || res.Entry.State != ledger.StatePending {
+	}); err != nil || res.Entry.State != optout.StatePending {
 		t.Fatalf("seed the second opt-out: %+v %v", res, err)
 	}
 	recAdmin := freeAddr(t)

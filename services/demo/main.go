@@ -29,6 +29,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
@@ -151,7 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // confirmed. With a fresh NATS this is the first seeded record, as in README.
 func untouched(ctx context.Context, l *ledger.Ledger, t string, recs []sandbox.Record) int {
 	for i, r := range recs {
-		if _, _, err := l.Get(ctx, ledger.Key(t, salesConnectID(r), r.ID)); errors.Is(err, ledger.ErrNotFound) {
+		if _, err := l.Get(ctx, optout.Key(t, salesConnectID(r), r.ID)); errors.Is(err, ledger.ErrNotFound) {
 			return i
 		}
 	}

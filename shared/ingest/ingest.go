@@ -25,6 +25,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // DeadLetters writes the copy of an event that can never be applied.
@@ -69,7 +70,7 @@ func (in *Ingester) now() time.Time {
 //
 // With hold, an event that leaves its person dirty is folded without a
 // dirty marker and left unacked (Result.At.Held): the caller acks it once a
-// write has left the person clean, or after ledger.MarkHeld; if the caller
+// write has left the person clean, or after ledger.Writer.Mark; if the caller
 // dies first, the redelivery folds it again (a no-op) and it is held anew.
 func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, error) {
 	res, letter, err := in.fold(ctx, tenant, msg, hold)
@@ -120,27 +121,27 @@ func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg, 
 		input.StoredAt = md.Timestamp
 	}
 	field := in.Field(tenant)
-	ingestFn := in.Ledger.Ingest
+	var opts []ledger.UpdateOption
 	if hold {
-		ingestFn = in.Ledger.IngestHeld
+		opts = append(opts, ledger.Held())
 	}
-	res, err := ingestFn(ctx, tenant, input, field)
+	res, err := in.Ledger.Writer(tenant, field).Ingest(ctx, input, opts...)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("ingest %s: %w", ev.GetEventId(), err)
 	}
 	dirty := res.Entry.Dirty(field)
-	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Revision, Mark: res.Mark, Held: hold && dirty},
+	return Result{Key: res.Key, At: ledger.Snapshot{Entry: res.Entry, Rev: res.Rev, Mark: res.Mark, Held: hold && dirty},
 		Dirty: dirty, Clamped: res.Clamped, Changed: res.Changed}, nil, nil
 }
 
 // Input is what the state machine needs of a decoded event.
-func Input(ev *optoutv1.OptOutEvent, h nats.Header, sc trace.SpanContext, ctx context.Context) ledger.EventInput {
+func Input(ev *optoutv1.OptOutEvent, h nats.Header, sc trace.SpanContext, ctx context.Context) optout.EventInput {
 	p := ev.GetPerson()
-	action := ledger.OptOut
+	action := optout.OptOut
 	if ev.GetAction() == optoutv1.Action_RESUBSCRIBE {
-		action = ledger.Resubscribe
+		action = optout.Resubscribe
 	}
-	in := ledger.EventInput{
+	in := optout.EventInput{
 		ID: ev.GetEventId(), Action: action, OccurredAt: ev.GetOccurredAt().AsTime(),
 		Source: ev.GetSource().String(), Reason: ev.GetReason(),
 		SalesConnectID: p.GetSalesConnectId(), SalesforceID: p.GetSalesforceId(), ObjectType: objectTypeName(p.GetObjectType()),
@@ -196,7 +197,7 @@ const drainBatch = 200
 // of its own on the tenant's subject. The pusher's consumer serves every
 // tenant and cannot hand out one tenant's events, so the drain reads the
 // stream and leaves the pusher's consumer alone: the pusher folds the same
-// events later, which changes nothing (Ledger.Ingest ignores an event
+// events later, which changes nothing (Writer.Ingest ignores an event
 // the entry has seen). Invalid events are the pusher's to dead-letter.
 func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant string, handled func(Result)) (Drained, error) {
 	var d Drained

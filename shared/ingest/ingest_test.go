@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -80,7 +81,8 @@ func (f *fixture) store(m *nats.Msg) uint64 {
 }
 
 func (f *fixture) optedOut(tn, sc string) bool {
-	e, _, err := f.l.Get(f.ctx, ledger.Key(tn, sc, ""))
+	it, err := f.l.Get(f.ctx, optout.Key(tn, sc, ""))
+	e := it.Entry
 	return err == nil && e.OptedOut
 }
 
@@ -348,8 +350,8 @@ func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
 	if err != nil || !res.At.Held || res.Changed {
 		t.Fatalf("held refold of the redelivery: %+v, %v; want a held no-op", res, err)
 	}
-	if e, _, _ := f.l.Get(f.ctx, ledger.Key("acme", "sc-1", "")); len(e.RecentEvents) != 1 || markers() != 0 {
-		t.Fatalf("after the redelivery: %d events applied, %d markers; want 1 and none", len(e.RecentEvents), markers())
+	if it, _ := f.l.Get(f.ctx, optout.Key("acme", "sc-1", "")); len(it.Entry.RecentEvents) != 1 || markers() != 0 {
+		t.Fatalf("after the redelivery: %d events applied, %d markers; want 1 and none", len(it.Entry.RecentEvents), markers())
 	}
 
 	// A holder without room folds the next redelivery with its marker.

@@ -12,16 +12,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // AuditRecord is one change of an entry, as the audit stream holds it: a
 // server-side copy of the ledger write itself (the audit stream sources the
 // ledger bucket's stream), so no change can be stored without its record.
 type AuditRecord struct {
-	Key      string    `json:"key"`
-	Revision uint64    `json:"revision"`
-	At       time.Time `json:"at"`
-	Entry    Entry     `json:"entry"`
+	Key      string       `json:"key"`
+	Revision uint64       `json:"revision"`
+	At       time.Time    `json:"at"`
+	Entry    optout.Entry `json:"entry"`
 	// Fence is the fencing token of the reconcile run that wrote it (0 for
 	// ingest and the push).
 	Fence uint64 `json:"reconcileFence,omitempty"`
@@ -48,7 +49,7 @@ func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, su
 		case "DEL", "PURGE":
 			return nil
 		}
-		var f fenced
+		var f stored
 		if err := json.Unmarshal(msg.Data(), &f); err != nil {
 			seq := uint64(0)
 			if md, mdErr := msg.Metadata(); mdErr == nil {

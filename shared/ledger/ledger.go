@@ -1,135 +1,134 @@
-// Package ledger keeps what optout-sync knows of each person's opt-out: one
-// JetStream KV entry per person per tenant, changed only through the state
-// machine's transitions (machine.go) by compare-and-set. The audit stream
-// sources the ledger's own stream server-side, so every change has its
-// audit record and the two cannot diverge.
+// Package ledger stores what optout-sync knows of each person's opt-out
+// (shared/optout): one JetStream KV entry per person per tenant, changed
+// only by applying one of the domain's steps inside a compare-and-set loop
+// (Writer.Update). The audit stream sources the ledger's own stream
+// server-side, so every change has its audit record and the two cannot
+// diverge.
+//
+// The API is small on purpose: Get reads, a Writer changes (Update,
+// Ingest) and keeps the dirty set (Mark, Forget), Scan and Dirty list.
+// What differs between writers (a snapshot to start from, a held event, a
+// fence) is an option, not another method.
 package ledger
 
 import (
-	"encoding/base64"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/kv"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
-// State is where a person's desired opt-out value stands.
-type State string
-
-const (
-	// StatePending: the desired value is known and not yet confirmed by Salesforce.
-	StatePending State = "PENDING"
-	// StateParked: an opt-out without a Salesforce id; pushed once an event carries one.
-	StateParked State = "PARKED_NO_ID"
-	// StateSynced: Salesforce confirmed the desired value (or nothing needs writing).
-	StateSynced State = "SYNCED"
-	// StateFailed: a permanent per-record failure, or retries past the
-	// horizon; the deciding event is in the DLQ. A new event or a replay
-	// asks again.
-	StateFailed State = "FAILED"
-)
-
-// Entry is one person of one tenant. Only the transitions of machine.go
-// change it.
-type Entry struct {
-	Tenant         string `json:"tenant"`
-	SalesConnectID string `json:"salesConnectId,omitempty"`
-	SalesforceID   string `json:"salesforceId,omitempty"`
-	ObjectType     string `json:"objectType,omitempty"` // Contact | Lead
-	EmailHash      string `json:"emailHash,omitempty"`
-	// ConvertedFrom are Lead ids converted into SalesforceID (a Contact):
-	// events that still carry them reach this person and its Contact.
-	ConvertedFrom []string `json:"convertedFrom,omitempty"`
-
-	// OptedOut is the person's latest wish; DecidedAt its ordering time (see
-	// EventInput.OrderAt), DecidedBy the event that expressed it.
-	OptedOut  bool      `json:"optedOut"`
-	DecidedAt time.Time `json:"decidedAt"`
-	DecidedBy string    `json:"decidedBy,omitempty"` // event id
-	Source    string    `json:"source,omitempty"`
-	// LastOptOutAt is the ordering time of the newest opt-out known, and
-	// ClearedAt of the newest clear of HasOptedOutOfEmail learnt from
-	// Salesforce under latest-wins: Email Opt Out is wanted true while an
-	// opt-out is known that no such clear outranks.
-	LastOptOutAt time.Time `json:"lastOptOutAt,omitzero"`
-	ClearedAt    time.Time `json:"clearedAt,omitzero"`
-
-	State     State     `json:"state"`
-	Reason    string    `json:"reason,omitempty"` // why the state last changed, for admins
-	ChangedAt time.Time `json:"changedAt"`
-
-	// Field is the Salesforce field Confirmed refers to; Confirmed is the
-	// value Salesforce last confirmed there (nil: unknown), and SetByUs
-	// whether our push may have set it true (a sales-field resubscribe
-	// clears only what we may have set).
-	Field       string    `json:"field,omitempty"`
-	Confirmed   *bool     `json:"confirmed,omitempty"`
-	ConfirmedAt time.Time `json:"confirmedAt,omitzero"`
-	SetByUs     bool      `json:"setByUs,omitempty"`
-
-	Retry Retry `json:"retry,omitzero"`
-
-	// Writing is the claim of the sales-field write in flight, if any:
-	// while it holds, no other writer (another pusher replica, the
-	// reconciler) writes this person, so our writes land in the order they
-	// were decided and an older one never lands over a newer (claim.go).
-	Writing *Claim `json:"writing,omitempty"`
-
-	TraceID string `json:"traceId,omitempty"`
-	// TraceParent is the W3C context of the deciding event's ingest span, so
-	// the push's Salesforce call joins the opt-out's trace.
-	TraceParent string `json:"traceParent,omitempty"`
-	// LastEvent is the last event applied to the person, kept so the audit
-	// trail says who acted, when and why for as long as the trail is kept
-	// (the events stream keeps the events themselves only for days).
-	LastEvent *Event `json:"lastEvent,omitempty"`
-	// RecentEvents are the last event ids applied, so a replay beyond the
-	// stream's duplicate window is recognised.
-	RecentEvents []string `json:"recentEvents,omitempty"`
-
-	// MergedInto retires this entry: the person lives under that key.
-	MergedInto string `json:"mergedInto,omitempty"`
-	// Version counts the entry's changes; each has one audit record.
-	Version uint64 `json:"version"`
+// Ledger reads entries and hands out writers. Beside the entries it keeps
+// two indexes in their own buckets: aliases (a Salesforce id, or a
+// converted Lead, to its person's key) and the dirty set (the persons
+// whose Salesforce value is not yet what they want: the push's
+// cluster-wide work list, swept periodically), which leaves out a person
+// while a writer holds an unacked event of theirs (Held).
+type Ledger struct {
+	kv, dirty, aliases jetstream.KeyValue
+	js                 jetstream.JetStream
+	topo               natsx.Topology
+	// Now is the clock of ChangedAt stamps (tests set it).
+	Now func() time.Time
 }
 
-// Event is what one applied event said.
-type Event struct {
-	ID         string    `json:"id"`
-	Action     string    `json:"action"`
-	Source     string    `json:"source,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	OccurredAt time.Time `json:"occurredAt"`
-	// OrderedAt is set when occurredAt was later than the event's storage
-	// time and the event was ordered by that instead.
-	OrderedAt time.Time `json:"orderedAt,omitzero"`
-}
+// ErrNotFound is returned by Get for an unknown person.
+var ErrNotFound = errors.New("ledger: no entry")
 
-const recentEventsKept = 16
-
-// Seen reports whether eventID was already applied.
-func (e *Entry) Seen(eventID string) bool {
-	for _, id := range e.RecentEvents {
-		if id == eventID {
-			return true
+// New opens the ledger of a provisioned topology. It refuses a topology
+// whose audit stream does not source the ledger's stream, so the audit
+// trail cannot be switched off by a missing field.
+func New(ctx context.Context, p *natsx.Provisioned) (*Ledger, error) {
+	if p == nil || p.Ledger == nil || p.Dirty == nil || p.Aliases == nil || p.JS == nil {
+		return nil, errors.New("ledger: the ledger, dirty and alias buckets and a JetStream handle are required")
+	}
+	s, err := p.JS.Stream(ctx, p.Topology.AuditStream())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: audit stream %s: %w", p.Topology.AuditStream(), err)
+	}
+	want := "KV_" + p.Topology.LedgerBucket()
+	sourced := false
+	for _, src := range s.CachedInfo().Config.Sources {
+		if src != nil && src.Name == want {
+			sourced = true
 		}
 	}
-	return false
+	if !sourced {
+		return nil, fmt.Errorf("ledger: audit stream %s does not source %s: the audit trail would miss changes", p.Topology.AuditStream(), want)
+	}
+	return &Ledger{kv: p.Ledger, dirty: p.Dirty, aliases: p.Aliases, js: p.JS, topo: p.Topology}, nil
 }
 
-// Remember records eventID as applied.
-func (e *Entry) Remember(eventID string) {
-	if e.Seen(eventID) {
-		return
+func (l *Ledger) now() time.Time {
+	if l.Now != nil {
+		return l.Now().UTC()
 	}
-	e.RecentEvents = append(e.RecentEvents, eventID)
-	if n := len(e.RecentEvents); n > recentEventsKept {
-		e.RecentEvents = e.RecentEvents[n-recentEventsKept:]
-	}
+	return time.Now().UTC()
 }
 
-// Key is the KV key of a person: by Sales Connect id when known (it never
-// changes), else by the 18-character Salesforce id.
-func Key(tenant, salesConnectID, salesforceID string) string {
-	if salesConnectID != "" {
-		return tenant + ".sc." + base64.RawURLEncoding.EncodeToString([]byte(salesConnectID))
+// Item is an entry as stored: under Key, at revision Rev, last written by
+// a fenced writer holding Fence (0 when a writer without one wrote it).
+type Item struct {
+	Key   string
+	Entry optout.Entry
+	Rev   uint64
+	Fence uint64
+}
+
+// ReadOption changes a Get.
+type ReadOption func(*readOptions)
+
+type readOptions struct{ follow bool }
+
+// FollowMerges reads the person a retired (merged) entry now lives under;
+// Item.Key is then that entry's key.
+func FollowMerges() ReadOption { return func(o *readOptions) { o.follow = true } }
+
+// Get returns the entry under key as stored (a retired one too, unless
+// FollowMerges); ErrNotFound when there is none.
+func (l *Ledger) Get(ctx context.Context, key string, opts ...ReadOption) (Item, error) {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
-	return tenant + ".sf." + salesforceID
+	for range 4 {
+		c, err := kv.Get(ctx, l.kv, key)
+		if err != nil {
+			return Item{Key: key}, fmt.Errorf("ledger get: %w", err)
+		}
+		if !c.Exists {
+			return Item{Key: key}, ErrNotFound
+		}
+		it, err := decode(key, c)
+		if err != nil || !o.follow || it.Entry.MergedInto == "" {
+			return it, err
+		}
+		key = it.Entry.MergedInto
+	}
+	return Item{}, fmt.Errorf("ledger: %s: merge chain too long", key)
+}
+
+// stored is an entry as stored: the Entry's fields plus the fence of the
+// fenced writer that last changed it. Writers that do not fence (ingest and
+// the push) write no stamp, which resets it to 0; the fence only orders
+// fenced writers among themselves, and every fenced write still goes
+// through compare-and-set against whatever the pusher wrote.
+type stored struct {
+	optout.Entry
+	Fence uint64 `json:"reconcileFence,omitempty"`
+}
+
+func decode(key string, c kv.Current) (Item, error) {
+	var s stored
+	if err := json.Unmarshal(c.Value, &s); err != nil {
+		return Item{Key: key}, fmt.Errorf("ledger decode %s: %w", key, err)
+	}
+	return Item{Key: key, Entry: s.Entry, Rev: c.Rev, Fence: s.Fence}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // ScanSetupTimeout bounds the creation of a Scan's consumer.
@@ -22,7 +23,7 @@ const scanBatch = 5000
 type ScanItem struct {
 	Key      string
 	Revision uint64
-	Entry    Entry
+	Entry    optout.Entry
 	// Fence is the fence of the fenced writer that wrote it last (0 otherwise).
 	Fence uint64
 }
@@ -83,7 +84,7 @@ func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) 
 		case "DEL", "PURGE": // a deleted person
 		default:
 			key := strings.TrimPrefix(msg.Subject(), prefix)
-			var f fenced
+			var f stored
 			if err := json.Unmarshal(msg.Data(), &f); err != nil {
 				if bad != nil {
 					bad(key, err)

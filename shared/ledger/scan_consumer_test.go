@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // TestScanLeavesNoConsumerBehind: a replica resyncs every tenant it serves
@@ -13,7 +14,7 @@ import (
 func TestScanLeavesNoConsumerBehind(t *testing.T) {
 	t.Parallel()
 	l, p, ctx := open(t)
-	if _, err := l.Ingest(ctx, "acme", ev("a1", ledger.OptOut, t0, "sc-a", contact), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("a1", optout.OptOut, t0, "sc-a", contact)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tn := range []string{"acme", "nobody"} { // with entries, and without

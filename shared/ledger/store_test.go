@@ -12,6 +12,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -38,12 +39,12 @@ func open(t *testing.T) (*ledger.Ledger, *natsx.Provisioned, context.Context) {
 	return l, p, ctx
 }
 
-func ev(id string, a ledger.Action, at time.Time, sc, sf string) ledger.EventInput {
+func ev(id string, a optout.Action, at time.Time, sc, sf string) optout.EventInput {
 	typ := ""
 	if sf != "" {
 		typ = "Contact"
 	}
-	return ledger.EventInput{ID: id, Action: a, OccurredAt: at, StoredAt: at.Add(time.Second), SalesConnectID: sc, SalesforceID: sf, ObjectType: typ, Source: "EMAIL_LINK"}
+	return optout.EventInput{ID: id, Action: a, OccurredAt: at, StoredAt: at.Add(time.Second), SalesConnectID: sc, SalesforceID: sf, ObjectType: typ, Source: "EMAIL_LINK"}
 }
 
 // audit returns the tenant's audit records per key, waiting for the
@@ -95,18 +96,19 @@ func TestConcurrentIngestsOfOnePersonAreAllKeptAndAuditedOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
-			a := ledger.OptOut
+			a := optout.OptOut
 			if i%2 == 1 {
-				a = ledger.Resubscribe
+				a = optout.Resubscribe
 			}
-			if _, err := l.Ingest(ctx, "acme", ev(fmt.Sprint("e", i), a, t0.Add(time.Duration(i)*time.Minute), "sc-1", contact), sales); err != nil {
+			if _, err := l.Writer("acme", sales).Ingest(ctx, ev(fmt.Sprint("e", i), a, t0.Add(time.Duration(i)*time.Minute), "sc-1", contact)); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	key := ledger.Key("acme", "sc-1", "")
-	e, _, err := l.Get(ctx, key)
+	key := optout.Key("acme", "sc-1", "")
+	it, err := l.Get(ctx, key)
+	e := it.Entry
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestConcurrentIngestsOfOnePersonAreAllKeptAndAuditedOnce(t *testing.T) {
 		}
 	}
 	// A replay changes nothing and writes no record.
-	res, err := l.Ingest(ctx, "acme", ev("e3", ledger.Resubscribe, t0, "sc-1", contact), sales)
+	res, err := l.Writer("acme", sales).Ingest(ctx, ev("e3", optout.Resubscribe, t0, "sc-1", contact))
 	if err != nil || res.Changed {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
@@ -135,23 +137,24 @@ func TestOnePersonUnderEitherIdIsOneEntry(t *testing.T) {
 	l, p, ctx := open(t)
 	// An opt-out known only by Salesforce id, then the first event with both
 	// ids: the sf entry is merged into the person and retired.
-	if _, err := l.Ingest(ctx, "acme", ev("sf-only", ledger.OptOut, t0.Add(time.Hour), "", contact), sales); err != nil {
+	if _, err := l.Writer("acme", sales).Ingest(ctx, ev("sf-only", optout.OptOut, t0.Add(time.Hour), "", contact)); err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.Ingest(ctx, "acme", ev("older-resub", ledger.Resubscribe, t0, "sc-7", contact), sales)
+	res, err := l.Writer("acme", sales).Ingest(ctx, ev("older-resub", optout.Resubscribe, t0, "sc-7", contact))
 	if err != nil {
 		t.Fatal(err)
 	}
-	person := ledger.Key("acme", "sc-7", "")
+	person := optout.Key("acme", "sc-7", "")
 	if res.Key != person || !res.Entry.OptedOut || res.Won {
 		t.Fatalf("linking event: %+v; want the person opted out (the older resubscribe does not win)", res)
 	}
-	sf, _, err := l.Get(ctx, ledger.Key("acme", "", contact))
-	if err != nil || sf.MergedInto != person || sf.State != ledger.StateRetired {
+	it, err := l.Get(ctx, optout.Key("acme", "", contact))
+	sf := it.Entry
+	if err != nil || sf.MergedInto != person || sf.State != optout.StateRetired {
 		t.Fatalf("sf entry %+v %v; want retired into %s", sf, err, person)
 	}
 	// Later events by Salesforce id alone reach the person.
-	res, err = l.Ingest(ctx, "acme", ev("sf-later", ledger.Resubscribe, t0.Add(2*time.Hour), "", contact), sales)
+	res, err = l.Writer("acme", sales).Ingest(ctx, ev("sf-later", optout.Resubscribe, t0.Add(2*time.Hour), "", contact))
 	if err != nil || res.Key != person || res.Entry.OptedOut {
 		t.Fatalf("sf-only event after the link: %+v %v; want it folded into %s", res, err, person)
 	}
@@ -170,17 +173,18 @@ func TestSalesforceOnlyEventRacingTheLinkIsNeverSplit(t *testing.T) {
 		sfid := fmt.Sprintf("003RO00000%05dAAA", i)
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			if _, err := l.Ingest(ctx, "acme", ev(sc+"-link", ledger.Resubscribe, t0, sc, sfid), sales); err != nil {
+			if _, err := l.Writer("acme", sales).Ingest(ctx, ev(sc+"-link", optout.Resubscribe, t0, sc, sfid)); err != nil {
 				t.Error(err)
 			}
 		})
 		wg.Go(func() {
-			if _, err := l.Ingest(ctx, "acme", ev(sc+"-sf", ledger.OptOut, t0.Add(time.Minute), "", sfid), sales); err != nil {
+			if _, err := l.Writer("acme", sales).Ingest(ctx, ev(sc+"-sf", optout.OptOut, t0.Add(time.Minute), "", sfid)); err != nil {
 				t.Error(err)
 			}
 		})
 		wg.Wait()
-		_, e, _, err := l.Person(ctx, ledger.Key("acme", sc, ""))
+		it, err := l.Get(ctx, optout.Key("acme", sc, ""), ledger.FollowMerges())
+		e := it.Entry
 		if err != nil || !e.OptedOut || !e.Seen(sc+"-sf") {
 			t.Fatalf("person %d: %+v %v; want the newer Salesforce-only opt-out in the person's entry", i, e, err)
 		}
@@ -198,27 +202,30 @@ func TestDirtySetFollowsTheEntries(t *testing.T) {
 		sort.Strings(keys)
 		return keys
 	}
-	res, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	res, err := l.Writer("acme", std).Ingest(ctx, ev("a", optout.OptOut, t0, "sc-a", contact))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Ingest(ctx, "acme", ev("b", ledger.OptOut, t0, "sc-b", ""), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("b", optout.OptOut, t0, "sc-b", "")); err != nil {
 		t.Fatal(err)
 	}
 	if got := dirty(); fmt.Sprint(got) != fmt.Sprint([]string{res.Key}) {
 		t.Fatalf("dirty %v; want only the opt-out with a Salesforce id", got)
 	}
 	// A write based on a revision that moved is not a confirmation.
-	if _, err := l.Ingest(ctx, "acme", ev("a2", ledger.OptOut, t0.Add(time.Minute), "sc-a", contact), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("a2", optout.OptOut, t0.Add(time.Minute), "sc-a", contact)); err != nil {
 		t.Fatal(err)
 	}
-	e, err := l.Wrote(ctx, res.Key, res.Revision, ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}, std)
+	w, err := l.Writer("acme", std).Update(ctx, res.Key, optout.WroteStep(optout.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}), ledger.BasedOn(res.Rev))
+	e := w.Entry
 	if err != nil || e.Confirmed != nil || !e.Dirty(std) || len(dirty()) != 1 {
 		t.Fatalf("stale write: %+v %v; want Salesforce's value unknown and the person still dirty", e, err)
 	}
-	cur, rev, _ := l.Get(ctx, res.Key)
-	e, err = l.Wrote(ctx, res.Key, rev, ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}, std)
-	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != ledger.StateSynced || len(dirty()) != 0 {
+	it, _ := l.Get(ctx, res.Key)
+	cur, rev := it.Entry, it.Rev
+	w, err = l.Writer("acme", std).Update(ctx, res.Key, optout.WroteStep(optout.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}), ledger.BasedOn(rev))
+	e = w.Entry
+	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != optout.StateSynced || len(dirty()) != 0 {
 		t.Fatalf("current write: %+v (was %+v) %v; dirty %v", e, cur, err, dirty())
 	}
 }
@@ -226,25 +233,26 @@ func TestDirtySetFollowsTheEntries(t *testing.T) {
 func TestLearnIsFencedAndFoldedLikeAnEvent(t *testing.T) {
 	t.Parallel()
 	l, _, ctx := open(t)
-	key := ledger.Key("acme", "", contact)
-	o := ledger.Observation{EventID: "r1", SalesforceID: contact, ObjectType: "Contact", Field: std, Value: true, At: t0, Now: t0}
-	if _, changed, err := l.Learn(ctx, key, 8, o, std); err != nil || !changed {
-		t.Fatalf("learn: %v %v", changed, err)
+	key := optout.Key("acme", "", contact)
+	o := optout.Observation{EventID: "r1", SalesforceID: contact, ObjectType: "Contact", Field: std, Value: true, At: t0, Now: t0}
+	if res, err := l.Writer("acme", std, ledger.Fenced(testFence(8))).Update(ctx, key, optout.LearntStep(o)); err != nil || !res.Changed {
+		t.Fatalf("learn: %v %v", res.Changed, err)
 	}
 	o.EventID = "r2"
-	if _, _, err := l.Learn(ctx, key, 7, o, std); !errors.Is(err, ledger.ErrFenced) {
+	if _, err := l.Writer("acme", std, ledger.Fenced(testFence(7))).Update(ctx, key, optout.LearntStep(o)); !errors.Is(err, ledger.ErrFenced) {
 		t.Fatalf("stale holder: %v; want ErrFenced", err)
 	}
-	e, fence, _, err := l.GetFenced(ctx, key)
+	it, err := l.Get(ctx, key)
+	e, fence := it.Entry, it.Fence
 	if err != nil || fence != 8 || !e.OptedOut || e.Confirmed == nil || !*e.Confirmed || e.SetByUs || e.Dirty(std) {
 		t.Fatalf("entry %+v fence %d %v", e, fence, err)
 	}
 	// A non-fenced writer (ingest) resets the stamp; its write is kept.
-	if _, err := l.Ingest(ctx, "acme", ev("x", ledger.Resubscribe, t0.Add(time.Hour), "", contact), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("x", optout.Resubscribe, t0.Add(time.Hour), "", contact)); err != nil {
 		t.Fatal(err)
 	}
-	if e, fence, _, _ := l.GetFenced(ctx, key); fence != 0 || e.OptedOut || !e.WantsStandard() {
-		t.Fatalf("after ingest: fence %d entry %+v; want the resubscribe kept and Email Opt Out still wanted", fence, e)
+	if it, _ := l.Get(ctx, key); it.Fence != 0 || it.Entry.OptedOut || !it.Entry.WantsStandard() {
+		t.Fatalf("after ingest: fence %d entry %+v; want the resubscribe kept and Email Opt Out still wanted", it.Fence, it.Entry)
 	}
 }
 
@@ -257,14 +265,14 @@ func TestScanStreamsOneTenant(t *testing.T) {
 	}
 	var want []string
 	for i := range 300 {
-		res, err := l.Ingest(ctx, "acme", ev(fmt.Sprint("e", i), ledger.OptOut, t0, fmt.Sprintf("sc-%d", i), ""), std)
+		res, err := l.Writer("acme", std).Ingest(ctx, ev(fmt.Sprint("e", i), optout.OptOut, t0, fmt.Sprintf("sc-%d", i), ""))
 		if err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, res.Key)
 	}
 	// Another tenant, a deleted entry and a corrupt value are not delivered.
-	if _, err := l.Ingest(ctx, "acmeco", ev("o", ledger.OptOut, t0, "sc-x", ""), std); err != nil {
+	if _, err := l.Writer("acmeco", std).Ingest(ctx, ev("o", optout.OptOut, t0, "sc-x", "")); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Ledger.Delete(ctx, want[0]); err != nil {
@@ -302,7 +310,7 @@ func TestScanStreamsOneTenant(t *testing.T) {
 func TestGetUnknownPerson(t *testing.T) {
 	t.Parallel()
 	l, _, ctx := open(t)
-	if _, _, err := l.Get(ctx, ledger.Key("acme", "nobody", "")); !errors.Is(err, ledger.ErrNotFound) {
+	if _, err := l.Get(ctx, optout.Key("acme", "nobody", "")); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("err = %v; want ErrNotFound", err)
 	}
 }
@@ -316,13 +324,13 @@ func TestWaitAuditedReturnsOnceEveryChangeIsInTheTrail(t *testing.T) {
 	if err := ledger.WaitAudited(ctx, p.JS, p.Topology); err != nil {
 		t.Fatalf("an empty ledger: %v", err)
 	}
-	ingest := []ledger.EventInput{
-		ev("w1", ledger.OptOut, t0, "", contact),
-		ev("w2", ledger.Resubscribe, t0.Add(time.Hour), "sc-w", contact), // merges the first entry
-		ev("w3", ledger.OptOut, t0.Add(2*time.Hour), "sc-w", contact),
+	ingest := []optout.EventInput{
+		ev("w1", optout.OptOut, t0, "", contact),
+		ev("w2", optout.Resubscribe, t0.Add(time.Hour), "sc-w", contact), // merges the first entry
+		ev("w3", optout.OptOut, t0.Add(2*time.Hour), "sc-w", contact),
 	}
 	for _, in := range ingest {
-		if _, err := l.Ingest(ctx, "acme", in, sales); err != nil {
+		if _, err := l.Writer("acme", sales).Ingest(ctx, in); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -361,7 +369,7 @@ func TestWaitAuditedEndsWithItsContext(t *testing.T) {
 	if _, err := p.JS.UpdateStream(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Ingest(ctx, "acme", ev("x1", ledger.OptOut, t0, "sc-x", contact), sales); err != nil {
+	if _, err := l.Writer("acme", sales).Ingest(ctx, ev("x1", optout.OptOut, t0, "sc-x", contact)); err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
@@ -377,30 +385,32 @@ func TestWaitAuditedEndsWithItsContext(t *testing.T) {
 func TestWroteFromAStaleReadIsNoConfirmation(t *testing.T) {
 	t.Parallel()
 	l, _, ctx := open(t)
-	res, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	res, err := l.Writer("acme", std).Ingest(ctx, ev("a", optout.OptOut, t0, "sc-a", contact))
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, readRev, err := l.Get(ctx, res.Key)
+	it, err := l.Get(ctx, res.Key)
+	read, readRev := it.Entry, it.Rev
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Ingest(ctx, "acme", ev("a2", ledger.OptOut, t0.Add(time.Minute), "sc-a", contact), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("a2", optout.OptOut, t0.Add(time.Minute), "sc-a", contact)); err != nil {
 		t.Fatal(err)
 	}
-	w := ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
-	at, err := l.WroteFrom(ctx, res.Key, ledger.Snapshot{Entry: read, Rev: readRev}, w, std)
+	w := optout.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
+	at, err := l.Writer("acme", std).Update(ctx, res.Key, optout.WroteStep(w), ledger.From(ledger.Snapshot{Entry: read, Rev: readRev}))
 	e := at.Entry
 	if err != nil || e.Confirmed != nil || !e.Dirty(std) {
 		t.Fatalf("stale read: %+v %v; want Salesforce's value unknown and the person still dirty", e, err)
 	}
-	read, readRev, err = l.Get(ctx, res.Key)
+	it, err = l.Get(ctx, res.Key)
+	read, readRev = it.Entry, it.Rev
 	if err != nil {
 		t.Fatal(err)
 	}
-	at, err = l.WroteFrom(ctx, res.Key, ledger.Snapshot{Entry: read, Rev: readRev}, w, std)
+	at, err = l.Writer("acme", std).Update(ctx, res.Key, optout.WroteStep(w), ledger.From(ledger.Snapshot{Entry: read, Rev: readRev}))
 	e = at.Entry
-	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != ledger.StateSynced {
+	if err != nil || e.Confirmed == nil || !*e.Confirmed || e.State != optout.StateSynced {
 		t.Fatalf("current read: %+v %v; want confirmed and synced", e, err)
 	}
 	var dirty []string
@@ -424,14 +434,14 @@ func TestAConfirmationRemovesTheMarker(t *testing.T) {
 		}
 		return keys
 	}
-	w := ledger.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
+	w := optout.Write{SalesforceID: contact, Field: std, Value: true, At: t0, OK: true}
 
-	a, err := l.Ingest(ctx, "acme", ev("a", ledger.OptOut, t0, "sc-a", contact), std)
+	a, err := l.Writer("acme", std).Ingest(ctx, ev("a", optout.OptOut, t0, "sc-a", contact))
 	if err != nil || a.Mark == 0 {
 		t.Fatalf("ingest: mark %d, %v; want the marker's revision", a.Mark, err)
 	}
-	at, err := l.WroteFrom(ctx, a.Key, ledger.Snapshot{Entry: a.Entry, Rev: a.Revision, Mark: a.Mark}, w, std)
-	if e := at.Entry; err != nil || e.State != ledger.StateSynced {
+	at, err := l.Writer("acme", std).Update(ctx, a.Key, optout.WroteStep(w), ledger.From(ledger.Snapshot{Entry: a.Entry, Rev: a.Rev, Mark: a.Mark}))
+	if e := at.Entry; err != nil || e.State != optout.StateSynced {
 		t.Fatalf("confirm: %+v %v; want synced", e, err)
 	}
 	if keys := dirtyKeys(); len(keys) != 0 {
@@ -439,15 +449,15 @@ func TestAConfirmationRemovesTheMarker(t *testing.T) {
 	}
 
 	// Another writer puts b's marker again after the fold's put.
-	b, err := l.Ingest(ctx, "acme", ev("b", ledger.OptOut, t0, "sc-b", otherContact), std)
+	b, err := l.Writer("acme", std).Ingest(ctx, ev("b", optout.OptOut, t0, "sc-b", otherContact))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkDirtyIfNeeded(ctx, b.Key, b.Entry, std); err != nil {
+	if err := l.Writer("acme", std).Mark(ctx, b.Key, &b.Entry); err != nil {
 		t.Fatal(err)
 	}
-	wb := ledger.Write{SalesforceID: otherContact, Field: std, Value: true, At: t0, OK: true}
-	if at, err := l.WroteFrom(ctx, b.Key, ledger.Snapshot{Entry: b.Entry, Rev: b.Revision, Mark: b.Mark}, wb, std); err != nil || at.Entry.State != ledger.StateSynced {
+	wb := optout.Write{SalesforceID: otherContact, Field: std, Value: true, At: t0, OK: true}
+	if at, err := l.Writer("acme", std).Update(ctx, b.Key, optout.WroteStep(wb), ledger.From(ledger.Snapshot{Entry: b.Entry, Rev: b.Rev, Mark: b.Mark})); err != nil || at.Entry.State != optout.StateSynced {
 		t.Fatalf("confirm b: %+v %v; want synced", at.Entry, err)
 	}
 	if keys := dirtyKeys(); len(keys) != 0 {
@@ -456,18 +466,45 @@ func TestAConfirmationRemovesTheMarker(t *testing.T) {
 
 	// A newer opt-out folded after the push read c: the confirmation of
 	// the older read is stale and c stays dirty, marker and all.
-	c, err := l.Ingest(ctx, "acme", ev("c", ledger.OptOut, t0, "sc-c", thirdContact), std)
+	c, err := l.Writer("acme", std).Ingest(ctx, ev("c", optout.OptOut, t0, "sc-c", thirdContact))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Ingest(ctx, "acme", ev("c2", ledger.OptOut, t0.Add(time.Minute), "sc-c", thirdContact), std); err != nil {
+	if _, err := l.Writer("acme", std).Ingest(ctx, ev("c2", optout.OptOut, t0.Add(time.Minute), "sc-c", thirdContact)); err != nil {
 		t.Fatal(err)
 	}
-	wc := ledger.Write{SalesforceID: thirdContact, Field: std, Value: true, At: t0, OK: true}
-	if at, err := l.WroteFrom(ctx, c.Key, ledger.Snapshot{Entry: c.Entry, Rev: c.Revision, Mark: c.Mark}, wc, std); err != nil || !at.Entry.Dirty(std) {
+	wc := optout.Write{SalesforceID: thirdContact, Field: std, Value: true, At: t0, OK: true}
+	if at, err := l.Writer("acme", std).Update(ctx, c.Key, optout.WroteStep(wc), ledger.From(ledger.Snapshot{Entry: c.Entry, Rev: c.Rev, Mark: c.Mark})); err != nil || !at.Entry.Dirty(std) {
 		t.Fatalf("stale confirm of c: %+v %v; want c still dirty", at.Entry, err)
 	}
 	if keys := dirtyKeys(); len(keys) != 1 || keys[0] != c.Key {
 		t.Fatalf("dirty set %v; want exactly %s", keys, c.Key)
+	}
+}
+
+// testFence is a lease that always holds, with a fixed token.
+type testFence uint64
+
+func (f testFence) Fence() uint64 { return uint64(f) }
+func (testFence) Valid() bool     { return true }
+
+// expiredLease is a lease that ran out by its holder's clock.
+type expiredLease struct{}
+
+func (expiredLease) Fence() uint64 { return 9 }
+func (expiredLease) Valid() bool   { return false }
+
+// A fenced writer checks its lease itself before every write: a holder
+// paused past its lease writes nothing, whatever its caller checked.
+func TestFencedWriterRefusesOnceItsLeaseExpired(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	key := optout.Key("acme", "", contact)
+	o := optout.Observation{EventID: "r1", SalesforceID: contact, ObjectType: "Contact", Field: std, Value: true, At: t0, Now: t0}
+	if _, err := l.Writer("acme", std, ledger.Fenced(expiredLease{})).Update(ctx, key, optout.LearntStep(o)); !errors.Is(err, ledger.ErrLeaseExpired) {
+		t.Fatalf("learn with an expired lease: %v; want ErrLeaseExpired", err)
+	}
+	if _, err := l.Get(ctx, key); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("after the refused write: %v; want no entry", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/kv"
 )
 
 // Errors.
@@ -74,58 +75,11 @@ func (s Store) get(ctx context.Context, key string, v any) (uint64, error) {
 	return e.Revision(), nil
 }
 
-// cas writes v under key at revision rev (0: create). It returns
-// (false, nil) when another writer got there first, so the caller re-reads.
-func (s Store) cas(ctx context.Context, key string, v any, rev uint64) (bool, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return false, fmt.Errorf("runs encode %s: %w", key, err)
-	}
-	if rev == 0 {
-		_, err = s.KV.Create(ctx, key, data)
-	} else {
-		_, err = s.KV.Update(ctx, key, data, rev)
-	}
-	if isConflict(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("runs write %s: %w", key, err)
-	}
-	return true, nil
-}
-
-// update runs a compare-and-set loop on key: fn sees the current value
+// update runs the compare-and-set loop on key: fn sees the current value
 // (exists false when absent) and returns whether to write.
 func update[T any](ctx context.Context, s Store, key string, fn func(cur *T, exists bool) (bool, error)) error {
-	for attempt := 0; attempt < 50; attempt++ {
-		var cur T
-		rev, err := s.get(ctx, key, &cur)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		write, err := fn(&cur, err == nil)
-		if err != nil || !write {
-			return err
-		}
-		ok, err := s.cas(ctx, key, &cur, rev)
-		if err != nil || ok {
-			return err
-		}
-	}
-	return fmt.Errorf("runs write %s: too many concurrent changes", key)
-}
-
-// isConflict recognises a lost compare-and-set (see ledger.isConflict).
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
+	_, _, err := kv.UpdateJSON(ctx, s.KV, key, fn)
+	return err
 }
 
 // RaiseFence records fence as the tenant's newest. It is refused with
@@ -216,7 +170,7 @@ func (s Store) ClearCheckpoint(ctx context.Context, tenant string, fence uint64)
 			return fmt.Errorf("%w (checkpoint of %s written with fence %d, ours %d)", ErrFenced, tenant, cur.Report.Fence, fence)
 		}
 		err = s.KV.Delete(ctx, KeyActive(tenant), jetstream.LastRevision(rev))
-		if isConflict(err) {
+		if kv.IsConflict(err) {
 			continue
 		}
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/optout-sync/optout-sync/shared/kv"
 )
 
 // ErrChanged means the settings were changed by someone else after they were
@@ -38,17 +39,12 @@ func (st Store) PutIfRevision(ctx context.Context, s Settings, rev uint64) (uint
 	if err != nil {
 		return 0, err
 	}
-	var next uint64
-	if rev == 0 {
-		next, err = st.KV.Create(ctx, s.Tenant, data)
-	} else {
-		next, err = st.KV.Update(ctx, s.Tenant, data, rev)
-	}
-	if isRevisionConflict(err) {
-		return 0, ErrChanged
-	}
+	next, ok, err := kv.Put(ctx, st.KV, s.Tenant, data, kv.Current{Rev: rev, Exists: rev != 0})
 	if err != nil {
 		return 0, fmt.Errorf("store tenant settings %s: %w", s.Tenant, err)
+	}
+	if !ok {
+		return 0, ErrChanged
 	}
 	return next, nil
 }
@@ -57,32 +53,35 @@ func (st Store) PutIfRevision(ctx context.Context, s Settings, rev uint64) (uint
 // stored) and stores the result with compare-and-set, retrying when another
 // writer got in between, so two operators never lose each other's change.
 func (st Store) Update(ctx context.Context, tenant string, fn func(*Settings) error) (Settings, uint64, error) {
-	for attempt := 0; ; attempt++ {
-		s, rev, err := st.GetRevision(ctx, tenant)
-		if err != nil {
-			return Settings{}, 0, err
+	var (
+		s     Settings
+		inner error // decoding, fn's or validation's: returned as it is
+	)
+	r, err := kv.Update(ctx, st.KV, tenant, func(c kv.Current) ([]byte, bool, error) {
+		s = Default(tenant)
+		if c.Exists {
+			if s, inner = decode(tenant, c.Value); inner != nil {
+				return nil, false, inner
+			}
 		}
-		if err := fn(&s); err != nil {
-			return Settings{}, 0, err
+		if inner = fn(&s); inner != nil {
+			return nil, false, inner
 		}
 		s.Tenant = tenant
-		next, err := st.PutIfRevision(ctx, s, rev)
-		if errors.Is(err, ErrChanged) && attempt < 10 {
-			continue
+		if err := s.Validate(); err != nil {
+			inner = fmt.Errorf("tenant settings: %w", err)
+			return nil, false, inner
 		}
-		return s, next, err
+		data, err := json.Marshal(s)
+		return data, true, err
+	}, kv.Attempts(11))
+	switch {
+	case errors.Is(err, kv.ErrContention):
+		return Settings{}, 0, ErrChanged
+	case err != nil && err == inner:
+		return Settings{}, 0, err
+	case err != nil:
+		return Settings{}, 0, fmt.Errorf("tenant settings %s: %w", tenant, err)
 	}
-}
-
-// isRevisionConflict recognises a lost compare-and-set, including the raw API
-// codes older server paths return (10071 wrong last sequence, 10164 clustered).
-func isRevisionConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
+	return s, r.Rev, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // Field is the opt-out field a tenant chose.
@@ -34,7 +35,7 @@ const (
 
 // Defaults.
 const (
-	StandardField      = "HasOptedOutOfEmail"
+	StandardField      = optout.StandardField
 	DefaultCustomField = "Marketo_Sales_Opt_Out__c"
 	DefaultTime        = "20:00"
 	DefaultZone        = "America/Los_Angeles"

@@ -18,8 +18,10 @@ import (
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -64,7 +66,7 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string,
 	if res.Clamped {
 		s.Metrics.clamped(r.tenant)
 	}
-	if res.Changed && res.At.Entry.State == ledger.StateParked {
+	if res.Changed && res.At.Entry.State == optout.StateParked {
 		s.Metrics.parked(r.tenant)
 	}
 	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.At.Entry.State)))
@@ -149,20 +151,12 @@ func (b *batch) cleanAt(key string) uint64 {
 	return b.clean[key]
 }
 
-// person is one dirty person in a batch, as read at rev.
+// person is one dirty person in a batch, as read (At; At.Held: this
+// runner holds events of the person unacked, held.begin, so the batch's
+// writes leave the dirty set alone), with the deciding event's trace.
 type person struct {
-	key   string
-	entry ledger.Entry
-	rev   uint64
-	mark  uint64 // the dirty marker's revision (0: unknown)
-	// held: this runner holds events of the person unacked (held.begin),
-	// so the batch's writes leave the dirty set alone.
-	held  bool
-	value bool
-	ctx   context.Context // the deciding event's trace
-	// claim is the batch's claim on the person, taken with its Attempt
-	// (sales field only): the write's report releases it.
-	claim *ledger.Claim
+	sfwrite.Person
+	ctx context.Context
 }
 
 // pushBatch writes each person's current desired value and records what
@@ -187,26 +181,24 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	if len(people) == 0 {
 		return
 	}
-	var deadline time.Time // the call's, when the batch holds a claim
-	if field != tenant.StandardField {
-		// One claim for the batch: each person's Attempt takes it, so no
-		// other writer writes them until this call is over and reported.
-		taken := s.Now()
-		claim := ledger.NewClaim(taken, s.Cfg.ClaimTTL)
+	// One claim for the batch (sales field only): each person's Attempt
+	// takes it, so no other writer writes them until this call is over and
+	// reported. The call must end by deadline, while the claim holds: after
+	// it ends another writer may write the person, and this write must not
+	// land then.
+	claim, deadline := sfwrite.Claim(field, s.Now(), s.Cfg.ClaimTTL)
+	if claim != nil {
 		if people = r.skipSetElsewhere(ctx, client, field, people, claim); len(people) == 0 {
 			return
 		}
 		if people = r.attemptAll(ctx, field, people, claim); len(people) == 0 {
 			return
 		}
-		// The call must end while the claim holds: after it ends another
-		// writer may write the person, and this write must not land then.
-		deadline = claim.CallDeadline(taken)
 	}
 	updates := make([]salesforce.Update, len(people))
 	links := make([]trace.Link, 0, len(people))
 	for i, p := range people {
-		updates[i] = salesforce.Update{ID: p.entry.SalesforceID, Type: p.entry.ObjectType, Field: field, Value: p.value}
+		updates[i] = salesforce.Update{ID: p.At.Entry.SalesforceID, Type: p.At.Entry.ObjectType, Field: field, Value: p.Value}
 		if sc := trace.SpanContextFromContext(p.ctx); sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: sc})
 		}
@@ -277,19 +269,20 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 		owed := r.held.begin(key) // this replica holds the person's events
 		at, ok := r.seen.take(key)
 		if !ok {
-			var err error
-			if key, at.Entry, at.Rev, err = s.Ledger.Person(ctx, key); err != nil {
+			it, err := s.Ledger.Get(ctx, key, ledger.FollowMerges())
+			if err != nil {
 				if !errors.Is(err, ledger.ErrNotFound) {
 					r.log.Warn().Err(err).Msg("reading a person failed; retried by the sweep")
 				}
 				return
 			}
+			key, at.Entry, at.Rev = it.Key, it.Entry, it.Rev
 			if key != queued {
 				// A retired entry's marker (put by a writer racing the
 				// merge): never dirty again, so no later write removes it.
 				// Its held events are marked and acked when due.
 				owed = false
-				if err := s.Ledger.Forget(ctx, queued, field); err != nil {
+				if err := r.writer(field).Forget(ctx, queued); err != nil {
 					r.log.Warn().Err(err).Msg("clearing a merged entry's dirty marker failed")
 				}
 			}
@@ -304,7 +297,7 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 				return // queued by its fold: there is no marker to clear
 			}
 			// A stale marker (another replica pushed it, or it settled).
-			if err := s.Ledger.Forget(ctx, key, field); err != nil {
+			if err := r.writer(field).Forget(ctx, key); err != nil {
 				r.log.Warn().Err(err).Msg("clearing a stale dirty marker failed")
 			}
 			return
@@ -321,14 +314,14 @@ func (r *runner) read(ctx context.Context, b *batch, keys []string, field string
 			r.q.AddAfter(key, held.Until.Sub(now))
 			return
 		}
-		out[i] = &person{key: key, entry: e, rev: at.Rev, mark: at.Mark, held: owed, value: value, ctx: traceContext(ctx, e.TraceParent)}
+		out[i] = &person{Person: sfwrite.Person{Key: key, At: ledger.Snapshot{Entry: e, Rev: at.Rev, Mark: at.Mark, Held: owed}, Value: value}, ctx: traceContext(ctx, e.TraceParent)}
 	})
 	kept := out[:0]
 	once := map[string]bool{}
 	for _, p := range out {
 		// Two keys of one batch may lead to one person (a merge): write it once.
-		if p != nil && !once[p.key] {
-			once[p.key] = true
+		if p != nil && !once[p.Key] {
+			once[p.Key] = true
 			kept = append(kept, p)
 		}
 	}
@@ -354,16 +347,10 @@ func traceContext(ctx context.Context, traceParent string) context.Context {
 // each runs fn over items concurrently (ledger round trips dominate a
 // batch; entries of different people never contend).
 func each[T any](items []T, fn func(int, T)) {
-	sem := make(chan struct{}, ledgerConcurrency)
-	var wg sync.WaitGroup
-	for i, it := range items {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			fn(i, it)
-		})
-	}
-	wg.Wait()
+	_ = sfwrite.Parallel(context.Background(), ledgerConcurrency, items, func(_ context.Context, i int, it T) error {
+		fn(i, it)
+		return nil
+	})
 }
 
 // ledgerConcurrency bounds a batch's concurrent ledger round trips.
@@ -373,12 +360,12 @@ const ledgerConcurrency = 32
 // out and records those already true as someone else's: a later resubscribe
 // must not clear a mark we did not make. The others are marked as about to
 // be set by us before the write. One read per type and batch.
-func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *ledger.Claim) []*person {
+func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *optout.Claim) []*person {
 	byType := map[string][]*person{}
 	var rest []*person
 	for _, p := range people {
-		if p.value && !(p.entry.Field == field && p.entry.SetByUs) {
-			byType[p.entry.ObjectType] = append(byType[p.entry.ObjectType], p)
+		if p.Value && !(p.At.Entry.Field == field && p.At.Entry.SetByUs) {
+			byType[p.At.Entry.ObjectType] = append(byType[p.At.Entry.ObjectType], p)
 		} else {
 			rest = append(rest, p)
 		}
@@ -387,7 +374,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 	for typ, group := range byType {
 		ids := make([]string, len(group))
 		for i, p := range group {
-			ids[i] = p.entry.SalesforceID
+			ids[i] = p.At.Entry.SalesforceID
 		}
 		began := time.Now()
 		recs, err := client.Retrieve(group[0].ctx, typ, ids, []string{"Id", field})
@@ -399,11 +386,11 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 		}
 		each(group, func(i int, p *person) {
 			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
-				if _, err := r.svc.Ledger.Observed(ctx, p.key, p.rev, p.entry.SalesforceID, field, true, field); err != nil {
+				if _, err := r.writer(field).Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
 					r.log.Warn().Err(err).Msg("recording a value found in Salesforce failed")
 				}
-				r.seen.forget(p.key)
-				r.q.Add(p.key) // looked at again: settled, or moved meanwhile
+				r.seen.forget(p.Key)
+				r.q.Add(p.Key) // looked at again: settled, or moved meanwhile
 				return
 			}
 			// Salesforce holds false, so the mark about to be made is ours:
@@ -425,27 +412,22 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 // batch's claim on p, and rebases p on the revision that says so; false
 // leaves p for another round (the entry moved, another writer's claim
 // holds it, or the ledger failed).
-func (r *runner) attempting(ctx context.Context, p *person, field string, claim *ledger.Claim) bool {
+func (r *runner) attempting(ctx context.Context, p *person, field string, claim *optout.Claim) bool {
 	now := r.svc.Now()
-	a, err := r.svc.Ledger.Attempting(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, Claim: claim}, field)
+	a, err := sfwrite.Attempt(ctx, r.writer(field), field, &p.Person, claim, now)
 	switch {
 	case err != nil:
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
-		r.q.AddAfter(p.key, r.svc.backoff(1))
+		r.q.AddAfter(p.Key, r.svc.backoff(1))
 		return false
 	case a.Moved:
-		r.q.Add(p.key)
+		r.q.Add(p.Key)
 		return false
 	case a.Held != nil:
-		r.q.AddAfter(p.key, a.Held.Until.Sub(now))
+		r.q.AddAfter(p.Key, a.Held.Until.Sub(now))
 		return false
 	}
-	p.entry, p.rev, p.mark, p.claim = a.Entry, a.Rev, a.Mark, claim
 	return true
-}
-
-func (p *person) snapshot() ledger.Snapshot {
-	return ledger.Snapshot{Entry: p.entry, Rev: p.rev, Mark: p.mark, Held: p.held}
 }
 
 // attemptAll records every sales-field write before it is made and takes
@@ -453,10 +435,10 @@ func (p *person) snapshot() ledger.Snapshot {
 // confirmed false); Email Opt Out needs neither, being only ever set, so
 // two writers' trues in any order leave the same value. It keeps the
 // persons still to write.
-func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *ledger.Claim) []*person {
+func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *optout.Claim) []*person {
 	keep := make([]bool, len(people))
 	each(people, func(i int, p *person) {
-		keep[i] = p.claim != nil || r.attempting(ctx, p, field, claim)
+		keep[i] = p.Claim != nil || r.attempting(ctx, p, field, claim)
 	})
 	out := people[:0]
 	for i, p := range people {
@@ -468,27 +450,28 @@ func (r *runner) attemptAll(ctx context.Context, field string, people []*person,
 }
 
 // confirmed records Salesforce's confirmation of a write made from the
-// entry at p.rev; a person that moved meanwhile stays dirty and goes round
+// entry at p.At.Rev; a person that moved meanwhile stays dirty and goes round
 // again.
 func (r *runner) confirmed(ctx context.Context, b *batch, p *person, field string) {
 	s := r.svc
 	now := s.Now().UTC()
 	began := time.Now()
-	at, err := s.Ledger.WroteFrom(ctx, p.key, p.snapshot(), ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, At: now, OK: true, Claim: p.claim}, field)
+	res, err := sfwrite.Record(ctx, r.writer(field), field, &p.Person, true, now)
+	at := res.Snapshot()
 	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
-		r.q.AddAfter(p.key, s.backoff(1))
+		r.q.AddAfter(p.Key, s.backoff(1))
 		return
 	}
 	e := at.Entry
 	if e.Dirty(field) {
-		r.seen.remember(p.key, at)
-		r.q.Add(p.key)
+		r.seen.remember(p.Key, at)
+		r.q.Add(p.Key)
 		return
 	}
-	b.leftClean(p.key, at.Rev)
-	if p.value {
+	b.leftClean(p.Key, at.Rev)
+	if p.Value {
 		s.Metrics.pushed(r.tenant, now.Sub(e.DecidedAt))
 	}
 }
@@ -501,27 +484,29 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 	switch class {
 	case salesforce.Quota:
 		r.setMode(tenant.ModePaused, "daily API allowance spent: "+cause.Error(), s.Cfg.QuotaPause)
-		r.q.AddAfter(p.key, s.Cfg.QuotaPause)
+		r.q.AddAfter(p.Key, s.Cfg.QuotaPause)
 		return false
 	case salesforce.Auth, salesforce.PermanentTenant:
 		r.setMode(tenant.ModeUnhealthy, cause.Error(), s.Cfg.HealthRecheck)
-		r.q.AddAfter(p.key, s.Cfg.HealthRecheck)
+		r.q.AddAfter(p.Key, s.Cfg.HealthRecheck)
 		return false
 	}
-	wait := s.backoff(uint64(p.entry.Retry.Attempts + 1))
+	wait := s.backoff(uint64(p.At.Entry.Retry.Attempts + 1))
 	var sfErr *salesforce.Error
 	if errors.As(cause, &sfErr) && sfErr.RetryAfter > wait {
 		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
 	}
-	defer r.seen.forget(p.key) // the entry moved past any hint
-	e, out, err := s.Ledger.Failed(ctx, p.key, ledger.Failure{
-		Write:     ledger.Write{SalesforceID: p.entry.SalesforceID, Field: field, Value: p.value, Claim: p.claim},
+	defer r.seen.forget(p.Key) // the entry moved past any hint
+	var out optout.FailOutcome
+	res, err := r.writer(field).Update(ctx, p.Key, optout.FailedStep(optout.Failure{
+		Write:     optout.Write{SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, Claim: p.Claim},
 		Permanent: class == salesforce.PermanentRecord, Err: oneLine(cause.Error()),
 		Wait: wait, Now: s.Now(), Horizon: s.Cfg.RetryHorizon,
-	}, field)
+	}, &out))
+	e := res.Entry
 	if err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a failure failed; the person is pushed again")
-		r.q.AddAfter(p.key, wait)
+		r.q.AddAfter(p.Key, wait)
 		return class == salesforce.Retryable
 	}
 	if out.DeadLetter {
@@ -535,7 +520,7 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 		r.deadLetter(p.ctx, e, cause, code, cls)
 		return class == salesforce.Retryable
 	}
-	r.q.AddAfter(p.key, wait)
+	r.q.AddAfter(p.Key, wait)
 	return true
 }
 
@@ -550,7 +535,7 @@ func (r *runner) failAll(ctx context.Context, people []*person, field string, er
 // followConversion points the person at the Contact its converted Lead
 // became; the next round writes the Contact.
 func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, field string, p *person) {
-	leadID := p.entry.SalesforceID
+	leadID := p.At.Entry.SalesforceID
 	recs, err := client.Retrieve(ctx, "Lead", []string{leadID}, []string{"Id", "ConvertedContactId"})
 	r.svc.Metrics.call(r.tenant)
 	if err != nil {
@@ -568,11 +553,20 @@ func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, fi
 			Message: "converted lead has no ConvertedContactId", Class: salesforce.PermanentRecord})
 		return
 	}
-	if _, err := r.svc.Ledger.FollowConversion(ctx, p.key, leadID, contactID, field); err != nil {
+	if _, err := r.writer(field).Update(ctx, p.Key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a Lead conversion failed; retried")
 	}
-	r.seen.forget(p.key)
-	r.q.Add(p.key)
+	r.seen.forget(p.Key)
+	r.q.Add(p.Key)
+}
+
+// writer is the runner's writer of field (the tenant's target field).
+func (r *runner) writer(field string) *ledger.Writer { return r.svc.Ledger.Writer(r.tenant, field) }
+
+// marker puts a person's dirty marker for a held event about to be settled.
+func (r *runner) marker() func(context.Context, string) error {
+	w := r.writer(r.svc.settings(r.tenant).TargetField())
+	return func(ctx context.Context, key string) error { return w.Mark(ctx, key, nil) }
 }
 
 // requeue puts keys back after d (a held tenant: no attempt is counted).
@@ -583,7 +577,7 @@ func (r *runner) requeue(keys []string, d time.Duration) {
 }
 
 // deadLetter copies the event that decided a given-up person to the DLQ.
-func (r *runner) deadLetter(ctx context.Context, e ledger.Entry, cause error, code, class string) {
+func (r *runner) deadLetter(ctx context.Context, e optout.Entry, cause error, code, class string) {
 	s := r.svc
 	ev := &optoutv1.OptOutEvent{
 		EventId: e.DecidedBy, TenantId: r.tenant,

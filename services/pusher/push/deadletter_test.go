@@ -16,8 +16,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
-	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -207,7 +207,7 @@ func TestUnwritableDeadLetterOfAFailedPersonIsReported(t *testing.T) {
 		return counter(t, "optout_dead_letter_unwritable", "globex") > before
 	})
 	s.eventually("settled", 10*time.Second, func() bool { return s.settled("globex") })
-	if e := s.entry("globex", "gone-nodlq"); e.State != ledger.StateFailed {
+	if e := s.entry("globex", "gone-nodlq"); e.State != optout.StateFailed {
 		t.Errorf("entry state = %s; want FAILED, the ledger's record of the give-up", e.State)
 	}
 	if got := counter(t, "optout_dead_letter_unwritable", "globex") - before; got != 1 {

@@ -23,7 +23,9 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -159,7 +161,7 @@ func (s *stack) start(cfg push.Config) (stop func()) {
 	return s.startWith(cfg, s.clients)
 }
 
-func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
+func (s *stack) startWith(cfg push.Config, clients sfwrite.Clients) (stop func()) {
 	s.t.Helper()
 	return s.startIn(s.ctx, cfg, clients)
 }
@@ -167,7 +169,7 @@ func (s *stack) startWith(cfg push.Config, clients push.Clients) (stop func()) {
 // startIn runs a replica until parent ends (a replica killed mid-work when
 // the test cancels parent) or stop is called; opts adjust the replica
 // (its clock, say).
-func (s *stack) startIn(parent context.Context, cfg push.Config, clients push.Clients, opts ...func(*push.Service)) (stop func()) {
+func (s *stack) startIn(parent context.Context, cfg push.Config, clients sfwrite.Clients, opts ...func(*push.Service)) (stop func()) {
 	s.t.Helper()
 	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
 	if err != nil {
@@ -253,8 +255,9 @@ func (s *stack) optedOut(org, id, field string) bool {
 	return r.CustomOptOut
 }
 
-func (s *stack) entry(tenantID, sc string) ledger.Entry {
-	e, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, ""))
+func (s *stack) entry(tenantID, sc string) optout.Entry {
+	it, err := s.ledger.Get(s.ctx, optout.Key(tenantID, sc, ""))
+	e := it.Entry
 	if err != nil {
 		s.t.Fatalf("ledger %s/%s: %v", tenantID, sc, err)
 	}
@@ -265,7 +268,7 @@ func (s *stack) entry(tenantID, sc string) ledger.Entry {
 // still be held unacked by a batch in flight).
 func (s *stack) folded(tenantID string, scs ...string) bool {
 	for _, sc := range scs {
-		if _, _, err := s.ledger.Get(s.ctx, ledger.Key(tenantID, sc, "")); err != nil {
+		if _, err := s.ledger.Get(s.ctx, optout.Key(tenantID, sc, "")); err != nil {
 			return false
 		}
 	}

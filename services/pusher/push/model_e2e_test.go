@@ -31,6 +31,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 )
@@ -286,7 +287,8 @@ func (s *stack) settleOrReport(within time.Duration) {
 				// What holds each dirty person, for the failure's reader.
 				for _, tn := range []string{"acme", "globex"} {
 					_ = s.ledger.Dirty(s.ctx, tn, func(d ledger.DirtyItem) {
-						e, rev, err := s.ledger.Get(s.ctx, d.Key)
+						it, err := s.ledger.Get(s.ctx, d.Key)
+						e, rev := it.Entry, it.Rev
 						s.t.Logf("dirty %s (next attempt %s): rev %d, %v: wants %v, state %s (%s), field %s confirmed %v set by us %v, writing %+v, retry %+v",
 							d.Key, d.NextAttempt, rev, err, e.OptedOut, e.State, e.Reason, e.Field, e.Confirmed != nil && *e.Confirmed, e.SetByUs, e.Writing, e.Retry)
 					})
@@ -335,7 +337,7 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 	s.t.Helper()
 	type live struct {
 		key   string
-		entry ledger.Entry
+		entry optout.Entry
 	}
 	bySF := map[string][]live{}
 	audit := map[string][]ledger.AuditRecord{}
@@ -389,7 +391,7 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 			rep.fail(&rep.Reverted, "%s %s: ledger wish optedOut=%t at %s; the newest is optedOut=%t at %s",
 				p.tenant, p.sc, e.OptedOut, e.DecidedAt.Format(time.RFC3339Nano), latest.OptOut, latest.DecidedAt.UTC().Format(time.RFC3339Nano))
 		}
-		if e.State != ledger.StateSynced || e.Dirty(field) || (want && (e.Confirmed == nil || !*e.Confirmed)) {
+		if e.State != optout.StateSynced || e.Dirty(field) || (want && (e.Confirmed == nil || !*e.Confirmed)) {
 			rep.fail(&rep.Unsettled, "%s %s: ledger state %s (confirmed %v, reason %q)", p.tenant, p.sc, e.State, e.Confirmed, e.Reason)
 		}
 		seen := map[string]bool{}
@@ -417,7 +419,7 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 
 // checkAudit: one audit record per change of the entry, each a real
 // change, none twice.
-func (s *stack) checkAudit(key string, e ledger.Entry, recs []ledger.AuditRecord, p modelPerson, rep *modelReport) {
+func (s *stack) checkAudit(key string, e optout.Entry, recs []ledger.AuditRecord, p modelPerson, rep *modelReport) {
 	if uint64(len(recs)) != e.Version {
 		rep.fail(&rep.DoubleEffects, "%s %s: %d audit records for %d changes", p.tenant, p.sc, len(recs), e.Version)
 		return

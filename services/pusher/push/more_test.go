@@ -18,7 +18,7 @@ import (
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/event"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -41,7 +41,7 @@ func TestRetryHorizonDeadLettersWithAnAlertingMetric(t *testing.T) {
 	if d.Header.Get(event.HeaderErrorCode) != "retry_horizon_exceeded" || !strings.Contains(d.Header.Get(event.HeaderError), "SERVER_UNAVAILABLE") {
 		t.Errorf("DLQ headers = %v", d.Header)
 	}
-	if e := s.entry("globex", "sc-h"); e.State != ledger.StateFailed {
+	if e := s.entry("globex", "sc-h"); e.State != optout.StateFailed {
 		t.Errorf("entry state = %s; want FAILED", e.State)
 	}
 	if got := counter(t, "optout_retry_horizon_exceeded", "globex") - before; got != 1 {
@@ -212,7 +212,7 @@ func TestShutdownSettlesTheBatchInFlight(t *testing.T) {
 		if !s.optedOut("acme", id, std) {
 			t.Errorf("%s not written", id)
 		}
-		if e := s.entry("acme", "sc-"+id); e.State != ledger.StateSynced {
+		if e := s.entry("acme", "sc-"+id); e.State != optout.StateSynced {
 			t.Errorf("%s: ledger %s after shutdown; want the in-flight batch's confirmation recorded", id, e.State)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -29,7 +30,7 @@ func TestUnsubscribeReachesSalesforceAndIsAcked(t *testing.T) {
 	})
 	s.eventually("messages acked", 10*time.Second, func() bool { return s.settled("acme") })
 	e := s.entry("acme", "sc-2")
-	if e.State != ledger.StateSynced || e.SalesforceID != lead || e.Confirmed == nil || !*e.Confirmed || !e.SetByUs {
+	if e.State != optout.StateSynced || e.SalesforceID != lead || e.Confirmed == nil || !*e.Confirmed || !e.SetByUs {
 		t.Fatalf("ledger entry = %+v", e)
 	}
 	for _, c := range s.org("acme").Calls() {
@@ -100,7 +101,7 @@ func TestParkedWithoutIDThenPushedWhenLinked(t *testing.T) {
 	s.start(fastConfig())
 	s.publish("acme", "sc-9")
 	s.eventually("parked and acked", 10*time.Second, func() bool { return s.settled("acme") })
-	if e := s.entry("acme", "sc-9"); e.State != ledger.StateParked || !e.OptedOut {
+	if e := s.entry("acme", "sc-9"); e.State != optout.StateParked || !e.OptedOut {
 		t.Fatalf("entry = %+v; want PARKED_NO_ID opted out", e)
 	}
 	if s.metrics.Parked.Load() != 1 {
@@ -161,7 +162,7 @@ func TestResubscribeRules(t *testing.T) {
 	calls := s.collectionCalls("acme")
 	s.publish("acme", "p4", sfID(c), at(t0))
 	s.eventually("p4 settled", 10*time.Second, func() bool { return s.settled("acme") })
-	if e := s.entry("acme", "p4"); e.SetByUs || e.State != ledger.StateSynced {
+	if e := s.entry("acme", "p4"); e.SetByUs || e.State != optout.StateSynced {
 		t.Fatalf("entry = %+v; want synced, not set by us", e)
 	}
 	s.publish("acme", "p4", sfID(c), resub(), at(t0.Add(time.Minute)))
@@ -223,10 +224,10 @@ func TestPermanentRecordFailuresAreDeadLetteredAndConvertedLeadsFollowed(t *test
 	if len(d) != 1 || d[0].Header.Get(event.HeaderErrorCode) != "ENTITY_IS_DELETED" {
 		t.Fatalf("DLQ = %d messages (first code %q); want exactly the deleted record", len(d), first(d))
 	}
-	if e := s.entry("acme", "gone"); e.State != ledger.StateFailed {
+	if e := s.entry("acme", "gone"); e.State != optout.StateFailed {
 		t.Errorf("deleted record's entry = %+v", e)
 	}
-	if e := s.entry("acme", "conv"); e.SalesforceID != contact.ID || e.State != ledger.StateSynced {
+	if e := s.entry("acme", "conv"); e.SalesforceID != contact.ID || e.State != optout.StateSynced {
 		t.Errorf("converted lead's entry = %+v; want it linked to contact %s", e, contact.ID)
 	}
 }
@@ -246,7 +247,7 @@ func TestNoCredentialsKeepsMessagesUntilConfigured(t *testing.T) {
 	// The event is acked into the ledger, where it waits: the events
 	// stream's retention no longer matters.
 	s.eventually("event folded into the ledger", 10*time.Second, func() bool { return s.drained("initech") })
-	if e := s.entry("initech", "sc-1"); e.State != ledger.StatePending || !e.OptedOut || e.Retry.Attempts != 0 {
+	if e := s.entry("initech", "sc-1"); e.State != optout.StatePending || !e.OptedOut || e.Retry.Attempts != 0 {
 		t.Fatalf("entry %+v; want the opt-out pending with no attempt counted while the tenant is held", e)
 	}
 }
@@ -270,8 +271,8 @@ func TestAFirstLinkHonoursAnOptOutLearntFromSalesforce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t1 := time.Now().Add(-time.Hour).UTC()
-	if _, _, err := s.ledger.Learn(s.ctx, ledger.Key("acme", "", c), 1, ledger.Observation{EventID: "reconcile-1", SalesforceID: c,
-		ObjectType: "Contact", Field: std, Value: true, At: t1, Now: t1}, std); err != nil {
+	if _, err := s.ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.ctx, optout.Key("acme", "", c), optout.LearntStep(optout.Observation{EventID: "reconcile-1", SalesforceID: c,
+		ObjectType: "Contact", Field: std, Value: true, At: t1, Now: t1})); err != nil {
 		t.Fatal(err)
 	}
 	s.publish("acme", "sc-linked", sfID(c), resub(), at(t1.Add(-time.Minute)))
@@ -305,8 +306,8 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 		t.Fatalf("%d dirty markers (%v) once the held-back opt-out was acked; want the person's", marked, err)
 	}
 	t2 := t1.Add(30 * time.Minute)
-	if _, _, err := s.ledger.Learn(s.ctx, ledger.Key("acme", "sc-held", ""), 1, ledger.Observation{EventID: "reconcile-clear", SalesforceID: c,
-		ObjectType: "Contact", Field: std, Value: false, At: t2, Now: t2}, std); err != nil {
+	if _, err := s.ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.ctx, optout.Key("acme", "sc-held", ""), optout.LearntStep(optout.Observation{EventID: "reconcile-clear", SalesforceID: c,
+		ObjectType: "Contact", Field: std, Value: false, At: t2, Now: t2})); err != nil {
 		t.Fatal(err)
 	}
 	if e := s.entry("acme", "sc-held"); e.Dirty(std) {
@@ -367,3 +368,10 @@ func TestAnOptOutPushedAtOnceLeavesTheDirtySetAlone(t *testing.T) {
 		t.Errorf("the dirty set stored %d messages for opt-outs pushed at once; want none", n)
 	}
 }
+
+// testFence is a lease that always holds, with a fixed token (a reconcile
+// run's writer, as the pusher's tests stand in for one).
+type testFence uint64
+
+func (f testFence) Fence() uint64 { return uint64(f) }
+func (testFence) Valid() bool     { return true }

@@ -17,6 +17,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -147,7 +148,7 @@ func TestScenarioResubscribeAndOptOutProcessedTogether(t *testing.T) {
 					return s.settled("acme") && s.optedOut("acme", c, sales) == want && s.entry("acme", "p").OptedOut == want
 				})
 				e := s.entry("acme", "p")
-				if e.State != ledger.StateSynced || e.Confirmed == nil || *e.Confirmed != want || !e.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
+				if e.State != optout.StateSynced || e.Confirmed == nil || *e.Confirmed != want || !e.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
 					t.Fatalf("entry = %+v; want synced and confirmed %t, decided by the newest event", e, want)
 				}
 				if got := s.optedOut("acme", c, sales); got != want {
@@ -187,7 +188,7 @@ func TestScenarioClockSkewedPublisher(t *testing.T) {
 	// The audit trail has the clamped stamp too.
 	s.eventually("clamp in the audit trail", 10*time.Second, func() bool {
 		found := false
-		err := ledger.ReadPersonAudit(s.ctx, s.prov.JS, s.topo, ledger.Key("acme", "p", ""), func(r ledger.AuditRecord) error {
+		err := ledger.ReadPersonAudit(s.ctx, s.prov.JS, s.topo, optout.Key("acme", "p", ""), func(r ledger.AuditRecord) error {
 			if r.Entry.LastEvent != nil && r.Entry.LastEvent.ID == resubID && !r.Entry.LastEvent.OrderedAt.IsZero() {
 				found = true
 			}
@@ -200,7 +201,7 @@ func TestScenarioClockSkewedPublisher(t *testing.T) {
 	s.eventually("the real opt-out wins", 10*time.Second, func() bool {
 		return s.settled("acme") && s.optedOut("acme", c, sales)
 	})
-	if e := s.entry("acme", "p"); !e.OptedOut || e.DecidedBy != optID || e.State != ledger.StateSynced {
+	if e := s.entry("acme", "p"); !e.OptedOut || e.DecidedBy != optID || e.State != optout.StateSynced {
 		t.Fatalf("entry = %+v; want the opt-out deciding, synced", e)
 	}
 	if n := s.metrics.Clamped.Load(); n != 1 {
@@ -228,12 +229,12 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 		s.eventually("Salesforce-only opt-out folded", 10*time.Second, func() bool { return s.settled("acme") })
 		s.publish("acme", "p", sfID(c), resub(), at(t0.Add(time.Minute)))
 		s.eventually("resubscribe folded", 10*time.Second, func() bool {
-			return s.settled("acme") && s.entry("acme", "p").LastEvent.Action == string(ledger.Resubscribe)
+			return s.settled("acme") && s.entry("acme", "p").LastEvent.Action == string(optout.Resubscribe)
 		})
 		if !s.optedOut("acme", c, sales) {
 			t.Fatal("an older resubscribe cleared the sales field")
 		}
-		if e := s.entry("acme", "p"); !e.OptedOut || !e.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) || e.State != ledger.StateSynced {
+		if e := s.entry("acme", "p"); !e.OptedOut || !e.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) || e.State != optout.StateSynced {
 			t.Fatalf("person = %+v; want the newer Salesforce-only opt-out deciding", e)
 		}
 		s.oneLiveEntry(c)
@@ -262,17 +263,18 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 			t.Fatal("an older resubscribe cleared the sales field")
 		}
 		person := s.entry("acme", "p")
-		if !person.OptedOut || person.State != ledger.StateSynced || !person.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
+		if !person.OptedOut || person.State != optout.StateSynced || !person.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
 			t.Fatalf("person = %+v; want the newer opt-out, synced on %s", person, c)
 		}
-		sf, _, err := s.ledger.Get(s.ctx, ledger.Key("acme", "", c))
-		if err != nil || sf.MergedInto != ledger.Key("acme", "p", "") || sf.State != ledger.StateRetired {
+		it, err := s.ledger.Get(s.ctx, optout.Key("acme", "", c))
+		sf := it.Entry
+		if err != nil || sf.MergedInto != optout.Key("acme", "p", "") || sf.State != optout.StateRetired {
 			t.Fatalf("sf entry = %+v (%v); want retired into the person", sf, err)
 		}
 		s.oneLiveEntry(c)
 		// A writer racing the merge can leave a marker on the retired
 		// entry, which no later write of that entry removes: the sweep does.
-		if _, err := s.prov.Dirty.Put(s.ctx, ledger.Key("acme", "", c), []byte("{}")); err != nil {
+		if _, err := s.prov.Dirty.Put(s.ctx, optout.Key("acme", "", c), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 		s.eventually("the retired entry's marker cleared", 10*time.Second, func() bool { return s.settled("acme") })
@@ -308,7 +310,7 @@ func TestScenarioHeldEventsDoNotAgeOut(t *testing.T) {
 	s.publish("globex", "p", sfID(c))
 	s.eventually("held and folded into the ledger", 10*time.Second, func() bool {
 		h := s.health("globex")
-		return s.drained("globex") && h.Mode == tenant.ModeUnhealthy && s.entry("globex", "p").State == ledger.StatePending
+		return s.drained("globex") && h.Mode == tenant.ModeUnhealthy && s.entry("globex", "p").State == optout.StatePending
 	})
 	st, err := s.prov.JS.Stream(s.ctx, s.topo.EventsStream())
 	if err != nil {
@@ -324,7 +326,7 @@ func TestScenarioHeldEventsDoNotAgeOut(t *testing.T) {
 	s.eventually("opt-out reaches Salesforce", 15*time.Second, func() bool {
 		return s.settled("globex") && s.optedOut("globex", c, std)
 	})
-	if e := s.entry("globex", "p"); e.State != ledger.StateSynced || e.Confirmed == nil || !*e.Confirmed {
+	if e := s.entry("globex", "p"); e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed {
 		t.Fatalf("entry = %+v", e)
 	}
 	if len(s.dlq("globex")) != 0 {
@@ -367,7 +369,7 @@ func TestScenarioRetryHorizonFromFirstFailure(t *testing.T) {
 	if d := s.dlq("globex"); len(d) != 0 {
 		t.Fatalf("DLQ holds %d messages (code %q)", len(d), first(d))
 	}
-	if e := s.entry("globex", "p"); e.State != ledger.StateSynced || e.Retry.Attempts != 0 {
+	if e := s.entry("globex", "p"); e.State != optout.StateSynced || e.Retry.Attempts != 0 {
 		t.Fatalf("entry = %+v; want synced with the retry state cleared", e)
 	}
 }
@@ -400,7 +402,7 @@ func TestScenarioConvertedLeadResubscribeClearsOurMarkOnTheContact(t *testing.T)
 		return s.settled("acme") && !s.optedOut("acme", contact.ID, sales)
 	})
 	e := s.entry("acme", "p")
-	if e.OptedOut || e.SalesforceID != contact.ID || e.State != ledger.StateSynced {
+	if e.OptedOut || e.SalesforceID != contact.ID || e.State != optout.StateSynced {
 		t.Fatalf("entry = %+v; want resubscribed, on Contact %s, synced", e, contact.ID)
 	}
 	if d := s.dlq("acme"); len(d) != 0 {

@@ -28,7 +28,8 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/optout"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -79,7 +80,7 @@ type Config struct {
 	SweepInterval  time.Duration
 	ResyncInterval time.Duration
 	// ClaimTTL is how long a sales-field write's claim holds other writers
-	// off the person (ledger.Claim); the call is given up before it ends.
+	// off the person (optout.Claim); the call is given up before it ends.
 	ClaimTTL time.Duration
 }
 
@@ -101,13 +102,8 @@ func DefaultConfig() Config {
 		TenantConcurrency: 4,
 		SweepInterval:     10 * time.Second,
 		ResyncInterval:    time.Hour,
-		ClaimTTL:          ledger.DefaultClaimTTL,
+		ClaimTTL:          optout.DefaultClaimTTL,
 	}
-}
-
-// Clients gives a tenant's Salesforce client.
-type Clients interface {
-	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
 }
 
 // Service is one pusher replica.
@@ -117,7 +113,7 @@ type Service struct {
 	Topology natsx.Topology
 	Ledger   *ledger.Ledger
 	Settings *tenant.Cache
-	Clients  Clients
+	Clients  sfwrite.Clients
 	Health   tenant.HealthStore
 	Log      zerolog.Logger
 	Metrics  *Metrics
@@ -145,7 +141,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.Now = time.Now
 	}
 	if s.Cfg.ClaimTTL <= 0 {
-		s.Cfg.ClaimTTL = ledger.DefaultClaimTTL
+		s.Cfg.ClaimTTL = optout.DefaultClaimTTL
 	}
 	if s.Metrics == nil {
 		m, err := NewMetrics(nil)
@@ -310,7 +306,7 @@ func (r *runner) run(ctx context.Context) {
 	// where that fails, redelivered after AckWait.
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	r.held.due(final, true, r.svc.Ledger.MarkHeld)
+	r.held.due(final, true, r.marker())
 }
 
 // settleHeld marks and acks every tenant's events held past the hold,
@@ -324,7 +320,7 @@ func (s *Service) settleHeld(ctx context.Context) {
 			return
 		case <-tick.C:
 			for _, r := range s.runnerList() {
-				r.held.due(ctx, false, s.Ledger.MarkHeld)
+				r.held.due(ctx, false, r.marker())
 			}
 		}
 	}

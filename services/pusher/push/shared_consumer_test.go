@@ -15,6 +15,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // consumers lists the events stream's consumers.
@@ -179,7 +180,7 @@ func TestUpgradeFromPerTenantConsumers(t *testing.T) {
 		return slices.Equal(s.consumers(), []string{s.topo.PusherConsumer()})
 	})
 	for i, id := range acme[:2] {
-		if _, _, err := s.ledger.Get(s.ctx, ledger.Key("acme", fmt.Sprintf("sc-%d", i), "")); !errors.Is(err, ledger.ErrNotFound) || s.optedOut("acme", id, std) {
+		if _, err := s.ledger.Get(s.ctx, optout.Key("acme", fmt.Sprintf("sc-%d", i), "")); !errors.Is(err, ledger.ErrNotFound) || s.optedOut("acme", id, std) {
 			t.Errorf("acme's event %d, settled by pusher_acme, was folded again (ledger: %v)", i, err)
 		}
 	}

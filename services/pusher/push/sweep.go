@@ -33,7 +33,7 @@ func (s *Service) sweep(ctx context.Context) {
 				r.withScanSlot(ctx, r.resync)
 			}
 		}
-		err := s.Ledger.DirtyAll(ctx, func(d ledger.DirtyItem) {
+		err := s.Ledger.Dirty(ctx, "", func(d ledger.DirtyItem) {
 			t, _, _ := strings.Cut(d.Key, ".")
 			s.ensureRunner(ctx, t).swept(d)
 		})
@@ -85,12 +85,9 @@ func (r *runner) swept(d ledger.DirtyItem) {
 func (r *runner) resync(ctx context.Context) {
 	s := r.svc
 	r.resyncedAt.Store(time.Now().UnixNano())
-	field := s.settings(r.tenant).TargetField()
+	w := s.Ledger.Writer(r.tenant, s.settings(r.tenant).TargetField())
 	err := s.Ledger.Scan(ctx, r.tenant, func(it ledger.ScanItem) error {
-		if it.Entry.Dirty(field) {
-			return s.Ledger.MarkDirtyIfNeeded(ctx, it.Key, it.Entry, field)
-		}
-		return nil
+		return w.Mark(ctx, it.Key, &it.Entry)
 	}, func(key string, err error) {
 		r.log.Error().Str("key", key).Err(err).Msg("undecodable ledger entry")
 	})

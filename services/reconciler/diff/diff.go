@@ -32,7 +32,7 @@ import (
 	"strings"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -134,7 +134,7 @@ func New(tenantID, field, policy string, sf *idset.Set) *Classifier {
 }
 
 // Add classifies one ledger entry.
-func (c *Classifier) Add(key string, e ledger.Entry) {
+func (c *Classifier) Add(key string, e optout.Entry) {
 	c.Counts.LedgerEntries++
 	// The opt-out in force on the field (Email Opt Out stays wanted after a
 	// Sales Connect resubscribe: it is never cleared from here).
@@ -160,7 +160,7 @@ func (c *Classifier) Add(key string, e ledger.Entry) {
 	case optedOut && inSF:
 		c.sf.Mark(i)
 		c.Counts.InBoth++
-		if !confirmed || e.State != ledger.StateSynced {
+		if !confirmed || e.State != optout.StateSynced {
 			c.Counts.Unconfirmed++
 			c.Plan.LedgerOps = append(c.Plan.LedgerOps, LedgerOp{Kind: Confirm, Key: key, ID: id})
 		}
@@ -187,7 +187,7 @@ func (c *Classifier) Finish() {
 		id, mod := c.sf.At(i)
 		c.Counts.KnownToSalesforceOnly++
 		c.Plan.LedgerOps = append(c.Plan.LedgerOps, LedgerOp{
-			Kind: RecordOptOut, Key: ledger.Key(c.tenant, "", id.String()), ID: id, At: mod,
+			Kind: RecordOptOut, Key: optout.Key(c.tenant, "", id.String()), ID: id, At: mod,
 		})
 	})
 }

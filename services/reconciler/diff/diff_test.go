@@ -6,7 +6,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/diff"
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -22,9 +22,9 @@ func id(n int) idset.ID {
 	return idset.MustParse(s)
 }
 
-func entry(n int, optedOut bool, confirmed *bool, decided time.Time) ledger.Entry {
-	return ledger.Entry{Tenant: "acme", SalesforceID: id(n).String(), OptedOut: optedOut, DecidedAt: decided,
-		Field: tenant.StandardField, Confirmed: confirmed, State: ledger.StateSynced}
+func entry(n int, optedOut bool, confirmed *bool, decided time.Time) optout.Entry {
+	return optout.Entry{Tenant: "acme", SalesforceID: id(n).String(), OptedOut: optedOut, DecidedAt: decided,
+		Field: tenant.StandardField, Confirmed: confirmed, State: optout.StateSynced}
 }
 
 func TestEveryClassUnderBothPolicies(t *testing.T) {
@@ -40,8 +40,8 @@ func TestEveryClassUnderBothPolicies(t *testing.T) {
 			}
 			c := diff.New("acme", tenant.StandardField, policy, b.Build())
 			unconfirmed := entry(2, true, nil, t0)
-			unconfirmed.State = ledger.StatePending
-			for key, e := range map[string]ledger.Entry{
+			unconfirmed.State = optout.StatePending
+			for key, e := range map[string]optout.Entry{
 				"acme.sc.inboth":   entry(1, true, &yes, t0),         // 1: in both
 				"acme.sc.unconf":   unconfirmed,                      // 2: in both, unconfirmed
 				"acme.sc.sconly":   entry(3, true, nil, t0),          // 3: Sales Connect only
@@ -53,7 +53,7 @@ func TestEveryClassUnderBothPolicies(t *testing.T) {
 				"acme.sc.neither":  entry(10, false, nil, t0),        // 10: nobody opted out
 				"acme.sc.parked":   {Tenant: "acme", OptedOut: true}, // parked
 				"acme.sc.badid":    {Tenant: "acme", SalesforceID: "003bad", OptedOut: true},
-				"acme.sc.otherfld": func() ledger.Entry { e := entry(11, true, &yes, t0); e.Field = "Other__c"; return e }(), // confirmed on another field: SC only
+				"acme.sc.otherfld": func() optout.Entry { e := entry(11, true, &yes, t0); e.Field = "Other__c"; return e }(), // confirmed on another field: SC only
 			} {
 				c.Add(key, e)
 			}
@@ -105,7 +105,7 @@ func TestEveryClassUnderBothPolicies(t *testing.T) {
 			gotOps := map[diff.OpKind][]idset.ID{}
 			for _, op := range c.Plan.LedgerOps {
 				gotOps[op.Kind] = append(gotOps[op.Kind], op.ID)
-				if op.Kind == diff.RecordOptOut && op.Key != ledger.Key("acme", "", id(5).String()) {
+				if op.Kind == diff.RecordOptOut && op.Key != optout.Key("acme", "", id(5).String()) {
 					t.Fatalf("known-to-Salesforce-only key %s", op.Key)
 				}
 				if (op.Kind == diff.ApplyOptOut || op.Kind == diff.RecordOptOut) && op.At != t1.UnixMilli() {
@@ -132,7 +132,7 @@ func TestEveryClassUnderBothPolicies(t *testing.T) {
 func TestDuplicateEntriesWriteOnce(t *testing.T) {
 	c := diff.New("acme", tenant.StandardField, tenant.PolicyOptOutWins, (&idset.Builder{}).Build())
 	c.Add("acme.sc.x", entry(3, true, nil, t0))
-	c.Add(ledger.Key("acme", "", id(3).String()), entry(3, true, nil, t0))
+	c.Add(optout.Key("acme", "", id(3).String()), entry(3, true, nil, t0))
 	c.Finish()
 	c.Resolve(func(idset.ID) (diff.Found, bool) { return diff.Found{}, false })
 	if len(c.Plan.SFWrites) != 2 || c.Plan.SFRecords() != 1 {

@@ -36,9 +36,11 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -70,7 +72,7 @@ type Config struct {
 	MaxFailures  int
 	RetryBackoff time.Duration
 	// ClaimTTL is how long a sales-field write's claim holds the push off
-	// the person (ledger.Claim); the write is given up before it ends.
+	// the person (optout.Claim); the write is given up before it ends.
 	ClaimTTL time.Duration
 }
 
@@ -89,13 +91,8 @@ func DefaultConfig() Config {
 		WriteBackoff:      500 * time.Millisecond,
 		MaxFailures:       5,
 		RetryBackoff:      time.Minute,
-		ClaimTTL:          ledger.DefaultClaimTTL,
+		ClaimTTL:          optout.DefaultClaimTTL,
 	}
-}
-
-// Clients gives a tenant's Salesforce client.
-type Clients interface {
-	Get(ctx context.Context, tenant string) (sfcreds.Client, error)
 }
 
 // Lease is what a run needs of its lease: a context cancelled when the
@@ -126,7 +123,7 @@ type Engine struct {
 	Runs      runs.Store
 	Publisher natsx.Publisher
 	Topology  natsx.Topology
-	Clients   Clients
+	Clients   sfwrite.Clients
 	Tracer    trace.Tracer
 	Metrics   *Metrics
 	Log       zerolog.Logger
@@ -178,11 +175,14 @@ func (e *Engine) hook(ctx context.Context, point string) {
 
 // run is the state of one attempt.
 type run struct {
-	e      *Engine
-	job    Job
-	log    zerolog.Logger
-	fence  uint64
-	field  string // the Salesforce field compared (fixed for the run)
+	e     *Engine
+	job   Job
+	log   zerolog.Logger
+	fence uint64
+	field string // the Salesforce field compared (fixed for the run)
+	// ledger is the run's writer: fenced by its lease, so every ledger
+	// write of the run checks the lease and carries its fence.
+	ledger *ledger.Writer
 	client sfcreds.Client
 	b      *budget.Budget
 	prior  runs.API // API use of earlier attempts
@@ -252,6 +252,7 @@ func (r *run) init(span trace.Span) {
 		}
 	}
 	r.field = j.Settings.TargetField()
+	r.ledger = r.e.Ledger.Writer(j.Tenant, r.field, ledger.Fenced(j.Lease))
 	r.rep.Field = r.field
 	r.rep.Policy = j.Settings.ConflictPolicy
 	if r.rep.Policy == "" {

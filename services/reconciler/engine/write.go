@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,42 +14,15 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/diff"
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/sfwrite"
 )
 
-// parallel runs fn over items with the configured workers and returns the
-// first error (the other items still run: each is independent).
-func parallel[T any](ctx context.Context, workers int, items []T, fn func(context.Context, T) error) error {
-	var (
-		next  atomic.Int64
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	for range max(1, min(workers, len(items))) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(items) || ctx.Err() != nil {
-					return
-				}
-				if err := fn(ctx, items[i]); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
-	}
-	return first
+// each runs fn over items with the run's ledger workers (sfwrite.Parallel).
+func each[T any](ctx context.Context, workers int, items []T, fn func(context.Context, T) error) error {
+	return sfwrite.Parallel(ctx, workers, items, func(ctx context.Context, _ int, it T) error { return fn(ctx, it) })
 }
 
 // writeSalesConnect applies the Sales Connect side of the plan: ledger
@@ -75,7 +47,7 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 			return err
 		}
 		bctx, span := r.e.tracer().Start(ctx, "reconcile.write_ledger_batch", traceAttrs(attribute.Int("reconcile.changes", len(batch))))
-		err := parallel(bctx, r.e.Cfg.LedgerWorkers, batch, r.applyOp)
+		err := each(bctx, r.e.Cfg.LedgerWorkers, batch, r.applyOp)
 		endSpan(span, err)
 		if err != nil {
 			return err
@@ -89,8 +61,8 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 
 // observation is what op learnt from Salesforce, as the state machine
 // takes it.
-func (r *run) observation(op diff.LedgerOp, evID string, value bool) ledger.Observation {
-	return ledger.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
+func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Observation {
+	return optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
 		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
 }
 
@@ -109,19 +81,12 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	field := r.field
 	if op.Kind == diff.Confirm {
 		e.hook(ctx, "before-ledger-write")
-		if !r.job.Lease.Valid() {
-			return errLeaseExpired
-		}
-		before, _, err := e.Ledger.Get(ctx, op.Key)
-		if err != nil {
-			return err
-		}
-		after, _, err := e.Ledger.FencedObserved(ctx, op.Key, r.fence, op.ID.String(), field, true, field)
+		res, err := r.ledger.Update(ctx, op.Key, optout.ObservedStep(op.ID.String(), field, true))
 		if err != nil {
 			r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 			return err
 		}
-		if after.Version != before.Version {
+		if res.Changed {
 			r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 			e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 		}
@@ -137,15 +102,15 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	o := r.observation(op, evID, value)
 	// The entry as it is now, through the state machine: Sales Connect
 	// hears of the change only if it becomes the person's wish.
-	cur, _, _, err := e.Ledger.GetFenced(ctx, op.Key)
-	exists := err == nil
+	it, err := e.Ledger.Get(ctx, op.Key)
+	cur, exists := it.Entry, err == nil
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
 	if exists && cur.MergedInto != "" {
 		return nil // the person lives under another key, which the diff saw too
 	}
-	next, changed := ledger.Learnt(cur, exists, o, field)
+	next, changed := optout.Learnt(cur, exists, o, field)
 	if !changed {
 		return nil
 	}
@@ -163,15 +128,12 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 		}
 	}
 	e.hook(ctx, "before-ledger-write")
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
-	}
-	_, written, err := e.Ledger.Learn(ctx, op.Key, r.fence, o, field)
+	res, err := r.ledger.Update(ctx, op.Key, optout.LearntStep(o))
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if written {
+	if res.Changed {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 		e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 	}
@@ -250,26 +212,19 @@ type outcome struct {
 	code string
 }
 
-// current is one ledger entry of a record about to be written, re-read
-// right before the write.
-type current struct {
-	key   string
-	rev   uint64
-	claim *ledger.Claim // the batch's, on the sales field
-}
-
 // reread keeps the records whose entries still want the opt-out written
 // now, with the revisions the confirmation will compare against: a
 // resubscribe (or a push) made after the diff is never overwritten. A
 // Salesforce-side clear being written back is first recorded as seen, so
 // the state machine itself says the write is due.
-func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim) ([]sfTarget, map[idset.ID][]current, error) {
+func (r *run) reread(ctx context.Context, batch []sfTarget, claim *optout.Claim) ([]sfTarget, map[idset.ID][]sfwrite.Person, error) {
 	field := r.field
 	var mu sync.Mutex
-	keep := map[idset.ID][]current{}
-	err := parallel(ctx, r.e.Cfg.LedgerWorkers, batch, func(ctx context.Context, t sfTarget) error {
+	keep := map[idset.ID][]sfwrite.Person{}
+	err := each(ctx, r.e.Cfg.LedgerWorkers, batch, func(ctx context.Context, t sfTarget) error {
 		for _, key := range t.keys {
-			e, rev, err := r.e.Ledger.Get(ctx, key)
+			it, err := r.e.Ledger.Get(ctx, key)
+			e, rev := it.Entry, it.Rev
 			if errors.Is(err, ledger.ErrNotFound) {
 				continue
 			}
@@ -280,35 +235,30 @@ func (r *run) reread(ctx context.Context, batch []sfTarget, claim *ledger.Claim)
 				continue
 			}
 			if t.why != diff.SalesConnectOnly && e.Wanted(field) {
-				if !r.job.Lease.Valid() {
-					return errLeaseExpired
-				}
-				if e, rev, err = r.e.Ledger.FencedObserved(ctx, key, r.fence, e.SalesforceID, field, false, field); err != nil {
+				res, err := r.ledger.Update(ctx, key, optout.ObservedStep(e.SalesforceID, field, false))
+				if err != nil {
 					return err
 				}
+				e, rev = res.Entry, res.Rev
 			}
 			if value, write := e.Target(field); value && write {
+				p := sfwrite.Person{Key: key, At: ledger.Snapshot{Entry: e, Rev: rev}, Value: true}
 				if claim != nil {
 					// As the push does: the mark about to be made is ours, so
 					// say so before making it (a run that dies mid-call must not
 					// leave a true the next reader takes for someone else's),
 					// and take the batch's claim, so no push writes the person
 					// until this write is over.
-					if !r.job.Lease.Valid() {
-						return errLeaseExpired
-					}
-					a, err := r.e.Ledger.FencedAttempting(ctx, key, r.fence, rev,
-						ledger.Write{SalesforceID: e.SalesforceID, Field: field, Value: true, At: r.e.now(), Claim: claim}, field)
+					a, err := sfwrite.Attempt(ctx, r.ledger, field, &p, claim, r.e.now())
 					if err != nil {
 						return err
 					}
 					if !a.Ok() {
 						continue // changed since the re-read, or a push is writing it: the push or the next run sees it
 					}
-					rev = a.Rev
 				}
 				mu.Lock()
-				keep[t.id] = append(keep[t.id], current{key: key, rev: rev, claim: claim})
+				keep[t.id] = append(keep[t.id], p)
 				mu.Unlock()
 			}
 		}
@@ -327,15 +277,9 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	if err := r.commitAllowed(ctx); err != nil {
 		return err
 	}
-	// Sales-field writes hold a claim on their persons (ledger.Claim);
+	// Sales-field writes hold a claim on their persons (optout.Claim);
 	// Email Opt Out is only ever set, so writers need not take turns.
-	var claim *ledger.Claim
-	var callDeadline time.Time
-	if r.field != tenant.StandardField {
-		taken := r.e.now()
-		claim = ledger.NewClaim(taken, r.e.Cfg.ClaimTTL)
-		callDeadline = claim.CallDeadline(taken)
-	}
+	claim, callDeadline := sfwrite.Claim(r.field, r.e.now(), r.e.Cfg.ClaimTTL)
 	batch, entries, err := r.reread(ctx, batch, claim)
 	if err != nil {
 		return err
@@ -380,7 +324,7 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 			if salesforce.ClassOf(err) != salesforce.Retryable || errors.Is(err, budget.ErrExhausted) || attempt >= r.e.Cfg.WriteAttempts {
 				return fmt.Errorf("write %d records: %w", len(pending), err)
 			}
-			if err := sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
+			if err := sfwrite.Sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
 				return err
 			}
 			continue
@@ -402,7 +346,7 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 		}
 		pending = retry
 		if len(pending) > 0 {
-			if err := sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
+			if err := sfwrite.Sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
 				return err
 			}
 		}
@@ -429,11 +373,11 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 			items = append(items, keyOutcome{cur: c, o: o})
 		}
 	}
-	return parallel(ctx, r.e.Cfg.LedgerWorkers, items, r.recordOutcome)
+	return each(ctx, r.e.Cfg.LedgerWorkers, items, r.recordOutcome)
 }
 
 type keyOutcome struct {
-	cur current
+	cur sfwrite.Person
 	o   outcome
 }
 
@@ -441,34 +385,15 @@ type keyOutcome struct {
 // the entry has not moved since it was re-read, else Salesforce's value is
 // unknown and the person stays dirty for the push.
 func (r *run) recordOutcome(ctx context.Context, ko keyOutcome) error {
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
-	}
-	before, _, err := r.e.Ledger.Get(ctx, ko.cur.key)
-	if err != nil {
-		return err
-	}
-	after, err := r.e.Ledger.FencedWrote(ctx, ko.cur.key, r.fence, ko.cur.rev,
-		ledger.Write{SalesforceID: ko.o.t.id.String(), Field: r.field, Value: true, At: r.e.now(), OK: ko.o.ok, Claim: ko.cur.claim}, r.field)
+	res, err := sfwrite.Record(ctx, r.ledger, r.field, &ko.cur, ko.o.ok, r.e.now())
 	if err != nil {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if after.Version != before.Version {
+	if res.Changed {
 		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func sameID(s string, id idset.ID) bool {

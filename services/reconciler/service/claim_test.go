@@ -5,13 +5,13 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // The reconciler's sales-field writes take turns with the push's through
-// the person's claim (ledger.Claim): a run leaves a person whose push is
+// the person's claim (optout.Claim): a run leaves a person whose push is
 // in flight (its true landing after the push's newer false would hold
 // the opt-out again), and releases the claims it took itself.
 func TestARunLeavesAPersonAnotherWriterIsWriting(t *testing.T) {
@@ -20,16 +20,16 @@ func TestARunLeavesAPersonAnotherWriterIsWriting(t *testing.T) {
 	st := h.setSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
 	old := time.Now().Add(-48 * time.Hour)
 	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
-	pending := func(sc, id string, claim *ledger.Claim) string {
-		key := ledger.Key("acme", sc, "")
-		h.putEntry(key, ledger.Entry{Tenant: "acme", SalesConnectID: sc, SalesforceID: id, ObjectType: "Contact",
+	pending := func(sc, id string, claim *optout.Claim) string {
+		key := optout.Key("acme", sc, "")
+		h.putEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: sc, SalesforceID: id, ObjectType: "Contact",
 			OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-" + sc, Source: "EMAIL_LINK",
-			State: ledger.StatePending, Writing: claim})
+			State: optout.StatePending, Writing: claim})
 		return key
 	}
 	busyID := h.org("acme").Put(sandbox.Record{Type: "Contact", Email: "busy@example.com", SystemModstamp: old}).ID
 	freeID := h.org("acme").Put(sandbox.Record{Type: "Contact", Email: "free@example.com", SystemModstamp: old}).ID
-	push := ledger.NewClaim(time.Now(), time.Hour) // a push replica's write in flight
+	push := optout.NewClaim(time.Now(), time.Hour) // a push replica's write in flight
 	busy := pending("sc-busy", busyID, push)
 	free := pending("sc-free", freeID, nil)
 

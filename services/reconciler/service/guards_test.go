@@ -13,6 +13,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -133,9 +134,9 @@ func TestMassResubscribeGuardStopsTheRun(t *testing.T) {
 		if unticked {
 			cleared = append(cleared, r.ID)
 		}
-		key := ledger.Key("acme", "sc-"+r.ID, "")
-		h.putEntry(key, ledger.Entry{Tenant: "acme", SalesConnectID: "sc-" + r.ID, SalesforceID: r.ID, ObjectType: "Contact",
-			OptedOut: true, DecidedAt: t0, Field: tenant.StandardField, Confirmed: ptr(true), SetByUs: true, State: ledger.StateSynced})
+		key := optout.Key("acme", "sc-"+r.ID, "")
+		h.putEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-" + r.ID, SalesforceID: r.ID, ObjectType: "Contact",
+			OptedOut: true, DecidedAt: t0, Field: tenant.StandardField, Confirmed: ptr(true), SetByUs: true, State: optout.StateSynced})
 	}
 	revs := h.ledgerRevisions("acme")
 
@@ -160,7 +161,7 @@ func TestMassResubscribeGuardStopsTheRun(t *testing.T) {
 		t.Fatalf("lenient run: %s (%s) %+v", rep.Status, rep.Reason, rep.Counts)
 	}
 	for _, id := range cleared {
-		if e, _ := h.entry(ledger.Key("acme", "sc-"+id, "")); e.OptedOut {
+		if e, _ := h.entry(optout.Key("acme", "sc-"+id, "")); e.OptedOut {
 			t.Fatalf("resubscribe of %s not applied under latest-wins", id)
 		}
 	}
@@ -174,8 +175,8 @@ func TestAPIBudgetStopsTheRunAndTheNextRunFinishes(t *testing.T) {
 	for range 30 { // opted out in Sales Connect only
 		r := h.org("acme").Put(sandbox.Record{Type: "Contact"})
 		ids = append(ids, r.ID)
-		h.putEntry(ledger.Key("acme", "sc-"+r.ID, ""), ledger.Entry{Tenant: "acme", SalesConnectID: "sc-" + r.ID, SalesforceID: r.ID,
-			ObjectType: "Contact", OptedOut: true, DecidedAt: time.Now().Add(-time.Hour), Field: tenant.StandardField, State: ledger.StatePending})
+		h.putEntry(optout.Key("acme", "sc-"+r.ID, ""), optout.Entry{Tenant: "acme", SalesConnectID: "sc-" + r.ID, SalesforceID: r.ID,
+			ObjectType: "Contact", OptedOut: true, DecidedAt: time.Now().Add(-time.Hour), Field: tenant.StandardField, State: optout.StatePending})
 	}
 	org := h.org("acme")
 	org.SetDailyAPILimit(1000)

@@ -24,6 +24,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
@@ -219,7 +220,7 @@ func (h *harness) report(t, runID string) runs.Report {
 }
 
 // putEntry writes a ledger entry as the pusher would have.
-func (h *harness) putEntry(key string, e ledger.Entry) {
+func (h *harness) putEntry(key string, e optout.Entry) {
 	h.t.Helper()
 	data, err := json.Marshal(e)
 	if err != nil {
@@ -230,13 +231,13 @@ func (h *harness) putEntry(key string, e ledger.Entry) {
 	}
 }
 
-func (h *harness) entry(key string) (ledger.Entry, uint64) {
+func (h *harness) entry(key string) (optout.Entry, uint64) {
 	h.t.Helper()
-	e, fence, _, err := h.ledger.GetFenced(h.ctx, key)
+	it, err := h.ledger.Get(h.ctx, key)
 	if err != nil {
 		h.t.Fatalf("ledger %s: %v", key, err)
 	}
-	return e, fence
+	return it.Entry, it.Fence
 }
 
 // appliedEvents returns the events on a tenant's applied subject, checked

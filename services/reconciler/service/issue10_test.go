@@ -14,9 +14,9 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/eventstream"
-	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -87,8 +87,8 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 			if !ok || !r.HasOptedOutOfEmail {
 				t.Errorf("Salesforce %s (%s): HasOptedOutOfEmail=%v; want true", sc, id, r.HasOptedOutOfEmail)
 			}
-			e, _ := h.entry(ledger.Key("acme", sc, ""))
-			if !e.OptedOut || e.State != ledger.StateSynced || e.Confirmed == nil || !*e.Confirmed || e.SalesforceID != id {
+			e, _ := h.entry(optout.Key("acme", sc, ""))
+			if !e.OptedOut || e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed || e.SalesforceID != id {
 				t.Errorf("ledger %s: optedOut=%v state=%s confirmed=%v sf=%s; want an opted-out SYNCED entry",
 					sc, e.OptedOut, e.State, e.Confirmed, e.SalesforceID)
 			}
@@ -320,10 +320,10 @@ func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
 	st := h.setSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
 	field := st.TargetField()
 	id := h.org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
-	key := ledger.Key("acme", "sc-p", "")
+	key := optout.Key("acme", "sc-p", "")
 	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
-	h.putEntry(key, ledger.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
-		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: ledger.StatePending})
+	h.putEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
+		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: optout.StatePending})
 	h.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
 
 	rep := h.runNow(h.replica(replicaOpts{name: "replica-a"}), "acme", false)
@@ -333,8 +333,8 @@ func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
 	if r, _ := h.org("acme").Get(id); !r.CustomOptOut {
 		t.Fatal("the dropped write did not land: the test needs it to")
 	}
-	if _, err := h.ledger.Ingest(h.ctx, "acme", ledger.EventInput{ID: "evt-r", Action: ledger.Resubscribe,
-		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}, field); err != nil {
+	if _, err := h.ledger.Writer("acme", field).Ingest(h.ctx, optout.EventInput{ID: "evt-r", Action: optout.Resubscribe,
+		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := h.entry(key)

@@ -6,7 +6,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -93,20 +93,20 @@ func (h *harness) seed(t string, sales bool, policy string) *scenario {
 		if !p.ledger {
 			continue
 		}
-		key := ledger.Key(t, "sc-"+p.name, "")
+		key := optout.Key(t, "sc-"+p.name, "")
 		s.keys[p.name] = key
-		e := ledger.Entry{Tenant: t, SalesConnectID: "sc-" + p.name, OptedOut: p.optedOut, DecidedAt: s.t0,
-			DecidedBy: "evt-" + p.name, Source: "EMAIL_LINK", Field: s.field, State: ledger.StatePending}
+		e := optout.Entry{Tenant: t, SalesConnectID: "sc-" + p.name, OptedOut: p.optedOut, DecidedAt: s.t0,
+			DecidedBy: "evt-" + p.name, Source: "EMAIL_LINK", Field: s.field, State: optout.StatePending}
 		if !p.noID {
 			e.SalesforceID, e.ObjectType = s.ids[p.name], p.typ
 		} else {
-			e.State = ledger.StateParked
+			e.State = optout.StateParked
 		}
 		if p.confirm {
-			e.Confirmed, e.ConfirmedAt, e.SetByUs, e.State = ptr(true), s.t0, true, ledger.StateSynced
+			e.Confirmed, e.ConfirmedAt, e.SetByUs, e.State = ptr(true), s.t0, true, optout.StateSynced
 		}
 		if !p.optedOut {
-			e.State = ledger.StateSynced
+			e.State = optout.StateSynced
 		}
 		h.putEntry(key, e)
 	}
@@ -176,18 +176,18 @@ func (s *scenario) checkFinal() {
 			h.t.Errorf("ledger %s: optedOut=%v confirmed=%v setByUs=%v source=%s; want %+v (reason %q)",
 				name, e.OptedOut, confirmed, e.SetByUs, e.Source, w, e.Reason)
 		}
-		if w.optedOut && w.confirmed && e.State != ledger.StateSynced {
+		if w.optedOut && w.confirmed && e.State != optout.StateSynced {
 			h.t.Errorf("ledger %s: state %s; want SYNCED", name, e.State)
 		}
 	}
 	if e, _ := h.entry(s.keys["sfonly"]); !e.DecidedAt.Equal(s.newer) {
 		h.t.Errorf("sfonly decided at %s; want Salesforce's SystemModstamp %s", e.DecidedAt, s.newer)
 	}
-	known, _ := h.entry(ledger.Key(s.tenant, "", s.ids["known"]))
+	known, _ := h.entry(optout.Key(s.tenant, "", s.ids["known"]))
 	if !known.OptedOut || known.SalesforceID != s.ids["known"] || known.ObjectType != "Lead" || known.Source != "SALESFORCE" {
 		h.t.Errorf("known-to-Salesforce-only entry %+v", known)
 	}
-	if e, _ := h.entry(s.keys["parked"]); !e.OptedOut || e.State != ledger.StateParked {
+	if e, _ := h.entry(s.keys["parked"]); !e.OptedOut || e.State != optout.StateParked {
 		h.t.Errorf("parked entry changed: %+v", e)
 	}
 	evs, _ := h.appliedEvents(s.tenant)

@@ -20,6 +20,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
@@ -78,7 +79,7 @@ type Status struct {
 type LedgerSummary struct {
 	People   int                  `json:"people"`
 	OptedOut int                  `json:"optedOut"`
-	ByState  map[ledger.State]int `json:"byState"`
+	ByState  map[optout.State]int `json:"byState"`
 	// Parked counts opt-outs without a Salesforce id; Pending those not yet
 	// confirmed by Salesforce.
 	Parked  int `json:"parked"`
@@ -190,7 +191,7 @@ func (in *Inspector) oldestInBacklog(b eventstream.Backlog) *Waiting {
 }
 
 func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSummary, error) {
-	sum := &LedgerSummary{ByState: map[ledger.State]int{}}
+	sum := &LedgerSummary{ByState: map[optout.State]int{}}
 	err := in.Ledger.Scan(ctx, tenantID, func(it ledger.ScanItem) error {
 		key, e := it.Key, it.Entry
 		sum.People++
@@ -201,10 +202,10 @@ func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSu
 		sum.OptedOut++
 		where := ""
 		switch e.State {
-		case ledger.StateParked:
+		case optout.StateParked:
 			sum.Parked++
 			where = WaitingParked
-		case ledger.StatePending:
+		case optout.StatePending:
 			sum.Pending++
 			where = WaitingPending
 		default:

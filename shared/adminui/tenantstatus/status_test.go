@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -143,9 +144,9 @@ func TestInspectGathersEverySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An opt-out parked without a Salesforce id, older than the backlog.
-	if res, err := f.ldgr.Ingest(f.ctx, "acme", ledger.EventInput{
-		ID: "evt-0", Action: ledger.OptOut, OccurredAt: now.Add(-3 * time.Hour), SalesConnectID: "sc-9",
-	}, tenant.DefaultCustomField); err != nil || res.Entry.State != ledger.StateParked {
+	if res, err := f.ldgr.Writer("acme", tenant.DefaultCustomField).Ingest(f.ctx, optout.EventInput{
+		ID: "evt-0", Action: optout.OptOut, OccurredAt: now.Add(-3 * time.Hour), SalesConnectID: "sc-9",
+	}); err != nil || res.Entry.State != optout.StateParked {
 		t.Fatalf("seed the parked opt-out: %+v %v", res, err)
 	}
 
@@ -165,7 +166,7 @@ func TestInspectGathersEverySource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Ledger == nil || st.Ledger.People != 1 || st.Ledger.Parked != 1 || st.Ledger.ByState[ledger.StateParked] != 1 {
+	if st.Ledger == nil || st.Ledger.People != 1 || st.Ledger.Parked != 1 || st.Ledger.ByState[optout.StateParked] != 1 {
 		t.Fatalf("ledger summary = %+v", st.Ledger)
 	}
 	if w := st.OldestUnpushed; w == nil || w.Where != tenantstatus.WaitingParked || w.EventID != "evt-0" || w.Age() != 3*time.Hour {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/sfid"
 )
 
@@ -62,7 +63,7 @@ func parseQuery(tenant, id, by string) (query, error) {
 type person struct {
 	Key      string               `json:"key"`
 	Revision uint64               `json:"revision"`
-	Entry    *ledger.Entry        `json:"entry"`
+	Entry    *optout.Entry        `json:"entry"`
 	History  []ledger.AuditRecord `json:"history"`
 	// Missing counts changes of the entry its history lacks: older ones the
 	// audit stream no longer holds, or the newest ones while the audit
@@ -109,7 +110,7 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 			edges[p[0]][p[1]] = true
 		}
 	}
-	addEntry := func(key string, e ledger.Entry) {
+	addEntry := func(key string, e optout.Entry) {
 		if e.SalesConnectID != "" {
 			link("key:"+key, "sc:"+e.SalesConnectID)
 		}
@@ -125,14 +126,14 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 	}
 	// The direct key and the entry it leads to, in case their audit
 	// records are missing.
-	direct := ledger.Key(q.tenant, q.sc, q.sf)
+	direct := optout.Key(q.tenant, q.sc, q.sf)
 	primary := direct
-	if e, _, err := l.Get(ctx, direct); err == nil {
-		addEntry(direct, e)
+	if it, err := l.Get(ctx, direct); err == nil {
+		addEntry(direct, it.Entry)
 		link(q.node(), "key:"+direct)
-		if k, live, _, err := l.Person(ctx, direct); err == nil {
-			primary = k
-			addEntry(k, live)
+		if live, err := l.Get(ctx, direct, ledger.FollowMerges()); err == nil {
+			primary = live.Key
+			addEntry(live.Key, live.Entry)
 		} else if !errors.Is(err, ledger.ErrNotFound) {
 			return nil, err
 		}
@@ -205,10 +206,10 @@ func readPerson(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, t
 	deadline := time.Now().Add(auditCatchUp)
 	for {
 		p := person{Key: key, History: []ledger.AuditRecord{}}
-		e, rev, err := l.Get(ctx, key)
+		it, err := l.Get(ctx, key)
 		switch {
 		case err == nil:
-			p.Entry, p.Revision = &e, rev
+			p.Entry, p.Revision = &it.Entry, it.Rev
 		case !errors.Is(err, ledger.ErrNotFound):
 			return p, err
 		}
@@ -252,7 +253,7 @@ func missing(p person) uint64 {
 }
 
 // eventOf is the event an entry's change applied last ("" if none did).
-func eventOf(e ledger.Entry) string {
+func eventOf(e optout.Entry) string {
 	if e.LastEvent != nil {
 		return e.LastEvent.ID
 	}

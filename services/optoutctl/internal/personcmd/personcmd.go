@@ -22,6 +22,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // Command is the "person" group.
@@ -108,7 +109,7 @@ moves to its Contact. Reads the tenant's whole audit trail.`,
 			fmt.Fprintf(inv.Stdout, "Person with %s %s in tenant %s: %d ledger %s\n", what, id, t, len(people), plural(len(people), "entry", "entries"))
 			// What each event said, from every entry of the person: a merge
 			// brings an event applied under the retired entry's key.
-			said := map[string]*ledger.Event{}
+			said := map[string]*optout.Event{}
 			for _, p := range people {
 				for _, r := range p.History {
 					if ev := r.Entry.LastEvent; ev != nil {
@@ -127,7 +128,7 @@ moves to its Contact. Reads the tenant's whole audit trail.`,
 	}
 }
 
-func writePerson(w io.Writer, p person, said map[string]*ledger.Event) error {
+func writePerson(w io.Writer, p person, said map[string]*optout.Event) error {
 	fmt.Fprintf(w, "Ledger entry %s", p.Key)
 	if p.Entry == nil {
 		fmt.Fprintln(w, " (no longer in the ledger; its history follows)")
@@ -197,7 +198,7 @@ func writePerson(w io.Writer, p person, said map[string]*ledger.Event) error {
 // eventText says who did what, when and why: from the ledger's record of the
 // event when it has one (kept as long as the audit trail), else from the
 // events stream while it still holds the event.
-func eventText(id string, last *ledger.Event, events map[string]eventInfo) string {
+func eventText(id string, last *optout.Event, events map[string]eventInfo) string {
 	ev, ok := events[id]
 	if last != nil && last.ID == id {
 		ev, ok = eventInfo{Action: last.Action, Source: last.Source, Reason: last.Reason, OccurredAt: last.OccurredAt}, true
@@ -219,7 +220,7 @@ func optedText(b bool) string {
 	return "not opted out"
 }
 
-func fieldText(e ledger.Entry) string {
+func fieldText(e optout.Entry) string {
 	if e.Field == "" {
 		return ""
 	}
@@ -303,7 +304,7 @@ type exportRow struct {
 	Revision uint64       `json:"revision"`
 	At       time.Time    `json:"at,omitzero"`
 	EventID  string       `json:"eventId,omitempty"`
-	Entry    ledger.Entry `json:"entry"`
+	Entry    optout.Entry `json:"entry"`
 }
 
 var csvHeader = []string{"tenant", "key", "revision", "changed_at", "event_id", "sales_connect_id", "salesforce_id", "object_type", "email_hash",

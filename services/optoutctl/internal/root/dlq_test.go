@@ -8,7 +8,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/shared/deadletter"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // TestDLQCommands makes three real dead letters with the pusher (a deleted
@@ -62,8 +62,9 @@ func TestDLQCommands(t *testing.T) {
 	s.Run("dlq", "replay", "acme", "1").Expect(t, 0).Golden(t, "dlq_replay")
 	s.Eventually("replayed opt-out in Salesforce", func() bool {
 		r, _ := s.Sandbox.Org("acme").Get(contact)
-		e, _, _ := s.Ledger.Get(s.Ctx, ledger.Key("acme", "sc-d1", ""))
-		return r.HasOptedOutOfEmail && e.State == ledger.StateSynced
+		it, _ := s.Ledger.Get(s.Ctx, optout.Key("acme", "sc-d1", ""))
+		e := it.Entry
+		return r.HasOptedOutOfEmail && e.State == optout.StateSynced
 	})
 	s.Run("person", "show", "acme", "sc-d1").Expect(t, 0).Golden(t, "dlq_replayed_person")
 	s.Run("dlq", "replay", "acme", "2").Expect(t, 4).Golden(t, "dlq_replay_invalid")

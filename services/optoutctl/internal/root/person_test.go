@@ -8,6 +8,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 func at(d time.Duration) string { return testkit.T0.Add(d).Format(time.RFC3339) }
@@ -20,10 +21,11 @@ func TestPublishAndPersonHistory(t *testing.T) {
 	s := testkit.New(t)
 	s.StartPusher()
 	contact := s.Seed("acme", "Contact", "pat@example.com")
-	entry := func(sc string) ledger.Entry {
-		e, _, err := s.Ledger.Get(s.Ctx, ledger.Key("acme", sc, ""))
+	entry := func(sc string) optout.Entry {
+		it, err := s.Ledger.Get(s.Ctx, optout.Key("acme", sc, ""))
+		e := it.Entry
 		if err != nil {
-			return ledger.Entry{}
+			return optout.Entry{}
 		}
 		return e
 	}
@@ -32,7 +34,7 @@ func TestPublishAndPersonHistory(t *testing.T) {
 		"--reason", "clicked unsubscribe", "--occurred-at", at(-2*time.Hour), "--event-id", "evt-1").Expect(t, 0).Golden(t, "publish")
 	s.Eventually("sc-1 confirmed in Salesforce", func() bool {
 		r, _ := s.Sandbox.Org("acme").Get(contact)
-		return r.HasOptedOutOfEmail && entry("sc-1").State == ledger.StateSynced
+		return r.HasOptedOutOfEmail && entry("sc-1").State == optout.StateSynced
 	})
 	// The printed trace id is the trace the pusher recorded: one trace from
 	// publisher to Salesforce.
@@ -46,7 +48,7 @@ func TestPublishAndPersonHistory(t *testing.T) {
 
 	// From a file: no Salesforce id, so the opt-out is parked.
 	s.Run("publish", "--file", "testdata/parked_event.json").Expect(t, 0).Golden(t, "publish_file")
-	s.Eventually("sc-2 parked", func() bool { return entry("sc-2").State == ledger.StateParked })
+	s.Eventually("sc-2 parked", func() bool { return entry("sc-2").State == optout.StateParked })
 	s.Run("publish", "--file", "testdata/parked_event.json").Expect(t, 0).Golden(t, "publish_duplicate")
 	s.RunStdin(`{"eventId":"evt-x","tenantId":"acme","person":{"salesforceId":"003000000000001AAB"},"action":"UNSUBSCRIBE","occurredAt":"2025-06-01T11:00:00Z"}`,
 		"publish", "--file", "-").Expect(t, 2).Golden(t, "publish_invalid")
@@ -88,16 +90,16 @@ func TestPersonShowFollowsAMerge(t *testing.T) {
 	t.Parallel()
 	s := testkit.New(t)
 	contact := s.Seed("acme", "Contact", "kim@example.com")
-	ingest := func(in ledger.EventInput) {
+	ingest := func(in optout.EventInput) {
 		t.Helper()
-		if _, err := s.Ledger.Ingest(s.Ctx, "acme", in, "HasOptedOutOfEmail"); err != nil {
+		if _, err := s.Ledger.Writer("acme", "HasOptedOutOfEmail").Ingest(s.Ctx, in); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ingest(ledger.EventInput{ID: "evt-m1", Action: ledger.OptOut, OccurredAt: testkit.T0.Add(-2 * time.Hour), Source: "EMAIL_LINK", SalesforceID: contact, ObjectType: "Contact"})
-	ingest(ledger.EventInput{ID: "evt-m2", Action: ledger.Resubscribe, OccurredAt: testkit.T0.Add(-3 * time.Hour), Source: "SALES_USER", SalesConnectID: "sc-m", SalesforceID: contact, ObjectType: "Contact"})
+	ingest(optout.EventInput{ID: "evt-m1", Action: optout.OptOut, OccurredAt: testkit.T0.Add(-2 * time.Hour), Source: "EMAIL_LINK", SalesforceID: contact, ObjectType: "Contact"})
+	ingest(optout.EventInput{ID: "evt-m2", Action: optout.Resubscribe, OccurredAt: testkit.T0.Add(-3 * time.Hour), Source: "SALES_USER", SalesConnectID: "sc-m", SalesforceID: contact, ObjectType: "Contact"})
 
-	live, retired := ledger.Key("acme", "sc-m", ""), ledger.Key("acme", "", contact)
+	live, retired := optout.Key("acme", "sc-m", ""), optout.Key("acme", "", contact)
 	for _, id := range []string{"sc-m", contact} {
 		out := s.Run("person", "show", "acme", id).Expect(t, 0).Stdout
 		i, j := strings.Index(out, "Ledger entry "+live+" "), strings.Index(out, "Ledger entry "+retired+" ")

@@ -13,6 +13,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -149,17 +150,18 @@ func TestReconcileStoppedByTheGuardExits4(t *testing.T) {
 		id := org.Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("p%d@example.com", i)}).ID // not opted out, changed now
 		sc := fmt.Sprintf("sc-%d", i)
 		// Sales Connect's opt-out, and our push of it confirmed.
-		res, err := s.Ledger.Ingest(s.Ctx, "acme", ledger.EventInput{
-			ID: "evt-" + sc, Action: ledger.OptOut, OccurredAt: testkit.T0, Source: "EMAIL_LINK",
+		res, err := s.Ledger.Writer("acme", tenant.StandardField).Ingest(s.Ctx, optout.EventInput{
+			ID: "evt-" + sc, Action: optout.OptOut, OccurredAt: testkit.T0, Source: "EMAIL_LINK",
 			SalesConnectID: sc, SalesforceID: id, ObjectType: "Contact",
-		}, tenant.StandardField)
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := s.Ledger.Wrote(s.Ctx, res.Key, res.Revision, ledger.Write{
+		w, err := s.Ledger.Writer("acme", tenant.StandardField).Update(s.Ctx, res.Key, optout.WroteStep(optout.Write{
 			SalesforceID: id, Field: tenant.StandardField, Value: true, At: testkit.T0, OK: true,
-		}, tenant.StandardField)
-		if err != nil || e.State != ledger.StateSynced || !e.SetByUs {
+		}), ledger.BasedOn(res.Rev))
+		e := w.Entry
+		if err != nil || e.State != optout.StateSynced || !e.SetByUs {
 			t.Fatalf("seed %s: %+v %v", sc, e, err)
 		}
 	}
@@ -168,8 +170,8 @@ func TestReconcileStoppedByTheGuardExits4(t *testing.T) {
 		t.Fatalf("output does not say the guard stopped the run:\n%s\n%s", r.Stdout, r.Stderr)
 	}
 	for i := range 11 {
-		if e, _, err := s.Ledger.Get(s.Ctx, ledger.Key("acme", fmt.Sprintf("sc-%d", i), "")); err != nil || !e.OptedOut {
-			t.Fatalf("the guarded run changed sc-%d: %+v %v", i, e, err)
+		if it, err := s.Ledger.Get(s.Ctx, optout.Key("acme", fmt.Sprintf("sc-%d", i), "")); err != nil || !it.Entry.OptedOut {
+			t.Fatalf("the guarded run changed sc-%d: %+v %v", i, it.Entry, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package ledger
+package optout
 
 import (
 	"crypto/rand"

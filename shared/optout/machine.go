@@ -1,15 +1,13 @@
-package ledger
+package optout
 
 import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // The state machine: every change of an entry is one of the pure
-// transitions below, (entry, input) → entry. The store (store.go) only
+// transitions below, (entry, input) → entry. The store (shared/ledger) only
 // reads, calls one of them inside a compare-and-set loop, and writes; no
 // other package edits an entry.
 //
@@ -134,7 +132,7 @@ func (e *Entry) Target(field string) (value, write bool) {
 		return false, false
 	}
 	conf := e.confirmedOn(field)
-	if field == tenant.StandardField {
+	if field == StandardField {
 		if !e.WantsStandard() {
 			return false, false // never cleared from here
 		}
@@ -155,7 +153,7 @@ func (e *Entry) Dirty(field string) bool { _, w := e.Target(field); return w }
 // Wanted reports whether the person's opt-out is in force on field (what
 // Salesforce should end at, whether or not a write is due).
 func (e *Entry) Wanted(field string) bool {
-	if field == tenant.StandardField {
+	if field == StandardField {
 		return e.WantsStandard()
 	}
 	return e.OptedOut
@@ -193,13 +191,13 @@ func (e *Entry) settle(field, reason string) {
 
 func syncedReason(e *Entry, field string) string {
 	switch {
-	case field == tenant.StandardField && !e.OptedOut && e.WantsStandard():
+	case field == StandardField && !e.OptedOut && e.WantsStandard():
 		return "resubscribed: HasOptedOutOfEmail is shared with marketing, so it is never cleared from here"
 	case e.Wanted(field) && e.SalesforceID != "":
 		return "Salesforce shows the opt-out"
 	case e.Wanted(field):
 		return "opt-out recorded"
-	case field == tenant.StandardField && e.OptedOut:
+	case field == StandardField && e.OptedOut:
 		return "opted out" // cleared in Salesforce under latest-wins
 	case e.SalesforceID == "":
 		return "no opt-out in force"
@@ -483,7 +481,7 @@ func Learnt(e Entry, exists bool, o Observation, field string) (Entry, bool) {
 	}
 	at := o.At.UTC()
 	won := e.foldWish(wish{optOut: o.Value, at: at}, o.EventID, sourceSalesforce, exists)
-	if !o.Value && o.Field == tenant.StandardField && at.After(e.ClearedAt) && !at.Before(e.LastOptOutAt) {
+	if !o.Value && o.Field == StandardField && at.After(e.ClearedAt) && !at.Before(e.LastOptOutAt) {
 		e.ClearedAt = at
 	}
 	e.Remember(o.EventID)

@@ -1,4 +1,4 @@
-package ledger_test
+package optout_test
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/optout-sync/optout-sync/internal/refmodel"
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/optout"
 )
 
 // A model-based test of the pure transitions: one person's random history
@@ -22,11 +22,11 @@ import (
 
 // reference is the shared reference model (internal/refmodel) of the
 // events' history.
-func reference(evs []ledger.EventInput) refmodel.Wish {
+func reference(evs []optout.EventInput) refmodel.Wish {
 	hist := make([]refmodel.Event, len(evs))
 	for i, in := range evs {
 		at, _ := in.OrderAt()
-		hist[i] = refmodel.Event{At: at, OptOut: in.Action == ledger.OptOut}
+		hist[i] = refmodel.Event{At: at, OptOut: in.Action == optout.OptOut}
 	}
 	return refmodel.Of(hist)
 }
@@ -39,7 +39,7 @@ type flight struct {
 	value   bool
 	decided bool // whether it reached Salesforce is known
 	landed  bool
-	claim   *ledger.Claim // a sales-field write's claim
+	claim   *optout.Claim // a sales-field write's claim
 }
 
 // reading is Salesforce's value read at readRev, to be recorded later.
@@ -50,11 +50,11 @@ type reading struct {
 
 type machineModel struct {
 	field     string
-	events    []ledger.EventInput
-	delivered []ledger.EventInput // in delivery order, duplicates too
+	events    []optout.EventInput
+	delivered []optout.EventInput // in delivery order, duplicates too
 	seen      map[string]bool
 
-	e      ledger.Entry
+	e      optout.Entry
 	exists bool
 	rev    uint64 // the store's revision: bumped by every change
 
@@ -76,14 +76,14 @@ func deref(b *bool) any {
 	return *b
 }
 
-func (m *machineModel) apply(next ledger.Entry, changed bool) {
+func (m *machineModel) apply(next optout.Entry, changed bool) {
 	if changed {
 		m.e, m.rev = next, m.rev+1
 	}
 }
 
-func (m *machineModel) deliver(t *rapid.T, in ledger.EventInput) {
-	next, r := ledger.Fold(m.e, m.exists, in, m.field)
+func (m *machineModel) deliver(t *rapid.T, in optout.EventInput) {
+	next, r := optout.Fold(m.e, m.exists, in, m.field)
 	if !m.exists {
 		r.Changed = true // the store creates the entry
 	}
@@ -96,7 +96,7 @@ func (m *machineModel) deliver(t *rapid.T, in ledger.EventInput) {
 	t.Logf("deliver %s %s at %s replay=%t → rev %d %s", in.ID, in.Action, stampOf(in), in.Replay, m.rev, m.e.State)
 }
 
-func stampOf(in ledger.EventInput) string {
+func stampOf(in optout.EventInput) string {
 	at, clamped := in.OrderAt()
 	s := at.Sub(mBase).String()
 	if clamped {
@@ -139,7 +139,7 @@ func (m *machineModel) report(t *rapid.T, f *flight) {
 	if !f.decided {
 		m.land(t, f)
 	}
-	w := ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: f.value, At: m.now, Claim: f.claim}
+	w := optout.Write{SalesforceID: f.sfID, Field: m.field, Value: f.value, At: m.now, Claim: f.claim}
 	outcome := "retryable"
 	if f.landed {
 		outcome = rapid.SampledFrom([]string{"ok", "ok", "retryable", "permanent"}).Draw(t, "outcome")
@@ -149,19 +149,19 @@ func (m *machineModel) report(t *rapid.T, f *flight) {
 	switch outcome {
 	case "ok":
 		w.OK, w.Current = true, m.rev == f.readRev
-		next, changed := ledger.Wrote(m.e, w, m.field)
+		next, changed := optout.Wrote(m.e, w, m.field)
 		m.apply(next, changed)
 	default:
 		if m.e.SalesforceID != f.sfID {
-			next, released := ledger.Release(m.e, f.claim) // as the store does
+			next, released := optout.Release(m.e, f.claim) // as the store does
 			m.apply(next, released)
 			return
 		}
-		wasFailed := m.e.State == ledger.StateFailed
-		next, out := ledger.Failed(m.e, ledger.Failure{Write: w, Permanent: outcome == "permanent", Err: "boom",
+		wasFailed := m.e.State == optout.StateFailed
+		next, out := optout.Failed(m.e, optout.Failure{Write: w, Permanent: outcome == "permanent", Err: "boom",
 			Wait: 30 * time.Second, Now: m.now, Horizon: time.Hour}, m.field)
 		m.apply(next, true)
-		if next.State == ledger.StateFailed && !out.DeadLetter && !wasFailed {
+		if next.State == optout.StateFailed && !out.DeadLetter && !wasFailed {
 			m.fatalf(t, "FAILED without a dead letter")
 		}
 	}
@@ -194,8 +194,8 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			if m.field == salesF {
 				// The push records a sales-field write before making it, on
 				// the revision it read, and takes its claim.
-				f.claim = ledger.NewClaim(m.now, ledger.DefaultClaimTTL)
-				next, changed, held := ledger.Attempt(m.e, ledger.Write{SalesforceID: f.sfID, Field: m.field, Value: value, At: m.now, Claim: f.claim}, m.field)
+				f.claim = optout.NewClaim(m.now, optout.DefaultClaimTTL)
+				next, changed, held := optout.Attempt(m.e, optout.Write{SalesforceID: f.sfID, Field: m.field, Value: value, At: m.now, Claim: f.claim}, m.field)
 				if held != nil {
 					t.Skip("another writer's claim holds the person")
 				}
@@ -263,7 +263,7 @@ func (m *machineModel) observe(r reading) {
 	if r.readRev != m.rev {
 		return // the store leaves a moved entry for the next round
 	}
-	next, changed := ledger.Observed(m.e, m.e.SalesforceID, m.field, r.value, m.now, m.field)
+	next, changed := optout.Observed(m.e, m.e.SalesforceID, m.field, r.value, m.now, m.field)
 	m.apply(next, changed)
 }
 
@@ -288,12 +288,12 @@ func (m *machineModel) check(t *rapid.T) {
 	}
 }
 
-func drawEvents(t *rapid.T) []ledger.EventInput {
+func drawEvents(t *rapid.T) []optout.EventInput {
 	n := rapid.IntRange(1, 10).Draw(t, "events")
 	anyID := rapid.IntRange(0, 9).Draw(t, "withID") > 0 // mostly, some event carries the Salesforce id
-	evs := make([]ledger.EventInput, n)
+	evs := make([]optout.EventInput, n)
 	for i := range evs {
-		a := rapid.SampledFrom([]ledger.Action{ledger.OptOut, ledger.Resubscribe}).Draw(t, "action")
+		a := rapid.SampledFrom([]optout.Action{optout.OptOut, optout.Resubscribe}).Draw(t, "action")
 		occurred := rapid.IntRange(0, 12).Draw(t, "occurred")               // small range: equal stamps are common
 		storedAfter := rapid.IntRange(-6, 4).Draw(t, "storedAfterOccurred") // negative: a future stamp, clamped
 		sf := ""
@@ -317,7 +317,7 @@ func TestModel(t *testing.T) {
 			field:  rapid.SampledFrom([]string{stdF, salesF}).Draw(t, "field"),
 			events: drawEvents(t),
 			seen:   map[string]bool{},
-			e:      ledger.Entry{Tenant: "acme"},
+			e:      optout.Entry{Tenant: "acme"},
 			now:    at(1000),
 		}
 		t.Repeat(m.actions())
@@ -341,11 +341,11 @@ func TestModel(t *testing.T) {
 			}
 		}
 		m.check(t)
-		if m.e.State == ledger.StateFailed {
+		if m.e.State == optout.StateFailed {
 			in := m.delivered[0]
 			in.Replay = true
 			m.deliver(t, in)
-			if m.e.State == ledger.StateFailed {
+			if m.e.State == optout.StateFailed {
 				m.fatalf(t, "a replay did not re-arm a FAILED person")
 			}
 		}
@@ -358,7 +358,7 @@ func TestModel(t *testing.T) {
 			}
 			value, _ := m.e.Target(m.field)
 			m.write(t, value)
-			next, changed := ledger.Wrote(m.e, ledger.Write{SalesforceID: m.e.SalesforceID, Field: m.field, Value: value, At: m.now, Current: true, OK: true}, m.field)
+			next, changed := optout.Wrote(m.e, optout.Write{SalesforceID: m.e.SalesforceID, Field: m.field, Value: value, At: m.now, Current: true, OK: true}, m.field)
 			m.apply(next, changed)
 		}
 
@@ -373,16 +373,16 @@ func TestModel(t *testing.T) {
 			if m.sf || m.e.SalesforceID != "" {
 				m.fatalf(t, "written without a Salesforce id")
 			}
-			wantState := ledger.StateSynced
+			wantState := optout.StateSynced
 			if m.e.Wanted(m.field) {
-				wantState = ledger.StateParked
+				wantState = optout.StateParked
 			}
 			if m.e.State != wantState {
 				m.fatalf(t, "state %s without a Salesforce id, want %s", m.e.State, wantState)
 			}
 		case m.sf != want:
 			m.fatalf(t, "Salesforce %s=%t, want %t (latest wish %t, any opt-out %t)", m.field, m.sf, want, latest.OptOut, latest.AnyOptOut)
-		case m.e.State != ledger.StateSynced:
+		case m.e.State != optout.StateSynced:
 			m.fatalf(t, "state %s after clean rounds", m.e.State)
 		}
 		if m.e.Wanted(m.field) != want {
@@ -407,14 +407,14 @@ func TestModelOrderIndependence(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		field := rapid.SampledFrom([]string{stdF, salesF}).Draw(t, "field")
 		evs := drawEvents(t)
-		multiset := append([]ledger.EventInput(nil), evs...)
+		multiset := append([]optout.EventInput(nil), evs...)
 		for _, i := range rapid.SliceOfN(rapid.IntRange(0, len(evs)-1), 0, 6).Draw(t, "duplicates") {
 			multiset = append(multiset, evs[i])
 		}
 		a := folded(field, rapid.Permutation(multiset).Draw(t, "order1")...)
 		b := folded(field, rapid.Permutation(multiset).Draw(t, "order2")...)
 		w := reference(evs)
-		for _, e := range []ledger.Entry{a, b} {
+		for _, e := range []optout.Entry{a, b} {
 			if e.OptedOut != w.OptOut || !e.DecidedAt.Equal(w.DecidedAt) || !e.LastOptOutAt.Equal(w.LastOptOutAt) {
 				t.Fatalf("entry (%t, %s, last opt-out %s), reference (%t, %s, %s)", e.OptedOut, e.DecidedAt, e.LastOptOutAt, w.OptOut, w.DecidedAt, w.LastOptOutAt)
 			}

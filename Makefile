@@ -136,7 +136,7 @@ bench-reconciler: bin/nats-server
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:
 	@mkdir -p bench
-	go test -run '^$$' -bench . -benchmem -benchtime 3x ./shared/salesforce/ | tee bench/salesforce.txt
+	go test -run '^$$' -bench . -benchmem -benchtime 3x ./shared/adapter/salesforce/ | tee bench/salesforce.txt
 
 ## clean: remove bin/.
 clean:

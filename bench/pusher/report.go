@@ -383,7 +383,7 @@ func writeCeiling(b *strings.Builder, raw rawRates, goal, drain, pusherUS float6
 }
 
 // dataPath says which round trips and stored messages one opt-out costs,
-// as services/pusher and shared/ledger do it now: keep it in step with
+// as services/pusher and shared/store/ledger do it now: keep it in step with
 // them (the measured figures above check it).
 const headOfLine = `The lone opt-out waits behind the burst: the pusher reads every tenant's events through one
 consumer, in the order they were stored, at most ` + "`OPTOUT_MAX_ACK_PENDING`" + ` (10,000) unacknowledged, so an

@@ -13,7 +13,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // sandboxProc is the sfsandbox binary with one org per tenant, driven

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 )
 
 // profileSeconds is the length of the CPU profiles taken during the burst.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/optout-sync/optout-sync/shared/optout"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
 )
 
 // confirmWatch observes the ledger from outside the pusher: the moment the

@@ -10,9 +10,9 @@ import (
 
 	"github.com/optout-sync/optout-sync/internal/refmodel"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // person is one person of the burst: a Sales Connect id and the Salesforce

@@ -17,12 +17,12 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/lock"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/store/lock"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // fakeClock is the reconcilers' clock: the schedule's slot is reached, and

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 )
 
 // Serve runs a sandbox with orgs on loopback until the test ends, each org

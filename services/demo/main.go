@@ -25,12 +25,12 @@ import (
 	"github.com/optout-sync/optout-sync/services/demo/publisher"
 	"github.com/optout-sync/optout-sync/services/demo/stack"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/config"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/logx"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // tenants are the demo's orgs: acme writes the sales opt-out field,

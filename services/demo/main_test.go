@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/optout-sync/optout-sync/shared/config/configtest"
+	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
 )
 
 // natsCLIVersion is the CLI README tells publishers to install.

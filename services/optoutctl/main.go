@@ -14,9 +14,9 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
-	"github.com/optout-sync/optout-sync/shared/config"
-	"github.com/optout-sync/optout-sync/shared/logx"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/optout-sync/optout-sync/shared/config/configtest"
+	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
 )
 
 // TestBadConfigExitsWithOneLine runs the real main with an invalid variable.

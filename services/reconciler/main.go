@@ -8,7 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/app"
-	"github.com/optout-sync/optout-sync/shared/process"
+	"github.com/optout-sync/optout-sync/shared/platform/process"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=..."

@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/optout-sync/optout-sync/shared/config/configtest"
+	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
 )
 
 // TestNoSecretInOutput runs the real main once per configuration value that

@@ -15,7 +15,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
-// The emulator sets up its own tracing instead of using shared/telemetry, so
+// The emulator sets up its own tracing instead of using shared/platform/telemetry, so
 // it depends on nothing of the project's (the client it checks must not
 // share code with it). Traces only, from the standard OTEL_* variables: its
 // server spans join the caller's trace and go to the same collector.

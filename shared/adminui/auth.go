@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // MinTokenLength is the shortest bearer token or password accepted: the page

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 type layout struct {

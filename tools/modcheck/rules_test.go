@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,16 +27,15 @@ func pkg(rel string, imports []string, tests ...string) Package {
 func TestCheckRules(t *testing.T) {
 	base := []Package{
 		pkg("proto/optout/v1", nil),
-		pkg("shared/sfcreds", []string{"fmt"}),
-		pkg("shared/salesforce", []string{"net/http", "proto/optout/v1"}, "services/sfsandbox/sandbox"),
+		pkg("shared/adapter/sfcreds", []string{"fmt"}),
+		pkg("shared/adapter/salesforce", []string{"net/http", "proto/optout/v1"}, "services/sfsandbox/sandbox"),
 		pkg("services/sfsandbox/sandbox", []string{"net/http"}),
 		pkg("services/sfsandbox", []string{"services/sfsandbox/sandbox"}),
-		pkg("internal/testsandbox", []string{"services/sfsandbox/sandbox", "shared/sfcreds"}),
-		pkg("services/pusher/push", []string{"shared/sfcreds"}, "internal/testsandbox"),
-		pkg("services/reconciler/service", []string{"shared/sfcreds"}, "internal/testsandbox"),
-		pkg("services/reconciler/cmd/reconbench", []string{"services/reconciler/service", "services/sfsandbox/sandbox"}),
+		pkg("internal/testsandbox", []string{"services/sfsandbox/sandbox", "shared/adapter/sfcreds"}),
+		pkg("services/pusher/push", []string{"shared/adapter/sfcreds"}, "internal/testsandbox"),
+		pkg("services/reconciler/service", []string{"shared/adapter/sfcreds"}, "internal/testsandbox"),
 		pkg("services/optoutctl/internal/testkit", []string{"services/pusher/push", "services/reconciler/service"}),
-		pkg("services/optoutctl/internal/root", []string{"shared/sfcreds"}, "services/optoutctl/internal/testkit", "services/reconciler/service"),
+		pkg("services/optoutctl/internal/root", []string{"shared/adapter/sfcreds"}, "services/optoutctl/internal/testkit", "services/reconciler/service"),
 		pkg("services/demo/stack", []string{"services/pusher/app", "services/sfsandbox/sandbox"}),
 		pkg("services/pusher/app", []string{"services/pusher/push"}),
 	}
@@ -47,11 +47,11 @@ func TestCheckRules(t *testing.T) {
 		add  Package
 		want string // in the one violation
 	}{
-		{"shared imports a service", pkg("shared/telemetry", []string{"services/pusher/push"}), "shared/telemetry imports " + prefix + "services/pusher/push"},
-		{"shared imports another module of ours", pkg("shared/lock", []string{"internal/testsandbox"}), "shared/lock imports " + prefix + "internal/testsandbox"},
-		{"shared tests use a service other than the emulator", pkg("shared/ledger", nil, "services/pusher/push"), "shared/ledger tests import"},
-		{"the emulator imports shared", pkg("services/sfsandbox/sandbox/x", []string{"shared/sfcreds"}), "the emulator depends on nothing of ours"},
-		{"the emulator's tests import shared", pkg("services/sfsandbox/sandbox/y", nil, "shared/sfcreds"), "tests import"},
+		{"shared imports a service", pkg("shared/platform/telemetry", []string{"services/pusher/push"}), "shared/platform/telemetry imports " + prefix + "services/pusher/push"},
+		{"shared imports another module of ours", pkg("shared/store/lock", []string{"internal/testsandbox"}), "shared/store/lock imports " + prefix + "internal/testsandbox"},
+		{"shared tests use a service other than the emulator", pkg("shared/store/ledger", nil, "services/pusher/push"), "shared/store/ledger tests import"},
+		{"the emulator imports shared", pkg("services/sfsandbox/sandbox/x", []string{"shared/adapter/sfcreds"}), "the emulator depends on nothing of ours"},
+		{"the emulator's tests import shared", pkg("services/sfsandbox/sandbox/y", nil, "shared/adapter/sfcreds"), "tests import"},
 		{"the pusher imports the reconciler", pkg("services/pusher/other", []string{"services/reconciler/service"}), "services/pusher/other imports " + prefix + "services/reconciler/service (no service imports another"},
 		{"the reconciler's tests import the pusher", pkg("services/reconciler/app", nil, "services/pusher/push"), "reconciler/app tests import"},
 		{"the CLI imports the pusher outside its test harness", pkg("services/optoutctl/internal/conn", []string{"services/pusher/push"}), "optoutctl/internal/conn imports"},
@@ -59,13 +59,18 @@ func TestCheckRules(t *testing.T) {
 		{"a new service imports the pusher", pkg("services/admin/page", []string{"services/pusher/app"}), "services/admin/page imports"},
 		{"a new service's tests import the reconciler", pkg("services/admin/page2", nil, "services/reconciler/service"), "services/admin/page2 tests import"},
 		{"the demo imports the reconciler", pkg("services/demo/more", []string{"services/reconciler/service"}), "the demo runs the pusher"},
-		{"the reconciler's bench imports the pusher", pkg("services/reconciler/cmd/reconbench/x", []string{"services/pusher/push"}), "benchmark"},
+		{"the domain imports a store", pkg("shared/domain/optout", []string{"shared/store/ledger"}), "the domain is pure"},
+		{"a store imports a flow", pkg("shared/store/ledger", []string{"shared/flow/ingest"}), "stores keep the domain's state"},
+		{"an adapter imports a store", pkg("shared/adapter/salesforce", []string{"shared/store/tenant"}), "adapters speak to the outside"},
+		{"the platform imports an adapter", pkg("shared/platform/logx", []string{"shared/adapter/sfcreds"}), "the platform"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			vs := Check(append(append([]Package(nil), base...), c.add))
-			if len(vs) != 1 || !strings.Contains(vs[0], c.want) {
-				t.Fatalf("got %q, want one violation containing %q", vs, c.want)
+			// A forbidden import may break a layer rule as well as the
+			// rule the case is about.
+			if len(vs) == 0 || !slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, c.want) }) {
+				t.Fatalf("got %q, want a violation containing %q", vs, c.want)
 			}
 		})
 	}
@@ -76,13 +81,13 @@ func TestCheckRules(t *testing.T) {
 func TestNatsxImportsNoDomain(t *testing.T) {
 	base := []Package{
 		pkg("proto/optout/v1", nil),
-		pkg("shared/logx", []string{"fmt"}),
-		pkg("shared/telemetry", []string{"shared/logx"}),
-		pkg("shared/config", []string{"shared/logx"}),
-		pkg("shared/natsx", []string{"shared/config", "shared/telemetry"}, "shared/natsx/natstest"),
-		pkg("shared/natsx/natstest", []string{"shared/natsx"}),
-		pkg("shared/event", []string{"proto/optout/v1"}),
-		pkg("shared/deadletter", []string{"shared/natsx", "shared/event"}),
+		pkg("shared/platform/logx", []string{"fmt"}),
+		pkg("shared/platform/telemetry", []string{"shared/platform/logx"}),
+		pkg("shared/platform/config", []string{"shared/platform/logx"}),
+		pkg("shared/adapter/natsx", []string{"shared/platform/config", "shared/platform/telemetry"}, "shared/adapter/natsx/natstest"),
+		pkg("shared/adapter/natsx/natstest", []string{"shared/adapter/natsx"}),
+		pkg("shared/domain/event", []string{"proto/optout/v1"}),
+		pkg("shared/adapter/deadletter", []string{"shared/adapter/natsx", "shared/domain/event"}),
 	}
 	if vs := Check(base); len(vs) != 0 {
 		t.Fatalf("allowed graph reported: %v", vs)
@@ -92,8 +97,8 @@ func TestNatsxImportsNoDomain(t *testing.T) {
 		add  Package
 		want string // in the one violation
 	}{
-		{"natsx imports the domain", pkg("shared/natsx/x", []string{"shared/event"}), "shared/natsx/x imports " + prefix + "shared/event"},
-		{"natsx tests import an adapter built on it", pkg("shared/natsx/y", nil, "shared/deadletter"), "shared/natsx/y tests import " + prefix + "shared/deadletter"},
+		{"natsx imports the domain", pkg("shared/adapter/natsx/x", []string{"shared/domain/event"}), "shared/adapter/natsx/x imports " + prefix + "shared/domain/event"},
+		{"natsx tests import an adapter built on it", pkg("shared/adapter/natsx/y", nil, "shared/adapter/deadletter"), "shared/adapter/natsx/y tests import " + prefix + "shared/adapter/deadletter"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -123,12 +128,12 @@ func TestEndToEnd(t *testing.T) {
 	write("shared/go.mod", "module "+prefix+"shared\n\ngo 1.26.8\n")
 	write("services/pusher/go.mod", "module "+prefix+"services/pusher\n\ngo 1.26.8\n")
 	write("services/pusher/push/push.go", "package push\n\nconst Name = \"push\"\n")
-	write("shared/event/event.go", "package event\n\nimport _ \""+prefix+"services/pusher/push\"\n")
+	write("shared/domain/event/event.go", "package event\n\nimport _ \""+prefix+"services/pusher/push\"\n")
 	pkgs, err := load(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vs := Check(pkgs); len(vs) != 1 || !strings.Contains(vs[0], "shared/event imports "+prefix+"services/pusher/push") {
+	if vs := Check(pkgs); len(vs) == 0 || !strings.Contains(vs[0], "shared/domain/event imports "+prefix+"services/pusher/push") {
 		t.Fatalf("forbidden import: got %q", vs)
 	}
 

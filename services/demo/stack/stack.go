@@ -20,9 +20,9 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/pusher/app"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/config"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Options shape the stack.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/demo/publisher"
 	"github.com/optout-sync/optout-sync/services/demo/stack"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 )
 
 // TestDemoStartsItsOwnNATSWhenNoneAnswers is the README's first command on a

@@ -9,17 +9,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/adminui"
 	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
-	"github.com/optout-sync/optout-sync/shared/config"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/process"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/platform/process"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Config is everything the pusher reads from its environment.

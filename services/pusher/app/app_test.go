@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // TestEveryVariableIsDocumented keeps README's configuration table true.

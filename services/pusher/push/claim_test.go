@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
-	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 )
 
 // Two replicas that each read a person at a different revision must not

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // seen holds, for one tenant's queued persons, the entry this replica last

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // A hint is the newest entry remembered, used once, and only while fresh;

@@ -1,7 +1,7 @@
 // Package push writes each opt-out to Salesforce within seconds, level-
 // triggered like a Kubernetes controller: the replica reads every tenant's
 // events from one shared consumer and folds each into the ledger (package
-// shared/ingest); one runner per tenant queues the persons left dirty in a
+// shared/flow/ingest); one runner per tenant queues the persons left dirty in a
 // coalescing work queue and writes each person's current desired value in
 // sObject Collections batches through a shared worker pool. An event that
 // left its person dirty stays unacked until a write leaves the person
@@ -22,15 +22,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/shared/deadletter"
-	"github.com/optout-sync/optout-sync/shared/event"
-	"github.com/optout-sync/optout-sync/shared/eventstream"
-	"github.com/optout-sync/optout-sync/shared/ingest"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/sfwrite"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
+	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/ingest"
+	"github.com/optout-sync/optout-sync/shared/flow/sfwrite"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Config tunes the pusher.

@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/optout-sync/optout-sync/shared/telemetry"
+	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 )
 
 var tel = telemetry.NewForTest()

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/app"
-	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 func TestDefaultsAreValid(t *testing.T) {

@@ -32,9 +32,9 @@ import (
 	"strings"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Why says why a record is written to Salesforce.

@@ -6,9 +6,9 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/diff"
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 var (

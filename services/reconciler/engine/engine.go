@@ -31,17 +31,17 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
-	"github.com/optout-sync/optout-sync/shared/deadletter"
-	"github.com/optout-sync/optout-sync/shared/ingest"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/logx"
-	"github.com/optout-sync/optout-sync/shared/natsx"
-	"github.com/optout-sync/optout-sync/shared/optout"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/sfwrite"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/ingest"
+	"github.com/optout-sync/optout-sync/shared/flow/sfwrite"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Config tunes runs.

@@ -13,8 +13,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/diff"
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 // progressEvery throttles checkpoint writes while reading: progress stays

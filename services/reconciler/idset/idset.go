@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/optout-sync/optout-sync/shared/sfid"
+	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 )
 
 // ID is a packed Salesforce id. Packed ids sort like their 15-character

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
-	"github.com/optout-sync/optout-sync/shared/sfid"
+	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 )
 
 const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

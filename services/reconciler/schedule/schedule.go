@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 var zones sync.Map // name → *time.Location; LoadLocation reads tzdata each call

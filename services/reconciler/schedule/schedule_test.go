@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 func clock(t *testing.T, hhmm, zone string) schedule.Clock {

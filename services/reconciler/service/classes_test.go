@@ -9,9 +9,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/shared/runs"
-	"github.com/optout-sync/optout-sync/shared/telemetry"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 func TestEveryClassOfTheDiffBothDirections(t *testing.T) {

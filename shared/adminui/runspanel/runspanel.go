@@ -17,7 +17,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/shared/adminui"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
-	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 // DefaultLimit is how many reports the panel lists.

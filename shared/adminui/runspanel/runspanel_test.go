@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
-	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
-	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 var (

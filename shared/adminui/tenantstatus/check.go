@@ -7,10 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/logx"
-	"github.com/optout-sync/optout-sync/shared/salesforce"
-	"github.com/optout-sync/optout-sync/shared/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Salesforce is the part of the Salesforce client the check uses.

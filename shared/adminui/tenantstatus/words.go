@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Field choices as operators type them (optoutctl flags, the page's form).

@@ -6,8 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/optout-sync/optout-sync/shared/deadletter"
-	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 )
 
 // eventInfo is an applied event as its publisher sent it.

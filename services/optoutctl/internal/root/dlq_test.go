@@ -7,8 +7,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
-	"github.com/optout-sync/optout-sync/shared/deadletter"
-	"github.com/optout-sync/optout-sync/shared/optout"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
 )
 
 // TestDLQCommands makes three real dead letters with the pusher (a deleted

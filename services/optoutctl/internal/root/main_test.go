@@ -7,7 +7,7 @@ import (
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/optout-sync/optout-sync/shared/logx"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
 )
 
 // TestMain installs an SDK tracer provider that exports nothing, as

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
-	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/optout"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 func at(d time.Duration) string { return testkit.T0.Add(d).Format(time.RFC3339) }

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
-	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 func TestTenantCommands(t *testing.T) {

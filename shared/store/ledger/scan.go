@@ -1,0 +1,102 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+)
+
+// ScanSetupTimeout bounds the creation of a Scan's consumer.
+const ScanSetupTimeout = 5 * time.Minute
+
+// scanBatch is the most entries a pull-based Scan buffers.
+const scanBatch = 5000
+
+// ScanItem is one entry as Scan delivers it.
+type ScanItem struct {
+	Key      string
+	Revision uint64
+	Entry    optout.Entry
+	// Fence is the fence of the fenced writer that wrote it last (0 otherwise).
+	Fence uint64
+}
+
+// Scan streams the current entry of every person of tenant to fn, one at a
+// time in the bucket's storage order, without holding them. Deleted and
+// retired (merged) entries are skipped. An entry that cannot be decoded is passed to bad (when non-nil)
+// and skipped, so one corrupt value never hides the others. fn returning an
+// error stops the scan with that error.
+func (l *Ledger) Scan(ctx context.Context, tenant string, fn func(ScanItem) error, bad func(key string, err error)) error {
+	return l.scanPull(ctx, tenant, fn, bad)
+}
+
+// scanPull reads the bucket's stream with an ordered pull consumer (last
+// value per key), so at most one pull batch is buffered: memory stays flat
+// whatever the tenant's size, unlike a watch, whose push subscription may
+// buffer up to the client's pending limit (64 MB) ahead of the reader.
+func (l *Ledger) scanPull(ctx context.Context, tenant string, fn func(ScanItem) error, bad func(key string, err error)) error {
+	prefix := "$KV." + l.kv.Bucket() + "."
+	// Creating the consumer makes the server find the last value of every
+	// key of the tenant: seconds for millions of keys, more than the
+	// client's default 5 s request timeout.
+	cctx, cancel := context.WithTimeout(ctx, ScanSetupTimeout)
+	defer cancel()
+	cons, err := l.js.OrderedConsumer(cctx, "KV_"+l.kv.Bucket(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{prefix + tenant + ".>"},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("ledger scan %s: %w", tenant, err)
+	}
+	// Deleted when the scan ends: left to its inactive threshold (5 min),
+	// a replica catching up a thousand tenants filled the bucket's stream
+	// with the server's default limit of 1,000 consumers.
+	defer natsx.DeleteOrdered(ctx, l.js, "KV_"+l.kv.Bucket(), cons)
+	info, err := cons.Info(cctx)
+	if err != nil {
+		return fmt.Errorf("ledger scan %s: %w", tenant, err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
+	if err != nil {
+		return fmt.Errorf("ledger scan %s: %w", tenant, err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("ledger scan %s: %w", tenant, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("ledger scan %s: %w", tenant, err)
+		}
+		switch msg.Headers().Get("KV-Operation") {
+		case "DEL", "PURGE": // a deleted person
+		default:
+			key := strings.TrimPrefix(msg.Subject(), prefix)
+			var f stored
+			if err := json.Unmarshal(msg.Data(), &f); err != nil {
+				if bad != nil {
+					bad(key, err)
+				}
+			} else if f.MergedInto != "" {
+				// a retired entry: the person lives under MergedInto
+			} else if err := fn(ScanItem{Key: key, Revision: md.Sequence.Stream, Entry: f.Entry, Fence: f.Fence}); err != nil {
+				return err
+			}
+		}
+		if md.NumPending == 0 {
+			return nil
+		}
+	}
+}

@@ -31,7 +31,7 @@ var (
 // Where each service reads its variables: common ones are read by both
 // through shared packages.
 var varSources = map[string][]string{
-	"common":     {"shared/natsx", "shared/logx"},
+	"common":     {"shared/natsx", "shared/logx", "shared/salesforce"},
 	"pusher":     {"services/pusher", "shared/adminui"},
 	"reconciler": {"services/reconciler"},
 }

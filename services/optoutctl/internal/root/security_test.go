@@ -8,7 +8,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
+	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/tenant"
 )
 
 // `optoutctl tenant check` builds its Salesforce client under the same
@@ -51,4 +56,33 @@ func TestTenantCheckRefusesUnsafeEndpoints(t *testing.T) {
 	if dataCalls.Load() != 0 {
 		t.Fatalf("%d data calls reached the token host", dataCalls.Load())
 	}
+}
+
+// The pusher (the real push.Service, with the pool the binary builds) holds
+// a tenant whose token URL is plain http at a foreign host: unhealthy, with a
+// reason an admin can act on, and its opt-out waits; no request is made (the
+// host ends in .invalid, and the client refuses before dialing).
+func TestPusherHoldsTenantWithUnsafeTokenURL(t *testing.T) {
+	t.Parallel()
+	s := testkit.New(t)
+	s.Env["SF_ACME_TOKEN_URL"] = "http://acme.my.salesforce.invalid"
+	s.Run("tenant", "set", "acme", "--sync=true").Expect(t, 0)
+	s.StartPusher()
+	id := s.Seed("acme", "Contact", "held@example.com")
+	pub := natsx.Publisher{JS: s.Prov.JS, Topology: s.Topo}
+	if _, err := pub.PublishEvent(s.Ctx, &optoutv1.OptOutEvent{EventId: "held-1", TenantId: "acme",
+		Person: &optoutv1.Person{SalesConnectId: "sc-held", SalesforceId: id, Email: "held@example.com", ObjectType: optoutv1.ObjectType_CONTACT},
+		Action: optoutv1.Action_UNSUBSCRIBE, Source: optoutv1.Source_EMAIL_LINK, OccurredAt: timestamppb.New(testkit.T0)}, false); err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	s.Eventually("acme unhealthy", func() bool {
+		h, err := s.Health.Get(s.Ctx, "acme")
+		reason = h.Reason
+		return err == nil && h.Mode == tenant.ModeUnhealthy
+	})
+	if !strings.Contains(reason, "plain http") || !strings.Contains(reason, "https") {
+		t.Fatalf("unhealthy reason %q does not say what to fix", reason)
+	}
+	t.Logf("reason: %s", reason)
 }

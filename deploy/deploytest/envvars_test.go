@@ -31,7 +31,7 @@ var (
 // Where each service reads its variables: common ones are read by both
 // through shared packages.
 var varSources = map[string][]string{
-	"common":     {"shared/adapter/natsx", "shared/platform/logx"},
+	"common":     {"shared/adapter/natsx", "shared/platform/logx", "shared/adapter/salesforce"},
 	"pusher":     {"services/pusher", "shared/adminui"},
 	"reconciler": {"services/reconciler"},
 }

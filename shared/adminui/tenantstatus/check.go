@@ -259,6 +259,11 @@ func allowance(ctx context.Context, client Salesforce) *Allowance {
 func safe(err error) string { return logx.Redact(err.Error()) }
 
 func tokenFix(err error) string {
+	var e *salesforce.Error
+	if errors.As(err, &e) && e.Code == salesforce.CodeUnsafeEndpoint {
+		return "Credentials go only over https to the org's own hosts: set the tenant's token_url to its https My Domain URL; if Salesforce really serves the org from the host named above, add it to " +
+			salesforce.EnvAllowedHosts + ". Nothing was sent there. Opt-outs wait until then; none is lost."
+	}
 	switch salesforce.ClassOf(err) {
 	case salesforce.Auth, salesforce.PermanentTenant:
 		return "Check the connected app's consumer key and secret (or the JWT key and username) in the tenant's Secret, that the app is approved for the integration user, and that the user is active. Opt-outs wait until then; none is lost."

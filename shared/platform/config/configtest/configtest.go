@@ -57,7 +57,7 @@ func Cases(t *testing.T, closedNATS string) []Case {
 		{"OPTOUT_EMAIL_HASH_KEY and file", map[string]string{"NATS_URL": closedNATS, "OPTOUT_EMAIL_HASH_KEY": Secret, "OPTOUT_EMAIL_HASH_KEY_FILE": file("hash", Secret)}},
 		{"OTEL endpoint", map[string]string{"NATS_URL": closedNATS, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:" + Secret + "@otel.invalid:43x17"}},
 		{"OTEL headers", map[string]string{"NATS_URL": closedNATS, "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20" + Secret + "%zz"}},
-		{"SF token url with user info", map[string]string{"NATS_URL": closedNATS, "OPTOUT_SF_ALLOWED_HOSTS": "https://sf:" + Secret + "@x.invalid"}},
+		{"OPTOUT_SF_ALLOWED_HOSTS with user info", map[string]string{"NATS_URL": closedNATS, "OPTOUT_SF_ALLOWED_HOSTS": "https://sf:" + Secret + "@x.invalid"}},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,7 +145,7 @@ func TestNATSPermissionsPerRole(t *testing.T) {
 			if !p.Running() {
 				return errors.New(name + " exited")
 			}
-			return httpOK(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", admin))
+			return harness.HTTPOK(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", admin))
 		}); err != nil {
 			t.Fatalf("%s with its own permissions: %v", name, err)
 		}

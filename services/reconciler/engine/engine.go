@@ -105,8 +105,18 @@ type Lease interface {
 	Valid() bool
 }
 
-// errLeaseExpired stops a commit whose lease ran out by the local clock.
-var errLeaseExpired = errors.New("lease expired by the local clock before the commit")
+// runFence is a run's lease as its writer's fence: Check (before a
+// Salesforce call or an event the ledger cannot fence) also asks the
+// tenant's fence record that no newer holder has raised it.
+type runFence struct {
+	Lease
+	runs   runs.Store
+	tenant string
+}
+
+func (f runFence) CheckFence(ctx context.Context) error {
+	return f.runs.CheckFence(ctx, f.tenant, f.Fence())
+}
 
 // Hooks are seams for tests: At is called at named points of a run
 // ("after-read", "after-diff", "before-ledger-batch", "before-sf-batch",
@@ -252,7 +262,7 @@ func (r *run) init(span trace.Span) {
 		}
 	}
 	r.field = j.Settings.TargetField()
-	r.ledger = r.e.Ledger.Writer(j.Tenant, r.field, ledger.Fenced(j.Lease))
+	r.ledger = r.e.Ledger.Writer(j.Tenant, r.field, ledger.Fenced(runFence{Lease: j.Lease, runs: r.e.Runs, tenant: j.Tenant}))
 	r.rep.Field = r.field
 	r.rep.Policy = j.Settings.ConflictPolicy
 	if r.rep.Policy == "" {

@@ -43,7 +43,9 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.e.Runs.CheckFence(ctx, r.job.Tenant, r.fence); err != nil {
+		// Entries a newer holder has not written yet carry no newer stamp:
+		// the writer's fence is checked once per batch.
+		if err := r.ledger.Check(ctx); err != nil {
 			return err
 		}
 		bctx, span := r.e.tracer().Start(ctx, "reconcile.write_ledger_batch", traceAttrs(attribute.Int("reconcile.changes", len(batch))))
@@ -64,16 +66,6 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Observation {
 	return optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
 		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
-}
-
-// commitAllowed re-checks, right before a commit, that this holder still
-// holds the lease by its own clock and that no newer holder has raised the
-// tenant's fence.
-func (r *run) commitAllowed(ctx context.Context) error {
-	if !r.job.Lease.Valid() {
-		return errLeaseExpired
-	}
-	return r.e.Runs.CheckFence(ctx, r.job.Tenant, r.fence)
 }
 
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
@@ -116,7 +108,9 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	}
 	if next.DecidedBy == evID && (!exists || cur.OptedOut != value) {
 		e.hook(ctx, "before-applied")
-		if err := r.commitAllowed(ctx); err != nil {
+		// The event is published outside the ledger: the writer's fence is
+		// checked first.
+		if err := r.ledger.Check(ctx); err != nil {
 			return err
 		}
 		stored, err := r.publishApplied(ctx, evID, op.ID, cur.SalesConnectID, action, op.At, reason)
@@ -181,12 +175,8 @@ func (r *run) writeSalesforce(ctx, sfctx context.Context, writes []diff.SFWrite)
 			r.update(func(rep *runs.Report) { rep.Writes.Remaining = left })
 			return fmt.Errorf("%w before writing %d records", budget.ErrExhausted, left)
 		}
-		// The fence is checked (and the checkpoint written) right before
-		// each call; Salesforce itself cannot check it, but the write only
-		// ever sets true, which a newer holder would write as well.
-		if err := r.e.Runs.CheckFence(ctx, r.job.Tenant, r.fence); err != nil {
-			return err
-		}
+		// The checkpoint is written before each call (the protocol checks
+		// the writer's fence right before it).
 		if err := r.save(ctx, time.Time{}, ""); err != nil {
 			return err
 		}
@@ -206,21 +196,15 @@ func (r *run) writeSalesforce(ctx, sfctx context.Context, writes []diff.SFWrite)
 	return nil
 }
 
-type outcome struct {
-	t    sfTarget
-	ok   bool
-	code string
-}
-
-// reread keeps the records whose entries still want the opt-out written
+// reread keeps the persons whose entries still want the opt-out written
 // now, with the revisions the confirmation will compare against: a
 // resubscribe (or a push) made after the diff is never overwritten. A
 // Salesforce-side clear being written back is first recorded as seen, so
 // the state machine itself says the write is due.
-func (r *run) reread(ctx context.Context, batch []sfTarget, claim *optout.Claim) ([]sfTarget, map[idset.ID][]sfwrite.Person, error) {
+func (r *run) reread(ctx context.Context, batch []sfTarget) ([]*sfwrite.Person, error) {
 	field := r.field
 	var mu sync.Mutex
-	keep := map[idset.ID][]sfwrite.Person{}
+	keep := map[idset.ID][]*sfwrite.Person{}
 	err := each(ctx, r.e.Cfg.LedgerWorkers, batch, func(ctx context.Context, t sfTarget) error {
 		for _, key := range t.keys {
 			it, err := r.e.Ledger.Get(ctx, key)
@@ -242,158 +226,69 @@ func (r *run) reread(ctx context.Context, batch []sfTarget, claim *optout.Claim)
 				e, rev = res.Entry, res.Rev
 			}
 			if value, write := e.Target(field); value && write {
-				p := sfwrite.Person{Key: key, At: ledger.Snapshot{Entry: e, Rev: rev}, Value: true}
-				if claim != nil {
-					// As the push does: the mark about to be made is ours, so
-					// say so before making it (a run that dies mid-call must not
-					// leave a true the next reader takes for someone else's),
-					// and take the batch's claim, so no push writes the person
-					// until this write is over.
-					a, err := sfwrite.Attempt(ctx, r.ledger, field, &p, claim, r.e.now())
-					if err != nil {
-						return err
-					}
-					if !a.Ok() {
-						continue // changed since the re-read, or a push is writing it: the push or the next run sees it
-					}
-				}
 				mu.Lock()
-				keep[t.id] = append(keep[t.id], p)
+				keep[t.id] = append(keep[t.id], &sfwrite.Person{Key: key, At: ledger.Snapshot{Entry: e, Rev: rev}, Value: true})
 				mu.Unlock()
 			}
 		}
 		return nil
 	})
-	var out []sfTarget
+	var out []*sfwrite.Person
 	for _, t := range batch {
-		if len(keep[t.id]) > 0 {
-			out = append(out, t)
-		}
+		out = append(out, keep[t.id]...)
 	}
-	return out, keep, err
+	return out, err
 }
 
+// writeBatch writes one batch through the write protocol (sfwrite.Batch)
+// with the run's fenced writer: retryable failures are retried within the
+// call loop (WriteAttempts), and a write that still fails is recorded as
+// unconfirmed, the person left dirty for the push.
 func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
-	if err := r.commitAllowed(ctx); err != nil {
+	people, err := r.reread(ctx, batch)
+	if err != nil || len(people) == 0 {
 		return err
 	}
-	// Sales-field writes hold a claim on their persons (optout.Claim);
-	// Email Opt Out is only ever set, so writers need not take turns.
-	claim, callDeadline := sfwrite.Claim(r.field, r.e.now(), r.e.Cfg.ClaimTTL)
-	batch, entries, err := r.reread(ctx, batch, claim)
-	if err != nil {
-		return err
+	cfg := sfwrite.Config{
+		Field: r.field, ClaimTTL: r.e.Cfg.ClaimTTL, Now: r.e.now, Workers: r.e.Cfg.LedgerWorkers,
+		Attempts: r.e.Cfg.WriteAttempts, AttemptBackoff: r.e.Cfg.WriteBackoff,
+		Final: func(err error) bool { return errors.Is(err, budget.ErrExhausted) },
 	}
-	if len(batch) == 0 {
-		return nil
-	}
-	// The re-read took round trips: check the lease again right before the
-	// call Salesforce cannot fence.
-	if err := r.commitAllowed(ctx); err != nil {
-		return err
-	}
-	field := r.field
-	pending := batch
-	var done []outcome
-	// The writes must end while the claim holds: after it ends the push
-	// may write the persons, and a write of ours must not land then.
-	callCtx := ctx
-	if claim != nil {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithDeadline(ctx, callDeadline)
-		defer cancel()
-	}
-	for attempt := 1; len(pending) > 0; attempt++ {
-		if callCtx.Err() != nil && ctx.Err() == nil {
-			// The claim's time is up: what is left is recorded as not
-			// confirmed (the push writes it), never written without it.
-			for _, t := range pending {
-				done = append(done, outcome{t: t, code: "CLAIM_ENDED"})
-			}
-			break
-		}
-		updates := make([]salesforce.Update, len(pending))
-		for i, t := range pending {
-			updates[i] = salesforce.Update{ID: t.id.String(), Type: t.id.Type(), Field: field, Value: true}
-		}
-		results, err := r.client.UpdateOptOut(budget.WithKind(callCtx, budget.Write), updates)
-		if err != nil && callCtx.Err() != nil && ctx.Err() == nil {
-			continue // the claim ended mid-call: settled at the top
-		}
-		if err != nil {
-			if salesforce.ClassOf(err) != salesforce.Retryable || errors.Is(err, budget.ErrExhausted) || attempt >= r.e.Cfg.WriteAttempts {
-				return fmt.Errorf("write %d records: %w", len(pending), err)
-			}
-			if err := sfwrite.Sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
-				return err
-			}
-			continue
-		}
-		var retry []sfTarget
-		for i, res := range results {
-			switch {
-			case res.Success:
-				done = append(done, outcome{t: pending[i], ok: true})
-			case salesforce.ClassOf(res.Err) == salesforce.Retryable && attempt < r.e.Cfg.WriteAttempts:
-				retry = append(retry, pending[i])
-			default:
-				code := "UNKNOWN"
-				if res.Err != nil {
-					code = res.Err.Code
-				}
-				done = append(done, outcome{t: pending[i], code: code})
+	rep, err := sfwrite.Batch(budget.WithKind(ctx, budget.Write), cfg, r.ledger, r.client, people)
+	// Counted per record (persons of one record share its write).
+	okIDs, failedIDs := map[string]bool{}, map[string]bool{}
+	var ledgerWritten, ledgerFailed int64
+	var recordErr error
+	for i, o := range rep.Outcomes {
+		id := people[i].At.Entry.SalesforceID
+		switch o.Kind {
+		case sfwrite.Confirmed:
+			okIDs[id] = true
+		case sfwrite.Unconfirmed, sfwrite.Converted:
+			failedIDs[id] = true
+		case sfwrite.LedgerFailed:
+			ledgerFailed++
+			if recordErr == nil {
+				recordErr = o.Cause
 			}
 		}
-		pending = retry
-		if len(pending) > 0 {
-			if err := sfwrite.Sleep(ctx, r.e.Cfg.WriteBackoff<<(attempt-1)); err != nil {
-				return err
-			}
+		if o.Changed {
+			ledgerWritten++
 		}
 	}
-	var ok, failed int64
-	for _, o := range done {
-		if o.ok {
-			ok++
-		} else {
-			failed++
-		}
-	}
+	ok, failed := int64(len(okIDs)), int64(len(failedIDs))
 	r.update(func(rep *runs.Report) {
 		rep.Writes.SalesforceWritten += ok
 		rep.Writes.SalesforceFailed += failed
+		rep.Writes.LedgerWritten += ledgerWritten
+		rep.Writes.LedgerFailed += ledgerFailed
 	})
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "written", ok)
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "failed", failed)
-	// Record each outcome on the ledger entries of the record, on the
-	// revisions read before the write.
-	var items []keyOutcome
-	for _, o := range done {
-		for _, c := range entries[o.t.id] {
-			items = append(items, keyOutcome{cur: c, o: o})
-		}
-	}
-	return each(ctx, r.e.Cfg.LedgerWorkers, items, r.recordOutcome)
-}
-
-type keyOutcome struct {
-	cur sfwrite.Person
-	o   outcome
-}
-
-// recordOutcome records a write through the state machine: confirmed if
-// the entry has not moved since it was re-read, else Salesforce's value is
-// unknown and the person stays dirty for the push.
-func (r *run) recordOutcome(ctx context.Context, ko keyOutcome) error {
-	res, err := sfwrite.Record(ctx, r.ledger, r.field, &ko.cur, ko.o.ok, r.e.now())
 	if err != nil {
-		r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
 		return err
 	}
-	if res.Changed {
-		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
-	}
-	return nil
+	return recordErr
 }
 
 func sameID(s string, id idset.ID) bool {

@@ -62,7 +62,7 @@ func (a Attempted) Ok() bool { return !a.Moved && a.Held == nil }
 // that it may land, and takes claim on p (optout.Attempt), based on the
 // entry p was read at. When it may be made, p is rebased on the entry
 // that says so and holds claim.
-func Attempt(ctx context.Context, w *ledger.Writer, field string, p *Person, claim *optout.Claim, now time.Time) (Attempted, error) {
+func Attempt(ctx context.Context, w Ledger, field string, p *Person, claim *optout.Claim, now time.Time) (Attempted, error) {
 	var held *optout.Claim
 	res, err := w.Update(ctx, p.Key, optout.AttemptStep(optout.Write{
 		SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, At: now, Claim: claim,
@@ -81,7 +81,7 @@ func Attempt(ctx context.Context, w *ledger.Writer, field string, p *Person, cla
 // through the state machine: confirmed only if the entry has not moved
 // since p.At, else Salesforce's value is unknown and the person stays
 // dirty. It releases p's claim.
-func Record(ctx context.Context, w *ledger.Writer, field string, p *Person, ok bool, now time.Time) (ledger.Result, error) {
+func Record(ctx context.Context, w Ledger, field string, p *Person, ok bool, now time.Time) (ledger.Result, error) {
 	return w.Update(ctx, p.Key, optout.WroteStep(optout.Write{
 		SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, At: now, OK: ok, Claim: p.Claim,
 	}), ledger.From(p.At))

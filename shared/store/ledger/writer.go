@@ -46,6 +46,31 @@ type WriterOption func(*Writer)
 // Fenced makes every write of the writer fenced by f.
 func Fenced(f Fence) WriterOption { return func(w *Writer) { w.fence = f } }
 
+// FenceChecker is a fence that can also say, with a round trip, that no
+// newer holder has raised it (the reconciler's lease and its tenant's
+// fence record).
+type FenceChecker interface {
+	CheckFence(ctx context.Context) error
+}
+
+// Check reports whether the writer may still act where the store cannot
+// fence it (before a Salesforce call): always for an unfenced writer; for a
+// fenced one, while its lease holds by its own clock and, if its fence is a
+// FenceChecker, no newer holder has raised the fence. Ledger writes do not
+// call it: they are fenced by the token stamped on each entry.
+func (w *Writer) Check(ctx context.Context) error {
+	if w.fence == nil {
+		return nil
+	}
+	if !w.fence.Valid() {
+		return ErrLeaseExpired
+	}
+	if c, ok := w.fence.(FenceChecker); ok {
+		return c.CheckFence(ctx)
+	}
+	return nil
+}
+
 // Writer returns a writer of tenant's entries for field.
 func (l *Ledger) Writer(tenant, field string, opts ...WriterOption) *Writer {
 	w := &Writer{l: l, tenant: tenant, field: field}

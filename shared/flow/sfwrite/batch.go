@@ -1,0 +1,513 @@
+package sfwrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+)
+
+// Ledger is what the protocol needs of the store's writer (*ledger.Writer):
+// updates through the state machine, and Check before each Salesforce call
+// (a no-op unless the writer is fenced), so a writer whose fence is lost
+// writes nothing to Salesforce.
+type Ledger interface {
+	Update(ctx context.Context, key string, step optout.Step, opts ...ledger.UpdateOption) (ledger.Result, error)
+	Check(ctx context.Context) error
+}
+
+// Salesforce is what the protocol needs of a tenant's client.
+type Salesforce interface {
+	UpdateOptOut(ctx context.Context, updates []salesforce.Update) ([]salesforce.Result, error)
+	Retrieve(ctx context.Context, sobjectType string, ids, fields []string) ([]*salesforce.Record, error)
+}
+
+// DeadLetterer copies the event that decided a given-up person to the DLQ.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, e optout.Entry, cause error, code, class string)
+}
+
+// Config is how a writer runs the one protocol.
+type Config struct {
+	Field    string
+	ClaimTTL time.Duration
+	Now      func() time.Time
+	Workers  int // concurrent ledger round trips
+
+	// ReadFirst reads the sales field of the records about to be set and
+	// records those already true as someone else's mark (the push, which
+	// knows nothing of Salesforce's value; the reconcile read it).
+	ReadFirst bool
+
+	// Attempts is how many calls a retryable failure gets within the batch,
+	// AttemptBackoff apart (doubling), while the claim holds; 0 or 1: one.
+	Attempts       int
+	AttemptBackoff time.Duration
+	// Final, if set, tells failures no further call can help (the
+	// reconcile's spent API budget).
+	Final func(error) bool
+
+	// Backoff gives the wait before a failed person's next attempt (its
+	// attempt count so far + 1): the failure is recorded (optout.Failed),
+	// permanent ones and those past RetryHorizon dead-lettered. Nil: a
+	// failure is recorded as a write Salesforce did not confirm and the
+	// person stays dirty for the push (the reconcile).
+	Backoff      func(attempt uint64) time.Duration
+	BackoffMax   time.Duration
+	RetryHorizon time.Duration
+	DeadLetter   DeadLetterer
+
+	// Timed, if set, is told how long each stage took: StageRead (a
+	// Salesforce read), StageWrite (the call), StageRecord (a confirmation).
+	Timed func(stage string, d time.Duration)
+}
+
+// The stages Config.Timed is told of.
+const (
+	StageRead   = "salesforce_read"
+	StageWrite  = "salesforce_write"
+	StageRecord = "confirm"
+)
+
+func (c Config) timed(stage string, began time.Time) {
+	if c.Timed != nil {
+		c.Timed(stage, time.Since(began))
+	}
+}
+
+// Kind is what became of one person of a batch.
+type Kind int
+
+const (
+	// NotWritten: the batch stopped before the person's write (Batch's error).
+	NotWritten Kind = iota
+	// Confirmed: Salesforce confirmed the write and it is recorded (At).
+	Confirmed
+	// Unconfirmed: the write failed and is recorded as not confirmed.
+	Unconfirmed
+	// Moved: the entry changed since it was read; read it again.
+	Moved
+	// HeldElsewhere: another writer's claim holds the person until Until.
+	HeldElsewhere
+	// FoundSet: Salesforce already held the mark; recorded as someone
+	// else's; read it again.
+	FoundSet
+	// Converted: the Lead was converted; the person now points at its
+	// Contact; read it again.
+	Converted
+	// Failed: the failure is recorded; the next attempt is due after Wait.
+	Failed
+	// DeadLettered: the person is given up and copied to the DLQ.
+	DeadLettered
+	// TenantHeld: the failure is the tenant's (Class.HoldsTenant); nothing
+	// is recorded and the person waits for the tenant.
+	TenantHeld
+	// LedgerFailed: recording failed (Err); retry after Wait.
+	LedgerFailed
+)
+
+// Outcome is what became of one person.
+type Outcome struct {
+	Kind  Kind
+	At    ledger.Snapshot // as recorded (Confirmed, Unconfirmed)
+	Until time.Time       // HeldElsewhere
+	Wait  time.Duration   // Failed, LedgerFailed
+	Cause error           // Salesforce's failure, or the store's
+	Class salesforce.Class
+	// HorizonExceeded: dead-lettered because retries ran past the horizon.
+	HorizonExceeded bool
+	// Changed: recording the outcome changed the entry.
+	Changed bool
+}
+
+// Report is what a batch came to: one outcome per person (in order), the
+// Salesforce calls made, and the whole call's failure if it failed as one.
+type Report struct {
+	Outcomes []Outcome
+	Calls    int
+	CallErr  error
+}
+
+// Batch runs the write protocol over people, all read by w's writer: the
+// batch's claim (sales field), the read of values already set (ReadFirst),
+// each write recorded before it is made, w.Check right before the call, the
+// write in one Collections call (one update per record), and each outcome
+// recorded through the state machine: a converted Lead followed, failures
+// classified by salesforce.ClassOf. Persons holding a Claim were attempted
+// already. An error (the fence lost, ctx ended) stops the batch before its
+// call; what was not written is NotWritten.
+func Batch(ctx context.Context, cfg Config, w Ledger, client Salesforce, people []*Person) (Report, error) {
+	b := &batchRun{cfg: cfg, w: w, client: client, out: make([]Outcome, len(people)), index: make(map[*Person]int, len(people))}
+	for i, p := range people {
+		b.index[p] = i
+	}
+	claim, deadline := Claim(cfg.Field, cfg.Now(), cfg.ClaimTTL)
+	live := people
+	if claim != nil {
+		if cfg.ReadFirst {
+			live = b.readFirst(ctx, live)
+		}
+		live = b.attemptAll(ctx, live, claim, people)
+	}
+	err := b.write(ctx, live, deadline)
+	return Report{Outcomes: b.out, Calls: b.calls, CallErr: b.callErr}, err
+}
+
+type batchRun struct {
+	cfg     Config
+	w       Ledger
+	client  Salesforce
+	out     []Outcome
+	index   map[*Person]int
+	mu      sync.Mutex
+	calls   int
+	callErr error
+}
+
+func (b *batchRun) set(p *Person, o Outcome) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.out[b.index[p]] = o
+}
+
+func (b *batchRun) call() {
+	b.mu.Lock()
+	b.calls++
+	b.mu.Unlock()
+}
+
+func (b *batchRun) each(ctx context.Context, people []*Person, fn func(context.Context, *Person)) {
+	_ = Parallel(context.WithoutCancel(ctx), b.cfg.Workers, people, func(ctx context.Context, _ int, p *Person) error {
+		fn(ctx, p)
+		return nil
+	})
+}
+
+// readFirst reads the sales field of the records about to be opted out and
+// records those already true as someone else's: a later resubscribe must
+// not clear a mark we did not make. One read per type and batch.
+func (b *batchRun) readFirst(ctx context.Context, people []*Person) []*Person {
+	field := b.cfg.Field
+	byType := map[string][]*Person{}
+	var rest []*Person
+	for _, p := range people {
+		if p.Value && !(p.At.Entry.Field == field && p.At.Entry.SetByUs) {
+			byType[p.At.Entry.ObjectType] = append(byType[p.At.Entry.ObjectType], p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	for typ, group := range byType {
+		ids := make([]string, len(group))
+		for i, p := range group {
+			ids[i] = p.At.Entry.SalesforceID
+		}
+		b.call()
+		began := time.Now()
+		recs, err := b.client.Retrieve(ctx, typ, ids, []string{"Id", field})
+		b.cfg.timed(StageRead, began)
+		if err != nil {
+			b.each(ctx, group, func(ctx context.Context, p *Person) { b.failed(ctx, p, err) })
+			b.callErr = err
+			continue
+		}
+		var mu sync.Mutex
+		b.each(ctx, group, func(ctx context.Context, p *Person) {
+			i := indexOf(group, p)
+			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
+				if _, err := b.w.Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
+					b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record a value found in Salesforce: %w", err)})
+					return
+				}
+				b.set(p, Outcome{Kind: FoundSet})
+				return
+			}
+			mu.Lock()
+			rest = append(rest, p)
+			mu.Unlock()
+		})
+	}
+	return rest
+}
+
+func indexOf(ps []*Person, p *Person) int {
+	for i, q := range ps {
+		if q == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// attemptAll records every write before it is made and takes the claim on
+// its person; it keeps, in the batch's order, those still to write.
+func (b *batchRun) attemptAll(ctx context.Context, people []*Person, claim *optout.Claim, order []*Person) []*Person {
+	keep := map[*Person]bool{}
+	var mu sync.Mutex
+	b.each(ctx, people, func(ctx context.Context, p *Person) {
+		ok := p.Claim != nil
+		if !ok {
+			now := b.cfg.Now()
+			a, err := Attempt(ctx, b.w, b.cfg.Field, p, claim, now)
+			switch {
+			case err != nil:
+				b.set(p, Outcome{Kind: LedgerFailed, Cause: err, Wait: b.wait(1, nil)})
+			case a.Moved:
+				b.set(p, Outcome{Kind: Moved})
+			case a.Held != nil:
+				b.set(p, Outcome{Kind: HeldElsewhere, Until: a.Held.Until})
+			default:
+				ok = true
+			}
+		}
+		if ok {
+			mu.Lock()
+			keep[p] = true
+			mu.Unlock()
+		}
+	})
+	var out []*Person
+	for _, p := range order {
+		if keep[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// write makes the call (one update per Salesforce record; persons sharing
+// one share its result) and records each outcome.
+func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Time) error {
+	if len(people) == 0 {
+		return nil
+	}
+	byID := map[string][]*Person{}
+	var ids []string
+	for _, p := range people {
+		id := p.At.Entry.SalesforceID
+		if _, ok := byID[id]; !ok {
+			ids = append(ids, id)
+		}
+		byID[id] = append(byID[id], p)
+	}
+	// The call must end by deadline, while the claim holds: after it ends
+	// another writer may write the person, and this write must not land then.
+	callCtx := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	attempts := max(b.cfg.Attempts, 1)
+	pending := ids
+	done := map[string]error{} // nil: confirmed
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if callCtx.Err() != nil && ctx.Err() == nil {
+			// The claim's time is up: what is left is not written without it.
+			for _, id := range pending {
+				done[id] = &salesforce.Error{Op: "update opt-out", Code: "CLAIM_ENDED", Message: "the batch's claim ended before the write", Class: salesforce.Retryable}
+			}
+			break
+		}
+		// Salesforce cannot check the fence: the writer checks it right
+		// before each call, so a run that lost its lease writes nothing.
+		if err := b.w.Check(ctx); err != nil {
+			return fmt.Errorf("before writing %d records: %w", len(pending), err)
+		}
+		updates := make([]salesforce.Update, len(pending))
+		for i, id := range pending {
+			e := byID[id][0].At.Entry
+			updates[i] = salesforce.Update{ID: id, Type: e.ObjectType, Field: b.cfg.Field, Value: byID[id][0].Value}
+		}
+		b.call()
+		began := time.Now()
+		results, err := b.client.UpdateOptOut(callCtx, updates)
+		b.cfg.timed(StageWrite, began)
+		if err != nil && callCtx.Err() != nil && ctx.Err() == nil {
+			continue // the claim ended mid-call: settled at the top
+		}
+		if err != nil {
+			if b.retry(err) && attempt < attempts {
+				if err := Sleep(ctx, b.cfg.AttemptBackoff<<(attempt-1)); err != nil {
+					return err
+				}
+				continue
+			}
+			b.callErr = err
+			if b.cfg.Backoff == nil {
+				// No answer for the batch: the caller decides (the reconcile
+				// stops and is resumed); the persons keep their attempts.
+				return fmt.Errorf("write %d records: %w", len(pending), err)
+			}
+			if len(results) != len(pending) {
+				for _, id := range pending {
+					done[id] = err
+				}
+				break
+			}
+		}
+		var retry []string
+		for i, res := range results {
+			id := pending[i]
+			switch {
+			case res.Success:
+				done[id] = nil
+			case res.Err != nil && res.Err.Code != codeConvertedLead && b.retry(res.Err) && attempt < attempts:
+				retry = append(retry, id)
+			case res.Err == nil:
+				done[id] = errors.New("salesforce reported failure without an error")
+			default:
+				done[id] = res.Err
+			}
+		}
+		pending = retry
+		if len(pending) > 0 {
+			if err := Sleep(ctx, b.cfg.AttemptBackoff<<(attempt-1)); err != nil {
+				return err
+			}
+		}
+	}
+	b.each(ctx, people, func(ctx context.Context, p *Person) {
+		cause := done[p.At.Entry.SalesforceID]
+		var sfErr *salesforce.Error
+		switch {
+		case cause == nil:
+			b.record(ctx, p, true, nil)
+		case errors.As(cause, &sfErr) && sfErr.Code == codeConvertedLead:
+			b.followConversion(ctx, p)
+		default:
+			b.failed(ctx, p, cause)
+		}
+	})
+	return nil
+}
+
+// retry reports whether a failure is worth another call within the batch.
+func (b *batchRun) retry(err error) bool {
+	return salesforce.ClassOf(err) == salesforce.Retryable && (b.cfg.Final == nil || !b.cfg.Final(err))
+}
+
+const codeConvertedLead = "CANNOT_UPDATE_CONVERTED_LEAD"
+
+// record records the write's outcome (Record) as Confirmed or Unconfirmed.
+func (b *batchRun) record(ctx context.Context, p *Person, ok bool, cause error) {
+	began := time.Now()
+	res, err := Record(ctx, b.w, b.cfg.Field, p, ok, b.cfg.Now().UTC())
+	if ok {
+		b.cfg.timed(StageRecord, began)
+	}
+	if err != nil {
+		b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record the outcome of the write of %s: %w", p.Key, err), Wait: b.wait(1, nil)})
+		return
+	}
+	kind := Confirmed
+	if !ok {
+		kind = Unconfirmed
+	}
+	b.set(p, Outcome{Kind: kind, At: res.Snapshot(), Cause: cause, Class: salesforce.ClassOf(cause), Changed: res.Changed})
+}
+
+// wait is the backoff before attempt n, at least Salesforce's Retry-After.
+func (b *batchRun) wait(n uint64, cause error) time.Duration {
+	if b.cfg.Backoff == nil {
+		return 0
+	}
+	wait := b.cfg.Backoff(n)
+	var sfErr *salesforce.Error
+	if errors.As(cause, &sfErr) && sfErr.RetryAfter > wait {
+		wait = min(sfErr.RetryAfter, b.cfg.BackoffMax)
+	}
+	return wait
+}
+
+// failed records one person's failure by its class.
+func (b *batchRun) failed(ctx context.Context, p *Person, cause error) {
+	class := salesforce.ClassOf(cause)
+	if b.cfg.Backoff == nil {
+		b.record(ctx, p, false, cause)
+		return
+	}
+	if class.HoldsTenant() {
+		b.set(p, Outcome{Kind: TenantHeld, Cause: cause, Class: class})
+		return
+	}
+	wait := b.wait(uint64(p.At.Entry.Retry.Attempts+1), cause)
+	var out optout.FailOutcome
+	res, err := b.w.Update(ctx, p.Key, optout.FailedStep(optout.Failure{
+		Write:     optout.Write{SalesforceID: p.At.Entry.SalesforceID, Field: b.cfg.Field, Value: p.Value, Claim: p.Claim},
+		Permanent: class == salesforce.PermanentRecord, Err: OneLine(cause.Error()),
+		Wait: wait, Now: b.cfg.Now(), Horizon: b.cfg.RetryHorizon,
+	}, &out))
+	if err != nil {
+		b.set(p, Outcome{Kind: LedgerFailed, Cause: cause, Class: class, Wait: wait})
+		return
+	}
+	if !out.DeadLetter {
+		b.set(p, Outcome{Kind: Failed, Cause: cause, Class: class, Wait: wait})
+		return
+	}
+	code := CodeOf(cause)
+	if out.HorizonExceeded {
+		code = "retry_horizon_exceeded"
+	}
+	if b.cfg.DeadLetter != nil {
+		b.cfg.DeadLetter.DeadLetter(ctx, res.Entry, cause, code, class.String())
+	}
+	b.set(p, Outcome{Kind: DeadLettered, Cause: cause, Class: class, HorizonExceeded: out.HorizonExceeded})
+}
+
+// followConversion points the person at the Contact its converted Lead
+// became; the next round writes the Contact.
+func (b *batchRun) followConversion(ctx context.Context, p *Person) {
+	leadID := p.At.Entry.SalesforceID
+	b.call()
+	recs, err := b.client.Retrieve(ctx, "Lead", []string{leadID}, []string{"Id", "ConvertedContactId"})
+	if err != nil {
+		b.failed(ctx, p, err)
+		return
+	}
+	var contactID string
+	if len(recs) == 1 && recs[0] != nil {
+		if v, ok := recs[0].Get("ConvertedContactId"); ok {
+			contactID, _ = v.(string)
+		}
+	}
+	if contactID == "" {
+		b.failed(ctx, p, &salesforce.Error{Op: "follow converted lead", Code: codeConvertedLead,
+			Message: "converted lead has no ConvertedContactId", Class: salesforce.PermanentRecord})
+		return
+	}
+	if _, err := b.w.Update(ctx, p.Key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
+		b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record a Lead conversion: %w", err), Wait: b.wait(1, nil)})
+		return
+	}
+	b.set(p, Outcome{Kind: Converted})
+}
+
+// CodeOf is a failure's Salesforce code, "error" when it has none.
+func CodeOf(err error) string {
+	var e *salesforce.Error
+	if errors.As(err, &e) && e.Code != "" {
+		return e.Code
+	}
+	return "error"
+}
+
+// OneLine makes s one line of at most 1 KiB, for the ledger and logs.
+func OneLine(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\n' || c == '\r' {
+			b[i] = ' '
+		}
+	}
+	if len(b) > 1024 {
+		b = b[:1024]
+	}
+	return string(b)
+}

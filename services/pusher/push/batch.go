@@ -159,8 +159,8 @@ type person struct {
 	ctx context.Context
 }
 
-// pushBatch writes each person's current desired value and records what
-// Salesforce answered through the state machine.
+// pushBatch writes each person's current desired value through the write
+// protocol (sfwrite.Batch) and puts each person where its outcome says.
 func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	s := r.svc
 	client, err := s.Clients.Get(ctx, r.tenant)
@@ -181,24 +181,10 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	if len(people) == 0 {
 		return
 	}
-	// One claim for the batch (sales field only): each person's Attempt
-	// takes it, so no other writer writes them until this call is over and
-	// reported. The call must end by deadline, while the claim holds: after
-	// it ends another writer may write the person, and this write must not
-	// land then.
-	claim, deadline := sfwrite.Claim(field, s.Now(), s.Cfg.ClaimTTL)
-	if claim != nil {
-		if people = r.skipSetElsewhere(ctx, client, field, people, claim); len(people) == 0 {
-			return
-		}
-		if people = r.attemptAll(ctx, field, people, claim); len(people) == 0 {
-			return
-		}
-	}
-	updates := make([]salesforce.Update, len(people))
+	ps := make([]*sfwrite.Person, len(people))
 	links := make([]trace.Link, 0, len(people))
 	for i, p := range people {
-		updates[i] = salesforce.Update{ID: p.At.Entry.SalesforceID, Type: p.At.Entry.ObjectType, Field: field, Value: p.Value}
+		ps[i] = &p.Person
 		if sc := trace.SpanContextFromContext(p.ctx); sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: sc})
 		}
@@ -210,54 +196,98 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("optout.tenant", r.tenant), attribute.String("salesforce.field", field),
 			attribute.Int("messaging.batch.message_count", len(people))))
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		bctx, cancel = context.WithDeadline(bctx, deadline)
-		defer cancel()
-	}
-	began = time.Now()
-	results, err := client.UpdateOptOut(bctx, updates)
-	s.Metrics.stage(StageSalesforceWrite, target, time.Since(began))
-	if err != nil {
-		bspan.RecordError(err)
-		bspan.SetStatus(codes.Error, salesforce.ClassOf(err).String())
+	rep, err := sfwrite.Batch(bctx, sfwrite.Config{
+		Field: field, ClaimTTL: s.Cfg.ClaimTTL, Now: s.Now, Workers: ledgerConcurrency,
+		ReadFirst: true,
+		Backoff:   s.backoff, BackoffMax: s.Cfg.BackoffMax, RetryHorizon: s.Cfg.RetryHorizon,
+		DeadLetter: sfwrite.DeadLetterFunc(r.deadLetter),
+		Timed: func(stage string, d time.Duration) {
+			s.Metrics.stage(map[string]string{sfwrite.StageRead: StageSalesforceRead, sfwrite.StageWrite: StageSalesforceWrite,
+				sfwrite.StageRecord: StageConfirm}[stage], target, d)
+		},
+	}, r.writer(field), client, ps)
+	if rep.CallErr != nil {
+		bspan.RecordError(rep.CallErr)
+		bspan.SetStatus(codes.Error, salesforce.ClassOf(rep.CallErr).String())
 	}
 	bspan.End()
-	s.Metrics.call(r.tenant)
-	if err != nil && len(results) != len(people) {
-		r.failAll(ctx, people, field, err)
-		return
+	for range rep.Calls {
+		s.Metrics.call(r.tenant)
 	}
-	var mu sync.Mutex
 	var transient error // the first record's transient failure: the breaker's reason
 	held := false       // a record failed for the tenant as a whole: not a success
-	each(people, func(i int, p *person) {
-		res := results[i]
-		switch {
-		case res.Success:
-			r.confirmed(ctx, b, p, field)
-		case res.Err != nil && res.Err.Code == "CANNOT_UPDATE_CONVERTED_LEAD":
-			r.followConversion(ctx, client, field, p)
-		default:
-			var cause error = res.Err
-			if res.Err == nil {
-				cause = errors.New("salesforce reported failure without an error")
-			}
-			isTransient := r.failed(ctx, p, field, cause)
-			mu.Lock()
-			if isTransient && transient == nil {
-				transient = cause
-			}
-			held = held || salesforce.ClassOf(cause).HoldsTenant()
-			mu.Unlock()
+	for i, o := range rep.Outcomes {
+		if r.settle(b, people[i], field, o, err) && transient == nil {
+			transient = o.Cause
 		}
-	})
+		held = held || o.Kind == sfwrite.TenantHeld
+	}
 	switch {
+	case rep.CallErr != nil:
+		if salesforce.ClassOf(rep.CallErr) == salesforce.Retryable {
+			r.callFailed(rep.CallErr.Error())
+		}
 	case transient != nil:
 		r.callFailed(transient.Error())
-	case !held:
+	case !held && rep.Writes > 0:
 		r.callSucceeded()
 	}
+}
+
+// settle puts one person where its outcome says (stopped: the batch's
+// error, for a person it never wrote); it reports whether the person's
+// failure was transient.
+func (r *runner) settle(b *batch, p *person, field string, o sfwrite.Outcome, stopped error) (transient bool) {
+	s := r.svc
+	now := s.Now()
+	switch o.Kind {
+	case sfwrite.NotWritten:
+		if stopped != nil {
+			r.log.Warn().Ctx(p.ctx).Err(stopped).Msg("the batch stopped before its write; the person is pushed again")
+		}
+		r.q.AddAfter(p.Key, s.backoff(1))
+	case sfwrite.Confirmed:
+		if e := o.At.Entry; e.Dirty(field) {
+			r.seen.remember(p.Key, o.At)
+			r.q.Add(p.Key)
+		} else {
+			b.leftClean(p.Key, o.At.Rev)
+			if p.Value {
+				s.Metrics.pushed(r.tenant, now.UTC().Sub(e.DecidedAt))
+			}
+		}
+	case sfwrite.Moved:
+		r.q.Add(p.Key)
+	case sfwrite.HeldElsewhere:
+		r.q.AddAfter(p.Key, o.Until.Sub(now))
+	case sfwrite.FoundSet, sfwrite.Converted:
+		r.seen.forget(p.Key)
+		r.q.Add(p.Key) // looked at again: settled, or moved meanwhile
+	case sfwrite.Failed:
+		r.seen.forget(p.Key) // the entry moved past any hint
+		r.q.AddAfter(p.Key, o.Wait)
+		return true
+	case sfwrite.DeadLettered:
+		r.seen.forget(p.Key)
+		if o.HorizonExceeded {
+			s.Metrics.horizonExceeded(r.tenant)
+		}
+		return o.Class == salesforce.Retryable
+	case sfwrite.TenantHeld:
+		if o.Class == salesforce.Quota {
+			r.setMode(tenant.ModePaused, "daily API allowance spent: "+o.Cause.Error(), s.Cfg.QuotaPause)
+			r.q.AddAfter(p.Key, s.Cfg.QuotaPause)
+		} else {
+			r.setMode(tenant.ModeUnhealthy, o.Cause.Error(), s.Cfg.HealthRecheck)
+			r.q.AddAfter(p.Key, s.Cfg.HealthRecheck)
+		}
+	case sfwrite.LedgerFailed:
+		r.seen.forget(p.Key)
+		r.log.Warn().Ctx(p.ctx).Err(o.Cause).Msg("recording a write or its outcome failed; the person is pushed again")
+		r.q.AddAfter(p.Key, max(o.Wait, s.backoff(1)))
+		return o.Class == salesforce.Retryable
+	}
+	return false
 }
 
 // read loads the batch's persons and keeps those with a write due now.
@@ -356,210 +386,6 @@ func each[T any](items []T, fn func(int, T)) {
 // ledgerConcurrency bounds a batch's concurrent ledger round trips.
 const ledgerConcurrency = 32
 
-// skipSetElsewhere reads the sales field of the records about to be opted
-// out and records those already true as someone else's: a later resubscribe
-// must not clear a mark we did not make. The others are marked as about to
-// be set by us before the write. One read per type and batch.
-func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, field string, people []*person, claim *optout.Claim) []*person {
-	byType := map[string][]*person{}
-	var rest []*person
-	for _, p := range people {
-		if p.Value && !(p.At.Entry.Field == field && p.At.Entry.SetByUs) {
-			byType[p.At.Entry.ObjectType] = append(byType[p.At.Entry.ObjectType], p)
-		} else {
-			rest = append(rest, p)
-		}
-	}
-	var mu sync.Mutex
-	for typ, group := range byType {
-		ids := make([]string, len(group))
-		for i, p := range group {
-			ids[i] = p.At.Entry.SalesforceID
-		}
-		began := time.Now()
-		recs, err := client.Retrieve(group[0].ctx, typ, ids, []string{"Id", field})
-		r.svc.Metrics.stage(StageSalesforceRead, targetOf(field), time.Since(began))
-		r.svc.Metrics.call(r.tenant)
-		if err != nil {
-			r.failAll(ctx, group, field, err)
-			continue
-		}
-		each(group, func(i int, p *person) {
-			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
-				if _, err := r.writer(field).Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
-					r.log.Warn().Err(err).Msg("recording a value found in Salesforce failed")
-				}
-				r.seen.forget(p.Key)
-				r.q.Add(p.Key) // looked at again: settled, or moved meanwhile
-				return
-			}
-			// Salesforce holds false, so the mark about to be made is ours:
-			// say so in the ledger before making it, or a replica killed
-			// mid-call (or a confirmation the ledger cannot store) leaves
-			// it looking like someone else's, never cleared by a resubscribe.
-			if !r.attempting(ctx, p, field, claim) {
-				return
-			}
-			mu.Lock()
-			rest = append(rest, p)
-			mu.Unlock()
-		})
-	}
-	return rest
-}
-
-// attempting records that p's write is about to be made, takes the
-// batch's claim on p, and rebases p on the revision that says so; false
-// leaves p for another round (the entry moved, another writer's claim
-// holds it, or the ledger failed).
-func (r *runner) attempting(ctx context.Context, p *person, field string, claim *optout.Claim) bool {
-	now := r.svc.Now()
-	a, err := sfwrite.Attempt(ctx, r.writer(field), field, &p.Person, claim, now)
-	switch {
-	case err != nil:
-		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a write before making it failed; the person is pushed again")
-		r.q.AddAfter(p.Key, r.svc.backoff(1))
-		return false
-	case a.Moved:
-		r.q.Add(p.Key)
-		return false
-	case a.Held != nil:
-		r.q.AddAfter(p.Key, a.Held.Until.Sub(now))
-		return false
-	}
-	return true
-}
-
-// attemptAll records every sales-field write before it is made and takes
-// the batch's claim on its person (the clears too, and sets over a value
-// confirmed false); Email Opt Out needs neither, being only ever set, so
-// two writers' trues in any order leave the same value. It keeps the
-// persons still to write.
-func (r *runner) attemptAll(ctx context.Context, field string, people []*person, claim *optout.Claim) []*person {
-	keep := make([]bool, len(people))
-	each(people, func(i int, p *person) {
-		keep[i] = p.Claim != nil || r.attempting(ctx, p, field, claim)
-	})
-	out := people[:0]
-	for i, p := range people {
-		if keep[i] {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// confirmed records Salesforce's confirmation of a write made from the
-// entry at p.At.Rev; a person that moved meanwhile stays dirty and goes round
-// again.
-func (r *runner) confirmed(ctx context.Context, b *batch, p *person, field string) {
-	s := r.svc
-	now := s.Now().UTC()
-	began := time.Now()
-	res, err := sfwrite.Record(ctx, r.writer(field), field, &p.Person, true, now)
-	at := res.Snapshot()
-	s.Metrics.stage(StageConfirm, targetOf(field), time.Since(began))
-	if err != nil {
-		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a confirmation failed; the person is pushed again")
-		r.q.AddAfter(p.Key, s.backoff(1))
-		return
-	}
-	e := at.Entry
-	if e.Dirty(field) {
-		r.seen.remember(p.Key, at)
-		r.q.Add(p.Key)
-		return
-	}
-	b.leftClean(p.Key, at.Rev)
-	if p.Value {
-		s.Metrics.pushed(r.tenant, now.Sub(e.DecidedAt))
-	}
-}
-
-// failed records one person's failure by its class; it reports whether
-// the failure was transient.
-func (r *runner) failed(ctx context.Context, p *person, field string, cause error) (transient bool) {
-	s := r.svc
-	class := salesforce.ClassOf(cause)
-	switch class {
-	case salesforce.Quota:
-		r.setMode(tenant.ModePaused, "daily API allowance spent: "+cause.Error(), s.Cfg.QuotaPause)
-		r.q.AddAfter(p.Key, s.Cfg.QuotaPause)
-		return false
-	case salesforce.Auth, salesforce.PermanentTenant:
-		r.setMode(tenant.ModeUnhealthy, cause.Error(), s.Cfg.HealthRecheck)
-		r.q.AddAfter(p.Key, s.Cfg.HealthRecheck)
-		return false
-	}
-	wait := s.backoff(uint64(p.At.Entry.Retry.Attempts + 1))
-	var sfErr *salesforce.Error
-	if errors.As(cause, &sfErr) && sfErr.RetryAfter > wait {
-		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
-	}
-	defer r.seen.forget(p.Key) // the entry moved past any hint
-	var out optout.FailOutcome
-	res, err := r.writer(field).Update(ctx, p.Key, optout.FailedStep(optout.Failure{
-		Write:     optout.Write{SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, Claim: p.Claim},
-		Permanent: class == salesforce.PermanentRecord, Err: oneLine(cause.Error()),
-		Wait: wait, Now: s.Now(), Horizon: s.Cfg.RetryHorizon,
-	}, &out))
-	e := res.Entry
-	if err != nil {
-		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a failure failed; the person is pushed again")
-		r.q.AddAfter(p.Key, wait)
-		return class == salesforce.Retryable
-	}
-	if out.DeadLetter {
-		if out.HorizonExceeded {
-			s.Metrics.horizonExceeded(r.tenant)
-		}
-		code, cls := codeOf(cause), class.String()
-		if out.HorizonExceeded {
-			code = "retry_horizon_exceeded"
-		}
-		r.deadLetter(p.ctx, e, cause, code, cls)
-		return class == salesforce.Retryable
-	}
-	r.q.AddAfter(p.Key, wait)
-	return true
-}
-
-// failAll settles every person of a call that failed as a whole.
-func (r *runner) failAll(ctx context.Context, people []*person, field string, err error) {
-	each(people, func(_ int, p *person) { r.failed(ctx, p, field, err) })
-	if salesforce.ClassOf(err) == salesforce.Retryable {
-		r.callFailed(err.Error())
-	}
-}
-
-// followConversion points the person at the Contact its converted Lead
-// became; the next round writes the Contact.
-func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, field string, p *person) {
-	leadID := p.At.Entry.SalesforceID
-	recs, err := client.Retrieve(ctx, "Lead", []string{leadID}, []string{"Id", "ConvertedContactId"})
-	r.svc.Metrics.call(r.tenant)
-	if err != nil {
-		r.failed(ctx, p, field, err)
-		return
-	}
-	var contactID string
-	if len(recs) == 1 && recs[0] != nil {
-		if v, ok := recs[0].Get("ConvertedContactId"); ok {
-			contactID, _ = v.(string)
-		}
-	}
-	if contactID == "" {
-		r.failed(ctx, p, field, &salesforce.Error{Op: "follow converted lead", Code: "CANNOT_UPDATE_CONVERTED_LEAD",
-			Message: "converted lead has no ConvertedContactId", Class: salesforce.PermanentRecord})
-		return
-	}
-	if _, err := r.writer(field).Update(ctx, p.Key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
-		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a Lead conversion failed; retried")
-	}
-	r.seen.forget(p.Key)
-	r.q.Add(p.Key)
-}
-
 // writer is the runner's writer of field (the tenant's target field).
 func (r *runner) writer(field string) *ledger.Writer { return r.svc.Ledger.Writer(r.tenant, field) }
 
@@ -627,23 +453,4 @@ func streamSeq(msg jetstreamMsg) uint64 {
 	return 0
 }
 
-func codeOf(err error) string {
-	var e *salesforce.Error
-	if errors.As(err, &e) && e.Code != "" {
-		return e.Code
-	}
-	return "error"
-}
-
-func oneLine(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c == '\n' || c == '\r' {
-			b[i] = ' '
-		}
-	}
-	if len(b) > 1024 {
-		b = b[:1024]
-	}
-	return string(b)
-}
+func oneLine(s string) string { return sfwrite.OneLine(s) }

@@ -32,6 +32,14 @@ type DeadLetterer interface {
 	DeadLetter(ctx context.Context, e optout.Entry, cause error, code, class string)
 }
 
+// DeadLetterFunc is a function as a DeadLetterer.
+type DeadLetterFunc func(ctx context.Context, e optout.Entry, cause error, code, class string)
+
+// DeadLetter calls f.
+func (f DeadLetterFunc) DeadLetter(ctx context.Context, e optout.Entry, cause error, code, class string) {
+	f(ctx, e, cause, code, class)
+}
+
 // Config is how a writer runs the one protocol.
 type Config struct {
 	Field    string
@@ -129,7 +137,8 @@ type Outcome struct {
 // Salesforce calls made, and the whole call's failure if it failed as one.
 type Report struct {
 	Outcomes []Outcome
-	Calls    int
+	Calls    int // Salesforce calls made (reads too)
+	Writes   int // of which writes
 	CallErr  error
 }
 
@@ -155,7 +164,7 @@ func Batch(ctx context.Context, cfg Config, w Ledger, client Salesforce, people 
 		live = b.attemptAll(ctx, live, claim, people)
 	}
 	err := b.write(ctx, live, deadline)
-	return Report{Outcomes: b.out, Calls: b.calls, CallErr: b.callErr}, err
+	return Report{Outcomes: b.out, Calls: b.calls, Writes: b.writes, CallErr: b.callErr}, err
 }
 
 type batchRun struct {
@@ -166,6 +175,7 @@ type batchRun struct {
 	index   map[*Person]int
 	mu      sync.Mutex
 	calls   int
+	writes  int
 	callErr error
 }
 
@@ -325,6 +335,7 @@ func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Ti
 			updates[i] = salesforce.Update{ID: id, Type: e.ObjectType, Field: b.cfg.Field, Value: byID[id][0].Value}
 		}
 		b.call()
+		b.writes++
 		began := time.Now()
 		results, err := b.client.UpdateOptOut(callCtx, updates)
 		b.cfg.timed(StageWrite, began)

@@ -508,3 +508,31 @@ func TestFencedWriterRefusesOnceItsLeaseExpired(t *testing.T) {
 		t.Fatalf("after the refused write: %v; want no entry", err)
 	}
 }
+
+// raisedFence is a lease still valid by its clock whose fence a newer
+// holder has raised.
+type raisedFence struct{ testFence }
+
+var errRaised = errors.New("a newer holder raised the fence")
+
+func (raisedFence) CheckFence(context.Context) error { return errRaised }
+
+// Check is what a writer's caller asks before acting where the store cannot
+// fence it (a Salesforce call): an unfenced writer may always act; a fenced
+// one not once its lease expired by its clock, nor once its fence was raised.
+func TestWriterCheckAnswersForItsFence(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	if err := l.Writer("acme", std).Check(ctx); err != nil {
+		t.Fatalf("unfenced writer: %v; want nil", err)
+	}
+	if err := l.Writer("acme", std, ledger.Fenced(testFence(3))).Check(ctx); err != nil {
+		t.Fatalf("fenced writer holding its lease: %v; want nil", err)
+	}
+	if err := l.Writer("acme", std, ledger.Fenced(expiredLease{})).Check(ctx); !errors.Is(err, ledger.ErrLeaseExpired) {
+		t.Fatalf("expired lease: %v; want ErrLeaseExpired", err)
+	}
+	if err := l.Writer("acme", std, ledger.Fenced(raisedFence{3})).Check(ctx); !errors.Is(err, errRaised) {
+		t.Fatalf("raised fence: %v; want the fence's own error", err)
+	}
+}

@@ -37,7 +37,7 @@ var varSources = map[string][]string{
 }
 
 var (
-	loaderCall = regexp.MustCompile(`\.(?:String|Int|Float|Duration|Bool|HostPort|File|Required)\(\s*"((?:OPTOUT|NATS|LOG)_[A-Z0-9_]+)"`)
+	loaderCall = regexp.MustCompile(`\.(?:String|Int|Float|Duration|Bool|HostPort|File|Required|Computed)\(\s*"((?:OPTOUT|NATS|LOG)_[A-Z0-9_]+)"`)
 	envConst   = regexp.MustCompile(`Env[A-Za-z]*\s*=\s*"((?:OPTOUT|NATS|LOG)_[A-Z0-9_]+)"`)
 )
 
@@ -171,8 +171,9 @@ func readTemplates(t *testing.T, root string) string {
 	return b.String()
 }
 
-// TestReadmeVariablesReachTheChart: every variable the READMEs' tables
-// document is either settable through the chart or knowingly not.
+// TestReadmeVariablesReachTheChart: every variable the configuration
+// reference and the READMEs' tables document is either settable through the
+// chart or knowingly not.
 func TestReadmeVariablesReachTheChart(t *testing.T) {
 	root := repoRoot(t)
 	schema := schemaVars(t, root)
@@ -188,7 +189,7 @@ func TestReadmeVariablesReachTheChart(t *testing.T) {
 		return false
 	}
 	var seen []string
-	for _, readme := range []string{"README.md", "services/reconciler/README.md", "services/optoutctl/README.md"} {
+	for _, readme := range []string{"docs/configuration.md", "README.md", "services/reconciler/README.md", "services/optoutctl/README.md"} {
 		b, err := os.ReadFile(filepath.Join(root, readme))
 		if err != nil {
 			t.Logf("%s: %v (skipped)", readme, err)

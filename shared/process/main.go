@@ -28,8 +28,7 @@ type Service interface {
 // version, and runs until SIGTERM or Ctrl-C (exit 1 on failure).
 func Main[C any](name, version string, load func(*config.Loader) C, start func(context.Context, C, zerolog.Logger) (Service, error)) {
 	l := config.FromEnv()
-	cfg := load(l)
-	hashKey := logx.EmailHashKeyFromEnv(l)
+	cfg, hashKey := LoadConfig(l, load)
 	l.Exit(os.Stderr)
 	log := logx.New(name, os.Stderr).With().Str("version", version).Logger()
 	ConfigureEmailHash(hashKey, log)
@@ -53,6 +52,13 @@ func Main[C any](name, version string, load func(*config.Loader) C, start func(c
 		log.Error().Err(err).Msg(name + " failed")
 		os.Exit(1)
 	}
+}
+
+// LoadConfig reads every variable Main reads: the service's configuration
+// and the email-hash key (tools/configdoc lists them from here).
+func LoadConfig[C any](l *config.Loader, load func(*config.Loader) C) (C, []byte) {
+	cfg := load(l)
+	return cfg, logx.EmailHashKeyFromEnv(l)
 }
 
 // ConfigureEmailHash installs the per-install email-hash key. Without one

@@ -1,13 +1,21 @@
-# Every module of the workspace (go.work); targets run over all of them.
+# The modules of the workspace (go.work): the root module, proto and the
+# emulator (services/sfsandbox); targets run over all three. deploy/deploytest
+# and deploy/jaeger stay outside go.work and have targets of their own.
 MODULES    := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
 PKGS       := $(addsuffix /...,$(MODULES))
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: e2e-traces test lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
+.PHONY: help e2e-traces test test-short lint fmt vet staticcheck proto build demo bench-pusher bench-reconciler bench-salesforce clean
+
+## help: every target with what it does (the `## target:` comments of this file).
+help:
+	@awk '/^## [a-zA-Z0-9_\/.-]+:/ { sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); desc = $$0; sub(/^[^:]*: */, "", desc); \
+		printf "\n  %-18s %s\n", name, desc; cont = 1; next } \
+		cont && /^## / { sub(/^## /, ""); printf "  %-18s %s\n", "", $$0; next } { cont = 0 }' $(MAKEFILE_LIST)
 
 # The NATS server tests run against: the current release, built from the
-# version shared/go.mod pins (not the distribution's, which lags years behind),
+# version the root go.mod pins (not the distribution's, which lags years behind),
 # on its own port so a machine's NATS on 4222 is left alone.
 NATS_TEST_URL := nats://127.0.0.1:4322
 
@@ -18,12 +26,19 @@ test: bin/nats-server
 	scripts/test-prereqs
 	NATS_URL=$(NATS_TEST_URL) go test $(GOTESTFLAGS) $(PKGS)
 
-## bin/nats-server: the nats-server version shared/go.mod pins, from the Go module proxy.
+## test-short: the fast tier: every module's tests that need no NATS, Redis or Chromium (go test
+## -short; the tests that need one skip, saying which). Every server address points at a closed port
+## (127.0.0.1:1), so a test that would reach one fails rather than passes by luck of what runs.
+test-short:
+	NATS_URL=nats://127.0.0.1:1 REDIS_ADDR=127.0.0.1:1 CHROMIUM=/nonexistent/chromium \
+		go test -short -race -count=1 -timeout 5m $(PKGS)
+
+## bin/nats-server: the nats-server version the root go.mod pins, from the Go module proxy.
 ## Rebuilt when a go.mod of the workspace changes, since any could raise the version it resolves
 ## to (tests and the cluster test run this binary).
 bin/nats-server: go.work $(addsuffix /go.mod,$(MODULES))
 	@mkdir -p bin
-	cd shared && go build -trimpath -o ../bin/nats-server github.com/nats-io/nats-server/v2
+	go build -trimpath -o bin/nats-server github.com/nats-io/nats-server/v2
 
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API
 ## (on the same NATS as make test).
@@ -51,39 +66,38 @@ test-deploy:
 test-jsforce:
 	cd services/sfsandbox && OPTOUT_REQUIRE_JSFORCE=1 go test -count=1 -run '^TestJSForce$$' .
 
-## lint: gofmt, go vet and staticcheck over every module, the module boundaries, and the generated docs.
+## lint: gofmt, go vet and staticcheck over every module, the package boundaries (modcheck), and the
+## generated docs (docs-check).
 lint: fmt vet staticcheck modcheck docs-check
 
-## docs: regenerate docs/configuration.md from the services' config loaders (tools/configdoc,
-## outside go.work like modcheck, so the images need not copy it).
+## docs: regenerate docs/configuration.md from the services' config loaders (tools/configdoc).
 .PHONY: docs docs-check
 docs:
-	cd tools/configdoc && GOWORK=off go run . -out ../../docs/configuration.md
+	go run ./tools/configdoc -out docs/configuration.md
 
-## docs-check: fail when docs/configuration.md differs from what the config loaders read (run make docs);
-## the generator's own vet and tests run first so a broken generator cannot pass silently.
+## docs-check: fail when docs/configuration.md differs from what the config loaders read (run make docs).
 docs-check:
-	cd tools/configdoc && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./... && \
-		GOWORK=off go run . -check ../../docs/configuration.md
+	go run ./tools/configdoc -check docs/configuration.md
 
+## fmt: fail when gofmt would change a file (generated .pb.go aside).
 fmt:
 	@out=$$(git ls-files '*.go' | grep -v '\.pb\.go$$' | xargs gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+## vet: go vet over every module of go.work.
 vet:
 	go vet $(PKGS)
-	cd tools/modcheck && GOWORK=off go vet ./...
 
+## staticcheck: staticcheck (the pinned version) over every module of go.work.
 staticcheck:
 	$(STATICCHECK) $(PKGS)
-	cd tools/modcheck && GOWORK=off $(STATICCHECK) ./...
 
-## modcheck: shared depends on no service, the emulator on nothing of ours, the
-## pusher and the reconciler not on each other (tools/modcheck, outside go.work;
-## its own tests run first so a broken checker cannot pass silently).
+## modcheck: the package boundaries inside the module: shared depends on no service, the emulator
+## on nothing of ours, no service on another (tools/modcheck; its own tests run first so a broken
+## checker cannot pass silently).
 .PHONY: modcheck
 modcheck:
-	cd tools/modcheck && GOWORK=off go test -count=1 ./... && GOWORK=off go run . -root ../..
+	go test -count=1 ./tools/modcheck/ && go run ./tools/modcheck -root .
 
 ## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool).
 proto:
@@ -94,40 +108,46 @@ proto:
 build:
 	@mkdir -p bin
 	@for d in services/*/; do \
-		if [ -f $$d/main.go ]; then echo "build $$d"; (cd $$d && go build -trimpath -o ../../bin/$$(basename $$d) .) || exit 1; fi; \
+		if [ -f $$d/main.go ]; then echo "build $$d"; go build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
 ## demo: the local stack: sandbox with seeded orgs, pusher, demo publisher (Ctrl-C stops).
 demo:
 	go run ./services/demo
 
-## bench-pusher: issue 12's pusher benchmark, each part its own process (nats-server, pusher, sandbox,
-## publisher) against `nats bench` on the same server; report in bench/pusher.md (about 5 minutes).
+## bench-pusher: issue 12's pusher benchmark (bench/pusher), each part its own process (nats-server,
+## pusher, sandbox, publisher) against `nats bench` on the same server; report in bench/pusher.md
+## (about 5 minutes). BENCH_FLAGS adds flags (go run ./bench/pusher -h lists them).
 bench-pusher: bin/nats-server
 	@mkdir -p bench
 	go build -o bin/pusher ./services/pusher
 	go build -o bin/sfsandbox ./services/sfsandbox
-	go run ./services/demo -bench bench/pusher.md -bench-bin bin
+	go run ./bench/pusher -out bench/pusher.md -bin bin $(BENCH_FLAGS)
 
-## chaos: the model-based randomized test of the push at 100,000 persons (make test runs it at 1,000);
-## report in bench/chaos.md (lost, reverted, double effects: all expected 0). OPTOUT_MODEL_SEED replays a run.
+## chaos: the model-based randomized test of the push at CHAOS_PERSONS persons (100,000; make test runs it
+## at 1,000); report in CHAOS_REPORT (bench/chaos.md: lost, reverted, double effects, all expected 0).
+## OPTOUT_MODEL_SEED replays a run. A quick look: make chaos CHAOS_PERSONS=2000 CHAOS_REPORT=/tmp/chaos.md
+CHAOS_PERSONS ?= 100000
+CHAOS_REPORT  ?= $(CURDIR)/bench/chaos.md
 .PHONY: chaos
 chaos: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	cd services/pusher && NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=100000 OPTOUT_MODEL_REPORT=$(CURDIR)/bench/chaos.md \
-		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./push/ | grep -v '"level"'
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=$(CHAOS_PERSONS) OPTOUT_MODEL_REPORT=$(abspath $(CHAOS_REPORT)) \
+		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./services/pusher/push/ | grep -v '"level"'
 
-## bench-reconciler: one 2,000,000-person tenant through the reconciler, SOQL and Bulk paths; report in bench/reconciler.md.
+## bench-reconciler: one 2,000,000-person tenant through the reconciler (bench/reconciler), SOQL and
+## Bulk paths; report in bench/reconciler.md. BENCH_FLAGS adds flags (-persons 20000 for a quick run).
 bench-reconciler: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
-	NATS_URL=$(NATS_TEST_URL) go run ./services/reconciler/cmd/reconbench -out bench/reconciler.md
+	NATS_URL=$(NATS_TEST_URL) go run ./bench/reconciler -out bench/reconciler.md $(BENCH_FLAGS)
 
 ## bench-salesforce: client against the sandbox; report in bench/salesforce.txt.
 bench-salesforce:
 	@mkdir -p bench
-	cd shared && go test -run '^$$' -bench . -benchmem -benchtime 3x ./salesforce/ | tee ../bench/salesforce.txt
+	go test -run '^$$' -bench . -benchmem -benchtime 3x ./shared/salesforce/ | tee bench/salesforce.txt
 
+## clean: remove bin/.
 clean:
 	rm -rf bin

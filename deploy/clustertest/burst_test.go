@@ -13,7 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
@@ -43,15 +45,15 @@ func (cl *cluster) startPusher(name string) *proc {
 		env = append(env, k+"="+v)
 	}
 	p := cl.ps.add(name, cl.pusherBin, filepath.Join(cl.dir, name+".log"), env)
-	if err := p.start(); err != nil {
+	if err := p.Start(); err != nil {
 		cl.t.Fatal(err)
 	}
 	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)
 	if err := poll(cl.ctx, time.Minute, 100*time.Millisecond, func(ctx context.Context) error {
-		if !p.running() {
+		if !p.Running() {
 			return errors.New(name + " exited")
 		}
-		return httpOK(ctx, ready)
+		return harness.HTTPOK(ctx, ready)
 	}); err != nil {
 		cl.t.Fatalf("%s ready: %v", name, err)
 	}
@@ -196,8 +198,8 @@ func (cl *cluster) chaos(ctx context.Context, sent func() int64, total int64) ([
 		return done, err
 	}
 	work := cl.pending()
-	cl.pushers[0].kill()
-	done = append(done, fmt.Sprintf("kill -9 %s at %.0f%% published (%s)", cl.pushers[0].name, 100*float64(sent())/float64(total), work))
+	cl.pushers[0].Kill()
+	done = append(done, fmt.Sprintf("kill -9 %s at %.0f%% published (%s)", cl.pushers[0].Name, 100*float64(sent())/float64(total), work))
 	cl.t.Logf("chaos at +%s: %s", cl.since(), done[len(done)-1])
 	return done, nil
 }
@@ -219,7 +221,7 @@ func (cl *cluster) killLeader(ctx context.Context, stream, when string) (string,
 	}
 	work := cl.pending()
 	killed := time.Now()
-	n.kill()
+	n.Kill()
 	var next string
 	if err := poll(ctx, time.Minute, 100*time.Millisecond, func(ctx context.Context) error {
 		l, err := leaderOf(ctx, cl.js, stream)
@@ -235,7 +237,7 @@ func (cl *cluster) killLeader(ctx context.Context, stream, when string) (string,
 		return "", err
 	}
 	elected := time.Since(killed)
-	if err := n.start(); err != nil {
+	if err := n.Start(); err != nil {
 		return "", err
 	}
 	if err := n.waitHealthy(ctx, 2*time.Minute); err != nil {
@@ -270,7 +272,7 @@ func (cl *cluster) pending() string {
 func (cl *cluster) work(tenantID string) (undelivered uint64, ackPending int, dirty int, err error) {
 	ctx, cancel := context.WithTimeout(cl.ctx, 10*time.Second)
 	defer cancel()
-	b, err := natsx.TenantBacklog(ctx, cl.js, cl.topo, tenantID)
+	b, err := eventstream.TenantBacklog(ctx, cl.js, cl.topo, tenantID)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("backlog of %s: %w", tenantID, err)
 	}

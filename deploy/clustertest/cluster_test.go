@@ -111,8 +111,8 @@ func TestClusterBurstWithKilledLeadersAndPusher(t *testing.T) {
 	// The surviving replica stops as Kubernetes stops it and must exit 0,
 	// finishing what it has in flight; nothing may be left to do after.
 	for _, p := range cl.pushers {
-		if p.running() {
-			if err := p.stop(40 * time.Second); err != nil {
+		if p.Running() {
+			if err := p.Stop(40 * time.Second); err != nil {
 				t.Errorf("pusher shutdown: %v", err)
 			}
 		}
@@ -136,7 +136,7 @@ func TestClusterBurstWithKilledLeadersAndPusher(t *testing.T) {
 
 	exits := make([]string, 0, len(cl.pushers))
 	for _, p := range cl.pushers {
-		exits = append(exits, fmt.Sprintf("%s %s", p.name, p.exitStatus()))
+		exits = append(exits, fmt.Sprintf("%s %s", p.Name, p.ExitStatus()))
 	}
 	t.Logf("SUMMARY %d events (%d messages) for %d persons: lost %d, reverted %d, double effects %d (Salesforce %d, Email Opt Out clears %d, stray writes %d, audit records %d), audit records missing %d, ledger mismatches %d, DLQ %d",
 		b.events, len(b.pubs), len(cl.persons), v2.lost, v2.reverted, v2.double(), v2.sfDouble, v2.clears, v2.stray, v2.auditDouble, v2.auditMissing, v2.ledgerMismatch, v2.dlq)

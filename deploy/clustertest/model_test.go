@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/optout-sync/optout-sync/internal/refmodel"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -115,51 +116,30 @@ func objectType(t string) optoutv1.ObjectType {
 	return optoutv1.ObjectType_CONTACT
 }
 
-// want is the reference model of one person, the rules of issue 10 as
-// shared/ledger documents them (Entry.Target, WantsStandard), not its code:
-//   - the person's wish is their newest event by ordering time, an opt-out
-//     winning a tie, whatever order the events arrived in;
-//   - the sales field ends at that wish;
-//   - Email Opt Out (HasOptedOutOfEmail) is true once any opt-out of the
-//     person is known, and never cleared from here.
-type want struct {
-	optOut       bool      // the latest wish
-	decidedAt    time.Time // its ordering time
-	lastOptOutAt time.Time // the newest opt-out's; zero when none
-}
+// want is the shared reference model (internal/refmodel) of one person:
+// the newest wish by ordering time, an opt-out winning a tie; the sales
+// field ends at it; Email Opt Out is true once any opt-out is known.
+type want struct{ refmodel.Wish }
 
 func reference(evs []*optoutv1.OptOutEvent) want {
-	var w want
-	known := false
-	for _, ev := range evs {
-		at := ev.GetOccurredAt().AsTime()
-		opt := ev.GetAction() == optoutv1.Action_UNSUBSCRIBE
-		if !known || at.After(w.decidedAt) || (at.Equal(w.decidedAt) && opt && !w.optOut) {
-			w.optOut, w.decidedAt, known = opt, at, true
-		}
-		if opt && at.After(w.lastOptOutAt) {
-			w.lastOptOutAt = at
-		}
+	hist := make([]refmodel.Event, len(evs))
+	for i, ev := range evs {
+		hist[i] = refmodel.Event{At: ev.GetOccurredAt().AsTime(), OptOut: ev.GetAction() == optoutv1.Action_UNSUBSCRIBE}
 	}
-	return w
+	return want{refmodel.Of(hist)}
 }
 
 // value is what Salesforce must end at on field.
-func (w want) value(field string) bool {
-	if field == tenant.StandardField {
-		return !w.lastOptOutAt.IsZero()
-	}
-	return w.optOut
-}
+func (w want) value(field string) bool { return w.Salesforce(field == tenant.StandardField) }
 
 // ledgerMatches says how the person's entry differs from the model ("" when
 // it does not).
 func (w want) ledgerMatches(e ledger.Entry, p *person, field string) string {
 	switch {
-	case e.OptedOut != w.optOut || !e.DecidedAt.Equal(w.decidedAt):
-		return fmt.Sprintf("wish (%t, %s), model (%t, %s)", e.OptedOut, e.DecidedAt, w.optOut, w.decidedAt)
-	case !e.LastOptOutAt.Equal(w.lastOptOutAt):
-		return fmt.Sprintf("last opt-out %s, model %s", e.LastOptOutAt, w.lastOptOutAt)
+	case e.OptedOut != w.OptOut || !e.DecidedAt.Equal(w.DecidedAt):
+		return fmt.Sprintf("wish (%t, %s), model (%t, %s)", e.OptedOut, e.DecidedAt, w.OptOut, w.DecidedAt)
+	case !e.LastOptOutAt.Equal(w.LastOptOutAt):
+		return fmt.Sprintf("last opt-out %s, model %s", e.LastOptOutAt, w.LastOptOutAt)
 	case e.SalesforceID != p.sfID:
 		return fmt.Sprintf("Salesforce id %q, want %q", e.SalesforceID, p.sfID)
 	case e.Dirty(field):

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/internal/harness"
 )
 
 // natsNode is one nats-server process of the cluster. Its store directory
@@ -76,7 +78,7 @@ cluster {
 			t.Fatal(err)
 		}
 		n.proc = ps.add("nats-server "+n.name, bin, filepath.Join(dir, n.name, "nats.log"), nil, "-c", conf)
-		if err := n.start(); err != nil {
+		if err := n.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -113,7 +115,7 @@ func (c *natsCluster) node(name string) *natsNode {
 // replica of has caught up.
 func (n *natsNode) waitHealthy(ctx context.Context, within time.Duration) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.monPort)
-	if err := poll(ctx, within, 100*time.Millisecond, func(ctx context.Context) error { return httpOK(ctx, url) }); err != nil {
+	if err := poll(ctx, within, 100*time.Millisecond, func(ctx context.Context) error { return harness.HTTPOK(ctx, url) }); err != nil {
 		return fmt.Errorf("nats-server %s healthy: %w", n.name, err)
 	}
 	return nil

@@ -202,7 +202,7 @@ func (cl *cluster) reconcileAcrossRedisRestart() string {
 		firstFence[tn.name] = cp.Report.Fence
 	}
 
-	rs.kill()
+	rs.Kill()
 	for range tenants {
 		select {
 		case <-g.lost:

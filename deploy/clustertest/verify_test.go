@@ -103,7 +103,7 @@ func (cl *cluster) verify() verdict {
 		if got != w.value(field) {
 			if n <= 1 {
 				v.lost++
-				v.note("LOST %s/%s (%s): %s is %t, the model wants %t (latest wish %t at %s); %d changes in Salesforce", p.tenant, p.sc, p.sfID, field, got, w.value(field), w.optOut, w.decidedAt, n)
+				v.note("LOST %s/%s (%s): %s is %t, the model wants %t (latest wish %t at %s); %d changes in Salesforce", p.tenant, p.sc, p.sfID, field, got, w.value(field), w.OptOut, w.DecidedAt, n)
 			} else {
 				v.reverted++
 				v.note("REVERTED %s/%s (%s): %s is %t, the model wants %t; %d changes in Salesforce", p.tenant, p.sc, p.sfID, field, got, w.value(field), n)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -203,15 +204,15 @@ func checkDockerfile(df *Dockerfile, root, goVersion string, ctxFiles map[string
 		}
 	}
 	// Workspace mode needs every go.work module's go.mod; the binary needs
-	// the sources of the workspace modules it imports.
+	// the sources of every package of ours it imports.
 	for _, m := range goWorkUses(root) {
 		if !copied[path.Join(m, "go.mod")] {
 			add("%s: go.work uses %s but its go.mod is not copied (the build would fail in workspace mode)", df.Path, m)
 		}
 	}
-	for _, m := range workspaceDeps(root, "./services/"+df.Service) {
-		if !copied[m] {
-			add("%s: ./services/%s imports module %s whose sources are not copied", df.Path, df.Service, m)
+	for _, d := range workspaceDeps(root, "./services/"+df.Service) {
+		if !underAnyDir(d, slices.Collect(maps.Keys(copied))) {
+			add("%s: ./services/%s imports %s whose sources are not copied", df.Path, df.Service, d)
 		}
 	}
 
@@ -281,7 +282,19 @@ func isMainPackage(dir string) error {
 	return fmt.Errorf("%s has no file in package main", dir)
 }
 
-var goWorkUseRe = regexp.MustCompile(`(?m)^\s*(?:use\s+)?(\./[^\s)]+)\s*$`)
+var goWorkUseRe = regexp.MustCompile(`(?m)^\s*(?:use\s+)?(\.(?:/[^\s)]+)?)\s*$`)
+
+// underAnyDir reports whether the relative directory d is one of dirs or
+// below one ("." covers everything).
+func underAnyDir(d string, dirs []string) bool {
+	for _, r := range dirs {
+		r = path.Clean(r)
+		if r == "." || d == r || strings.HasPrefix(d, r+"/") {
+			return true
+		}
+	}
+	return false
+}
 
 // goWorkUses lists go.work's use directories, relative and cleaned.
 func goWorkUses(root string) []string {
@@ -310,15 +323,16 @@ var (
 	depsCache = map[string][]string{}
 )
 
-// workspaceDeps lists the workspace module directories that pkg's build
-// reads (go list -deps in workspace mode), relative to root.
+// workspaceDeps lists the directories of the packages of the workspace
+// modules that pkg's build reads (go list -deps in workspace mode), relative
+// to root.
 func workspaceDeps(root, pkg string) []string {
 	depsMu.Lock()
 	defer depsMu.Unlock()
 	if d, ok := depsCache[pkg]; ok {
 		return d
 	}
-	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if .Main}}{{.Dir}}{{end}}{{end}}", pkg)
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if .Main}}{{$.Dir}}{{end}}{{end}}", pkg)
 	cmd.Dir = root
 	cmd.Env = append(withoutEnv(os.Environ(), "GOWORK", "GOFLAGS"), "GOWORK="+filepath.Join(root, "go.work"), "GOFLAGS=-mod=readonly")
 	out, err := cmd.Output()
@@ -401,7 +415,7 @@ func contextFiles(t testing.TB, root string) map[string]bool {
 func TestDockerignore(t *testing.T) {
 	root := repoRoot(t)
 	files := contextFiles(t, root)
-	for _, want := range []string{"go.work", "go.work.sum", "proto/go.mod", "shared/go.mod", "services/pusher/main.go", "deploy/e2e/go.mod"} {
+	for _, want := range []string{"go.work", "go.work.sum", "go.mod", "go.sum", "proto/go.mod", "services/sfsandbox/go.mod", "services/pusher/main.go"} {
 		if !files[want] {
 			t.Errorf("%s is not in the build context", want)
 		}
@@ -490,8 +504,8 @@ func TestDockerfileChecksCatchMistakes(t *testing.T) {
 		{"cgo left on", "CGO_ENABLED=0 go build", "go build", ""},
 		{"wrong package", "-o /out/pusher ./services/pusher", "-o /out/pusher ./services/pushr", "does not build ./services/pusher"},
 		{"missing source", "COPY shared/ shared/", "COPY shared/ shared/\nCOPY config.yaml ./", "config.yaml: not in the build context"},
-		{"a workspace go.mod left out", "COPY deploy/e2e/go.mod deploy/e2e/go.sum deploy/e2e/\n", "", "go.work uses deploy/e2e"},
-		{"an imported module left out", "COPY proto/ proto/\n", "", "proto whose sources are not copied"},
+		{"a workspace go.mod left out", "COPY proto/go.mod proto/go.sum proto/\n", "", "go.work uses proto"},
+		{"an imported package left out", "COPY proto/ proto/\n", "", "proto/optout/v1 whose sources are not copied"},
 		{"builder off go.work's Go", "FROM golang:1.26.8-bookworm AS build", "FROM golang:1.25-bookworm AS build", "does not carry go.work's Go"},
 		{"shell-form entrypoint", `ENTRYPOINT ["/usr/local/bin/pusher"]`, "ENTRYPOINT /usr/local/bin/pusher", "shell form"},
 		{"single stage", "FROM gcr.io/distroless/static-debian12:nonroot\n", "", "want a multi-stage build"},

@@ -25,6 +25,9 @@ var (
 		"OPTOUT_ADMIN_TOKEN":    "a secret as a plain value; the chart mounts OPTOUT_ADMIN_TOKEN_FILE from a Secret",
 		"OPTOUT_REPLICA_ID":     "the default (the pod's hostname plus a random suffix) is what a Deployment wants",
 		"OPTOUT_EMAIL_HASH_KEY": "a secret as a plain value; the chart mounts OPTOUT_EMAIL_HASH_KEY_FILE from a Secret",
+		// Issue 20's endpoint policy (shared/sfcreds), now listed by docs/configuration.md.
+		"OPTOUT_SF_ALLOWED_HOSTS":       "not in the chart yet: the default (the tenant's My Domain and Salesforce's own domains) is what production wants",
+		"OPTOUT_SF_INSECURE_HTTP_HOSTS": "development only: credentials over plain http must not be one value away in production",
 	}
 )
 

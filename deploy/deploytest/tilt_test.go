@@ -296,9 +296,20 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 		if compile.Dir != root {
 			add("%s runs in %s, want the repository root", compile.Name, compile.Dir)
 		}
-		for _, mod := range append([]string{"go.work"}, workspaceDeps(root, "./services/"+svc)...) {
-			if !slices.Contains(compile.Deps, filepath.Join(root, mod)) {
-				add("%s does not watch %s: a change there would not rebuild", compile.Name, mod)
+		var watched []string
+		for _, d := range compile.Deps {
+			if rel, err := filepath.Rel(root, d); err == nil {
+				watched = append(watched, filepath.ToSlash(rel))
+			}
+		}
+		for _, f := range []string{"go.work", "go.mod"} {
+			if !slices.Contains(watched, f) {
+				add("%s does not watch %s: a change there would not rebuild", compile.Name, f)
+			}
+		}
+		for _, d := range workspaceDeps(root, "./services/"+svc) {
+			if !underAnyDir(d, watched) {
+				add("%s does not watch %s: a change there would not rebuild", compile.Name, d)
 			}
 		}
 		if !slices.ContainsFunc(base.Only, func(o string) bool { return filepath.Join(base.Context, o) == binary }) {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
@@ -97,7 +98,7 @@ func TestOneOptOutIsOneTraceInJaeger(t *testing.T) {
 	ev := &optoutv1.OptOutEvent{EventId: "e2e-1", TenantId: "acme", Action: optoutv1.Action_UNSUBSCRIBE,
 		Person:     &optoutv1.Person{SalesConnectId: "sc-e2e", SalesforceId: contact},
 		OccurredAt: timestamppb.Now(), Source: optoutv1.Source_EMAIL_LINK}
-	if _, err := (natsx.Publisher{JS: js, Topology: topo}).PublishEvent(pctx, ev, true); err != nil {
+	if _, err := eventstream.PublishEvent(pctx, natsx.Publisher{JS: js, Topology: topo}, ev, true); err != nil {
 		t.Fatal(err)
 	}
 	span.End()

@@ -3,8 +3,7 @@
 // prints progress until Ctrl-C. It uses the production subjects and streams
 // (no namespace), so the README's `nats pub optout.v1.events.<tenant> …`
 // reaches it; at start it prints such a line for a real seeded record of
-// each org. With -bench it runs the pusher benchmark (in a namespace of its
-// own).
+// each org. The benchmarks live in bench/.
 package main
 
 import (
@@ -16,14 +15,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/services/demo/bench"
 	"github.com/optout-sync/optout-sync/services/demo/publisher"
 	"github.com/optout-sync/optout-sync/services/demo/stack"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
@@ -31,6 +29,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 // tenants are the demo's orgs: acme writes the sales opt-out field,
@@ -40,11 +39,15 @@ var tenants = []string{"acme", "globex"}
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	// No configured secret is printed, whichever error quotes it (issue 20).
+	secrets := config.SecretsIn(os.Environ())
+	stdout, stderr := logx.NewScrubbingWriter(os.Stdout, secrets), logx.NewScrubbingWriter(os.Stderr, secrets)
+	telemetry.SetDiagnosticsOutput(stderr)
+	if err := run(ctx, os.Args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "demo:", err)
+		fmt.Fprintln(stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
@@ -60,37 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rate := fs.Int("rate", 20, "opt-outs published per second (0: none, only what you publish)")
 	records := fs.Int("records", 2000, "records seeded per org")
 	latency := fs.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
-	benchOut := fs.String("bench", "", "run the pusher benchmark and write its report to this file")
-	benchBin := fs.String("bench-bin", "bin", "benchmark: directory holding nats-server, pusher and sfsandbox")
-	benchTotal := fs.Int("bench-total", 100_000, "benchmark: opt-outs in the burst")
-	benchTrickle := fs.Duration("bench-trickle", 30*time.Second, "benchmark: length of the trickle")
-	benchIso := fs.Int("bench-iso-tenants", 1000, "benchmark: tenants in the slow-tenant run")
-	benchIsoDur := fs.Duration("bench-iso", 20*time.Second, "benchmark: length of each slow-tenant phase")
-	benchIsoSmall := fs.Int("bench-iso-small", 200, "benchmark: tenants in the second, smaller slow-tenant run (negative: skip)")
-	benchSync := fs.Bool("bench-sync-always", false, "benchmark: run nats-server with sync_interval: always")
-	benchKeep := fs.Bool("bench-keep", false, "benchmark: keep the run directory (logs, profiles)")
-	benchIsoOnly := fs.Bool("bench-iso-only", false, "benchmark: run only the slow-tenant scenario")
-	var benchEnv stringList
-	fs.Var(&benchEnv, "bench-pusher-env", "benchmark: NAME=value added to the pusher's environment (repeatable)")
-	benchPublisher := fs.String("bench-publisher", "", "internal: run as the benchmark's publisher process with this spec")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *benchPublisher != "" {
-		return bench.Publish(ctx, *benchPublisher, stdout)
-	}
-	if *benchOut != "" {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		err = bench.Run(ctx, bench.Options{Out: *benchOut, Bin: *benchBin, Self: self, Total: *benchTotal,
-			TrickleDuration: *benchTrickle, IsoTenants: *benchIso, IsoSmall: *benchIsoSmall, IsoDuration: *benchIsoDur, SyncAlways: *benchSync,
-			PusherEnv: benchEnv, Keep: *benchKeep, SkipMain: *benchIsoOnly})
-		if err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		return nil
 	}
 	// The same email-hash key as the services when one is configured; the
 	// demo's own hashes need no warning when it is not.
@@ -241,7 +215,7 @@ func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publis
 			fmt.Fprintln(stdout, "\nstopping: settling the batches in flight")
 			return
 		case <-tick.C:
-			p50, p99 := bench.Percentiles(m.Latencies())
+			p50, p99 := percentiles(m.Latencies())
 			fmt.Fprintf(stdout, "published %6d  pushed %6d  parked %4d  dead-lettered %4d  salesforce calls %5d  latency p50 %-8s p99 %s\n",
 				pub.Published.Load(), m.Pushed.Load(), m.Parked.Load(), m.DeadLettered.Load(), m.Calls.Load(),
 				p50.Round(time.Millisecond), p99.Round(time.Millisecond))
@@ -249,11 +223,15 @@ func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publis
 	}
 }
 
-// stringList is a repeatable flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, " ") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+// percentiles returns p50 and p99 of ds.
+func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)]
+}
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

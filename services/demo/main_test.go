@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/optout-sync/optout-sync/shared/config/configtest"
 )
 
 // natsCLIVersion is the CLI README tells publishers to install.
@@ -132,6 +134,9 @@ func shellWords(t *testing.T, line string) []string {
 // org's field. Then it stops the demo as Ctrl-C does and expects a clean
 // stop: no failed acks or naks, no error logged.
 func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo on a JetStream server of its own and the nats CLI: skipped under -short; make test runs it")
+	}
 	natsBin := natsCLI(t)
 	url := embeddedNATS(t)
 
@@ -239,4 +244,26 @@ func record(t *testing.T, url string) map[string]any {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return m
+}
+
+// TestNoSecretInOutput runs the real demo with each secret-bearing, malformed
+// value of the variables it reads (NATS_URL, the email-hash key, OTEL_*) and
+// scans what it prints (issue 20).
+func TestNoSecretInOutput(t *testing.T) {
+	if os.Getenv("DEMO_MAIN") == "1" {
+		os.Args = []string{"demo", "-sandbox", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-rate", "0", "-records", "10"}
+		main()
+		return
+	}
+	var cases []configtest.Case
+	for _, c := range configtest.Cases(t, configtest.ClosedNATS(t)) {
+		if strings.HasPrefix(c.Name, "NATS_URL") || strings.HasPrefix(c.Name, "OPTOUT_EMAIL_HASH_KEY") || strings.HasPrefix(c.Name, "OTEL") {
+			cases = append(cases, c)
+		}
+	}
+	configtest.Scan(t, cases, func(ctx context.Context) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestNoSecretInOutput$")
+		cmd.Env = []string{"DEMO_MAIN=1"}
+		return cmd
+	})
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -13,19 +14,26 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
+	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Nothing optoutctl prints shows a configured secret, whichever error
+	// quotes it (issue 20).
+	secrets := config.SecretsIn(os.Environ())
+	stdout, stderr := logx.NewScrubbingWriter(os.Stdout, secrets), logx.NewScrubbingWriter(os.Stderr, secrets)
+	telemetry.SetDiagnosticsOutput(stderr)
 	// Traces: ids always (publish prints the trace id), export when OTEL_* asks.
 	tel, err := telemetry.Setup(ctx, "optoutctl")
 	if err != nil {
-		os.Stderr.WriteString("optoutctl: telemetry: " + err.Error() + "; fix the OTEL_* variables\n")
+		_, _ = io.WriteString(stderr, "optoutctl: telemetry: "+err.Error()+"; fix the OTEL_* variables\n")
 		os.Exit(cli.ExitUsage)
 	}
 	code := cli.Main(ctx, root.Command(), os.Args[1:], &cli.Invocation{
-		Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Env: environ(),
+		Stdout: stdout, Stderr: stderr, Stdin: os.Stdin, Env: environ(),
 	})
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = tel.Shutdown(flush)

@@ -73,7 +73,8 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("config: %s=%q is invalid: %s", e.Name, e.Value, e.Allowed)
+	// The value is quoted to show the typo, never a secret in it.
+	return fmt.Sprintf("config: %s=%q is invalid: %s", e.Name, shown(e.Name, e.Value), MaskUserinfo(e.Allowed))
 }
 
 func (l *Loader) get(name, def, allowed, help string) (string, bool) {

@@ -19,7 +19,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -27,7 +29,7 @@ import (
 
 // DeadLetters writes the copy of an event that can never be applied.
 type DeadLetters interface {
-	Write(ctx context.Context, l natsx.Letter) error
+	Write(ctx context.Context, l deadletter.Letter) error
 }
 
 // Ingester folds one tenant's events into the ledger.
@@ -62,8 +64,8 @@ func (in *Ingester) now() time.Time {
 // Handle ingests one delivered message of tenant and settles it: acked once
 // its effect (ledger entry, or DLQ copy) is durable, otherwise nak'd with
 // delay and the error returned. An invalid event whose DLQ copy cannot be
-// written is termed, not redelivered, and the error (an
-// natsx.ErrDeadLetterUnwritable) is for the caller to report.
+// written is termed, not redelivered, and the error (a
+// deadletter.ErrDeadLetterUnwritable) is for the caller to report.
 //
 // With hold, an event that leaves its person dirty is folded without a
 // dirty marker and left unacked (Result.At.Held): the caller acks it once a
@@ -74,7 +76,7 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 	switch {
 	case letter != nil:
 		if werr := in.DLQ.Write(ctx, *letter); werr != nil {
-			if errors.Is(werr, natsx.ErrDeadLetterUnwritable) {
+			if errors.Is(werr, deadletter.ErrDeadLetterUnwritable) {
 				// Every attempt failed: never loop on it. Term stops the
 				// redeliveries; the events stream (Limits retention) keeps
 				// the event, at the sequence the error names.
@@ -101,12 +103,12 @@ func (in *Ingester) Handle(ctx context.Context, tenant string, msg jetstream.Msg
 // fold decodes msg and folds it into the ledger without settling it. An
 // invalid event comes back as Result.Rejected with the dead letter to
 // write.
-func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, *natsx.Letter, error) {
+func (in *Ingester) fold(ctx context.Context, tenant string, msg jetstream.Msg, hold bool) (Result, *deadletter.Letter, error) {
 	md, mdErr := msg.Metadata()
 	// The canonical subject: a namespace prefixes the stored one.
 	ev, err := event.Decode(event.Subject(tenant), msg.Data(), msg.Headers(), in.now())
 	if err != nil {
-		letter := &natsx.Letter{Tenant: tenant, Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
+		letter := &deadletter.Letter{Tenant: tenant, Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
 			Cause: err, Code: string(event.CodeOf(err)), Class: "invalid"}
 		if mdErr == nil {
 			letter.Seq = md.Sequence.Stream
@@ -142,7 +144,7 @@ func Input(ev *optoutv1.OptOutEvent, h nats.Header, sc trace.SpanContext, ctx co
 		ID: ev.GetEventId(), Action: action, OccurredAt: ev.GetOccurredAt().AsTime(),
 		Source: ev.GetSource().String(), Reason: ev.GetReason(),
 		SalesConnectID: p.GetSalesConnectId(), SalesforceID: p.GetSalesforceId(), ObjectType: objectTypeName(p.GetObjectType()),
-		Replay: h.Get(natsx.HeaderReplayedFrom) != "",
+		Replay: h.Get(deadletter.HeaderReplayedFrom) != "",
 	}
 	if p.GetEmail() != "" {
 		in.EmailHash = logx.HashEmail(p.GetEmail())
@@ -203,7 +205,7 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 		return d, fmt.Errorf("drain %s: events stream: %w", tenant, err)
 	}
 	last := s.CachedInfo().State.LastSeq
-	first, err := natsx.FirstUnsettled(ctx, s, in.Topology, tenant)
+	first, err := eventstream.FirstUnsettled(ctx, s, in.Topology, tenant)
 	if err != nil {
 		return d, fmt.Errorf("drain %s: %w", tenant, err)
 	}
@@ -278,10 +280,10 @@ func (in *Ingester) Drain(ctx context.Context, js jetstream.JetStream, tenant st
 }
 
 // Waiting counts what waits without folding it: the tenant's backlog on
-// the pusher's consumer (natsx.TenantBacklog, which the admin page and
+// the pusher's consumer (eventstream.TenantBacklog, which the admin page and
 // optoutctl show too), and when its oldest event was stored.
 func (in *Ingester) Waiting(ctx context.Context, js jetstream.JetStream, tenant string) (Waiting, error) {
-	b, err := natsx.TenantBacklog(ctx, js, in.Topology, tenant)
+	b, err := eventstream.TenantBacklog(ctx, js, in.Topology, tenant)
 	if err != nil {
 		return Waiting{}, fmt.Errorf("waiting %s: %w", tenant, err)
 	}

@@ -11,7 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -37,7 +39,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	in := &ingest.Ingester{Ledger: l, Topology: p.Topology,
-		DLQ:   natsx.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 2, Backoff: time.Millisecond},
+		DLQ:   deadletter.DeadLetterer{JS: p.JS, Topology: p.Topology, Attempts: 2, Backoff: time.Millisecond},
 		Field: func(string) string { return tenant.StandardField }}
 	return &fixture{t: t, ctx: ctx, p: p, l: l, in: in}
 }
@@ -129,7 +131,7 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 	f.publish("acme", "a3", "sc-3")   // 5
 	f.publish("globex", "g2", "sc-h") // 6
 
-	pusher, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
+	pusher, err := eventstream.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +274,7 @@ func TestAHeldEventOwesThePushUntilSettled(t *testing.T) {
 	f := newFixture(t)
 	topo := f.p.Topology
 	topo.PusherAckWait = time.Second
-	pusher, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, topo)
+	pusher, err := eventstream.EnsurePusherConsumer(f.ctx, f.p.JS, topo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/optout-sync/optout-sync/internal/refmodel"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 )
 
@@ -19,26 +20,15 @@ import (
 // not, and never report). After the history and clean push rounds, Salesforce
 // and the entry must be what the reference model says, whatever the order.
 
-// refWish is the reference model: the newest wish by ordering time, the
-// opt-out winning a tie.
-type refWish struct {
-	optOut bool
-	at     time.Time
-	known  bool
-}
-
-func reference(evs []ledger.EventInput) (latest refWish, lastOptOut time.Time) {
-	for _, in := range evs {
+// reference is the shared reference model (internal/refmodel) of the
+// events' history.
+func reference(evs []ledger.EventInput) refmodel.Wish {
+	hist := make([]refmodel.Event, len(evs))
+	for i, in := range evs {
 		at, _ := in.OrderAt()
-		opt := in.Action == ledger.OptOut
-		if !latest.known || at.After(latest.at) || (at.Equal(latest.at) && opt && !latest.optOut) {
-			latest = refWish{optOut: opt, at: at, known: true}
-		}
-		if opt && at.After(lastOptOut) {
-			lastOptOut = at
-		}
+		hist[i] = refmodel.Event{At: at, OptOut: in.Action == ledger.OptOut}
 	}
-	return latest, lastOptOut
+	return refmodel.Of(hist)
 }
 
 // flight is one replica's write of Salesforce, from the entry as read at
@@ -283,12 +273,12 @@ func (m *machineModel) check(t *rapid.T) {
 	if !m.exists {
 		return
 	}
-	latest, lastOptOut := reference(m.delivered)
-	if m.e.OptedOut != latest.optOut || !m.e.DecidedAt.Equal(latest.at) {
-		m.fatalf(t, "wish (%t, %s), reference (%t, %s)", m.e.OptedOut, m.e.DecidedAt, latest.optOut, latest.at)
+	w := reference(m.delivered)
+	if m.e.OptedOut != w.OptOut || !m.e.DecidedAt.Equal(w.DecidedAt) {
+		m.fatalf(t, "wish (%t, %s), reference (%t, %s)", m.e.OptedOut, m.e.DecidedAt, w.OptOut, w.DecidedAt)
 	}
-	if !m.e.LastOptOutAt.Equal(lastOptOut) {
-		m.fatalf(t, "LastOptOutAt %s, reference %s", m.e.LastOptOutAt, lastOptOut)
+	if !m.e.LastOptOutAt.Equal(w.LastOptOutAt) {
+		m.fatalf(t, "LastOptOutAt %s, reference %s", m.e.LastOptOutAt, w.LastOptOutAt)
 	}
 	if v, w := m.e.Target(stdF); w && !v {
 		m.fatalf(t, "Target(%s) asks to write false", stdF)
@@ -372,17 +362,12 @@ func TestModel(t *testing.T) {
 			m.apply(next, changed)
 		}
 
-		latest, _ := reference(m.events)
-		anyOptOut := false
+		latest := reference(m.events)
 		hasID := false
 		for _, in := range m.events {
-			anyOptOut = anyOptOut || in.Action == ledger.OptOut
 			hasID = hasID || in.SalesforceID != ""
 		}
-		want := latest.optOut
-		if m.field == stdF {
-			want = anyOptOut
-		}
+		want := latest.Salesforce(m.field == stdF)
 		switch {
 		case !hasID:
 			if m.sf || m.e.SalesforceID != "" {
@@ -396,7 +381,7 @@ func TestModel(t *testing.T) {
 				m.fatalf(t, "state %s without a Salesforce id, want %s", m.e.State, wantState)
 			}
 		case m.sf != want:
-			m.fatalf(t, "Salesforce %s=%t, want %t (latest wish %t, any opt-out %t)", m.field, m.sf, want, latest.optOut, anyOptOut)
+			m.fatalf(t, "Salesforce %s=%t, want %t (latest wish %t, any opt-out %t)", m.field, m.sf, want, latest.OptOut, latest.AnyOptOut)
 		case m.e.State != ledger.StateSynced:
 			m.fatalf(t, "state %s after clean rounds", m.e.State)
 		}
@@ -428,10 +413,10 @@ func TestModelOrderIndependence(t *testing.T) {
 		}
 		a := folded(field, rapid.Permutation(multiset).Draw(t, "order1")...)
 		b := folded(field, rapid.Permutation(multiset).Draw(t, "order2")...)
-		latest, lastOptOut := reference(evs)
+		w := reference(evs)
 		for _, e := range []ledger.Entry{a, b} {
-			if e.OptedOut != latest.optOut || !e.DecidedAt.Equal(latest.at) || !e.LastOptOutAt.Equal(lastOptOut) {
-				t.Fatalf("entry (%t, %s, last opt-out %s), reference (%t, %s, %s)", e.OptedOut, e.DecidedAt, e.LastOptOutAt, latest.optOut, latest.at, lastOptOut)
+			if e.OptedOut != w.OptOut || !e.DecidedAt.Equal(w.DecidedAt) || !e.LastOptOutAt.Equal(w.LastOptOutAt) {
+				t.Fatalf("entry (%t, %s, last opt-out %s), reference (%t, %s, %s)", e.OptedOut, e.DecidedAt, e.LastOptOutAt, w.OptOut, w.DecidedAt, w.LastOptOutAt)
 			}
 		}
 		if a.SalesforceID != b.SalesforceID || a.State != b.State {

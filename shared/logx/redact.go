@@ -3,6 +3,8 @@ package logx
 import (
 	"io"
 	"regexp"
+	"slices"
+	"strings"
 )
 
 // Redacted is the mask written in place of a secret value.
@@ -76,5 +78,37 @@ func (r redactWriter) Write(p []byte) (int, error) {
 	}
 	// Report the caller's length: the redacted line may be shorter or
 	// longer, and zerolog treats a short count as an error.
+	return len(p), nil
+}
+
+// scrubWriter replaces known secret values (config.SecretsIn) in everything
+// written through it: the last line of defence for errors that quote a
+// configuration value, such as a URL parser's.
+type scrubWriter struct {
+	w       io.Writer
+	secrets *strings.Replacer
+}
+
+// NewScrubbingWriter wraps w so that none of secrets reaches it; each is
+// written as [REDACTED]. With no secrets it returns w.
+func NewScrubbingWriter(w io.Writer, secrets []string) io.Writer {
+	if len(secrets) == 0 {
+		return w
+	}
+	// Longest first, so a password inside a longer user:password is not
+	// replaced before the whole.
+	s := slices.Clone(secrets)
+	slices.SortFunc(s, func(a, b string) int { return len(b) - len(a) })
+	pairs := make([]string, 0, 2*len(s))
+	for _, v := range s {
+		pairs = append(pairs, v, Redacted)
+	}
+	return scrubWriter{w: w, secrets: strings.NewReplacer(pairs...)}
+}
+
+func (s scrubWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(s.w, s.secrets.Replace(string(p))); err != nil {
+		return 0, err
+	}
 	return len(p), nil
 }

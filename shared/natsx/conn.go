@@ -1,6 +1,8 @@
 // Package natsx is the project's NATS layer: connecting, provisioning the
-// JetStream streams, consumers and KV buckets, and publishing events with
-// dedup and trace headers.
+// JetStream streams and KV buckets, naming and sizing them (the topology),
+// publishing with dedup and trace headers, and reading a subject back. It
+// knows no domain: dead letters are shared/deadletter's, the events stream
+// as the pusher reads it is shared/eventstream's.
 package natsx
 
 import (
@@ -107,7 +109,7 @@ func Connect(cfg ConnConfig, log zerolog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.URL), redactErr(err))
 	}
 	// Said, not refused: an operator upgrading the broker should not find
 	// the services down, but must know the durability they rely on is absent.

@@ -9,11 +9,9 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/test"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 )
@@ -53,7 +51,6 @@ func TestProvisionIsIdempotentAndUpdatesInPlace(t *testing.T) {
 	}
 
 	topo.EventsMaxAge = 48 * time.Hour
-	topo.PusherMaxAckPending = 7
 	if _, err := natsx.Provision(ctx, nc, topo); err != nil {
 		t.Fatalf("provision with a changed setting: %v", err)
 	}
@@ -66,17 +63,6 @@ func TestProvisionIsIdempotentAndUpdatesInPlace(t *testing.T) {
 	}
 	if !s.CachedInfo().Created.Equal(before[topo.EventsStream()].Created) {
 		t.Error("changing a setting recreated the stream instead of updating it")
-	}
-	if _, err := natsx.EnsurePusherConsumer(ctx, first.JS, topo); err != nil {
-		t.Fatal(err)
-	}
-	topo.PusherMaxAckPending = 9
-	c, err := natsx.EnsurePusherConsumer(ctx, first.JS, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.CachedInfo().Config.MaxAckPending; got != 9 {
-		t.Errorf("consumer MaxAckPending = %d; want the updated 9", got)
 	}
 	if got := s.CachedInfo().Config.MaxConsumers; got != natsx.EventsMaxConsumers {
 		t.Errorf("events stream MaxConsumers = %d; want %d", got, natsx.EventsMaxConsumers)
@@ -109,69 +95,6 @@ func streamInfos(t *testing.T, js jetstream.JetStream, topo natsx.Topology) map[
 		out[sc.Name] = s.CachedInfo()
 	}
 	return out
-}
-
-// readmeJSON is the README's example, published as `nats pub` would.
-const readmeJSON = `{"eventId":"evt-0001","tenantId":"acme","person":{"salesConnectId":"sc-42","salesforceId":"%s","objectType":"CONTACT"},"action":"UNSUBSCRIBE","occurredAt":"2026-11-28T12:00:00Z","source":"EMAIL_LINK","reason":"clicked unsubscribe"}`
-
-func TestJSONEventPublishedLikeTheREADMEIsDecodedAndDeduplicated(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	nc := natstest.Connect(t)
-	p := natstest.Provision(t, nc)
-	topo := p.Topology
-
-	body := fmt.Sprintf(readmeJSON, "0035g00000AbCdEAAV")
-	subject := topo.EventsSubject("acme")
-	for i := 0; i < 2; i++ { // the second is a replay inside the duplicate window
-		msg := nats.NewMsg(subject)
-		msg.Header.Set("Content-Type", "application/json")
-		msg.Header.Set("Nats-Msg-Id", "evt-0001")
-		msg.Data = []byte(body)
-		ack, err := p.JS.PublishMsg(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := i == 1; ack.Duplicate != want {
-			t.Errorf("publish %d: Duplicate = %v; want %v", i, ack.Duplicate, want)
-		}
-	}
-	s, err := p.JS.Stream(ctx, topo.EventsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("stream holds %d messages; want the event stored once", info.State.Msgs)
-	}
-
-	tenants, err := natsx.EventTenants(ctx, p.JS, topo)
-	if err != nil || len(tenants) != 1 || tenants[0] != "acme" {
-		t.Fatalf("EventTenants = %v, %v; want [acme]", tenants, err)
-	}
-	cons, err := natsx.EnsurePusherConsumer(ctx, p.JS, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tenant, ok := topo.TenantFromEventsSubject(got.Subject())
-	if !ok {
-		t.Fatalf("subject %q not recognised as an events subject", got.Subject())
-	}
-	ev, err := event.Decode(event.Subject(tenant), got.Data(), got.Headers(), time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC))
-	if err != nil {
-		t.Fatalf("decode the README's JSON: %v", err)
-	}
-	if ev.GetEventId() != "evt-0001" || ev.GetTenantId() != "acme" || ev.GetPerson().GetSalesforceId() != "0035g00000AbCdEAAV" {
-		t.Errorf("decoded %v", ev)
-	}
-	_ = got.Ack()
 }
 
 func TestConnectAuthenticatesAndReconnectsAfterARestart(t *testing.T) {

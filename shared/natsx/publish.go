@@ -12,8 +12,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
-	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
@@ -24,19 +22,6 @@ const tracerName = "github.com/optout-sync/optout-sync/shared/natsx"
 type Publisher struct {
 	JS       jetstream.JetStream
 	Topology Topology
-}
-
-// PublishEvent sends an opt-out event to its tenant's events subject, as
-// protobuf or (asJSON) protojson.
-func (p Publisher) PublishEvent(ctx context.Context, ev *optoutv1.OptOutEvent, asJSON bool) (*jetstream.PubAck, error) {
-	data, contentType, err := event.Encode(ev, asJSON)
-	if err != nil {
-		return nil, fmt.Errorf("publish event %s: %w", ev.GetEventId(), err)
-	}
-	msg := nats.NewMsg(p.Topology.EventsSubject(ev.GetTenantId()))
-	msg.Data = data
-	msg.Header.Set(event.HeaderContentType, contentType)
-	return p.Publish(ctx, msg, ev.GetEventId())
 }
 
 // Publish sends msg with msgID as Nats-Msg-Id (when non-empty) inside a

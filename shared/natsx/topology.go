@@ -13,18 +13,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/optout-sync/optout-sync/shared/config"
-	"github.com/optout-sync/optout-sync/shared/event"
 )
 
 // Subject roots. Control requests use subjects no stream captures, so a reply
 // can never come from JetStream's publish acknowledgement.
-// The roots are the event package's prefixes without the trailing dot.
-var (
-	EventsRoot  = strings.TrimSuffix(event.EventsPrefix, ".")
-	DLQRoot     = strings.TrimSuffix(event.DLQPrefix, ".")
-	AppliedRoot = strings.TrimSuffix(event.AppliedPrefix, ".")
-	AuditRoot   = strings.TrimSuffix(event.AuditPrefix, ".")
-	ControlRoot = strings.TrimSuffix(event.ControlPrefix, ".")
+// The roots are the event package's prefixes without the trailing dot
+// (spelled out here so this layer needs no domain package;
+// eventstream's TestSubjectRootsAreTheEventContracts keeps them equal).
+const (
+	EventsRoot  = "optout.v1.events"
+	DLQRoot     = "optout.v1.dlq"
+	AppliedRoot = "optout.v1.applied"
+	AuditRoot   = "optout.v1.audit"
+	ControlRoot = "optout.v1.control"
 	// RunsRoot carries the reconciler's run reports, one per finished run.
 	RunsRoot = "optout.v1.runs"
 )
@@ -236,6 +237,31 @@ const EventsMaxConsumers = 1_000
 // running; and it bounds what a fleet that dies at once leaves to be
 // redelivered.
 const DefaultPusherMaxAckPending = 10_000
+
+// PusherConsumer names the pusher's durable consumer of the events stream.
+// Every tenant's events go through it: folding an event into the ledger
+// takes milliseconds and never waits for Salesforce (the push is driven by
+// per-tenant work queues), so one consumer isolates tenants as well as one
+// per tenant did, without a consumer state file per tenant for the server
+// to keep writing.
+func (t Topology) PusherConsumer() string { return t.name("pusher") }
+
+// PusherConsumerConfig is the pusher's consumer as it is made on a stream
+// no pusher has read yet.
+func (t Topology) PusherConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     t.PusherConsumer(),
+		Description: "folds every tenant's opt-out events into the ledger (optout-sync pusher)",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     t.PusherAckWait,
+		// Unlimited deliveries: the pusher decides when an event is dead,
+		// never the broker.
+		MaxDeliver:    -1,
+		MaxAckPending: t.PusherMaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
 
 // ledgerHistory is the revisions the ledger bucket keeps per person.
 const ledgerHistory = 16

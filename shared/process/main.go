@@ -11,6 +11,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/logx"
+	"github.com/optout-sync/optout-sync/shared/telemetry"
 )
 
 // ShutdownLimit is Kubernetes' default grace period: services settle their
@@ -27,10 +28,14 @@ type Service interface {
 // with one line per bad variable), logs JSON with the service name and
 // version, and runs until SIGTERM or Ctrl-C (exit 1 on failure).
 func Main[C any](name, version string, load func(*config.Loader) C, start func(context.Context, C, zerolog.Logger) (Service, error)) {
+	// Every line the service writes passes the scrubber: no configured
+	// secret is printed, whichever error quotes it.
+	stderr := logx.NewScrubbingWriter(os.Stderr, config.SecretsIn(os.Environ()))
+	telemetry.SetDiagnosticsOutput(stderr)
 	l := config.FromEnv()
 	cfg, hashKey := LoadConfig(l, load)
-	l.Exit(os.Stderr)
-	log := logx.New(name, os.Stderr).With().Str("version", version).Logger()
+	l.Exit(stderr)
+	log := logx.New(name, stderr).With().Str("version", version).Logger()
 	ConfigureEmailHash(hashKey, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -115,6 +115,7 @@ type session struct {
 // next get fetches a new one.
 type tokenCache struct {
 	fetch   func(ctx context.Context) (*oauth2.Token, error)
+	s       *settings
 	mu      sync.Mutex
 	cur     *session
 	fetches atomic.Int64
@@ -131,7 +132,7 @@ func (c *tokenCache) get(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, tokenError(ctx, err)
 	}
-	s, err := newSession(tok)
+	s, err := newSession(tok, c.s)
 	if err != nil {
 		return nil, err
 	}
@@ -149,11 +150,16 @@ func (c *tokenCache) invalidate(s *session) {
 	c.mu.Unlock()
 }
 
-func newSession(tok *oauth2.Token) (*session, error) {
+// newSession refuses an instance_url the access token must not go to: the
+// token is then dropped unused and the tenant is unhealthy until fixed.
+func newSession(tok *oauth2.Token, st *settings) (*session, error) {
 	inst, _ := tok.Extra("instance_url").(string)
 	u, err := url.Parse(inst)
 	if inst == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, newError(opToken, 0, CodeResultMismatch, "token response without a usable instance_url")
+	}
+	if msg := st.policy.checkInstance(u, st.myDomain); msg != "" {
+		return nil, unsafeEndpoint(opToken, msg)
 	}
 	s := &session{token: tok, instanceURL: strings.TrimSuffix(inst, "/")}
 	// id is https://login.salesforce.com/id/<orgId>/<userId>.

@@ -38,7 +38,7 @@ func New(_ context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("salesforce metrics: %w", err)
 	}
 	c := &Client{s: s, http: hc, tel: tel}
-	c.tokens = &tokenCache{fetch: newTokenFetcher(s, hc)}
+	c.tokens = &tokenCache{fetch: newTokenFetcher(s, hc), s: s}
 	return c, nil
 }
 
@@ -115,6 +115,10 @@ func (c *Client) send(ctx context.Context, cl *call) (*http.Response, error) {
 		target := base + cl.path
 		if cl.absPath != "" {
 			target = resolve(sess.instanceURL, cl.absPath)
+			// The bearer token goes only to the instance it was issued for.
+			if !strings.HasPrefix(target, sess.instanceURL+"/") {
+				return nil, unsafeEndpoint(cl.op, "Salesforce handed out a URL on another host than the instance; not followed")
+			}
 		}
 		if cl.rawQuery != "" {
 			target += "?" + cl.rawQuery
@@ -217,6 +221,10 @@ func jsonBody(v any) []byte {
 func transportError(ctx context.Context, op string, err error) *Error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return &Error{Op: op, Code: CodeTransport, Message: ctxErr.Error(), Class: Classify(0, CodeTransport, ""), Err: ctxErr}
+	}
+	var ee *endpointError
+	if errors.As(err, &ee) {
+		return unsafeEndpoint(op, ee.msg)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

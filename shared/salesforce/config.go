@@ -64,6 +64,9 @@ type Config struct {
 	Org string
 	// MaxURILength caps GET URLs built by QueryIDs (default 16384).
 	MaxURILength int
+	// Endpoints is where credentials may go besides the defaults (see
+	// endpoint.go); the zero value allows https to Salesforce's hosts only.
+	Endpoints EndpointPolicy
 	// TracerProvider and MeterProvider default to the otel globals.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -88,6 +91,8 @@ type settings struct {
 	tracer      trace.TracerProvider
 	meter       metric.MeterProvider
 	jwtLifetime time.Duration
+	policy      EndpointPolicy
+	myDomain    string // the token URL's host name: the tenant's own instance
 }
 
 func (cfg Config) validate() (*settings, error) {
@@ -104,6 +109,7 @@ func (cfg Config) validate() (*settings, error) {
 		tracer:      cfg.TracerProvider,
 		meter:       cfg.MeterProvider,
 		jwtLifetime: 3 * time.Minute,
+		policy:      cfg.Endpoints,
 	}
 
 	u, err := url.Parse(strings.TrimSpace(cfg.TokenURL))
@@ -112,7 +118,10 @@ func (cfg Config) validate() (*settings, error) {
 		problems = append(problems, "TokenURL is required (the org's My Domain URL)")
 	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 		problems = append(problems, "TokenURL must be an absolute http(s) URL")
+	case s.policy.checkTransport("TokenURL", u) != "":
+		problems = append(problems, s.policy.checkTransport("TokenURL", u))
 	default:
+		s.myDomain = u.Hostname()
 		u.RawQuery, u.Fragment = "", ""
 		base := strings.TrimSuffix(u.String(), "/")
 		if !strings.HasSuffix(base, tokenPath) {
@@ -186,6 +195,7 @@ func (cfg Config) validate() (*settings, error) {
 		base = &http.Client{}
 	}
 	c := *base // never mutate the caller's client
+	c.CheckRedirect = s.policy.checkRedirect
 	if cfg.Transport != nil {
 		c.Transport = cfg.Transport
 	}

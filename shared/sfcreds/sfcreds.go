@@ -39,6 +39,40 @@ const (
 type Source struct {
 	Dir    string
 	Lookup func(string) (string, bool) // default os.LookupEnv
+	// Policy is where every tenant's credentials may go (PolicyFromEnv).
+	Policy salesforce.EndpointPolicy
+}
+
+// PolicyFromEnv reads the operator's part of the credential-transport rule:
+// extra instance host patterns, and the development-only plain-http hosts.
+// Every service that calls Salesforce reads it here, so all apply one rule.
+func PolicyFromEnv(l *config.Loader) salesforce.EndpointPolicy {
+	list := func(name, help string) []string {
+		var out []string
+		for _, v := range strings.Split(l.String(name, "", help), ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	p := salesforce.EndpointPolicy{
+		AllowedHosts: list(salesforce.EnvAllowedHosts,
+			"extra host patterns (*.example.com or a host) an instance_url may name, comma-separated; the tenant's My Domain and *.my.salesforce.com, *.salesforce.com, *.force.com always are"),
+		InsecureHTTPHosts: list(salesforce.EnvInsecureHTTPHosts,
+			"DEVELOPMENT ONLY: hosts reachable over plain http with credentials (a dev cluster's sandbox), comma-separated; logged at start"),
+	}
+	for _, h := range p.AllowedHosts {
+		if strings.ContainsAny(h, "/:@ ") || (strings.Contains(h, "*") && !strings.HasPrefix(h, "*.")) {
+			l.Invalid(salesforce.EnvAllowedHosts, h, "want host names or *.domain patterns")
+		}
+	}
+	for _, h := range p.InsecureHTTPHosts {
+		if strings.ContainsAny(h, "/:@* ") {
+			l.Invalid(salesforce.EnvInsecureHTTPHosts, h, "want host names (no scheme, port or wildcard)")
+		}
+	}
+	return p
 }
 
 // Load returns the tenant's config, or an error wrapping ErrNoCredentials.
@@ -46,7 +80,9 @@ func (s Source) Load(tenant string) (salesforce.Config, error) {
 	if s.Dir != "" {
 		dir := filepath.Join(s.Dir, tenant)
 		if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			return fromDir(dir)
+			cfg, err := fromDir(dir)
+			cfg.Endpoints = s.Policy
+			return cfg, err
 		}
 	}
 	lookup := s.Lookup
@@ -63,6 +99,7 @@ func (s Source) Load(tenant string) (salesforce.Config, error) {
 		JWTKeyFile:   get("JWT_KEY_FILE"),
 		APIVersion:   get("API_VERSION"),
 		Org:          tenant,
+		Endpoints:    s.Policy,
 	}
 	if cfg.TokenURL == "" && cfg.ClientID == "" {
 		where := prefix + "* variables"

@@ -6,11 +6,8 @@
 // the code's own list, and `make docs-check` fails when the committed file
 // differs from it.
 //
-//	cd tools/configdoc && GOWORK=off go run . -out ../../docs/configuration.md
-//	cd tools/configdoc && GOWORK=off go run . -check ../../docs/configuration.md
-//
-// It lives outside go.work, like tools/modcheck, so the images (which copy
-// every go.work module) need not copy it.
+//	go run ./tools/configdoc -out docs/configuration.md   (make docs)
+//	go run ./tools/configdoc -check docs/configuration.md (make docs-check)
 package main
 
 import (

@@ -1,11 +1,9 @@
-// Command modcheck fails when a package of the workspace crosses a module
-// boundary the project keeps (see rules). It reads the import graph with
-// `go list` from the workspace root (go.work), tests included.
+// Command modcheck fails when a package of the workspace crosses a boundary
+// the project keeps (see rules): most code shares one module, so these
+// boundaries are rules on package paths, not on go.mod files. It reads the
+// import graph with `go list` from the workspace root (go.work), tests included.
 //
-//	cd tools/modcheck && GOWORK=off go run . -root ../..
-//
-// It lives outside go.work, like deploy/deploytest, so the images need not
-// copy it.
+//	go run ./tools/modcheck -root .
 package main
 
 import (
@@ -38,7 +36,7 @@ func main() {
 		}
 		os.Exit(1)
 	}
-	fmt.Printf("modcheck: %d packages keep the module boundaries\n", len(pkgs))
+	fmt.Printf("modcheck: %d packages keep the package boundaries\n", len(pkgs))
 }
 
 // Package is one package of ours and its direct imports.

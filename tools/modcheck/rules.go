@@ -9,25 +9,67 @@ import (
 
 // A rule forbids packages under From (and, unless OnlyBuild, their tests)
 // to reach, directly or not, packages under any of To, except under Allow.
+// Packages under Except are left to a rule of their own.
 type rule struct {
 	From      string
+	Except    []string
 	To        []string
 	Allow     []string // exceptions to To
 	TestAllow []string // further exceptions for From's tests only
 	Why       string
 }
 
-// rules are the boundaries, as paths below prefix. The emulator must share
-// no code with what it checks; shared is below every service; the two
-// services run apart and must not grow into one.
-var rules = []rule{
+// fixed are the boundaries, as paths below prefix, that name their packages.
+// The emulator must share no code with what it checks; shared is below every
+// service. The harnesses are the exceptions to "no service imports another":
+// they run several services in one process on purpose.
+var fixed = []rule{
 	{From: "shared", To: []string{""}, Allow: []string{"shared", "proto"},
-		TestAllow: []string{"services/sfsandbox"},
-		Why:       "shared depends only on shared and proto; its tests may also use the emulator, which depends on nothing of ours"},
+		TestAllow: []string{"services/sfsandbox", "internal/refmodel"},
+		Why:       "shared depends only on shared and proto; its tests may also use the emulator and the reference model, which depend on nothing of ours"},
+	{From: "internal/refmodel", To: []string{""}, Allow: []string{"internal/refmodel"},
+		Why: "the reference model is written apart from the code it checks"},
+	{From: "shared/natsx", To: []string{""}, Allow: []string{"shared/natsx", "shared/config", "shared/telemetry", "shared/logx"},
+		Why: "natsx is NATS plumbing (connection, provisioning, topology, publishing): it depends on no domain, store or adapter of ours, only on config, telemetry and logs"},
 	{From: "services/sfsandbox", To: []string{""}, Allow: []string{"services/sfsandbox"},
 		Why: "the emulator depends on nothing of ours"},
-	{From: "services/pusher", To: []string{"services/reconciler"}, Why: "the pusher and the reconciler stay apart"},
-	{From: "services/reconciler", To: []string{"services/pusher"}, Why: "the pusher and the reconciler stay apart"},
+	{From: "services/demo", To: []string{"services"}, Allow: []string{"services/demo", "services/pusher", "services/sfsandbox"},
+		Why: "the demo runs the pusher and the emulator in its process, no other service"},
+	{From: "services/optoutctl/internal/testkit", To: []string{"services"},
+		Allow: []string{"services/optoutctl", "services/pusher", "services/reconciler", "services/sfsandbox"},
+		Why:   "the CLI's test harness runs the real pusher and reconciler against the emulator"},
+}
+
+// rules are fixed plus, for every service found (a directory under
+// services/), "no service imports another": its tests may use the emulator
+// and, for the CLI, the services it operates.
+func rules(pkgs []Package) []rule {
+	out := slices.Clone(fixed)
+	var except []string
+	for _, r := range fixed {
+		except = append(except, r.From)
+	}
+	seen := map[string]bool{}
+	for _, p := range pkgs {
+		rest, ok := strings.CutPrefix(p.ImportPath, prefix+"services/")
+		if !ok {
+			continue
+		}
+		svc, _, _ := strings.Cut(rest, "/")
+		if seen[svc] || slices.Contains(except, "services/"+svc) {
+			seen[svc] = true
+			continue
+		}
+		seen[svc] = true
+		r := rule{From: "services/" + svc, Except: except, To: []string{"services"}, Allow: []string{"services/" + svc},
+			TestAllow: []string{"services/sfsandbox"}, Why: "no service imports another; tests may use the emulator"}
+		if svc == "optoutctl" {
+			r.TestAllow = append(r.TestAllow, "services/pusher", "services/reconciler")
+			r.Why = "no service imports another; the CLI's tests may also run the services it operates"
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // under reports whether import path p is the package tree rel below prefix
@@ -50,10 +92,11 @@ func Check(pkgs []Package) []string {
 	for _, p := range pkgs {
 		byPath[p.ImportPath] = p
 	}
+	rs := rules(pkgs)
 	var out []string
 	for _, p := range pkgs {
-		for _, r := range rules {
-			if !under(p.ImportPath, r.From) {
+		for _, r := range rs {
+			if !under(p.ImportPath, r.From) || underAny(p.ImportPath, r.Except) {
 				continue
 			}
 			forbidden := func(allow []string) func(string) bool {

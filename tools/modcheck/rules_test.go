@@ -33,6 +33,11 @@ func TestCheckRules(t *testing.T) {
 		pkg("internal/testsandbox", []string{"services/sfsandbox/sandbox", "shared/sfcreds"}),
 		pkg("services/pusher/push", []string{"shared/sfcreds"}, "internal/testsandbox"),
 		pkg("services/reconciler/service", []string{"shared/sfcreds"}, "internal/testsandbox"),
+		pkg("services/reconciler/cmd/reconbench", []string{"services/reconciler/service", "services/sfsandbox/sandbox"}),
+		pkg("services/optoutctl/internal/testkit", []string{"services/pusher/push", "services/reconciler/service"}),
+		pkg("services/optoutctl/internal/root", []string{"shared/sfcreds"}, "services/optoutctl/internal/testkit", "services/reconciler/service"),
+		pkg("services/demo/stack", []string{"services/pusher/app", "services/sfsandbox/sandbox"}),
+		pkg("services/pusher/app", []string{"services/pusher/push"}),
 	}
 	if vs := Check(base); len(vs) != 0 {
 		t.Fatalf("allowed graph reported: %v", vs)
@@ -47,14 +52,54 @@ func TestCheckRules(t *testing.T) {
 		{"shared tests use a service other than the emulator", pkg("shared/ledger", nil, "services/pusher/push"), "shared/ledger tests import"},
 		{"the emulator imports shared", pkg("services/sfsandbox/sandbox/x", []string{"shared/sfcreds"}), "the emulator depends on nothing of ours"},
 		{"the emulator's tests import shared", pkg("services/sfsandbox/sandbox/y", nil, "shared/sfcreds"), "tests import"},
-		{"the pusher imports the reconciler", pkg("services/pusher/app", []string{"services/reconciler/service"}), "pusher and the reconciler"},
+		{"the pusher imports the reconciler", pkg("services/pusher/other", []string{"services/reconciler/service"}), "services/pusher/other imports " + prefix + "services/reconciler/service (no service imports another"},
 		{"the reconciler's tests import the pusher", pkg("services/reconciler/app", nil, "services/pusher/push"), "reconciler/app tests import"},
+		{"the CLI imports the pusher outside its test harness", pkg("services/optoutctl/internal/conn", []string{"services/pusher/push"}), "optoutctl/internal/conn imports"},
+		{"the pusher imports the CLI", pkg("services/pusher/cli", []string{"services/optoutctl/internal/root"}), "no service imports another"},
+		{"a new service imports the pusher", pkg("services/admin/page", []string{"services/pusher/app"}), "services/admin/page imports"},
+		{"a new service's tests import the reconciler", pkg("services/admin/page2", nil, "services/reconciler/service"), "services/admin/page2 tests import"},
+		{"the demo imports the reconciler", pkg("services/demo/more", []string{"services/reconciler/service"}), "the demo runs the pusher"},
+		{"the reconciler's bench imports the pusher", pkg("services/reconciler/cmd/reconbench/x", []string{"services/pusher/push"}), "benchmark"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			vs := Check(append(append([]Package(nil), base...), c.add))
 			if len(vs) != 1 || !strings.Contains(vs[0], c.want) {
 				t.Fatalf("got %q, want one violation containing %q", vs, c.want)
+			}
+		})
+	}
+}
+
+// TestNatsxImportsNoDomain: the NATS layer may use the platform (config,
+// telemetry, logs) and nothing else of ours, in its code or its tests.
+func TestNatsxImportsNoDomain(t *testing.T) {
+	base := []Package{
+		pkg("proto/optout/v1", nil),
+		pkg("shared/logx", []string{"fmt"}),
+		pkg("shared/telemetry", []string{"shared/logx"}),
+		pkg("shared/config", []string{"shared/logx"}),
+		pkg("shared/natsx", []string{"shared/config", "shared/telemetry"}, "shared/natsx/natstest"),
+		pkg("shared/natsx/natstest", []string{"shared/natsx"}),
+		pkg("shared/event", []string{"proto/optout/v1"}),
+		pkg("shared/deadletter", []string{"shared/natsx", "shared/event"}),
+	}
+	if vs := Check(base); len(vs) != 0 {
+		t.Fatalf("allowed graph reported: %v", vs)
+	}
+	cases := []struct {
+		name string
+		add  Package
+		want string // in the one violation
+	}{
+		{"natsx imports the domain", pkg("shared/natsx/x", []string{"shared/event"}), "shared/natsx/x imports " + prefix + "shared/event"},
+		{"natsx tests import an adapter built on it", pkg("shared/natsx/y", nil, "shared/deadletter"), "shared/natsx/y tests import " + prefix + "shared/deadletter"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vs := Check(append(append([]Package(nil), base...), c.add))
+			if len(vs) != 1 || !strings.Contains(vs[0], c.want) || !strings.Contains(vs[0], "NATS plumbing") {
+				t.Fatalf("got %q, want one violation of the natsx rule containing %q", vs, c.want)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
@@ -85,7 +86,7 @@ func (p *Publisher) publish(ctx context.Context, t string, r sandbox.Record, mix
 	case x < p.NoIDShare+p.InvalidShare:
 		ev.Person.SalesforceId = r.ID[:15] + "ZZZ" // wrong checksum: rejected to the DLQ
 	}
-	if _, err := p.Pub.PublishEvent(ctx, ev, true); err != nil {
+	if _, err := eventstream.PublishEvent(ctx, p.Pub, ev, true); err != nil {
 		return err
 	}
 	p.Published.Add(1)

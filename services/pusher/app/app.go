@@ -17,6 +17,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/process"
 	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/salesforce"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
 )
@@ -29,6 +30,8 @@ type Config struct {
 	AdminAddr      string
 	AdminAuth      adminui.Auth
 	CredentialsDir string
+	// SFEndpoints is where Salesforce credentials may go (issue 20).
+	SFEndpoints salesforce.EndpointPolicy
 	// Pprof mounts net/http/pprof under /debug/pprof/ on the admin port.
 	Pprof bool
 }
@@ -43,6 +46,7 @@ func Load(l *config.Loader) Config {
 		AdminAuth:      adminui.AuthFromEnv(l),
 		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "true serves Go profiles (net/http/pprof) under /debug/pprof/ on the admin port (make bench-pusher profiles the pusher this way)"),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "one Secret per tenant mounted at <dir>/<tenant>/: token_url (My Domain URL), client_id, client_secret or username + jwt_key.pem, optional api_version; else the SF_<TENANT>_* variables. Never read from KV, never logged; re-read every 30s, so a rotated Secret applies without a restart"),
+		SFEndpoints:    sfcreds.PolicyFromEnv(l),
 	}
 	c.Push = push.Config{
 		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica (calls wait on Salesforce, not CPU: sized so a slow tenant's calls never starve a thousand others)"),
@@ -82,12 +86,16 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		return nil, err
 	}
 	prov := p.Prov
+	creds := sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}
+	if w := cfg.SFEndpoints.Warning(); w != "" {
+		log.Warn().Msg(w)
+	}
 	// The admin settings page shares the admin port; it answers 503 with setup
 	// instructions until its Secret is configured, and pushing goes on.
 	p.Admin.Handle("/admin/", adminui.New(adminui.Deps{
 		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
-			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
+			Salesforce: tenantstatus.SourceClients{Source: creds}},
 		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
 		Auth:   cfg.AdminAuth, Log: log}))
 	if cfg.Pprof {
@@ -110,7 +118,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		Topology: cfg.Topology,
 		Ledger:   lg,
 		Settings: p.Settings,
-		Clients:  &sfcreds.Pool{Source: sfcreds.Source{Dir: cfg.CredentialsDir}},
+		Clients:  &sfcreds.Pool{Source: creds},
 		Health:   tenant.HealthStore{KV: prov.Health},
 		Log:      log,
 		Metrics:  metrics,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -35,7 +36,7 @@ func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string,
 	received := time.Now()
 	res, err := s.ingester.Handle(ctx, r.tenant, msg, r.held.room())
 	switch {
-	case errors.Is(err, natsx.ErrDeadLetterUnwritable):
+	case errors.Is(err, deadletter.ErrDeadLetterUnwritable):
 		// Settled (termed) by Handle: reported once, never redelivered.
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "dead letter unwritable")
@@ -611,7 +612,7 @@ func (r *runner) deadLetter(ctx context.Context, e ledger.Entry, cause error, co
 		r.log.Error().Ctx(ctx).Err(err).Msg("encoding a dead letter failed")
 		return
 	}
-	letter := natsx.Letter{Tenant: r.tenant, Subject: s.Topology.EventsSubject(r.tenant),
+	letter := deadletter.Letter{Tenant: r.tenant, Subject: s.Topology.EventsSubject(r.tenant),
 		Header: map[string][]string{event.HeaderContentType: {ctype}}, Data: data,
 		Cause: cause, Code: code, Class: class}
 	if err := s.ingester.DLQ.Write(ctx, letter); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -131,7 +132,7 @@ func TestInvalidEventSentWithNatsHeadersIsDeadLetteredOnce(t *testing.T) {
 	if id := h.Get("Nats-Msg-Id"); id == "" || id == "evt-undecodable" {
 		t.Errorf("copy's Nats-Msg-Id = %q; want its own", id)
 	}
-	if h.Get(event.HeaderErrorCode) != string(event.CodeUndecodable) || h.Get(natsx.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) ||
+	if h.Get(event.HeaderErrorCode) != string(event.CodeUndecodable) || h.Get(deadletter.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) ||
 		h.Get("X-Publisher") != "sales-connect" || !bytes.Equal(d[0].Data, undecodable) {
 		t.Errorf("DLQ copy: headers %v body %q", h, d[0].Data)
 	}

@@ -19,6 +19,7 @@ import (
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
@@ -223,7 +224,7 @@ func (s *stack) publish(tenantID, sc string, opts ...evOpt) string {
 	for _, o := range opts {
 		o(ev)
 	}
-	if _, err := s.pub.PublishEvent(s.ctx, ev, false); err != nil {
+	if _, err := eventstream.PublishEvent(s.ctx, s.pub, ev, false); err != nil {
 		s.t.Fatal(err)
 	}
 	return id
@@ -271,10 +272,10 @@ func (s *stack) folded(tenantID string, scs ...string) bool {
 	return true
 }
 
-// pendingAcks is the tenant's backlog as operators see it (natsx.TenantBacklog):
+// pendingAcks is the tenant's backlog as operators see it (eventstream.TenantBacklog):
 // events delivered and not acknowledged, and events not delivered yet.
 func (s *stack) pendingAcks(tenantID string) (ackPending int, undelivered uint64) {
-	b, err := natsx.TenantBacklog(s.ctx, s.prov.JS, s.topo, tenantID)
+	b, err := eventstream.TenantBacklog(s.ctx, s.prov.JS, s.topo, tenantID)
 	if err != nil || !b.ConsumerExists {
 		return -1, 0
 	}

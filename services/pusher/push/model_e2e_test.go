@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/optout-sync/optout-sync/internal/refmodel"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/event"
@@ -51,20 +51,14 @@ type modelPerson struct {
 	events []modelEvent
 }
 
-// latest is the reference wish: the newest ordering time; on a tie the
-// opt-out wins.
-func (p modelPerson) latest() modelEvent {
-	best := p.events[0]
-	for _, e := range p.events[1:] {
-		if e.at.After(best.at) || (e.at.Equal(best.at) && e.optOut && !best.optOut) {
-			best = e
-		}
+// wish is the shared reference model's (internal/refmodel) verdict on the
+// person's history.
+func (p modelPerson) wish() refmodel.Wish {
+	hist := make([]refmodel.Event, len(p.events))
+	for i, e := range p.events {
+		hist[i] = refmodel.Event{At: e.at, OptOut: e.optOut}
 	}
-	return best
-}
-
-func (p modelPerson) anyOptOut() bool {
-	return slices.ContainsFunc(p.events, func(e modelEvent) bool { return e.optOut })
+	return refmodel.Of(hist)
 }
 
 // field is the Salesforce field the person's tenant syncs (acme: the sales
@@ -74,16 +68,6 @@ func modelField(tenantID string) string {
 		return sales
 	}
 	return std
-}
-
-// want is what the reference model says Salesforce ends at on the tenant's
-// field: the latest wish on the sales field; on Email Opt Out, true once any
-// opt-out exists (never cleared from here).
-func (p modelPerson) want() bool {
-	if p.tenant == "acme" {
-		return p.latest().optOut
-	}
-	return p.anyOptOut()
 }
 
 // modelReport counts what the comparison found; every count but the sizes
@@ -375,7 +359,8 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 
 	for _, p := range people {
 		field := modelField(p.tenant)
-		want, latest := p.want(), p.latest()
+		latest := p.wish()
+		want := latest.Salesforce(field == std)
 		rec, ok := s.org(p.tenant).Get(p.sfID)
 		if !ok {
 			s.t.Fatalf("record %s vanished from %s", p.sfID, p.tenant)
@@ -388,7 +373,7 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 		case want && !got:
 			rep.fail(&rep.Lost, "%s %s: opt-out lost: Salesforce %s=false, model wants true", p.tenant, p.sc, field)
 		case !want && got:
-			rep.fail(&rep.IgnoredResub, "%s %s (%s): resubscribe of %s not honoured: %s=true", p.tenant, p.sc, p.sfID, latest.at.Format(time.RFC3339Nano), field)
+			rep.fail(&rep.IgnoredResub, "%s %s (%s): resubscribe of %s not honoured: %s=true", p.tenant, p.sc, p.sfID, latest.DecidedAt.Format(time.RFC3339Nano), field)
 		}
 		if other {
 			rep.fail(&rep.OtherField, "%s %s: the field the tenant did not choose was set", p.tenant, p.sc)
@@ -400,9 +385,9 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 			continue
 		}
 		e := entries[0].entry
-		if e.OptedOut != latest.optOut || !e.DecidedAt.Equal(latest.at.UTC()) {
+		if e.OptedOut != latest.OptOut || !e.DecidedAt.Equal(latest.DecidedAt.UTC()) {
 			rep.fail(&rep.Reverted, "%s %s: ledger wish optedOut=%t at %s; the newest is optedOut=%t at %s",
-				p.tenant, p.sc, e.OptedOut, e.DecidedAt.Format(time.RFC3339Nano), latest.optOut, latest.at.UTC().Format(time.RFC3339Nano))
+				p.tenant, p.sc, e.OptedOut, e.DecidedAt.Format(time.RFC3339Nano), latest.OptOut, latest.DecidedAt.UTC().Format(time.RFC3339Nano))
 		}
 		if e.State != ledger.StateSynced || e.Dirty(field) || (want && (e.Confirmed == nil || !*e.Confirmed)) {
 			rep.fail(&rep.Unsettled, "%s %s: ledger state %s (confirmed %v, reason %q)", p.tenant, p.sc, e.State, e.Confirmed, e.Reason)

@@ -22,7 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -156,7 +158,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.scans = make(chan struct{}, scanConcurrency)
 	s.folds = make(chan struct{}, ingestConcurrency)
 	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
-		DLQ:   natsx.DeadLetterer{JS: s.JS, Topology: s.Topology},
+		DLQ:   deadletter.DeadLetterer{JS: s.JS, Topology: s.Topology},
 		Field: func(t string) string { return s.settings(t).TargetField() }}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
@@ -191,7 +193,7 @@ const legacyCleanupInterval = 30 * time.Second
 // deleteLegacyConsumers deletes the per-tenant consumers the shared
 // consumer replaced, once no replica pulls from them.
 func (s *Service) deleteLegacyConsumers(ctx context.Context) {
-	deleted, kept, err := natsx.DeleteIdleLegacyConsumers(ctx, s.JS, s.Topology)
+	deleted, kept, err := eventstream.DeleteIdleLegacyConsumers(ctx, s.JS, s.Topology)
 	if err != nil && ctx.Err() == nil {
 		s.Log.Warn().Err(err).Msg("deleting the per-tenant consumers of an earlier version failed; retrying")
 	}
@@ -345,7 +347,7 @@ func (s *Service) pull(ctx context.Context) {
 // every tenant. Folds commute and take milliseconds, never waiting for
 // Salesforce, so one tenant's events cannot hold up another's for long.
 func (s *Service) pullOnce(ctx context.Context) error {
-	cons, err := natsx.EnsurePusherConsumer(ctx, s.JS, s.Topology)
+	cons, err := eventstream.EnsurePusherConsumer(ctx, s.JS, s.Topology)
 	if err != nil {
 		return err
 	}

@@ -12,9 +12,9 @@ import (
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
 	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // consumers lists the events stream's consumers.
@@ -201,7 +201,7 @@ func TestEventOfAMalformedTenantTokenIsDeadLettered(t *testing.T) {
 
 	s.eventually("dead-lettered", 15*time.Second, func() bool { return len(s.dlq("unknown")) == 1 })
 	d := s.dlq("unknown")[0]
-	if d.Header.Get(natsx.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) || d.Header.Get(natsx.HeaderOriginalSubject) != s.topo.EventsSubject("ac!me") {
+	if d.Header.Get(deadletter.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) || d.Header.Get(deadletter.HeaderOriginalSubject) != s.topo.EventsSubject("ac!me") {
 		t.Errorf("DLQ copy headers %v; want the original's sequence %d and subject", d.Header, ack.Sequence)
 	}
 	s.eventually("globex's opt-outs in Salesforce", 15*time.Second, func() bool {

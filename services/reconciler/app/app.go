@@ -36,6 +36,7 @@ type Config struct {
 	LeaseTTL       time.Duration
 	AdminAddr      string
 	CredentialsDir string
+	SFEndpoints    salesforce.EndpointPolicy // where Salesforce credentials may go
 	Replica        string
 	Tick           time.Duration
 	MaxConcurrent  int
@@ -68,6 +69,7 @@ func Load(l *config.Loader) Config {
 	c.LeaseTTL = l.Duration("OPTOUT_LEASE_TTL", time.Minute, time.Second, time.Hour, "lease length (at least 3s); a crashed replica's run is resumed after at most this long (renewed every third)")
 	c.AdminAddr = l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz (ready when NATS and Redis answer)")
 	c.CredentialsDir = l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "tenants' Salesforce credentials, as for the pusher (<dir>/<tenant>/… or the SF_<TENANT>_* variables)")
+	c.SFEndpoints = sfcreds.PolicyFromEnv(l)
 	c.Replica = l.Computed("OPTOUT_REPLICA_ID", func() string {
 		host, _ := os.Hostname()
 		return host + "-" + randomSuffix()
@@ -140,8 +142,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 	}
 	a.Admin.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
+	if w := cfg.SFEndpoints.Warning(); w != "" {
+		log.Warn().Msg(w)
+	}
 	clients := &sfcreds.Pool{
-		Source: sfcreds.Source{Dir: cfg.CredentialsDir},
+		Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints},
 		// Every request of a run is counted against its API budget.
 		Configure: func(c *salesforce.Config) { c.Transport = budget.Transport{Next: http.DefaultTransport} },
 	}

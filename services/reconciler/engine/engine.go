@@ -31,6 +31,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/ingest"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/logx"
@@ -489,7 +490,7 @@ func (r *run) attempt(ctx context.Context) error {
 func (r *run) foldWaiting(ctx context.Context) error {
 	e, j := r.e, r.job
 	in := &ingest.Ingester{Ledger: e.Ledger, Topology: e.Topology, Now: e.Now,
-		DLQ:   natsx.DeadLetterer{JS: e.Publisher.JS, Topology: e.Topology},
+		DLQ:   deadletter.DeadLetterer{JS: e.Publisher.JS, Topology: e.Topology},
 		Field: func(string) string { return r.field }}
 	if j.DryRun {
 		w, err := in.Waiting(ctx, e.Publisher.JS, j.Tenant)

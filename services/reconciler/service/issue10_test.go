@@ -13,6 +13,7 @@ import (
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -31,7 +32,7 @@ func (h *harness) publishEvent(tn, id, sc, sfID string, action optoutv1.Action, 
 		OccurredAt: timestamppb.New(at),
 		Source:     optoutv1.Source_EMAIL_LINK,
 	}
-	if _, err := (natsx.Publisher{JS: h.prov.JS, Topology: h.topo}).PublishEvent(h.ctx, ev, false); err != nil {
+	if _, err := eventstream.PublishEvent(h.ctx, natsx.Publisher{JS: h.prov.JS, Topology: h.topo}, ev, false); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -137,7 +138,7 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 		h.setSettings("acme", nil)
 		h.waitingOptOuts("globex", others)
 		ids, _ := h.waitingOptOuts("acme", n)
-		cons, err := natsx.EnsurePusherConsumer(h.ctx, h.prov.JS, h.topo)
+		cons, err := eventstream.EnsurePusherConsumer(h.ctx, h.prov.JS, h.topo)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,7 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/tenant"
@@ -64,12 +66,12 @@ type Status struct {
 	TargetField string          `json:"targetField"`
 	// Health is the pusher's last view; nil before it recorded one (it
 	// records a change of mode, so nil also means "never had trouble").
-	Health         *tenant.Health `json:"health,omitempty"`
-	Backlog        natsx.Backlog  `json:"backlog"`
-	DeadLetters    uint64         `json:"deadLetters"`
-	Ledger         *LedgerSummary `json:"ledger,omitempty"`
-	OldestUnpushed *Waiting       `json:"oldestUnpushed,omitempty"`
-	Salesforce     *Check         `json:"salesforce,omitempty"`
+	Health         *tenant.Health      `json:"health,omitempty"`
+	Backlog        eventstream.Backlog `json:"backlog"`
+	DeadLetters    uint64              `json:"deadLetters"`
+	Ledger         *LedgerSummary      `json:"ledger,omitempty"`
+	OldestUnpushed *Waiting            `json:"oldestUnpushed,omitempty"`
+	Salesforce     *Check              `json:"salesforce,omitempty"`
 }
 
 // LedgerSummary counts a tenant's people by state.
@@ -132,10 +134,10 @@ func (in *Inspector) Inspect(ctx context.Context, tenantID string, opt Options) 
 	if st.Health, err = in.health(ctx, tenantID); err != nil {
 		return nil, err
 	}
-	if st.Backlog, err = natsx.TenantBacklog(ctx, in.JS, in.Topology, tenantID); err != nil {
+	if st.Backlog, err = eventstream.TenantBacklog(ctx, in.JS, in.Topology, tenantID); err != nil {
 		return nil, err
 	}
-	if st.DeadLetters, err = (natsx.DLQ{JS: in.JS, Topology: in.Topology}).Count(ctx, tenantID); err != nil {
+	if st.DeadLetters, err = (deadletter.DLQ{JS: in.JS, Topology: in.Topology}).Count(ctx, tenantID); err != nil {
 		return nil, err
 	}
 	st.OldestUnpushed = in.oldestInBacklog(st.Backlog)
@@ -172,12 +174,12 @@ func (in *Inspector) health(ctx context.Context, tenantID string) (*tenant.Healt
 // oldestInBacklog reads when the person behind the first unacknowledged
 // event acted. The body is read leniently: an event that fails validation
 // still waits (until the pusher dead-letters it).
-func (in *Inspector) oldestInBacklog(b natsx.Backlog) *Waiting {
+func (in *Inspector) oldestInBacklog(b eventstream.Backlog) *Waiting {
 	if b.Oldest == nil {
 		return nil
 	}
 	w := &Waiting{Since: b.Oldest.Received, Where: WaitingInBacklog, Seq: b.Oldest.Seq}
-	if ev, ok := natsx.Peek(b.Oldest.Data, b.Oldest.Header); ok {
+	if ev, ok := deadletter.Peek(b.Oldest.Data, b.Oldest.Header); ok {
 		w.EventID = ev.GetEventId()
 		if ts := ev.GetOccurredAt(); ts.IsValid() && ts.AsTime().Before(b.Oldest.Received) {
 			w.Since = ts.AsTime().UTC()
@@ -252,7 +254,7 @@ func (in *Inspector) List(ctx context.Context) ([]Summary, error) {
 	for _, t := range withEvents {
 		names[t] = true
 	}
-	dead, err := (natsx.DLQ{JS: in.JS, Topology: in.Topology}).Counts(ctx)
+	dead, err := (deadletter.DLQ{JS: in.JS, Topology: in.Topology}).Counts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +288,7 @@ func (in *Inspector) List(ctx context.Context) ([]Summary, error) {
 		if sum.Health, err = in.health(ctx, t); err != nil {
 			return nil, err
 		}
-		b, err := natsx.TenantBacklog(ctx, in.JS, in.Topology, t)
+		b, err := eventstream.TenantBacklog(ctx, in.JS, in.Topology, t)
 		if err != nil {
 			return nil, err
 		}

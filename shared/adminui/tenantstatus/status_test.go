@@ -14,6 +14,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/event"
+	"github.com/optout-sync/optout-sync/shared/eventstream"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
@@ -69,7 +70,7 @@ func (f *fixture) publish(t *testing.T, tenantID, id string, occurred time.Time)
 	t.Helper()
 	ev := &optoutv1.OptOutEvent{EventId: id, TenantId: tenantID, Person: &optoutv1.Person{SalesConnectId: "sc-" + id},
 		Action: optoutv1.Action_UNSUBSCRIBE, OccurredAt: timestamppb.New(occurred)}
-	if _, err := f.pub.PublishEvent(f.ctx, ev, true); err != nil {
+	if _, err := eventstream.PublishEvent(f.ctx, f.pub, ev, true); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -103,7 +104,7 @@ func TestKnownWhileThePusherRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "acme", "evt-1", now.Add(-time.Minute))
-	c, err := natsx.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
+	c, err := eventstream.EnsurePusherConsumer(f.ctx, f.p.JS, f.p.Topology)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,9 +24,14 @@ func Addr() string {
 
 // Client dials the test Redis and closes the client at cleanup. Each call
 // returns a new client, so a test can give every simulated replica its own
-// connection (and break one without touching the others).
+// connection (and break one without touching the others). Under -short
+// (make test-short) it skips the test instead: the fast tier runs without
+// servers.
 func Client(t testing.TB) *redis.Client {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Redis (" + Addr() + "): skipped under -short; make test runs it")
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

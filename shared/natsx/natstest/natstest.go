@@ -30,8 +30,13 @@ func URL() string {
 }
 
 // Connect dials the test server and closes the connection at cleanup.
+// Under -short (make test-short) it skips the test instead: the fast tier
+// runs without servers.
 func Connect(t testing.TB) *nats.Conn {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs NATS (" + URL() + "): skipped under -short; make test runs it")
+	}
 	nc, err := nats.Connect(URL(), nats.Name(t.Name()))
 	if err != nil {
 		t.Fatalf("connect to NATS at %s (is nats-server -js running? scripts/test-prereqs starts it): %v", URL(), err)

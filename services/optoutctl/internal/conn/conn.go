@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
@@ -46,6 +47,10 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 	natsCfg := natsx.ConnConfigFromEnv(l, "optoutctl")
 	topo := natsx.TopologyFromEnv(l)
 	dir := l.String("OPTOUT_SF_CREDENTIALS_DIR", DefaultCredentialsDir, "directory of per-tenant Salesforce Secrets")
+	policy := sfcreds.PolicyFromEnv(l)
+	if w := policy.Warning(); w != "" {
+		fmt.Fprintln(inv.Stderr, "optoutctl: warning:", w)
+	}
 	if err := l.Err(); err != nil {
 		return nil, cli.Usagef("%v", err)
 	}
@@ -54,7 +59,7 @@ func Open(ctx context.Context, inv *cli.Invocation) (*Conn, error) {
 		return nil, cli.Failf(err, "%v; check NATS_URL (or --server) and that NATS is running", err)
 	}
 	c := &Conn{NC: nc, Topology: topo, url: nc.ConnectedUrlRedacted(),
-		Salesforce: sfcreds.Source{Dir: dir, Lookup: inv.Getenv}}
+		Salesforce: sfcreds.Source{Dir: dir, Lookup: inv.Getenv, Policy: policy}}
 	if c.JS, err = jetstream.New(nc); err != nil {
 		nc.Close()
 		return nil, cli.Failf(err, "jetstream: %v", err)
@@ -111,7 +116,7 @@ func (c *Conn) Inspector(inv *cli.Invocation) *tenantstatus.Inspector {
 }
 
 // DLQ reads and settles dead letters.
-func (c *Conn) DLQ() natsx.DLQ { return natsx.DLQ{JS: c.JS, Topology: c.Topology} }
+func (c *Conn) DLQ() deadletter.DLQ { return deadletter.DLQ{JS: c.JS, Topology: c.Topology} }
 
 // Publisher publishes with trace and dedup headers.
 func (c *Conn) Publisher() natsx.Publisher { return natsx.Publisher{JS: c.JS, Topology: c.Topology} }

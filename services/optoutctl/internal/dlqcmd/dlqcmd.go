@@ -20,8 +20,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/event"
-	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // Command is the "dlq" group.
@@ -71,10 +71,10 @@ func listCmd() *cli.Command {
 }
 
 // collect lists dead letters, filtered by code, up to limit (0: all).
-func collect(ctx context.Context, d natsx.DLQ, t, code string, limit int) ([]natsx.DeadLetter, error) {
-	items := []natsx.DeadLetter{}
+func collect(ctx context.Context, d deadletter.DLQ, t, code string, limit int) ([]deadletter.DeadLetter, error) {
+	items := []deadletter.DeadLetter{}
 	stop := errors.New("limit reached")
-	err := d.List(ctx, t, func(dl natsx.DeadLetter) error {
+	err := d.List(ctx, t, func(dl deadletter.DeadLetter) error {
 		if code != "" && dl.Code != code {
 			return nil
 		}
@@ -113,7 +113,7 @@ func showCmd() *cli.Command {
 			body, bodyKind := renderBody(d)
 			if inv.Output != cli.FormatTable {
 				return inv.Print(nil, struct {
-					natsx.DeadLetter
+					deadletter.DeadLetter
 					Headers  map[string][]string `json:"headers"`
 					Body     json.RawMessage     `json:"body,omitempty"`
 					BodyText string              `json:"bodyText,omitempty"`
@@ -155,12 +155,12 @@ func showCmd() *cli.Command {
 
 // renderBody shows the event as sent: JSON as is (indented), protobuf
 // decoded to JSON, anything else quoted.
-func renderBody(d natsx.DeadLetter) (string, string) {
+func renderBody(d deadletter.DeadLetter) (string, string) {
 	var buf bytes.Buffer
 	if json.Valid(d.Data) && json.Indent(&buf, d.Data, "", "  ") == nil {
 		return buf.String(), "JSON"
 	}
-	if ev, ok := natsx.Peek(d.Data, d.Header); ok && ev.GetEventId() != "" {
+	if ev, ok := deadletter.Peek(d.Data, d.Header); ok && ev.GetEventId() != "" {
 		if b, err := (protojson.MarshalOptions{Multiline: true, Indent: "  "}).Marshal(ev); err == nil {
 			if json.Indent(&buf, b, "", "  ") == nil {
 				return buf.String(), "protobuf, shown as JSON"
@@ -241,7 +241,7 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 			for _, seq := range seqs {
 				r, err := d.Replay(ctx, t, seq, inv.Clock())
 				o := outcome{DLQSeq: seq, EventID: r.EventID, Seq: r.Seq, TraceID: r.TraceID}
-				var bad *natsx.InvalidError
+				var bad *deadletter.InvalidError
 				switch {
 				case err == nil:
 					o.Result, o.Detail = "replayed", fmt.Sprintf("events sequence %d", r.Seq)
@@ -250,7 +250,7 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 					}
 				case errors.As(err, &bad):
 					o.Result, o.Detail = "invalid", bad.Err.Error()
-				case errors.Is(err, natsx.ErrDeadLetterNotFound):
+				case errors.Is(err, deadletter.ErrDeadLetterNotFound):
 					o.Result, o.Detail = "not-found", "no such dead letter in tenant "+t
 				default:
 					o.Result, o.Detail = "failed", err.Error()
@@ -322,7 +322,7 @@ A dead letter may be the only copy of a person's opt-out, so --all needs
 			} else {
 				for _, seq := range seqs {
 					if err := d.Delete(ctx, t, seq); err != nil {
-						if errors.Is(err, natsx.ErrDeadLetterNotFound) {
+						if errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 							return cli.NotFoundf("tenant %s has no dead letter %d (deleted %d before it); list them with 'optoutctl dlq list %s'", t, seq, deleted, t)
 						}
 						return conn.Wrap(err, "delete dead letter")
@@ -360,7 +360,7 @@ func tenantAndSeqs(args []string) (string, []uint64, error) {
 }
 
 func notFound(err error, t string, seq uint64) error {
-	if errors.Is(err, natsx.ErrDeadLetterNotFound) {
+	if errors.Is(err, deadletter.ErrDeadLetterNotFound) {
 		return cli.NotFoundf("tenant %s has no dead letter %d; list them with 'optoutctl dlq list %s'", t, seq, t)
 	}
 	return conn.Wrap(err, "dead letter")

@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
@@ -32,7 +33,7 @@ func lookupEvents(ctx context.Context, js jetstream.JetStream, topo natsx.Topolo
 	}
 	errDone := errDoneType{}
 	err := natsx.ReadSubject(ctx, js, topo.EventsStream(), topo.EventsSubject(tenant), func(m jetstream.Msg) error {
-		ev, ok := natsx.Peek(m.Data(), m.Headers())
+		ev, ok := deadletter.Peek(m.Data(), m.Headers())
 		if !ok || !ids[ev.GetEventId()] {
 			return nil
 		}

@@ -7,8 +7,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
+	"github.com/optout-sync/optout-sync/shared/deadletter"
 	"github.com/optout-sync/optout-sync/shared/ledger"
-	"github.com/optout-sync/optout-sync/shared/natsx"
 )
 
 // TestDLQCommands makes three real dead letters with the pusher (a deleted
@@ -18,7 +18,7 @@ func TestDLQCommands(t *testing.T) {
 	t.Parallel()
 	s := testkit.New(t)
 	s.StartPusher()
-	dlq := natsx.DLQ{JS: s.Prov.JS, Topology: s.Topo}
+	dlq := deadletter.DLQ{JS: s.Prov.JS, Topology: s.Topo}
 	waitDLQ := func(n uint64) {
 		s.Eventually("dead letters", func() bool { c, _ := dlq.Count(s.Ctx, "acme"); return c == n })
 	}

@@ -1,3 +1,0 @@
-module github.com/optout-sync/optout-sync/tools/modcheck
-
-go 1.26.8

@@ -45,9 +45,9 @@ func (a Auth) Configured() bool { return a.TokenFile != "" || a.Token != "" || a
 // starts, because opt-outs must flow even when the admin page is not set up.
 func AuthFromEnv(l *config.Loader) Auth {
 	a := Auth{
-		TokenFile: l.File("OPTOUT_ADMIN_TOKEN_FILE", "file with the admin page's bearer token (a mounted Secret)"),
+		TokenFile: l.File("OPTOUT_ADMIN_TOKEN_FILE", "file with the admin page's bearer token (a mounted Secret, at least 16 characters)"),
 		Token:     l.String("OPTOUT_ADMIN_TOKEN", "", "the admin page's bearer token (prefer OPTOUT_ADMIN_TOKEN_FILE)"),
-		UsersFile: l.File("OPTOUT_ADMIN_USERS_FILE", "file of name:password lines for the admin page's basic auth (a mounted Secret)"),
+		UsersFile: l.File("OPTOUT_ADMIN_USERS_FILE", "file of name:password lines for the admin page's basic auth (browsers prompt; the name is logged as who changed a setting). With none of the three admin variables set the page answers 503 with setup instructions; pushing is unaffected"),
 	}
 	if a.Token != "" && len(a.Token) < MinTokenLength {
 		l.Invalid("OPTOUT_ADMIN_TOKEN", "[redacted]", fmt.Sprintf("want at least %d characters", MinTokenLength))

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/pusher/queue"
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
@@ -27,110 +27,9 @@ import (
 
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
-// ingest folds one message into the ledger and returns the person's key
-// and entry as folded when a write is due (at.Held: the message is left
-// unacked for r.held).
-func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string, at ledger.Snapshot) {
-	s := r.svc
-	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.PusherConsumer())
-	defer span.End()
-	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
-	received := time.Now()
-	res, err := s.ingester.Handle(ctx, r.tenant, msg, r.held.room())
-	switch {
-	case errors.Is(err, deadletter.ErrDeadLetterUnwritable):
-		// Settled (termed) by Handle: reported once, never redelivered.
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "dead letter unwritable")
-		r.log.Error().Ctx(ctx).Err(err).Str("subject", msg.Subject()).Uint64("stream_seq", streamSeq(msg)).
-			Msg("invalid event could not be copied to the DLQ; it stays only in the events stream (termed, until its MaxAge)")
-		s.Metrics.deadLetterUnwritable(r.tenant, "invalid")
-		return "", at
-	case err != nil:
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "ingest failed")
-		r.log.Warn().Ctx(ctx).Err(err).Msg("ingest failed; the event will be redelivered")
-		return "", at
-	case res.Rejected != nil:
-		span.SetStatus(codes.Error, string(event.CodeOf(res.Rejected)))
-		span.SetAttributes(attribute.String("optout.outcome", "dead-lettered: "+string(event.CodeOf(res.Rejected))))
-		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
-		s.Metrics.deadLettered(r.tenant, "invalid")
-		return "", at
-	}
-	target := targetOf(s.settings(r.tenant).TargetField())
-	s.Metrics.stage(StageFold, target, time.Since(received))
-	if res.Changed && res.At.Entry.LastEvent != nil {
-		s.Metrics.stage(StageArrive, target, received.Sub(res.At.Entry.LastEvent.OccurredAt))
-	}
-	if res.Clamped {
-		s.Metrics.clamped(r.tenant)
-	}
-	if res.Changed && res.At.Entry.State == optout.StateParked {
-		s.Metrics.parked(r.tenant)
-	}
-	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.At.Entry.State)))
-	if res.Dirty {
-		return res.Key, res.At
-	}
-	return "", at
-}
-
-// dispatch takes batches of dirty persons while the tenant may push, and
-// pushes each in a goroutine of its own, at most TenantConcurrency at
-// once; it returns once the queue is closed and its batches are settled.
-func (r *runner) dispatch(ctx context.Context) {
-	s := r.svc
-	busy := make(chan struct{}, max(1, s.Cfg.TenantConcurrency))
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
-	for ctx.Err() == nil {
-		if wait := r.holdOff(ctx); wait > 0 {
-			sleep(ctx, wait)
-			continue
-		}
-		// A tenant slot before taking: while all of the tenant's batches are
-		// in flight, the next one keeps filling in the queue.
-		select {
-		case busy <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
-		if keys == nil {
-			<-busy
-			return
-		}
-		inflight.Go(func() {
-			defer func() { <-busy }()
-			r.push(ctx, keys)
-		})
-	}
-}
-
-// push writes one batch with a worker slot of the replica.
-func (r *runner) push(ctx context.Context, keys []string) {
-	s := r.svc
-	waited := time.Now()
-	slot := false
-	select {
-	case s.slots <- struct{}{}:
-		slot = true
-	case <-ctx.Done():
-	}
-	s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
-	// A batch in flight is finished even when shutdown starts, so what
-	// Salesforce confirmed is recorded.
-	b := &batch{clean: make(map[string]uint64, len(keys))}
-	r.pushBatch(context.WithoutCancel(ctx), b, keys)
-	if slot {
-		<-s.slots
-	}
-	for _, k := range keys {
-		r.held.end(k, b.cleanAt(k))
-		r.q.Done(k)
-	}
-}
+// workItem is one person of a batch as the queue gave it: its key, the hint
+// of its entry, whether its events are held for the batch.
+type workItem = queue.Work[ledger.Snapshot]
 
 // batch is what one batch learnt of its persons' held events: the
 // revision at which a read or write left each person clean.
@@ -161,7 +60,7 @@ type person struct {
 
 // pushBatch writes each person's current desired value and records what
 // Salesforce answered through the state machine.
-func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
+func (r *runner) pushBatch(ctx context.Context, b *batch, work []workItem) {
 	s := r.svc
 	client, err := s.Clients.Get(ctx, r.tenant)
 	if err != nil {
@@ -169,14 +68,14 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 		if errors.Is(err, sfcreds.ErrNoCredentials) {
 			reason = "no Salesforce credentials configured: add the tenant's Secret; its opt-outs wait in the ledger until then"
 		}
-		r.setMode(tenant.ModeUnhealthy, reason, s.Cfg.HealthRecheck)
-		r.requeue(keys, s.Cfg.HealthRecheck)
+		r.health.Set(tenant.ModeUnhealthy, reason, s.Cfg.HealthRecheck)
+		r.requeue(work, s.Cfg.HealthRecheck)
 		return
 	}
 	field := s.settings(r.tenant).TargetField()
 	target := targetOf(field)
 	began := time.Now()
-	people := r.read(ctx, b, keys, field)
+	people := r.read(ctx, b, work, field)
 	s.Metrics.stage(StageRead, target, time.Since(began))
 	if len(people) == 0 {
 		return
@@ -254,21 +153,21 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	})
 	switch {
 	case transient != nil:
-		r.callFailed(transient.Error())
+		r.health.CallFailed(transient.Error())
 	case !held:
-		r.callSucceeded()
+		r.health.CallSucceeded()
 	}
 }
 
 // read loads the batch's persons and keeps those with a write due now.
-func (r *runner) read(ctx context.Context, b *batch, keys []string, field string) []*person {
+func (r *runner) read(ctx context.Context, b *batch, work []workItem, field string) []*person {
 	s := r.svc
-	out := make([]*person, len(keys))
-	each(keys, func(i int, key string) {
-		queued := key
-		owed := r.held.begin(key) // this replica holds the person's events
-		at, ok := r.seen.take(key)
-		if !ok {
+	out := make([]*person, len(work))
+	each(work, func(i int, w workItem) {
+		key, queued := w.Key, w.Key
+		owed := w.Held // this replica holds the person's events
+		at := w.Hint
+		if !w.Hinted {
 			it, err := s.Ledger.Get(ctx, key, ledger.FollowMerges())
 			if err != nil {
 				if !errors.Is(err, ledger.ErrNotFound) {
@@ -389,7 +288,7 @@ func (r *runner) skipSetElsewhere(ctx context.Context, client sfcreds.Client, fi
 				if _, err := r.writer(field).Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
 					r.log.Warn().Err(err).Msg("recording a value found in Salesforce failed")
 				}
-				r.seen.forget(p.Key)
+				r.q.Forget(p.Key)
 				r.q.Add(p.Key) // looked at again: settled, or moved meanwhile
 				return
 			}
@@ -466,8 +365,7 @@ func (r *runner) confirmed(ctx context.Context, b *batch, p *person, field strin
 	}
 	e := at.Entry
 	if e.Dirty(field) {
-		r.seen.remember(p.Key, at)
-		r.q.Add(p.Key)
+		r.q.Offer(p.Key, at.Rev, at, nil)
 		return
 	}
 	b.leftClean(p.Key, at.Rev)
@@ -483,11 +381,11 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 	class := salesforce.ClassOf(cause)
 	switch class {
 	case salesforce.Quota:
-		r.setMode(tenant.ModePaused, "daily API allowance spent: "+cause.Error(), s.Cfg.QuotaPause)
+		r.health.Set(tenant.ModePaused, "daily API allowance spent: "+cause.Error(), s.Cfg.QuotaPause)
 		r.q.AddAfter(p.Key, s.Cfg.QuotaPause)
 		return false
 	case salesforce.Auth, salesforce.PermanentTenant:
-		r.setMode(tenant.ModeUnhealthy, cause.Error(), s.Cfg.HealthRecheck)
+		r.health.Set(tenant.ModeUnhealthy, cause.Error(), s.Cfg.HealthRecheck)
 		r.q.AddAfter(p.Key, s.Cfg.HealthRecheck)
 		return false
 	}
@@ -496,7 +394,7 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 	if errors.As(cause, &sfErr) && sfErr.RetryAfter > wait {
 		wait = min(sfErr.RetryAfter, s.Cfg.BackoffMax)
 	}
-	defer r.seen.forget(p.Key) // the entry moved past any hint
+	defer r.q.Forget(p.Key) // the entry moved past any hint
 	var out optout.FailOutcome
 	res, err := r.writer(field).Update(ctx, p.Key, optout.FailedStep(optout.Failure{
 		Write:     optout.Write{SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, Claim: p.Claim},
@@ -528,7 +426,7 @@ func (r *runner) failed(ctx context.Context, p *person, field string, cause erro
 func (r *runner) failAll(ctx context.Context, people []*person, field string, err error) {
 	each(people, func(_ int, p *person) { r.failed(ctx, p, field, err) })
 	if salesforce.ClassOf(err) == salesforce.Retryable {
-		r.callFailed(err.Error())
+		r.health.CallFailed(err.Error())
 	}
 }
 
@@ -556,7 +454,7 @@ func (r *runner) followConversion(ctx context.Context, client sfcreds.Client, fi
 	if _, err := r.writer(field).Update(ctx, p.Key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
 		r.log.Warn().Ctx(p.ctx).Err(err).Msg("recording a Lead conversion failed; retried")
 	}
-	r.seen.forget(p.Key)
+	r.q.Forget(p.Key)
 	r.q.Add(p.Key)
 }
 
@@ -569,10 +467,11 @@ func (r *runner) marker() func(context.Context, string) error {
 	return func(ctx context.Context, key string) error { return w.Mark(ctx, key, nil) }
 }
 
-// requeue puts keys back after d (a held tenant: no attempt is counted).
-func (r *runner) requeue(keys []string, d time.Duration) {
-	for _, k := range keys {
-		r.q.AddAfter(k, d)
+// requeue puts a batch's persons back after d (a held tenant: no attempt
+// is counted).
+func (r *runner) requeue(work []workItem, d time.Duration) {
+	for _, w := range work {
+		r.q.AddAfter(w.Key, d)
 	}
 }
 
@@ -617,14 +516,6 @@ func (r *runner) deadLetter(ctx context.Context, e optout.Entry, cause error, co
 	}
 	r.log.Warn().Ctx(ctx).Str("code", code).Str("class", class).Str("reason", oneLine(cause.Error())).Msg("opt-out sent to the DLQ")
 	s.Metrics.deadLettered(r.tenant, class)
-}
-
-// streamSeq is msg's events stream sequence, 0 when unknown.
-func streamSeq(msg jetstreamMsg) uint64 {
-	if md, err := msg.Metadata(); err == nil {
-		return md.Sequence.Stream
-	}
-	return 0
 }
 
 func codeOf(err error) string {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 type layout struct {

@@ -27,8 +27,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 const password = "correct-horse-battery-staple"

@@ -11,7 +11,6 @@ import (
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/shared/adminui"
 	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
@@ -19,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 // Config is everything the pusher reads from its environment.

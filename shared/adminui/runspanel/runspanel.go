@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/runs"
+	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 // DefaultLimit is how many reports the panel lists.

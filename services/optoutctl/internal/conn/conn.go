@@ -16,12 +16,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
+	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 // DefaultCredentialsDir is where the pusher's Helm chart mounts the Secrets.

@@ -13,8 +13,6 @@ replace github.com/optout-sync/optout-sync/services/pusher => ../pusher
 replace github.com/optout-sync/optout-sync/services/reconciler => ../reconciler
 
 require (
-	github.com/chromedp/cdproto v0.159.0
-	github.com/chromedp/chromedp v0.23.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/optout-sync/optout-sync/proto v0.0.0
 	github.com/optout-sync/optout-sync/services/pusher v0.0.0
@@ -34,7 +32,6 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
-	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect

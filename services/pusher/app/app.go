@@ -9,16 +9,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/pusher/push"
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
 	"github.com/optout-sync/optout-sync/shared/config"
 	"github.com/optout-sync/optout-sync/shared/ledger"
 	"github.com/optout-sync/optout-sync/shared/natsx"
 	"github.com/optout-sync/optout-sync/shared/process"
-	"github.com/optout-sync/optout-sync/shared/runs"
 	"github.com/optout-sync/optout-sync/shared/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/tenant"
-	"github.com/optout-sync/optout-sync/shared/tenantstatus"
 )
 
 // Config is everything the pusher reads from its environment.
@@ -27,7 +23,6 @@ type Config struct {
 	Topology       natsx.Topology
 	Push           push.Config
 	AdminAddr      string
-	AdminAuth      adminui.Auth
 	CredentialsDir string
 	// Pprof mounts net/http/pprof under /debug/pprof/ on the admin port.
 	Pprof bool
@@ -39,8 +34,7 @@ func Load(l *config.Loader) Config {
 	c := Config{
 		NATS:           natsx.ConnConfigFromEnv(l, "optout-pusher"),
 		Topology:       natsx.TopologyFromEnv(l),
-		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz, /admin/"),
-		AdminAuth:      adminui.AuthFromEnv(l),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz"),
 		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin port"),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
 	}
@@ -82,14 +76,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		return nil, err
 	}
 	prov := p.Prov
-	// The admin settings page shares the admin port; it answers 503 with setup
-	// instructions until its Secret is configured, and pushing goes on.
-	p.Admin.Handle("/admin/", adminui.New(adminui.Deps{
-		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
-			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
-			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir}}},
-		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
-		Auth:   cfg.AdminAuth, Log: log}))
 	if cfg.Pprof {
 		// Off by default: a profile costs CPU and shows internals; the
 		// admin port is internal, but turning it on is a deliberate act.

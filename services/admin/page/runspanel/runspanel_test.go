@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
+	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/shared/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/runs"
 )

@@ -36,6 +36,7 @@ require (
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/optout-sync/optout-sync/services/admin v0.0.0
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -75,3 +76,5 @@ replace github.com/optout-sync/optout-sync/services/sfsandbox => ../sfsandbox
 replace github.com/optout-sync/optout-sync/services/pusher => ../pusher
 
 replace github.com/optout-sync/optout-sync/internal/testsandbox => ../../internal/testsandbox
+
+replace github.com/optout-sync/optout-sync/services/admin => ../admin

@@ -32,8 +32,9 @@ var (
 // through shared packages.
 var varSources = map[string][]string{
 	"common":     {"shared/natsx", "shared/logx"},
-	"pusher":     {"services/pusher", "shared/adminui"},
+	"pusher":     {"services/pusher"},
 	"reconciler": {"services/reconciler"},
+	"admin":      {"services/admin"},
 }
 
 var (
@@ -110,6 +111,7 @@ func schemaVars(t *testing.T, root string) map[string]map[string]bool {
 		"common":     keys(s.Properties["config"]),
 		"pusher":     component("pusher"),
 		"reconciler": component("reconciler"),
+		"admin":      component("admin"),
 	}
 }
 

@@ -111,7 +111,8 @@ build:
 		if [ -f $$d/main.go ]; then echo "build $$d"; go build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
-## demo: the local stack: sandbox with seeded orgs, pusher, demo publisher (Ctrl-C stops).
+## demo: the local stack: sandbox with seeded orgs, pusher, admin page (prints its URL and how to sign in),
+## demo publisher; the progress line adds up to what was published (Ctrl-C stops).
 demo:
 	go run ./services/demo
 

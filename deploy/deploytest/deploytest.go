@@ -45,7 +45,7 @@ const (
 
 // Services are the binaries that get a production image: each has
 // deploy/images/<name>/Dockerfile building ./services/<name>.
-var Services = []string{"pusher", "reconciler", "sfsandbox", "optoutctl"}
+var Services = []string{"pusher", "reconciler", "admin", "sfsandbox", "optoutctl"}
 
 // ValuesFiles are the chart's values sets: "" is the defaults alone.
 var ValuesFiles = []string{"", "values-prod.yaml", "values-dev.yaml"}

@@ -106,7 +106,7 @@ func TestDockerfiles(t *testing.T) {
 					sandboxPorts = append(sandboxPorts, fmt.Sprint(org.(map[string]any)["port"]))
 				}
 			}
-			want := map[string][]string{"pusher": {fmt.Sprint(admin)}, "reconciler": {fmt.Sprint(admin)}, "sfsandbox": sandboxPorts}[svc]
+			want := map[string][]string{"pusher": {fmt.Sprint(admin)}, "reconciler": {fmt.Sprint(admin)}, "admin": {fmt.Sprint(admin)}, "sfsandbox": sandboxPorts}[svc]
 			if !slices.Equal(exposed, want) {
 				t.Errorf("EXPOSE %v, want %v (the chart's admin.port / sfsandbox.port and org ports)", exposed, want)
 			}

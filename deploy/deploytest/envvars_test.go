@@ -35,8 +35,9 @@ var (
 // through shared packages.
 var varSources = map[string][]string{
 	"common":     {"shared/adapter/natsx", "shared/platform/logx", "shared/adapter/salesforce"},
-	"pusher":     {"services/pusher", "shared/adminui"},
+	"pusher":     {"services/pusher"},
 	"reconciler": {"services/reconciler"},
+	"admin":      {"services/admin"},
 }
 
 var (
@@ -113,6 +114,7 @@ func schemaVars(t *testing.T, root string) map[string]map[string]bool {
 		"common":     keys(s.Properties["config"]),
 		"pusher":     component("pusher"),
 		"reconciler": component("reconciler"),
+		"admin":      component("admin"),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	admin "github.com/optout-sync/optout-sync/services/admin/app"
 	"os"
 
 	pusher "github.com/optout-sync/optout-sync/services/pusher/app"
@@ -76,7 +77,11 @@ func services() ([]Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Service{p, r}, nil
+	a, err := read("Admin service", "services/admin", func(l *config.Loader) { process.LoadConfig(l, admin.Load) })
+	if err != nil {
+		return nil, err
+	}
+	return []Service{p, r, a}, nil
 }
 
 // Generate renders the reference.

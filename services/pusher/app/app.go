@@ -12,13 +12,9 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/platform/process"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
-	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -28,7 +24,6 @@ type Config struct {
 	Topology       natsx.Topology
 	Push           push.Config
 	AdminAddr      string
-	AdminAuth      adminui.Auth
 	CredentialsDir string
 	// SFEndpoints is where Salesforce credentials may go (issue 20).
 	SFEndpoints salesforce.EndpointPolicy
@@ -42,8 +37,7 @@ func Load(l *config.Loader) Config {
 	c := Config{
 		NATS:           natsx.ConnConfigFromEnv(l, "optout-pusher"),
 		Topology:       natsx.TopologyFromEnv(l),
-		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz, and the settings page under /admin/"),
-		AdminAuth:      adminui.AuthFromEnv(l),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz"),
 		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "true serves Go profiles (net/http/pprof) under /debug/pprof/ on the admin port (make bench-pusher profiles the pusher this way)"),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "one Secret per tenant mounted at <dir>/<tenant>/: token_url (My Domain URL), client_id, client_secret or username + jwt_key.pem, optional api_version; else the SF_<TENANT>_* variables. Never read from KV, never logged; re-read every 30s, so a rotated Secret applies without a restart"),
 		SFEndpoints:    sfcreds.PolicyFromEnv(l),
@@ -90,14 +84,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 	if w := cfg.SFEndpoints.Warning(); w != "" {
 		log.Warn().Msg(w)
 	}
-	// The admin settings page shares the admin port; it answers 503 with setup
-	// instructions until its Secret is configured, and pushing goes on.
-	p.Admin.Handle("/admin/", adminui.New(adminui.Deps{
-		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
-			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
-			Salesforce: tenantstatus.SourceClients{Source: creds}},
-		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
-		Auth:   cfg.AdminAuth, Log: log}))
 	if cfg.Pprof {
 		// Off by default: a profile costs CPU and shows internals; the
 		// admin port is internal, but turning it on is a deliberate act.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // optional is a flag that remembers whether it was given, so "tenant set"

@@ -1,7 +1,7 @@
 // Package runspanel is the admin page's "Last nightly runs" section: the
 // tenant's unfinished run with its progress, and its last few run reports
 // (status, when, counts, writes, API spent), read from the runs bucket the
-// reconciler writes. Add it to adminui.Deps.Panels where the page is wired.
+// reconciler writes. Add it to page.Deps.Panels where the page is wired.
 package runspanel
 
 import (
@@ -15,9 +15,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
+	"github.com/optout-sync/optout-sync/services/admin/page"
+
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // DefaultLimit is how many reports the panel lists.
@@ -30,12 +31,12 @@ type Panel struct {
 	Limit int
 }
 
-var _ adminui.Panel = Panel{}
+var _ page.Panel = Panel{}
 
-// ID implements adminui.Panel.
+// ID implements page.Panel.
 func (Panel) ID() string { return "nightly-runs" }
 
-// Heading implements adminui.Panel.
+// Heading implements page.Panel.
 func (Panel) Heading() string { return "Last nightly runs" }
 
 type runView struct {
@@ -65,7 +66,7 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>
 {{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time once "Sync with Salesforce" is on.</p>
 {{end}}{{end}}`))
 
-// Render implements adminui.Panel.
+// Render implements page.Panel.
 func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 	limit := cmp.Or(p.Limit, DefaultLimit)
 	var v view

@@ -1,4 +1,4 @@
-package adminui_test
+package page_test
 
 import (
 	"context"
@@ -16,15 +16,15 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/net/html"
 
+	"github.com/optout-sync/optout-sync/services/admin/page"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 const (
@@ -42,7 +42,7 @@ type ui struct {
 	tokenFile string
 }
 
-type option func(*adminui.Deps)
+type option func(*page.Deps)
 
 func newUI(t *testing.T, opts ...option) *ui {
 	t.Helper()
@@ -68,19 +68,19 @@ func newUI(t *testing.T, opts ...option) *ui {
 		t.Fatal(err)
 	}
 	store := tenant.Store{KV: p.Tenants}
-	d := adminui.Deps{
+	d := page.Deps{
 		Status: &tenantstatus.Inspector{
 			JS: p.JS, Topology: p.Topology, Settings: store, Health: tenant.HealthStore{KV: p.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}},
 		},
-		Auth: adminui.Auth{UsersFile: users, TokenFile: tokenFile},
+		Auth: page.Auth{UsersFile: users, TokenFile: tokenFile},
 		Log:  zerolog.New(zerolog.NewTestWriter(t)),
 	}
 	for _, o := range opts {
 		o(&d)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/admin/", adminui.New(d))
+	mux.Handle("/admin/", page.New(d))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &ui{t: t, ctx: ctx, url: srv.URL, store: store, sb: sb, p: p, tokenFile: tokenFile}
@@ -126,14 +126,14 @@ func (u *ui) get(path string) string {
 var hiddenRe = regexp.MustCompile(`<input type="hidden" name="(csrf|revision)" value="([^"]*)">`)
 
 // formValues returns the page's form as stored, ready to post.
-func formValues(t *testing.T, page string) url.Values {
+func formValues(t *testing.T, body string) url.Values {
 	t.Helper()
 	v := url.Values{}
-	for _, m := range hiddenRe.FindAllStringSubmatch(page, -1) {
+	for _, m := range hiddenRe.FindAllStringSubmatch(body, -1) {
 		v.Set(m[1], m[2])
 	}
 	if v.Get("csrf") == "" {
-		t.Fatalf("no csrf field in:\n%s", page)
+		t.Fatalf("no csrf field in:\n%s", body)
 	}
 	v.Set("field", "email-opt-out")
 	v.Set("custom-field", tenant.DefaultCustomField)
@@ -187,7 +187,7 @@ func TestEveryRequestNeedsCredentials(t *testing.T) {
 
 func TestWithoutCredentialsConfiguredThePageIsOff(t *testing.T) {
 	t.Parallel()
-	u := newUI(t, func(d *adminui.Deps) { d.Auth = adminui.Auth{} })
+	u := newUI(t, func(d *page.Deps) { d.Auth = page.Auth{} })
 	code, _, body := u.do("GET", "/admin/", nil, nil)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "OPTOUT_ADMIN_USERS_FILE") {
 		t.Fatalf("unconfigured: %d\n%s", code, body)
@@ -197,8 +197,8 @@ func TestWithoutCredentialsConfiguredThePageIsOff(t *testing.T) {
 func TestSaveChangesTheSettingsAndRedirects(t *testing.T) {
 	t.Parallel()
 	u := newUI(t)
-	page := u.get("/admin/tenants/acme")
-	v := formValues(t, page)
+	body := u.get("/admin/tenants/acme")
+	v := formValues(t, body)
 	v.Set("sync", "on")
 	v.Set("field", "sales-opt-out")
 	v.Set("schedule-time", "21:30")
@@ -298,7 +298,7 @@ func TestFailingPrerequisiteIsExplained(t *testing.T) {
 	if code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/admin/tenants/acme") {
 		t.Fatalf("recheck: %d %q\n%s", code, hdr.Get("Location"), body)
 	}
-	page := u.get("/admin/tenants/acme")
+	body = u.get("/admin/tenants/acme")
 	for _, want := range []string{
 		"<strong>Not ready.</strong>",
 		"Salesforce is not ready for this tenant",
@@ -306,7 +306,7 @@ func TestFailingPrerequisiteIsExplained(t *testing.T) {
 		"Install the sales opt-out checkbox Marketo_Sales_Opt_Out__c on Lead and Contact",
 		"Contact missing; Lead missing",
 	} {
-		if !strings.Contains(page, want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}
 	}
@@ -361,26 +361,26 @@ func (p runsPanel) Render(_ context.Context, w io.Writer, tenant string) error {
 
 func TestPanelsAreShownInTheirOwnSection(t *testing.T) {
 	t.Parallel()
-	u := newUI(t, func(d *adminui.Deps) { d.Panels = []adminui.Panel{runsPanel{}} })
-	page := u.get("/admin/tenants/acme")
-	if !strings.Contains(page, `<section aria-labelledby="nightly-runs-h">`+"\n"+`<h2 id="nightly-runs-h">Last nightly runs</h2>`+"\n<p>3 runs for acme</p>") {
-		t.Fatalf("panel missing:\n%s", page)
+	u := newUI(t, func(d *page.Deps) { d.Panels = []page.Panel{runsPanel{}} })
+	body := u.get("/admin/tenants/acme")
+	if !strings.Contains(body, `<section aria-labelledby="nightly-runs-h">`+"\n"+`<h2 id="nightly-runs-h">Last nightly runs</h2>`+"\n<p>3 runs for acme</p>") {
+		t.Fatalf("panel missing:\n%s", body)
 	}
-	u2 := newUI(t, func(d *adminui.Deps) { d.Panels = []adminui.Panel{runsPanel{err: io.ErrUnexpectedEOF}} })
-	if page := u2.get("/admin/tenants/acme"); !strings.Contains(page, "Could not load this section: unexpected EOF") {
-		t.Fatalf("panel error hidden:\n%s", page)
+	u2 := newUI(t, func(d *page.Deps) { d.Panels = []page.Panel{runsPanel{err: io.ErrUnexpectedEOF}} })
+	if body := u2.get("/admin/tenants/acme"); !strings.Contains(body, "Could not load this section: unexpected EOF") {
+		t.Fatalf("panel error hidden:\n%s", body)
 	}
 }
 
-// TestMountsOnTheAdminServer is the wiring the pusher uses: the page under
+// TestMountsOnTheAdminServer is the wiring the admin service uses: the page under
 // /admin/ next to /metrics, /healthz and /readyz, which stay open.
 func TestMountsOnTheAdminServer(t *testing.T) {
 	t.Parallel()
 	u := newUI(t)
 	srv := adminhttp.New("127.0.0.1:0", nil, adminhttp.Options{})
-	srv.Handle("/admin/", adminui.New(adminui.Deps{
+	srv.Handle("/admin/", page.New(page.Deps{
 		Status: &tenantstatus.Inspector{JS: u.p.JS, Topology: u.p.Topology, Settings: u.store, Health: tenant.HealthStore{KV: u.p.Health}},
-		Auth:   adminui.Auth{Token: token},
+		Auth:   page.Auth{Token: token},
 	}))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
@@ -437,8 +437,8 @@ func TestPagesAreAccessible(t *testing.T) {
 	v := formValues(t, u.get("/admin/tenants/acme"))
 	v.Set("custom-field", "bad")
 	_, _, invalid := u.do("POST", "/admin/tenants/acme", v, nil)
-	for name, page := range map[string]string{"tenant": u.get("/admin/tenants/acme"), "invalid form": invalid, "list": u.get("/admin/")} {
-		doc, err := html.Parse(strings.NewReader(page))
+	for name, body := range map[string]string{"tenant": u.get("/admin/tenants/acme"), "invalid form": invalid, "list": u.get("/admin/")} {
+		doc, err := html.Parse(strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -522,16 +522,16 @@ func attrs(n *html.Node) map[string]string {
 
 func TestAuthFromEnv(t *testing.T) {
 	l := config.FromMap(map[string]string{"OPTOUT_ADMIN_TOKEN": "short"})
-	adminui.AuthFromEnv(l)
+	page.AuthFromEnv(l)
 	if err := l.Err(); err == nil || strings.Contains(err.Error(), "short") {
 		t.Fatalf("a short token: err %v (must be refused without echoing it)", err)
 	}
 	l = config.FromMap(map[string]string{})
-	if a := adminui.AuthFromEnv(l); l.Err() != nil || a.Configured() {
+	if a := page.AuthFromEnv(l); l.Err() != nil || a.Configured() {
 		t.Fatalf("no credentials must be valid (the page is then off): %+v, %v", a, l.Err())
 	}
 	l = config.FromMap(map[string]string{"OPTOUT_ADMIN_USERS_FILE": "/nonexistent/users"})
-	adminui.AuthFromEnv(l)
+	page.AuthFromEnv(l)
 	if l.Err() == nil {
 		t.Fatal("a missing users file was accepted")
 	}

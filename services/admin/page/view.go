@@ -1,4 +1,4 @@
-package adminui
+package page
 
 import (
 	"html/template"
@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 type layout struct {

@@ -1,5 +1,5 @@
-// Package adminui is the admin settings page: per tenant, the "Sync with
-// Salesforce" switch, the opt-out field choice, the nightly schedule and
+// Package page is the admin settings page the admin service serves: per
+// tenant, the "Sync with Salesforce" switch, the opt-out field choice, the nightly schedule and
 // conflict policy, a live check of the Salesforce prerequisites with what to
 // do when one fails, the backlog and dead letters, and extra panels (the
 // nightly runs, once the reconciler provides them).
@@ -8,7 +8,7 @@
 // step): the form posts and redirects. Mount New(...) under its Prefix on an
 // internal admin port:
 //
-//	admin.Handle("/admin/", adminui.New(adminui.Deps{...}))
+//	admin.Handle("/admin/", page.New(page.Deps{...}))
 //
 // Routes (Prefix "/admin"):
 //
@@ -24,7 +24,7 @@
 // the Secret rotates. Without any, the page answers 503 and says how to set it
 // up. Posts must come from the page: Go's CrossOriginProtection plus an HMAC
 // form token keyed by the Secret.
-package adminui
+package page
 
 import (
 	"bytes"
@@ -41,10 +41,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // Deps wire the page.
@@ -75,7 +75,7 @@ type handler struct {
 // mistake to catch at start.
 func New(d Deps) http.Handler {
 	if d.Status == nil || d.Status.JS == nil || d.Status.Settings.KV == nil {
-		panic("adminui: Deps.Status with JS and Settings is required")
+		panic("page: Deps.Status with JS and Settings is required")
 	}
 	if d.CheckTTL <= 0 {
 		d.CheckTTL = time.Minute
@@ -315,7 +315,7 @@ func (h *handler) render(w http.ResponseWriter, status int, t *template.Template
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {
 		h.d.Log.Error().Err(err).Msg("admin page template failed")
-		http.Error(w, "The page could not be rendered; the error is in the pusher's log.", http.StatusInternalServerError)
+		http.Error(w, "The page could not be rendered; the error is in the admin service's log.", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

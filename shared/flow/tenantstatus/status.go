@@ -2,8 +2,8 @@
 // see about one tenant without reading logs: its settings, the pusher's view
 // of its health, its backlog and dead letters, how long the oldest opt-out
 // has waited, and a live check of its Salesforce prerequisites with what to
-// do when one fails. optoutctl and the admin page both show it, so they can
-// never disagree.
+// do when one fails. optoutctl and the admin service's page both show it
+// (one read model), so they can never disagree.
 package tenantstatus
 
 import (

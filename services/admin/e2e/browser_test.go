@@ -1,7 +1,8 @@
 // Package e2e_test drives the admin settings page in headless Chromium
-// against a real pusher, NATS and the Salesforce sandbox: an admin changes
-// the field choice, saves, and the next opt-out lands on the new field; then
-// a failing prerequisite is explained on the page.
+// against the admin service as its main wires it (services/admin/app), a
+// real pusher, NATS and the Salesforce sandbox: an admin changes the field
+// choice, saves, and the next opt-out lands on the new field; then a failing
+// prerequisite is explained on the page.
 //
 // Screenshots go to $OPTOUT_E2E_ARTIFACTS, else to e2e/artifacts/ (ignored
 // by git).
@@ -10,8 +11,6 @@ package e2e_test
 import (
 	"context"
 	"encoding/base64"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,12 +21,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/rs/zerolog"
 
-	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -66,24 +61,9 @@ func artifacts(t *testing.T) string {
 
 func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 	t.Parallel()
-	s := testkit.New(t)
-	s.StartPusher()
-
-	users := filepath.Join(t.TempDir(), "users")
-	if err := os.WriteFile(users, []byte("alice:"+password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/admin/", adminui.New(adminui.Deps{
-		Status: &tenantstatus.Inspector{
-			JS: s.Prov.JS, Topology: s.Topo, Settings: s.Settings, Health: s.Health,
-			Salesforce: tenantstatus.SourceClients{Source: s.SFSource()},
-		},
-		Auth: adminui.Auth{UsersFile: users},
-		Log:  zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-	}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	s := newStack(t)
+	s.startPusher()
+	adminURL := s.startAdmin("alice:" + password + "\n")
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(s.Ctx,
 		chromedp.ExecPath(chromium(t)),
@@ -167,7 +147,7 @@ func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 	_, err = chromedp.Call(browser, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
 	call("disable JavaScript", err)
 
-	do("open the settings page", chromedp.Navigate(srv.URL+"/admin/tenants/acme"), chromedp.WaitVisible(chromedp.ID("field-email")))
+	do("open the settings page", chromedp.Navigate(adminURL+"/admin/tenants/acme"), chromedp.WaitVisible(chromedp.ID("field-email")))
 	if h1 := text("h1"); h1 != "Salesforce sync settings for acme" {
 		t.Fatalf("h1 = %q", h1)
 	}
@@ -207,10 +187,10 @@ func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 	}
 	// Wait until the running pusher has seen the change, then send the next
 	// opt-out: it must land on the sales field, not on Email Opt Out.
-	s.Eventually("the pusher sees the new field", func() bool { return s.Cache.Get("acme").TargetField() == tenant.DefaultCustomField })
-	contact := s.Seed("acme", "Contact", "sam@example.com")
-	s.Run("publish", "acme", "--sc", "sc-e2e", "--sf", contact, "--event-id", "evt-e2e").Expect(t, 0)
-	s.Eventually("the opt-out on the sales field", func() bool {
+	s.eventually("the pusher sees the new field", func() bool { return s.Cache.Get("acme").TargetField() == tenant.DefaultCustomField })
+	contact := s.Sandbox.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "sam@example.com"}).ID
+	s.publish("acme", "sc-e2e", contact, "evt-e2e")
+	s.eventually("the opt-out on the sales field", func() bool {
 		r, _ := s.Sandbox.Org("acme").Get(contact)
 		return r.CustomOptOut
 	})

@@ -1,4 +1,4 @@
-package adminui
+package page
 
 import (
 	"bufio"
@@ -41,8 +41,9 @@ func (a Auth) Configured() bool { return a.TokenFile != "" || a.Token != "" || a
 
 // AuthFromEnv reads OPTOUT_ADMIN_TOKEN_FILE, OPTOUT_ADMIN_TOKEN and
 // OPTOUT_ADMIN_USERS_FILE. None set is valid: the page then refuses every
-// request and says how to enable it, but the process (the pusher) still
-// starts, because opt-outs must flow even when the admin page is not set up.
+// request and says how to enable it, and the admin service still starts and
+// reports ready, so an install whose admin Secret is not made yet deploys
+// and the page itself tells the operator what is missing.
 func AuthFromEnv(l *config.Loader) Auth {
 	a := Auth{
 		TokenFile: l.File("OPTOUT_ADMIN_TOKEN_FILE", "file with the admin page's bearer token (a mounted Secret, at least 16 characters)"),

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
-	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 

@@ -42,9 +42,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
-	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // Deps wire the page.

@@ -21,10 +21,10 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
-	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 const (

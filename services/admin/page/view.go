@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 type layout struct {

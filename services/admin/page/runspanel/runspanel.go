@@ -17,8 +17,8 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
 
-	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 // DefaultLimit is how many reports the panel lists.

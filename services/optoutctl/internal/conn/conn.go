@@ -19,10 +19,10 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
-	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // DefaultCredentialsDir is where the pusher's Helm chart mounts the Secrets.

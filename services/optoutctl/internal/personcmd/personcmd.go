@@ -21,8 +21,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
-	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // Command is the "person" group.

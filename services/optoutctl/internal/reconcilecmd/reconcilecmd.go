@@ -18,8 +18,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
-	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 // PollInterval is how often a followed run's report and checkpoint are read.

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
-	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 
 func printReport(inv *cli.Invocation, r runs.Report) error {

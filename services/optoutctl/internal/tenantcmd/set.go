@@ -11,8 +11,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // optional is a flag that remembers whether it was given, so "tenant set"

@@ -13,8 +13,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // Command is the "tenant" group.

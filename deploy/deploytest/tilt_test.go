@@ -265,8 +265,10 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 			continue
 		}
 		if prodImages {
-			if want := filepath.Join(root, ImagesDir, svc, "Dockerfile"); b.Dockerfile != want {
+			if want := filepath.Join(root, DockerfileOf(svc)); b.Dockerfile != want {
 				add("prod images: %s builds %s, want %s", b.Ref, b.Dockerfile, want)
+			} else if want == filepath.Join(root, SharedDockerfile) && b.BuildArgs["SERVICE"] != svc {
+				add("prod images: %s builds %s with SERVICE=%q, want %q", b.Ref, want, b.BuildArgs["SERVICE"], svc)
 			}
 			continue
 		}

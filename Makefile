@@ -66,8 +66,18 @@ test-deploy:
 test-jsforce:
 	cd services/sfsandbox && OPTOUT_REQUIRE_JSFORCE=1 go test -count=1 -run '^TestJSForce$$' .
 
-## lint: gofmt, go vet and staticcheck over every module, and the package boundaries (modcheck).
-lint: fmt vet staticcheck modcheck
+## lint: gofmt, go vet and staticcheck over every module, the package boundaries (modcheck), and the
+## generated docs (docs-check).
+lint: fmt vet staticcheck modcheck docs-check
+
+## docs: regenerate docs/configuration.md from the services' config loaders (tools/configdoc).
+.PHONY: docs docs-check
+docs:
+	go run ./tools/configdoc -out docs/configuration.md
+
+## docs-check: fail when docs/configuration.md differs from what the config loaders read (run make docs).
+docs-check:
+	go run ./tools/configdoc -check docs/configuration.md
 
 ## fmt: fail when gofmt would change a file (generated .pb.go aside).
 fmt:
@@ -101,7 +111,8 @@ build:
 		if [ -f $$d/main.go ]; then echo "build $$d"; go build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
-## demo: the local stack: sandbox with seeded orgs, pusher, demo publisher (Ctrl-C stops).
+## demo: the local stack: sandbox with seeded orgs, pusher, admin page (prints its URL and how to sign in),
+## demo publisher; the progress line adds up to what was published (Ctrl-C stops).
 demo:
 	go run ./services/demo
 

@@ -34,7 +34,8 @@ const (
 // nothing else (no decode, no fold, no Salesforce).
 type floorResult struct {
 	// audit is false for the floor without the audit stream, which
-	// design.md requires: what the ledger writes alone would allow.
+	// docs/architecture.md#the-audit-trail requires: what the ledger writes
+	// alone would allow.
 	audit      bool
 	n          int
 	entryBytes int
@@ -109,13 +110,13 @@ func runFloor(ctx context.Context, e *env, items []PubItem, entryBytes int, audi
 }
 
 // floorConsume drains n events from c doing, for each, what the ledger
-// rules of design.md make the broker do at the least: write the person's
-// entry before the ack (a compare-and-set create), update it once the push
-// is confirmed (a compare-and-set on the revision written), each write
-// copied by the server to the audit stream, and ack the event. Writes are
-// asynchronous publishes with the expected last subject sequence, so
-// nothing waits for a round trip it does not need. last is set to the time
-// the final ack was flushed.
+// rules of docs/architecture.md#the-ledger make the broker do at the least:
+// write the person's entry before the ack (a compare-and-set create), update
+// it once the push is confirmed (a compare-and-set on the revision written),
+// each write copied by the server to the audit stream, and ack the event.
+// Writes are asynchronous publishes with the expected last subject sequence,
+// so nothing waits for a round trip it does not need. last is set to the
+// time the final ack was flushed.
 func floorConsume(ctx context.Context, js jetstream.JetStream, c jetstream.Consumer, bucket string, n, entryBytes int, last *atomic.Int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()

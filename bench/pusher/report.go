@@ -442,14 +442,14 @@ func writeFloors(b *strings.Builder, fs []floorResult, consume, goal, drain floa
 			continue
 		}
 		if !f.audit {
-			fmt.Fprintf(b, "**The same floor without the audit stream** (deleted before the run; design.md requires it): %s, "+
+			fmt.Fprintf(b, "**The same floor without the audit stream** (deleted before the run; docs/architecture.md#the-audit-trail requires it): %s, "+
 				"**%.0f opt-outs/s, %.3f of the raw consume rate**. CPU: %s.\n\n",
 				f.drain.Round(time.Millisecond), f.rate(), f.rate()/max(consume, 1), cpuLine(f.cpu))
 			continue
 		}
 		fmt.Fprintf(b, "**The design floor, measured.** On the same server after the burst, the same %d opt-outs were published "+
 			"(the same publisher process) into streams and buckets of their own, made as in production (file storage, the audit "+
-			"stream sourcing the ledger bucket), and drained by a consumer that does only the broker work design.md's ledger rules "+
+			"stream sourcing the ledger bucket), and drained by a consumer that does only the broker work the ledger rules of docs/architecture.md#the-ledger "+
 			"require of each opt-out: a compare-and-set create of the person's entry (%d bytes, a burst entry's size) before the "+
 			"ack, a compare-and-set update once the push is confirmed, and the ack. It decodes nothing, folds nothing, calls no "+
 			"Salesforce and writes no alias; its writes are asynchronous publishes with the expected last subject sequence, %d "+

@@ -43,9 +43,22 @@ const (
 	TestNamespace = "optout"
 )
 
-// Services are the binaries that get a production image: each has
-// deploy/images/<name>/Dockerfile building ./services/<name>.
-var Services = []string{"pusher", "reconciler", "sfsandbox", "optoutctl"}
+// Services are the binaries that get a production image, each built from
+// ./services/<name> by DockerfileOf(name).
+var Services = []string{"pusher", "reconciler", "admin", "sfsandbox", "optoutctl"}
+
+// SharedDockerfile builds every service of the root module, named by the
+// SERVICE build argument; the emulator, its own module with its own files
+// and ports, keeps deploy/images/sfsandbox/Dockerfile.
+const SharedDockerfile = ImagesDir + "/Dockerfile"
+
+// DockerfileOf is the Dockerfile that builds svc, relative to the root.
+func DockerfileOf(svc string) string {
+	if svc == "sfsandbox" {
+		return ImagesDir + "/sfsandbox/Dockerfile"
+	}
+	return SharedDockerfile
+}
 
 // ValuesFiles are the chart's values sets: "" is the defaults alone.
 var ValuesFiles = []string{"", "values-prod.yaml", "values-dev.yaml"}

@@ -48,12 +48,28 @@ type Dockerfile struct {
 
 func parseDockerfile(t testing.TB, root, svc string) *Dockerfile {
 	t.Helper()
-	p := filepath.Join(root, ImagesDir, svc, "Dockerfile")
+	p, data := dockerfileFor(t, root, svc)
+	return parseDockerfileData(t, svc, p, data)
+}
+
+// dockerfileFor reads svc's Dockerfile as `docker build --build-arg
+// SERVICE=svc` sees it: ${SERVICE} replaced where Docker expands it (exec-form
+// ENTRYPOINT and CMD are not expanded; checkDockerfile rejects a variable there).
+func dockerfileFor(t testing.TB, root, svc string) (string, []byte) {
+	t.Helper()
+	p := filepath.Join(root, DockerfileOf(svc))
 	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return parseDockerfileData(t, svc, p, data)
+	var lines []string
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		if !regexp.MustCompile(`^\s*(ENTRYPOINT|CMD)\s+\[`).MatchString(l) {
+			l = strings.ReplaceAll(l, "${SERVICE}", svc)
+		}
+		lines = append(lines, l)
+	}
+	return p, []byte(strings.Join(lines, ""))
 }
 
 func parseDockerfileData(t testing.TB, svc, p string, data []byte) *Dockerfile {
@@ -87,7 +103,9 @@ func TestDockerfiles(t *testing.T) {
 			for _, p := range checkDockerfile(df, root, goVersion, ctxFiles) {
 				t.Error(p)
 			}
-			// The ports the image documents are the chart's.
+			// The ports the image documents are the chart's (the shared
+			// Dockerfile documents none: optoutctl listens on none, and the
+			// chart declares the admin port).
 			var exposed []string
 			for _, c := range df.Stages[len(df.Stages)-1].Commands {
 				if e, ok := c.(*instructions.ExposeCommand); ok {
@@ -98,7 +116,6 @@ func TestDockerfiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			admin, _ := vals.PathValue("admin.port")
 			sandbox, _ := vals.PathValue("sfsandbox.port")
 			sandboxPorts := []string{fmt.Sprint(sandbox)}
 			if orgs, err := vals.PathValue("sfsandbox.orgs"); err == nil {
@@ -106,7 +123,7 @@ func TestDockerfiles(t *testing.T) {
 					sandboxPorts = append(sandboxPorts, fmt.Sprint(org.(map[string]any)["port"]))
 				}
 			}
-			want := map[string][]string{"pusher": {fmt.Sprint(admin)}, "reconciler": {fmt.Sprint(admin)}, "sfsandbox": sandboxPorts}[svc]
+			want := map[string][]string{"sfsandbox": sandboxPorts}[svc]
 			if !slices.Equal(exposed, want) {
 				t.Errorf("EXPOSE %v, want %v (the chart's admin.port / sfsandbox.port and org ports)", exposed, want)
 			}
@@ -236,6 +253,9 @@ func checkDockerfile(df *Dockerfile, root, goVersion string, ctxFiles map[string
 			}
 			if len(c.CmdLine) > 0 {
 				entry = c.CmdLine[0]
+			}
+			if strings.Contains(strings.Join(c.CmdLine, " "), "$") {
+				add("%s: exec-form ENTRYPOINT %v names a variable Docker does not expand", df.Path, c.CmdLine)
 			}
 		case *instructions.CmdCommand:
 			if c.PrependShell {
@@ -450,7 +470,9 @@ func TestDockerfileBuildChecks(t *testing.T) {
 	root := repoRoot(t)
 	paths := []string{filepath.Join(TiltDir, "Dockerfile.dev")}
 	for _, svc := range Services {
-		paths = append(paths, filepath.Join(ImagesDir, svc, "Dockerfile"))
+		if p := DockerfileOf(svc); !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
 	}
 	for _, p := range paths {
 		t.Run(p, func(t *testing.T) {
@@ -493,10 +515,7 @@ func TestDockerfileChecksCatchMistakes(t *testing.T) {
 	root := repoRoot(t)
 	goVersion := goWorkVersion(t, root)
 	ctxFiles := contextFiles(t, root)
-	orig, err := os.ReadFile(filepath.Join(root, ImagesDir, "pusher", "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, orig := dockerfileFor(t, root, "pusher")
 	cases := []struct{ name, old, new, want string }{
 		{"root user", "USER 65532:65532", "USER root", "final USER"},
 		{"no user", "USER 65532:65532", "", "final USER"},
@@ -504,12 +523,13 @@ func TestDockerfileChecksCatchMistakes(t *testing.T) {
 		{"a shell step in the final stage", "USER 65532:65532", "RUN chmod 0755 /usr/local/bin/pusher\nUSER 65532:65532", "RUN in the final stage"},
 		{"no -trimpath", "go build -trimpath ", "go build ", "lacks -trimpath"},
 		{"cgo left on", "CGO_ENABLED=0 go build", "go build", ""},
-		{"wrong package", "-o /out/pusher ./services/pusher", "-o /out/pusher ./services/pushr", "does not build ./services/pusher"},
+		{"wrong package", "-o /out/service ./services/pusher", "-o /out/service ./services/pushr", "does not build ./services/pusher"},
 		{"missing source", "COPY shared/ shared/", "COPY shared/ shared/\nCOPY config.yaml ./", "config.yaml: not in the build context"},
 		{"a workspace go.mod left out", "COPY proto/go.mod proto/go.sum proto/\n", "", "go.work uses proto"},
 		{"an imported package left out", "COPY proto/ proto/\n", "", "proto/optout/v1 whose sources are not copied"},
 		{"builder off go.work's Go", "FROM golang:1.26.8-bookworm AS build", "FROM golang:1.25-bookworm AS build", "does not carry go.work's Go"},
-		{"shell-form entrypoint", `ENTRYPOINT ["/usr/local/bin/pusher"]`, "ENTRYPOINT /usr/local/bin/pusher", "shell form"},
+		{"shell-form entrypoint", `ENTRYPOINT ["/usr/local/bin/service"]`, "ENTRYPOINT /usr/local/bin/service", "shell form"},
+		{"entrypoint naming the service argument", `ENTRYPOINT ["/usr/local/bin/service"]`, `ENTRYPOINT ["/usr/local/bin/${SERVICE}"]`, "names a variable"},
 		{"single stage", "FROM gcr.io/distroless/static-debian12:nonroot\n", "", "want a multi-stage build"},
 	}
 	for _, c := range cases {

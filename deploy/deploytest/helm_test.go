@@ -67,7 +67,7 @@ func rulesFor(r *Rendered) rules {
 		namespace:       TestNamespace,
 		allowedSecrets:  existingSecrets(r.Values),
 		adminPort:       int32(intValue(admin["port"])),
-		adminComponents: []string{"pusher", "reconciler"},
+		adminComponents: []string{"pusher", "reconciler", "admin"},
 	}
 }
 
@@ -119,12 +119,15 @@ func checkPromises(t *testing.T, r *Rendered, o *Objects) {
 		tag = ch.Metadata.AppVersion
 	}
 
-	pusher, reconciler := o.Deployment(full+"-pusher"), o.Deployment(full+"-reconciler")
-	if pusher == nil || reconciler == nil {
-		t.Fatalf("pusher or reconciler Deployment missing: %v", names(o))
+	pusher, reconciler, adminSvc := o.Deployment(full+"-pusher"), o.Deployment(full+"-reconciler"), o.Deployment(full+"-admin")
+	if pusher == nil || reconciler == nil || adminSvc == nil {
+		t.Fatalf("pusher, reconciler or admin Deployment missing: %v", names(o))
 	}
 	if want := int32(intValue(get("reconciler.replicas"))); reconciler.Spec.Replicas == nil || *reconciler.Spec.Replicas != want {
 		t.Errorf("reconciler replicas = %v, want %d", reconciler.Spec.Replicas, want)
+	}
+	if want := int32(intValue(get("admin.replicas"))); adminSvc.Spec.Replicas == nil || *adminSvc.Spec.Replicas != want {
+		t.Errorf("admin replicas = %v, want %d", adminSvc.Spec.Replicas, want)
 	}
 	autoscaled := boolean("pusher.autoscaling.enabled")
 	if autoscaled != (len(o.HPAs) == 1) {
@@ -145,7 +148,7 @@ func checkPromises(t *testing.T, r *Rendered, o *Objects) {
 		}
 	}
 
-	for _, d := range []*appsv1.Deployment{pusher, reconciler} {
+	for _, d := range []*appsv1.Deployment{pusher, reconciler, adminSvc} {
 		c := d.Spec.Template.Spec.Containers[0]
 		comp := d.Spec.Template.Labels["app.kubernetes.io/component"]
 		if want := str("image.registry") + "/" + comp + ":" + tag; c.Image != want {
@@ -201,26 +204,41 @@ func checkPromises(t *testing.T, r *Rendered, o *Objects) {
 		}
 	}
 
-	// The admin page's auth, from its Secret only.
+	// The admin page's auth, from its Secret only, in the admin service
+	// alone: the pusher serves no page.
 	penv := envOf(pusher.Spec.Template.Spec.Containers[0])
+	for _, v := range []string{"OPTOUT_ADMIN_TOKEN_FILE", "OPTOUT_ADMIN_USERS_FILE"} {
+		if _, ok := penv[v]; ok {
+			t.Errorf("the pusher gets %s; the page is the admin service's", v)
+		}
+	}
+	if slices.ContainsFunc(pusher.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "admin-auth" }) {
+		t.Error("the pusher mounts the admin login Secret; the page is the admin service's")
+	}
+	aenv := envOf(adminSvc.Spec.Template.Spec.Containers[0])
 	if s := str("admin.auth.existingSecret"); s != "" {
 		for key, envName := range map[string]string{str("admin.auth.tokenKey"): "OPTOUT_ADMIN_TOKEN_FILE", str("admin.auth.usersKey"): "OPTOUT_ADMIN_USERS_FILE"} {
 			if key == "" {
 				continue
 			}
-			file := penv[envName].Value
-			vol, ok := mountedVolume(pusher, pusher.Spec.Template.Spec.Containers[0], path.Dir(file))
+			file := aenv[envName].Value
+			vol, ok := mountedVolume(adminSvc, adminSvc.Spec.Template.Spec.Containers[0], path.Dir(file))
 			if !ok || vol.Secret == nil || vol.Secret.SecretName != s || !slices.ContainsFunc(vol.Secret.Items, func(k corev1.KeyToPath) bool {
 				return k.Key == key && k.Path == path.Base(file)
 			}) {
 				t.Errorf("%s=%q is not key %q of Secret %q", envName, file, key, s)
 			}
 		}
-	} else if _, ok := penv["OPTOUT_ADMIN_TOKEN_FILE"]; ok {
+	} else if _, ok := aenv["OPTOUT_ADMIN_TOKEN_FILE"]; ok {
 		t.Error("OPTOUT_ADMIN_TOKEN_FILE set without admin.auth.existingSecret")
 	}
 	if svc := o.Service(full + "-admin"); svc == nil || svc.Spec.Ports[0].Port != int32(intValue(get("admin.service.port"))) {
 		t.Errorf("admin Service %s-admin missing or on the wrong port", full)
+	} else if c := svc.Spec.Selector["app.kubernetes.io/component"]; c != "admin" {
+		t.Errorf("admin Service %s-admin selects the %q pods, want the admin service's", full, c)
+	}
+	if svc := o.Service(full + "-pusher-metrics"); svc == nil || svc.Spec.Selector["app.kubernetes.io/component"] != "pusher" {
+		t.Errorf("no Service %s-pusher-metrics for scraping the pusher", full)
 	}
 
 	// Redis: the URL carries the password only as $(OPTOUT_REDIS_PASSWORD).
@@ -459,8 +477,8 @@ func TestChecksCatchBrokenTemplates(t *testing.T) {
 		{"an inlined password", "templates/pusher-deployment.yaml", "          env:\n",
 			"          env:\n            - name: NATS_PASSWORD\n              value: hunter2hunter2\n", "is a literal"},
 		{"a field Kubernetes does not have", "templates/admin-service.yaml", "  type: {{", "  typo: 1\n  type: {{", "strict decode"},
-		{"a Secret in the chart", "templates/admin-service.yaml", "# The pusher's admin port:",
-			"apiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\nstringData:\n  client_secret: x\n---\n# The pusher's admin port:", "Secret leaked is rendered"},
+		{"a Secret in the chart", "templates/admin-service.yaml", "# The admin service:",
+			"apiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\nstringData:\n  client_secret: x\n---\n# The admin service:", "Secret leaked is rendered"},
 		{"a Secret that is not in the values", "templates/_helpers.tpl", "secretName: {{ $t.existingSecret }}", "secretName: other-secret", "not an existingSecret"},
 		{"service pointing at nothing", "templates/admin-service.yaml", "targetPort: admin", "targetPort: web", "targetPort web"},
 	}

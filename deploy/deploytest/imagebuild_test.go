@@ -43,7 +43,7 @@ var (
 	builds    sync.Map // service -> *builtImage
 )
 
-// replayBuild replays the first stage of deploy/images/<svc>/Dockerfile
+// replayBuild replays the first stage of svc's Dockerfile (DockerfileOf)
 // without Docker: a fresh directory gets exactly what its COPY instructions
 // take from the build context (after .dockerignore), then its `go build` RUN
 // runs there with the stage's ENV and ARGs and the local Go toolchain

@@ -88,7 +88,7 @@ func containerEnv(t *testing.T, o *Objects, d *appsv1.Deployment, fsRoot string)
 	return env
 }
 
-// TestServicesAcceptRenderedConfig starts the real pusher and reconciler
+// TestServicesAcceptRenderedConfig starts the real pusher, reconciler and admin service
 // (built by replaying their Dockerfiles) with the environment each values
 // set renders: the services validate every variable at start (exit 2 on a
 // bad one) and set up telemetry before they dial NATS, so reaching "connect
@@ -100,7 +100,7 @@ func TestServicesAcceptRenderedConfig(t *testing.T) {
 	}
 	dir := chartPath(t)
 	for _, vf := range ValuesFiles {
-		for _, svc := range []string{"pusher", "reconciler"} {
+		for _, svc := range []string{"pusher", "reconciler", "admin"} {
 			t.Run(label(vf)+"/"+svc, func(t *testing.T) {
 				t.Parallel()
 				code, out, env := startRendered(t, dir, svc, valuesPaths(dir, vf), nil)

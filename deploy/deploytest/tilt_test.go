@@ -265,8 +265,10 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 			continue
 		}
 		if prodImages {
-			if want := filepath.Join(root, ImagesDir, svc, "Dockerfile"); b.Dockerfile != want {
+			if want := filepath.Join(root, DockerfileOf(svc)); b.Dockerfile != want {
 				add("prod images: %s builds %s, want %s", b.Ref, b.Dockerfile, want)
+			} else if want == filepath.Join(root, SharedDockerfile) && b.BuildArgs["SERVICE"] != svc {
+				add("prod images: %s builds %s with SERVICE=%q, want %q", b.Ref, want, b.BuildArgs["SERVICE"], svc)
 			}
 			continue
 		}
@@ -388,7 +390,7 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 		add("Jaeger's UI is not forwarded to localhost:16686")
 	}
 	admin := false
-	if res := r.resourceFor(ReleaseName + "-pusher"); res != nil {
+	if res := r.resourceFor(ReleaseName + "-admin"); res != nil {
 		for _, pf := range res.PortForwards {
 			if pf.Container == 9090 && pf.LinkPath == "/admin/" {
 				admin = true
@@ -396,7 +398,7 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 		}
 	}
 	if !admin {
-		add("the admin page (pusher port 9090, /admin/) is not forwarded")
+		add("the admin page (admin service port 9090, /admin/) is not forwarded")
 	}
 
 	// NATS with JetStream, durable (sync_interval: always), Redis.
@@ -463,7 +465,15 @@ func checkTilt(t testing.TB, r *tiltRun, prodImages bool) []string {
 		}
 	}
 	if s := o.secret(str("admin.auth.existingSecret")); s != nil && len(s.StringData[str("admin.auth.tokenKey")]) < 16 {
-		add("admin token in %s is shorter than the 16 characters the pusher requires", s.Name)
+		add("admin token in %s is shorter than the 16 characters the admin service requires", s.Name)
+	}
+	if s := o.secret(str("admin.auth.existingSecret")); s != nil {
+		// The page refuses a users file with a short password: the dev login must work.
+		for n, line := range strings.Split(strings.TrimSpace(s.StringData[str("admin.auth.usersKey")]), "\n") {
+			if _, pw, ok := strings.Cut(strings.TrimSpace(line), ":"); !ok || len(pw) < 16 {
+				add("admin users in %s, line %d: want name:password with a password of at least 16 characters", s.Name, n+1)
+			}
+		}
 	}
 
 	// The Tilt stack's own manifests follow the chart's security rules.

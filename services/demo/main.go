@@ -1,5 +1,6 @@
 // Command demo runs a local optout-sync: the Salesforce sandbox with seeded
-// orgs, a pusher, and a publisher sending a steady stream of opt-outs, and
+// orgs, a pusher, the admin service (the settings page, with a login made
+// for the run) and a publisher sending a steady stream of opt-outs, and
 // prints progress until Ctrl-C. It uses the production subjects and streams
 // (no namespace), so the README's `nats pub optout.v1.events.<tenant> …`
 // reaches it; at start it prints such a line for a real seeded record of
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server; an embedded one starts when none answers or it is older than "+natsx.MinServerVersion)
 	sbListen := fs.String("sandbox", "127.0.0.1:8085", "sandbox listen address")
 	admin := fs.String("admin", "127.0.0.1:9090", "pusher admin address (/metrics)")
+	adminPage := fs.String("admin-page", "127.0.0.1:9091", "admin service address: the settings page under /admin/")
 	rate := fs.Int("rate", 20, "opt-outs published per second (0: none, only what you publish)")
 	records := fs.Int("records", 2000, "records seeded per org")
 	latency := fs.Duration("latency", 50*time.Millisecond, "sandbox latency per call")
@@ -78,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log := logx.New("demo", stderr).Level(zerolog.WarnLevel)
 	s, err := stack.Start(ctx, stack.Options{
-		NATSURL: *natsURL, SandboxListen: *sbListen, AdminListen: *admin,
+		NATSURL: *natsURL, SandboxListen: *sbListen, AdminListen: *admin, PageListen: *adminPage,
 		Tenants: tenants, RecordsPerOrg: *records, SandboxLatency: *latency, Log: log,
 	})
 	if err != nil {
@@ -98,6 +101,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "optout-sync demo: %s; sandbox %s (orgs acme: sales field, globex: Email Opt Out); metrics http://%s/metrics\n",
 		where, s.SandboxURL, s.Pusher.Admin.Addr())
 
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Bound first, so the printed URL is the one it serves.
+	if err := s.Admin.Listen(runCtx); err != nil {
+		return fmt.Errorf("admin service: %w", err)
+	}
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- s.Admin.Run(runCtx) }()
+	fmt.Fprintf(stdout, "admin page http://%s/admin/ : sign in as %q with the password in %s\n  (a login made for this run; e.g. curl -u %s:$(cat %s) http://%s/admin/tenants/acme)\n",
+		s.Admin.Admin.Addr(), s.AdminUser, s.AdminPasswordFile, s.AdminUser, s.AdminPasswordFile, s.Admin.Admin.Addr())
+
 	pub := &publisher.Publisher{
 		Pub: natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}, Tenants: tenants,
 		Records: map[string][]sandbox.Record{}, NoIDShare: 0.05, InvalidShare: 0.02,
@@ -106,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "\nSend an opt-out yourself (nats CLI: go install github.com/nats-io/natscli/nats@v0.5.0):")
 	for _, t := range tenants {
 		recs := s.Sandbox.Org(t).Records()
+		if err := seedOptedOut(ctx, s.Pusher.Service.Ledger, pub, t, recs); err != nil {
+			return err
+		}
 		i := untouched(ctx, s.Pusher.Service.Ledger, t, recs)
 		r := recs[i]
 		// The publisher leaves this record alone, so what changes it is you.
@@ -123,8 +140,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "publishing nothing by itself (-rate 0); Ctrl-C to stop")
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	since, err := eventsStored(ctx, s)
+	if err != nil {
+		return err
+	}
 	pusherDone := make(chan error, 1)
 	go func() {
 		err := s.Pusher.Run(runCtx)
@@ -135,12 +154,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *rate > 0 {
 		wg.Go(func() { _ = pub.Run(runCtx, *rate) })
 	}
-	progress(runCtx, stdout, s, pub)
+	progress(runCtx, stdout, s, pub, since)
 	wg.Wait()
 	// The pusher returns once its batches in flight are settled; only then
 	// are the connections closed (deferred above).
 	if err := <-pusherDone; err != nil && ctx.Err() == nil {
 		return fmt.Errorf("pusher: %w", err)
+	}
+	if err := <-adminDone; err != nil {
+		return fmt.Errorf("admin service: %w", err)
 	}
 	fmt.Fprintln(stdout, "stopped")
 	return nil
@@ -206,7 +228,7 @@ func personShow(t string, r sandbox.Record, url string, embedded bool) string {
 	return fmt.Sprintf("go run ./services/optoutctl%s person show %s %s", server, t, r.ID)
 }
 
-func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publisher.Publisher) {
+func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publisher.Publisher, since uint64) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	m := s.Pusher.Service.Metrics
@@ -216,10 +238,13 @@ func progress(ctx context.Context, stdout io.Writer, s *stack.Stack, pub *publis
 			fmt.Fprintln(stdout, "\nstopping: settling the batches in flight")
 			return
 		case <-tick.C:
+			t, err := count(ctx, s, pub, since)
+			if err != nil {
+				continue // NATS briefly unreachable: the next tick tries again
+			}
 			p50, p99 := percentiles(m.Latencies())
-			fmt.Fprintf(stdout, "published %6d  pushed %6d  parked %4d  dead-lettered %4d  salesforce calls %5d  latency p50 %-8s p99 %s\n",
-				pub.Published.Load(), m.Pushed.Load(), m.Parked.Load(), m.DeadLettered.Load(), m.Calls.Load(),
-				p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+			fmt.Fprintf(stdout, "%s  salesforce calls %5d  latency p50 %-8s p99 %s\n",
+				t, m.Calls.Load(), p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 		}
 	}
 }
@@ -233,6 +258,80 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 	slices.Sort(s)
 	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)]
 }
+
+// tally is where every published opt-out went: the parts add up to
+// Published, InFlight being those not settled yet.
+type tally struct {
+	// Published counts the events stored since the demo started, yours
+	// included.
+	Published int64
+	// Pushed counts persons written to Salesforce, Parked events without a
+	// Salesforce id, DeadLettered malformed ones (the pusher's counts).
+	Pushed, Parked, DeadLettered int64
+	// AlreadyOptedOut counts the repeats of a person already opted out,
+	// which need no write (the publisher's count).
+	AlreadyOptedOut int64
+}
+
+// InFlight is what is published and not settled yet.
+func (t tally) InFlight() int64 {
+	return t.Published - t.Pushed - t.AlreadyOptedOut - t.Parked - t.DeadLettered
+}
+
+func (t tally) String() string {
+	return fmt.Sprintf("published %6d = pushed %6d + already opted out %5d + parked %4d + dead-lettered %4d + in flight %4d",
+		t.Published, t.Pushed, t.AlreadyOptedOut, t.Parked, t.DeadLettered, t.InFlight())
+}
+
+func count(ctx context.Context, s *stack.Stack, pub *publisher.Publisher, since uint64) (tally, error) {
+	stored, err := eventsStored(ctx, s)
+	if err != nil {
+		return tally{}, err
+	}
+	m := s.Pusher.Service.Metrics
+	return tally{
+		Published: int64(stored - since),
+		Pushed:    m.Pushed.Load(), Parked: m.Parked.Load(), DeadLettered: m.DeadLettered.Load(),
+		AlreadyOptedOut: pub.AlreadyOptedOut.Load(),
+	}, nil
+}
+
+// eventsStored is the events stream's last sequence: every event stored
+// since a point is the difference (a duplicate Nats-Msg-Id is not stored).
+func eventsStored(ctx context.Context, s *stack.Stack) (uint64, error) {
+	st, err := s.Pusher.Service.JS.Stream(ctx, s.Topology.EventsStream())
+	if err != nil {
+		return 0, fmt.Errorf("events stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("events stream: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// seedOptedOut tells the publisher which of the tenant's records an earlier
+// demo on this NATS opted out: their next event is a repeat.
+func seedOptedOut(ctx context.Context, l *ledger.Ledger, pub *publisher.Publisher, t string, recs []sandbox.Record) error {
+	for _, r := range recs {
+		it, err := l.Get(ctx, optout.Key(t, salesConnectID(r), r.ID))
+		e := it.Entry
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("ledger: %w", err)
+		case e.OptedOut:
+			pub.OptedOut(t, r.ID)
+		}
+	}
+	return nil
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

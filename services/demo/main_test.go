@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/demo/publisher"
+	"github.com/optout-sync/optout-sync/services/demo/stack"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 )
 
 // natsCLIVersion is the CLI README tells publishers to install.
@@ -146,7 +154,7 @@ func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"-nats", url, "-sandbox", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-rate", "200", "-records", "400", "-latency", "100ms"}, outW, &logs)
+		err := run(ctx, []string{"-nats", url, "-sandbox", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-admin-page", "127.0.0.1:0", "-rate", "200", "-records", "400", "-latency", "100ms"}, outW, &logs)
 		_ = outW.Close()
 		done <- err
 	}()
@@ -154,6 +162,7 @@ func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
 	// Read the start-up text until the demo says it is running; keep draining
 	// its progress lines afterwards so it never blocks on stdout.
 	var pubs, curls []string
+	var adminLine string
 	var printed strings.Builder
 	sc := bufio.NewScanner(outR)
 	for sc.Scan() {
@@ -164,6 +173,8 @@ func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
 			pubs = append(pubs, line)
 		case strings.HasPrefix(line, "curl -s "):
 			curls = append(curls, strings.TrimPrefix(line, "curl -s "))
+		case strings.HasPrefix(line, "admin page "):
+			adminLine = line
 		}
 		if strings.HasSuffix(line, "Ctrl-C to stop") {
 			break
@@ -177,6 +188,7 @@ func TestREADMEPublishReachesTheSandboxAndCtrlCDrains(t *testing.T) {
 	if !strings.Contains(printed.String(), "person show acme ") {
 		t.Errorf("no optoutctl person show line for acme:\n%s", printed.String())
 	}
+	signIn(t, adminLine)
 
 	fields := map[string]string{"acme": "CustomOptOut", "globex": "HasOptedOutOfEmail"}
 	for i, line := range pubs {
@@ -251,7 +263,7 @@ func record(t *testing.T, url string) map[string]any {
 // scans what it prints (issue 20).
 func TestNoSecretInOutput(t *testing.T) {
 	if os.Getenv("DEMO_MAIN") == "1" {
-		os.Args = []string{"demo", "-sandbox", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-rate", "0", "-records", "10"}
+		os.Args = []string{"demo", "-sandbox", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-admin-page", "127.0.0.1:0", "-rate", "0", "-records", "10"}
 		main()
 		return
 	}
@@ -266,4 +278,130 @@ func TestNoSecretInOutput(t *testing.T) {
 		cmd.Env = []string{"DEMO_MAIN=1"}
 		return cmd
 	})
+}
+
+// signIn follows the demo's "admin page <url> : sign in as "<user>" with the
+// password in <file>" line: the page refuses a wrong password and shows the
+// demo's tenants to the printed login. The password itself is not printed.
+func signIn(t *testing.T, line string) {
+	t.Helper()
+	m := regexp.MustCompile(`^admin page (http://\S+/admin/) : sign in as "([^"]+)" with the password in (\S+)$`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no admin page line with a URL and how to sign in; got %q", line)
+	}
+	pageURL, user, file := m[1], m[2], m[3]
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	password := strings.TrimSpace(string(b))
+	if strings.Contains(line, password) {
+		t.Error("the admin password is printed")
+	}
+	get := func(pw string) (int, string) {
+		req, _ := http.NewRequest("GET", pageURL, nil)
+		req.SetBasicAuth(user, pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, _ := get(password + "x"); code != http.StatusUnauthorized {
+		t.Errorf("a wrong password: %d, want 401", code)
+	}
+	code, body := get(password)
+	if code != http.StatusOK {
+		t.Fatalf("signing in as the demo says: %d\n%s", code, body)
+	}
+	for _, tn := range tenants {
+		if !strings.Contains(body, `<a href="/admin/tenants/`+tn+`">`+tn+`</a>`) {
+			t.Errorf("the admin page does not list tenant %s:\n%s", tn, body)
+		}
+	}
+}
+
+// TestProgressLineAddsUp publishes opt-outs for a few persons, so most are
+// repeats, with some lacking a Salesforce id and some malformed, and waits
+// until the progress line's parts add up to what was published: nothing
+// in flight, every repeat shown as already opted out, one write per person.
+func TestProgressLineAddsUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := stack.Start(ctx, stack.Options{
+		NATSURL: embeddedNATS(t), SandboxListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", PageListen: "127.0.0.1:0",
+		Tenants: tenants, RecordsPerOrg: 10, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pub := &publisher.Publisher{
+		Pub: natsx.Publisher{JS: s.Pusher.Service.JS, Topology: s.Topology}, Tenants: tenants,
+		Records: map[string][]sandbox.Record{}, NoIDShare: 0.1, InvalidShare: 0.1,
+	}
+	for _, tn := range tenants {
+		pub.Records[tn] = s.Sandbox.Org(tn).Records()
+	}
+	since, err := eventsStored(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Pusher.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("pusher: %v", err)
+		}
+	}()
+
+	const published = 300
+	for range published {
+		if err := pub.PublishOne(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last tally
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if last, err = count(ctx, s, pub, since); err != nil {
+			t.Fatal(err)
+		}
+		if last.InFlight() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the parts never added up to what was published: %s", last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Log(last)
+	if last.Published != published {
+		t.Errorf("published %d, want %d", last.Published, published)
+	}
+	// 20 persons and 300 opt-outs: every part is there.
+	if last.AlreadyOptedOut == 0 || last.Parked == 0 || last.DeadLettered == 0 || last.Pushed == 0 {
+		t.Errorf("a part is missing: %s", last)
+	}
+	// One write per person, whatever the repeats.
+	written := 0
+	for _, tn := range tenants {
+		for _, r := range s.Sandbox.Org(tn).Records() {
+			if r.HasOptedOutOfEmail || r.CustomOptOut {
+				written++
+			}
+		}
+	}
+	if last.Pushed != int64(written) {
+		t.Errorf("pushed %d, but %d records are opted out in the sandbox", last.Pushed, written)
+	}
+	want := fmt.Sprintf("published %6d = pushed %6d + already opted out %5d + parked %4d + dead-lettered %4d + in flight    0",
+		last.Published, last.Pushed, last.AlreadyOptedOut, last.Parked, last.DeadLettered)
+	if got := last.String(); got != want {
+		t.Errorf("progress line\n%s\nwant\n%s", got, want)
+	}
 }

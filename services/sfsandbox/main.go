@@ -22,7 +22,7 @@ import (
 )
 
 // version is stamped at build time: -ldflags "-X main.version=..."
-// (deploy/images/<service>/Dockerfile); every log line carries it.
+// (deploy/images/sfsandbox/Dockerfile); every log line carries it.
 var version = "dev"
 
 func main() {

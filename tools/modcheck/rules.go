@@ -45,8 +45,8 @@ var fixed = []rule{
 		Why: "stores keep the domain's state in NATS: they use the domain, the platform and the NATS plumbing only"},
 	{From: "services/sfsandbox", To: []string{""}, Allow: []string{"services/sfsandbox"},
 		Why: "the emulator depends on nothing of ours"},
-	{From: "services/demo", To: []string{"services"}, Allow: []string{"services/demo", "services/pusher", "services/sfsandbox"},
-		Why: "the demo runs the pusher and the emulator in its process, no other service"},
+	{From: "services/demo", To: []string{"services"}, Allow: []string{"services/demo", "services/pusher", "services/admin", "services/sfsandbox"},
+		Why: "the demo runs the pusher, the admin service and the emulator in its process, no other service"},
 	{From: "services/optoutctl/internal/testkit", To: []string{"services"},
 		Allow: []string{"services/optoutctl", "services/pusher", "services/reconciler", "services/sfsandbox"},
 		Why:   "the CLI's test harness runs the real pusher and reconciler against the emulator"},
@@ -75,9 +75,13 @@ func rules(pkgs []Package) []rule {
 		seen[svc] = true
 		r := rule{From: "services/" + svc, Except: except, To: []string{"services"}, Allow: []string{"services/" + svc},
 			TestAllow: []string{"services/sfsandbox"}, Why: "no service imports another; tests may use the emulator"}
-		if svc == "optoutctl" {
+		switch svc {
+		case "optoutctl":
 			r.TestAllow = append(r.TestAllow, "services/pusher", "services/reconciler")
 			r.Why = "no service imports another; the CLI's tests may also run the services it operates"
+		case "admin":
+			r.TestAllow = append(r.TestAllow, "services/pusher")
+			r.Why = "no service imports another; the admin page's browser test may also run the pusher whose work it shows"
 		}
 		out = append(out, r)
 	}

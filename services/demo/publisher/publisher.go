@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,41 @@ type Publisher struct {
 	NoIDShare, InvalidShare float64
 
 	Published atomic.Int64
-	seq       atomic.Int64
+	// AlreadyOptedOut counts the published opt-outs of a person already
+	// opted out (by an earlier event, of this run or, see OptedOut, of an
+	// earlier one): the ledger folds them without a Salesforce write, so
+	// no pusher count shows them.
+	AlreadyOptedOut atomic.Int64
+	seq             atomic.Int64
+
+	mu       sync.Mutex
+	optedOut map[string]bool // tenant + "/" + Salesforce id
+}
+
+// OptedOut records that a person was opted out before this publisher
+// started (a demo run before this one on the same NATS), so its next event
+// counts as already opted out.
+func (p *Publisher) OptedOut(tenant, salesforceID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.optedOut == nil {
+		p.optedOut = map[string]bool{}
+	}
+	p.optedOut[tenant+"/"+salesforceID] = true
+}
+
+// repeat reports whether the person was already opted out, and marks it
+// opted out now.
+func (p *Publisher) repeat(tenant, salesforceID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.optedOut == nil {
+		p.optedOut = map[string]bool{}
+	}
+	k := tenant + "/" + salesforceID
+	was := p.optedOut[k]
+	p.optedOut[k] = true
+	return was
 }
 
 // Run publishes rate events a second until ctx ends.
@@ -79,15 +114,22 @@ func (p *Publisher) publish(ctx context.Context, t string, r sandbox.Record, mix
 	if !mixed {
 		x = 1
 	}
+	valid := false
 	switch {
 	case x < p.NoIDShare:
 		ev.Person.SalesforceId, ev.Person.ObjectType = "", optoutv1.ObjectType_OBJECT_TYPE_UNSPECIFIED
 		ev.Person.SalesConnectId = fmt.Sprintf("sc-new-%d", n)
 	case x < p.NoIDShare+p.InvalidShare:
 		ev.Person.SalesforceId = r.ID[:15] + "ZZZ" // wrong checksum: rejected to the DLQ
+	default:
+		valid = true
 	}
 	if _, err := eventstream.PublishEvent(ctx, p.Pub, ev, true); err != nil {
 		return err
+	}
+	// Counted once stored: a failed publish opted no one out.
+	if valid && p.repeat(t, r.ID) {
+		p.AlreadyOptedOut.Add(1)
 	}
 	p.Published.Add(1)
 	return nil

@@ -1,10 +1,12 @@
 // Package stack starts a whole local optout-sync in one process: NATS (the
 // machine's, or an embedded JetStream server when none answers), the
-// Salesforce sandbox with seeded orgs, and a pusher replica.
+// Salesforce sandbox with seeded orgs, a pusher replica and the admin service
+// (the settings page) with a generated login.
 package stack
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	adminapp "github.com/optout-sync/optout-sync/services/admin/app"
 	"github.com/optout-sync/optout-sync/services/pusher/app"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
@@ -29,7 +32,8 @@ import (
 type Options struct {
 	NATSURL        string
 	SandboxListen  string
-	AdminListen    string
+	AdminListen    string   // the pusher's admin port (/metrics)
+	PageListen     string   // the admin service: the settings page under /admin/
 	Tenants        []string // org names; the first uses the sales opt-out field
 	RecordsPerOrg  int
 	SandboxLatency time.Duration
@@ -44,8 +48,13 @@ type Stack struct {
 	Sandbox    *sandbox.Sandbox
 	SandboxURL string // control API; each org has its own origin (Sandbox.Org(name).URL())
 	Pusher     *app.App
-	Topology   natsx.Topology
-	Embedded   bool
+	// Admin serves the settings page; sign in as AdminUser with the
+	// password in AdminPasswordFile (generated for this run, never printed).
+	Admin             *adminapp.App
+	AdminUser         string
+	AdminPasswordFile string
+	Topology          natsx.Topology
+	Embedded          bool
 	// Passed over says why the server at Options.NATSURL was not used
 	// (it answered, but is older than natsx.MinServerVersion); empty when
 	// none answered or it was used.
@@ -99,6 +108,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.Pusher = a
 	s.closers = append(s.closers, a.Close)
+	if err := s.startAdmin(ctx, env, credsDir, o); err != nil {
+		return nil, err
+	}
 
 	// The first tenant shows the sales field; the others the default.
 	kv, err := a.Service.JS.KeyValue(ctx, s.Topology.TenantsBucket())
@@ -116,6 +128,47 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	return s, nil
+}
+
+// startAdmin wires the admin service as its main does, with a login made
+// for this run: user "admin" and a random password in a file only this user
+// can read (the demo prints the file's path, not the password).
+func (s *Stack) startAdmin(ctx context.Context, env map[string]string, credsDir string, o Options) error {
+	dir, err := os.MkdirTemp("", "optout-demo-admin-")
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, func() { _ = os.RemoveAll(dir) })
+	s.AdminUser = "admin"
+	password := rand.Text() // 26 characters, above the page's minimum of 16
+	s.AdminPasswordFile = filepath.Join(dir, "password")
+	if err := os.WriteFile(s.AdminPasswordFile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte(s.AdminUser+":"+password+"\n"), 0o600); err != nil {
+		return err
+	}
+	vars := map[string]string{
+		"NATS_URL":                  env["NATS_URL"],
+		"OPTOUT_NAMESPACE":          env["OPTOUT_NAMESPACE"],
+		"OPTOUT_NATS_STORAGE":       env["OPTOUT_NATS_STORAGE"],
+		"OPTOUT_ADMIN_ADDR":         o.PageListen,
+		"OPTOUT_ADMIN_USERS_FILE":   users,
+		"OPTOUT_SF_CREDENTIALS_DIR": credsDir,
+	}
+	l := config.FromMap(vars)
+	cfg := adminapp.Load(l)
+	if err := l.Err(); err != nil {
+		return err
+	}
+	a, err := adminapp.New(ctx, cfg, o.Log)
+	if err != nil {
+		return fmt.Errorf("admin service: %w", err)
+	}
+	s.Admin = a
+	s.closers = append(s.closers, a.Close)
+	return nil
 }
 
 func (s *Stack) startNATS(url string) error {

@@ -12,13 +12,9 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/adminui"
-	"github.com/optout-sync/optout-sync/shared/adminui/runspanel"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/platform/process"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
-	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -28,7 +24,6 @@ type Config struct {
 	Topology       natsx.Topology
 	Push           push.Config
 	AdminAddr      string
-	AdminAuth      adminui.Auth
 	CredentialsDir string
 	// SFEndpoints is where Salesforce credentials may go (issue 20).
 	SFEndpoints salesforce.EndpointPolicy
@@ -42,28 +37,27 @@ func Load(l *config.Loader) Config {
 	c := Config{
 		NATS:           natsx.ConnConfigFromEnv(l, "optout-pusher"),
 		Topology:       natsx.TopologyFromEnv(l),
-		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz, /admin/"),
-		AdminAuth:      adminui.AuthFromEnv(l),
-		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin port"),
-		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz"),
+		Pprof:          l.Bool("OPTOUT_ADMIN_PPROF", false, "true serves Go profiles (net/http/pprof) under /debug/pprof/ on the admin port (make bench-pusher profiles the pusher this way)"),
+		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "one Secret per tenant mounted at <dir>/<tenant>/: token_url (My Domain URL), client_id, client_secret or username + jwt_key.pem, optional api_version; else the SF_<TENANT>_* variables. Never read from KV, never logged; re-read every 30s, so a rotated Secret applies without a restart"),
 		SFEndpoints:    sfcreds.PolicyFromEnv(l),
 	}
 	c.Push = push.Config{
-		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica"),
+		Workers:           l.Int("OPTOUT_WORKERS", d.Workers, 1, 256, "concurrent Salesforce calls per replica (calls wait on Salesforce, not CPU: sized so a slow tenant's calls never starve a thousand others)"),
 		BatchSize:         l.Int("OPTOUT_BATCH_SIZE", d.BatchSize, 1, 200, "records per sObject Collections call"),
-		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "the most a batch waits for more events after its first, while more of the tenant's are on their way"),
-		RetryHorizon:      l.Duration("OPTOUT_RETRY_HORIZON", d.RetryHorizon, time.Minute, 30*24*time.Hour, "how long a transiently failing event is retried before the DLQ"),
-		BackoffInitial:    l.Duration("OPTOUT_BACKOFF_INITIAL", d.BackoffInitial, time.Millisecond, time.Hour, "first redelivery delay"),
-		BackoffMax:        l.Duration("OPTOUT_BACKOFF_MAX", d.BackoffMax, time.Millisecond, 24*time.Hour, "largest redelivery delay"),
-		BreakerThreshold:  l.Int("OPTOUT_BREAKER_THRESHOLD", d.BreakerThreshold, 1, 1000, "consecutive failed calls that pause a tenant"),
-		BreakerCooldown:   l.Duration("OPTOUT_BREAKER_COOLDOWN", d.BreakerCooldown, time.Millisecond, time.Hour, "first pause of an open breaker (doubles)"),
+		Linger:            l.Duration("OPTOUT_LINGER", d.Linger, 0, 5*time.Second, "the most a batch waits for company after its first person, and only while more of the tenant's events are being folded or arriving in a burst (a lone opt-out goes at once)"),
+		RetryHorizon:      l.Duration("OPTOUT_RETRY_HORIZON", d.RetryHorizon, time.Minute, 30*24*time.Hour, "how long a person's write is retried, from its first failure (a held tenant's wait does not count), before its deciding event goes to the DLQ (metric optout_retry_horizon_exceeded: alert on any)"),
+		BackoffInitial:    l.Duration("OPTOUT_BACKOFF_INITIAL", d.BackoffInitial, time.Millisecond, time.Hour, "first retry delay (doubles, ±50% jitter)"),
+		BackoffMax:        l.Duration("OPTOUT_BACKOFF_MAX", d.BackoffMax, time.Millisecond, 24*time.Hour, "largest retry delay"),
+		BreakerThreshold:  l.Int("OPTOUT_BREAKER_THRESHOLD", d.BreakerThreshold, 1, 1000, "consecutive failed calls that open a tenant's breaker (it stops pushing for a while)"),
+		BreakerCooldown:   l.Duration("OPTOUT_BREAKER_COOLDOWN", d.BreakerCooldown, time.Millisecond, time.Hour, "first pause of an open breaker (doubles while failures go on, up to OPTOUT_BACKOFF_MAX)"),
 		QuotaPause:        l.Duration("OPTOUT_QUOTA_PAUSE", d.QuotaPause, time.Millisecond, 24*time.Hour, "wait before probing a tenant whose API allowance is spent"),
 		HealthRecheck:     l.Duration("OPTOUT_HEALTH_RECHECK", d.HealthRecheck, time.Millisecond, 24*time.Hour, "how often an unhealthy tenant's setup is rechecked"),
-		UnhealthyReminder: l.Duration("OPTOUT_UNHEALTHY_REMINDER", d.UnhealthyReminder, time.Second, 24*time.Hour, "how often a tenant that stays out of sync is logged again"),
-		DiscoveryInterval: l.Duration("OPTOUT_DISCOVERY_INTERVAL", d.DiscoveryInterval, 10*time.Millisecond, time.Hour, "how often new tenants are looked for"),
-		TenantConcurrency: l.Int("OPTOUT_TENANT_CONCURRENCY", d.TenantConcurrency, 1, 64, "one tenant's Salesforce calls in flight per replica"),
-		SweepInterval:     l.Duration("OPTOUT_SWEEP_INTERVAL", d.SweepInterval, 10*time.Millisecond, time.Hour, "how often the ledger's dirty set is swept into the push queues"),
-		ResyncInterval:    l.Duration("OPTOUT_RESYNC_INTERVAL", d.ResyncInterval, time.Second, 7*24*time.Hour, "how often the whole ledger is scanned for dirty persons"),
+		UnhealthyReminder: l.Duration("OPTOUT_UNHEALTHY_REMINDER", d.UnhealthyReminder, time.Second, 24*time.Hour, "a tenant's sync state is logged when it changes; while it stays unhealthy, paused or backing off, a reminder is logged this often"),
+		DiscoveryInterval: l.Duration("OPTOUT_DISCOVERY_INTERVAL", d.DiscoveryInterval, 10*time.Millisecond, time.Hour, "how often the events stream and the settings are scanned for tenants without a runner yet"),
+		TenantConcurrency: l.Int("OPTOUT_TENANT_CONCURRENCY", d.TenantConcurrency, 1, 64, "one tenant's Salesforce calls in flight per replica, so slow tenants cannot take every worker"),
+		SweepInterval:     l.Duration("OPTOUT_SWEEP_INTERVAL", d.SweepInterval, 10*time.Millisecond, time.Hour, "how often the ledger's dirty set is swept into the push queues (persons another replica ingested, or held before a restart)"),
+		ResyncInterval:    l.Duration("OPTOUT_RESYNC_INTERVAL", d.ResyncInterval, time.Second, 7*24*time.Hour, "how often the whole ledger is scanned for dirty persons (the controller's resync)"),
 	}
 	return c
 }
@@ -90,14 +84,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 	if w := cfg.SFEndpoints.Warning(); w != "" {
 		log.Warn().Msg(w)
 	}
-	// The admin settings page shares the admin port; it answers 503 with setup
-	// instructions until its Secret is configured, and pushing goes on.
-	p.Admin.Handle("/admin/", adminui.New(adminui.Deps{
-		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
-			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
-			Salesforce: tenantstatus.SourceClients{Source: creds}},
-		Panels: []adminui.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
-		Auth:   cfg.AdminAuth, Log: log}))
 	if cfg.Pprof {
 		// Off by default: a profile costs CPU and shows internals; the
 		// admin port is internal, but turning it on is a deliberate act.

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/pusher/queue"
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
@@ -27,110 +27,9 @@ import (
 
 const tracerName = "github.com/optout-sync/optout-sync/services/pusher"
 
-// ingest folds one message into the ledger and returns the person's key
-// and entry as folded when a write is due (at.Held: the message is left
-// unacked for r.held).
-func (r *runner) ingest(ctx context.Context, msg jetstreamMsg) (dirtyKey string, at ledger.Snapshot) {
-	s := r.svc
-	ctx, span := natsx.StartProcessSpan(ctx, msg, s.Topology.PusherConsumer())
-	defer span.End()
-	span.SetAttributes(attribute.String("optout.tenant", r.tenant))
-	received := time.Now()
-	res, err := s.ingester.Handle(ctx, r.tenant, msg, r.held.room())
-	switch {
-	case errors.Is(err, deadletter.ErrDeadLetterUnwritable):
-		// Settled (termed) by Handle: reported once, never redelivered.
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "dead letter unwritable")
-		r.log.Error().Ctx(ctx).Err(err).Str("subject", msg.Subject()).Uint64("stream_seq", streamSeq(msg)).
-			Msg("invalid event could not be copied to the DLQ; it stays only in the events stream (termed, until its MaxAge)")
-		s.Metrics.deadLetterUnwritable(r.tenant, "invalid")
-		return "", at
-	case err != nil:
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "ingest failed")
-		r.log.Warn().Ctx(ctx).Err(err).Msg("ingest failed; the event will be redelivered")
-		return "", at
-	case res.Rejected != nil:
-		span.SetStatus(codes.Error, string(event.CodeOf(res.Rejected)))
-		span.SetAttributes(attribute.String("optout.outcome", "dead-lettered: "+string(event.CodeOf(res.Rejected))))
-		r.log.Warn().Ctx(ctx).Str("code", string(event.CodeOf(res.Rejected))).Str("reason", oneLine(res.Rejected.Error())).Msg("invalid event sent to the DLQ")
-		s.Metrics.deadLettered(r.tenant, "invalid")
-		return "", at
-	}
-	target := targetOf(s.settings(r.tenant).TargetField())
-	s.Metrics.stage(StageFold, target, time.Since(received))
-	if res.Changed && res.At.Entry.LastEvent != nil {
-		s.Metrics.stage(StageArrive, target, received.Sub(res.At.Entry.LastEvent.OccurredAt))
-	}
-	if res.Clamped {
-		s.Metrics.clamped(r.tenant)
-	}
-	if res.Changed && res.At.Entry.State == optout.StateParked {
-		s.Metrics.parked(r.tenant)
-	}
-	span.SetAttributes(attribute.String("optout.outcome", "ingested: "+string(res.At.Entry.State)))
-	if res.Dirty {
-		return res.Key, res.At
-	}
-	return "", at
-}
-
-// dispatch takes batches of dirty persons while the tenant may push, and
-// pushes each in a goroutine of its own, at most TenantConcurrency at
-// once; it returns once the queue is closed and its batches are settled.
-func (r *runner) dispatch(ctx context.Context) {
-	s := r.svc
-	busy := make(chan struct{}, max(1, s.Cfg.TenantConcurrency))
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
-	for ctx.Err() == nil {
-		if wait := r.holdOff(ctx); wait > 0 {
-			sleep(ctx, wait)
-			continue
-		}
-		// A tenant slot before taking: while all of the tenant's batches are
-		// in flight, the next one keeps filling in the queue.
-		select {
-		case busy <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		keys := r.q.Take(s.Cfg.BatchSize, s.Cfg.Linger, r.moreComing)
-		if keys == nil {
-			<-busy
-			return
-		}
-		inflight.Go(func() {
-			defer func() { <-busy }()
-			r.push(ctx, keys)
-		})
-	}
-}
-
-// push writes one batch with a worker slot of the replica.
-func (r *runner) push(ctx context.Context, keys []string) {
-	s := r.svc
-	waited := time.Now()
-	slot := false
-	select {
-	case s.slots <- struct{}{}:
-		slot = true
-	case <-ctx.Done():
-	}
-	s.Metrics.stage(StageSlot, targetOf(s.settings(r.tenant).TargetField()), time.Since(waited))
-	// A batch in flight is finished even when shutdown starts, so what
-	// Salesforce confirmed is recorded.
-	b := &batch{clean: make(map[string]uint64, len(keys))}
-	r.pushBatch(context.WithoutCancel(ctx), b, keys)
-	if slot {
-		<-s.slots
-	}
-	for _, k := range keys {
-		r.held.end(k, b.cleanAt(k))
-		r.q.Done(k)
-	}
-}
+// workItem is one person of a batch as the queue gave it: its key, the hint
+// of its entry, whether its events are held for the batch.
+type workItem = queue.Work[ledger.Snapshot]
 
 // batch is what one batch learnt of its persons' held events: the
 // revision at which a read or write left each person clean.
@@ -161,7 +60,7 @@ type person struct {
 
 // pushBatch writes each person's current desired value through the write
 // protocol (sfwrite.Batch) and puts each person where its outcome says.
-func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
+func (r *runner) pushBatch(ctx context.Context, b *batch, work []workItem) {
 	s := r.svc
 	client, err := s.Clients.Get(ctx, r.tenant)
 	if err != nil {
@@ -169,14 +68,14 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 		if errors.Is(err, sfcreds.ErrNoCredentials) {
 			reason = "no Salesforce credentials configured: add the tenant's Secret; its opt-outs wait in the ledger until then"
 		}
-		r.setMode(tenant.ModeUnhealthy, reason, s.Cfg.HealthRecheck)
-		r.requeue(keys, s.Cfg.HealthRecheck)
+		r.health.Set(tenant.ModeUnhealthy, reason, s.Cfg.HealthRecheck)
+		r.requeue(work, s.Cfg.HealthRecheck)
 		return
 	}
 	field := s.settings(r.tenant).TargetField()
 	target := targetOf(field)
 	began := time.Now()
-	people := r.read(ctx, b, keys, field)
+	people := r.read(ctx, b, work, field)
 	s.Metrics.stage(StageRead, target, time.Since(began))
 	if len(people) == 0 {
 		return
@@ -225,12 +124,12 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, keys []string) {
 	switch {
 	case rep.CallErr != nil:
 		if salesforce.ClassOf(rep.CallErr) == salesforce.Retryable {
-			r.callFailed(rep.CallErr.Error())
+			r.health.CallFailed(rep.CallErr.Error())
 		}
 	case transient != nil:
-		r.callFailed(transient.Error())
+		r.health.CallFailed(transient.Error())
 	case !held && rep.Writes > 0:
-		r.callSucceeded()
+		r.health.CallSucceeded()
 	}
 }
 
@@ -248,8 +147,7 @@ func (r *runner) settle(b *batch, p *person, field string, o sfwrite.Outcome, st
 		r.q.AddAfter(p.Key, s.backoff(1))
 	case sfwrite.Confirmed:
 		if e := o.At.Entry; e.Dirty(field) {
-			r.seen.remember(p.Key, o.At)
-			r.q.Add(p.Key)
+			r.q.Offer(p.Key, o.At.Rev, o.At, nil)
 		} else {
 			b.leftClean(p.Key, o.At.Rev)
 			if p.Value {
@@ -261,28 +159,28 @@ func (r *runner) settle(b *batch, p *person, field string, o sfwrite.Outcome, st
 	case sfwrite.HeldElsewhere:
 		r.q.AddAfter(p.Key, o.Until.Sub(now))
 	case sfwrite.FoundSet, sfwrite.Converted:
-		r.seen.forget(p.Key)
+		r.q.Forget(p.Key)
 		r.q.Add(p.Key) // looked at again: settled, or moved meanwhile
 	case sfwrite.Failed:
-		r.seen.forget(p.Key) // the entry moved past any hint
+		r.q.Forget(p.Key) // the entry moved past any hint
 		r.q.AddAfter(p.Key, o.Wait)
 		return true
 	case sfwrite.DeadLettered:
-		r.seen.forget(p.Key)
+		r.q.Forget(p.Key)
 		if o.HorizonExceeded {
 			s.Metrics.horizonExceeded(r.tenant)
 		}
 		return o.Class == salesforce.Retryable
 	case sfwrite.TenantHeld:
 		if o.Class == salesforce.Quota {
-			r.setMode(tenant.ModePaused, "daily API allowance spent: "+o.Cause.Error(), s.Cfg.QuotaPause)
+			r.health.Set(tenant.ModePaused, "daily API allowance spent: "+o.Cause.Error(), s.Cfg.QuotaPause)
 			r.q.AddAfter(p.Key, s.Cfg.QuotaPause)
 		} else {
-			r.setMode(tenant.ModeUnhealthy, o.Cause.Error(), s.Cfg.HealthRecheck)
+			r.health.Set(tenant.ModeUnhealthy, o.Cause.Error(), s.Cfg.HealthRecheck)
 			r.q.AddAfter(p.Key, s.Cfg.HealthRecheck)
 		}
 	case sfwrite.LedgerFailed:
-		r.seen.forget(p.Key)
+		r.q.Forget(p.Key)
 		r.log.Warn().Ctx(p.ctx).Err(o.Cause).Msg("recording a write or its outcome failed; the person is pushed again")
 		r.q.AddAfter(p.Key, max(o.Wait, s.backoff(1)))
 		return o.Class == salesforce.Retryable
@@ -291,14 +189,14 @@ func (r *runner) settle(b *batch, p *person, field string, o sfwrite.Outcome, st
 }
 
 // read loads the batch's persons and keeps those with a write due now.
-func (r *runner) read(ctx context.Context, b *batch, keys []string, field string) []*person {
+func (r *runner) read(ctx context.Context, b *batch, work []workItem, field string) []*person {
 	s := r.svc
-	out := make([]*person, len(keys))
-	each(keys, func(i int, key string) {
-		queued := key
-		owed := r.held.begin(key) // this replica holds the person's events
-		at, ok := r.seen.take(key)
-		if !ok {
+	out := make([]*person, len(work))
+	each(work, func(i int, w workItem) {
+		key, queued := w.Key, w.Key
+		owed := w.Held // this replica holds the person's events
+		at := w.Hint
+		if !w.Hinted {
 			it, err := s.Ledger.Get(ctx, key, ledger.FollowMerges())
 			if err != nil {
 				if !errors.Is(err, ledger.ErrNotFound) {
@@ -395,10 +293,11 @@ func (r *runner) marker() func(context.Context, string) error {
 	return func(ctx context.Context, key string) error { return w.Mark(ctx, key, nil) }
 }
 
-// requeue puts keys back after d (a held tenant: no attempt is counted).
-func (r *runner) requeue(keys []string, d time.Duration) {
-	for _, k := range keys {
-		r.q.AddAfter(k, d)
+// requeue puts a batch's persons back after d (a held tenant: no attempt
+// is counted).
+func (r *runner) requeue(work []workItem, d time.Duration) {
+	for _, w := range work {
+		r.q.AddAfter(w.Key, d)
 	}
 }
 
@@ -443,14 +342,6 @@ func (r *runner) deadLetter(ctx context.Context, e optout.Entry, cause error, co
 	}
 	r.log.Warn().Ctx(ctx).Str("code", code).Str("class", class).Str("reason", oneLine(cause.Error())).Msg("opt-out sent to the DLQ")
 	s.Metrics.deadLettered(r.tenant, class)
-}
-
-// streamSeq is msg's events stream sequence, 0 when unknown.
-func streamSeq(msg jetstreamMsg) uint64 {
-	if md, err := msg.Metadata(); err == nil {
-		return md.Sequence.Stream
-	}
-	return 0
 }
 
 func oneLine(s string) string { return sfwrite.OneLine(s) }

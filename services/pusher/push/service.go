@@ -6,16 +6,14 @@
 // sObject Collections batches through a shared worker pool. An event that
 // left its person dirty stays unacked until a write leaves the person
 // clean, or a few seconds, after which the ledger's dirty set takes over
-// (held.go); a periodic sweep of that set re-finds what a queue lost (a
+// (package queue); a periodic sweep of that set re-finds what a queue lost (a
 // restart, another replica).
 package push
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -120,15 +118,12 @@ type Service struct {
 	Now      func() time.Time
 
 	ingester *ingest.Ingester
+	intake   *intake
 	slots    chan struct{}
 	scans    chan struct{} // runners' catch-up scans at once
-	folds    chan struct{} // events being folded at once, all tenants
 	mu       sync.Mutex
 	runners  map[string]*runner
 	wg       sync.WaitGroup
-	// pulling is set once the shared consumer exists: the per-tenant
-	// consumers it replaces may then be deleted.
-	pulling atomic.Bool
 }
 
 // Run pulls and pushes until ctx ends, then stops pulling, finishes the
@@ -152,15 +147,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.slots = make(chan struct{}, max(1, s.Cfg.Workers))
 	s.scans = make(chan struct{}, scanConcurrency)
-	s.folds = make(chan struct{}, ingestConcurrency)
+	field := func(t string) string { return s.settings(t).TargetField() }
 	s.ingester = &ingest.Ingester{Ledger: s.Ledger, Topology: s.Topology, Now: s.Now,
-		DLQ:   deadletter.DeadLetterer{JS: s.JS, Topology: s.Topology},
-		Field: func(t string) string { return s.settings(t).TargetField() }}
+		DLQ: deadletter.DeadLetterer{JS: s.JS, Topology: s.Topology}, Field: field}
+	s.intake = &intake{js: s.JS, topo: s.Topology, fold: s.ingester, lanes: s.runnerOf, field: field,
+		metrics: s.Metrics, log: s.Log, folds: make(chan struct{}, ingestConcurrency)}
 	s.runners = map[string]*runner{}
 	defer s.wg.Wait()
 	s.wg.Go(func() { s.sweep(ctx) })
 	s.wg.Go(func() { s.settleHeld(ctx) })
-	s.wg.Go(func() { s.pull(ctx) })
+	s.wg.Go(func() { s.intake.run(ctx) })
 
 	tick := time.NewTicker(s.Cfg.DiscoveryInterval)
 	defer tick.Stop()
@@ -169,7 +165,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if err := s.discover(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Warn().Err(err).Msg("tenant discovery failed; retrying")
 		}
-		if s.pulling.Load() && time.Since(cleaned) >= legacyCleanupInterval {
+		if s.intake.pulling.Load() && time.Since(cleaned) >= legacyCleanupInterval {
 			cleaned = time.Now()
 			s.deleteLegacyConsumers(ctx)
 		}
@@ -220,7 +216,6 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 		return r
 	}
 	r := s.newRunner(t)
-	r.q.onTake = func(wait time.Duration) { s.Metrics.stage(StageQueue, targetOf(s.settings(t).TargetField()), wait) }
 	// Its catch-up resyncs it; the periodic resync counts from now.
 	r.resyncedAt.Store(time.Now().UnixNano())
 	s.runners[t] = r
@@ -232,81 +227,14 @@ func (s *Service) ensureRunner(ctx context.Context, t string) *runner {
 	return r
 }
 
-func (s *Service) newRunner(t string) *runner {
-	return &runner{svc: s, tenant: t, log: s.Log.With().Str("tenant", t).Logger(), q: newQueue(), seen: newSeen(), held: newHeld(holdFor(s.Topology.PusherAckWait), max(1, s.Topology.PusherMaxAckPending/heldShare))}
-}
-
-// breaker tracks one tenant's consecutive transient failures and health.
-type breaker struct {
-	mu       sync.Mutex
-	failures int
-	health   tenant.Health
-	logged   time.Time // when the tenant's state was last logged
-}
-
-// runner pushes one tenant, and folds the events the replica's puller
-// hands it.
-type runner struct {
-	svc    *Service
-	tenant string
-	log    zerolog.Logger
-	br     breaker
-	q      *queue
-	seen   *seen
-	held   *held
-	// folding counts the tenant's events delivered and not yet folded.
-	folding atomic.Int64
-	// arrived is when the tenant's last event reached the puller, and
-	// gap the time between it and the one before (unix ns, ns).
-	arrived, gap atomic.Int64
-	// resyncedAt is when the tenant's ledger was last resynced (unix ns).
-	resyncedAt atomic.Int64
-}
-
-// A tenant's events that reach the puller burstGap or less apart are a
-// burst: more are likely on their way even when none is being folded (the
-// next may still be in the pull buffer, behind other tenants' events, or
-// in the next pull's answer), so a batch lingers for them up to burstFresh
-// after the last. A trickle (10 a second is 100 ms apart) never lingers.
-const (
-	burstGap   = 10 * time.Millisecond
-	burstFresh = 50 * time.Millisecond
-)
-
-// delivered records one of the tenant's events handed to a fold.
-func (r *runner) delivered() {
-	r.folding.Add(1)
-	now := time.Now().UnixNano()
-	r.gap.Store(now - r.arrived.Swap(now))
-}
-
-// moreComing says whether events of the tenant are on their way to the
-// queue, so a batch that is not full yet should linger for them. The
-// consumer is shared by every tenant, so its pending count says nothing
-// about this one: what the replica holds of the tenant, and how its
-// events have been arriving, do.
-func (r *runner) moreComing() bool {
-	if r.folding.Load() > 0 {
-		return true
+// checkSetup verifies what an unhealthy tenant needs: credentials that work
+// and a writable opt-out field on Contact and Lead.
+func (s *Service) checkSetup(ctx context.Context, t string) error {
+	client, err := s.Clients.Get(ctx, t)
+	if err != nil {
+		return err
 	}
-	return time.Duration(r.gap.Load()) <= burstGap && time.Since(time.Unix(0, r.arrived.Load())) < burstFresh
-}
-
-// run pushes the tenant's dirty persons while the tenant may (ingest needs
-// only NATS, so the replica's puller folds its events whatever its
-// health), and catches up with what the ledger already holds.
-func (r *runner) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Go(func() { r.catchUp(ctx) })
-	stop := context.AfterFunc(ctx, r.q.Close)
-	defer stop()
-	r.dispatch(ctx)
-	wg.Wait()
-	// Every batch is over: what is still held is marked and acked, or,
-	// where that fails, redelivered after AckWait.
-	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	r.held.due(final, true, r.marker())
+	return client.CheckOptOutField(ctx, s.settings(t).TargetField())
 }
 
 // settleHeld marks and acks every tenant's events held past the hold,
@@ -320,73 +248,10 @@ func (s *Service) settleHeld(ctx context.Context) {
 			return
 		case <-tick.C:
 			for _, r := range s.runnerList() {
-				r.held.due(ctx, false, r.marker())
+				r.q.Due(ctx, false, r.marker())
 			}
 		}
 	}
-}
-
-// pull folds every tenant's events from the shared consumer until ctx
-// ends, retrying after failures.
-func (s *Service) pull(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := s.pullOnce(ctx); err != nil && ctx.Err() == nil {
-			s.Log.Warn().Err(err).Str("consumer", s.Topology.PusherConsumer()).Msg("pulling events failed; retrying")
-			sleep(ctx, time.Second)
-		}
-	}
-}
-
-// pullOnce reads the shared consumer and hands each event to its tenant's
-// runner (made on demand): one goroutine reads, and each event is folded
-// in a goroutine of its own, at most ingestConcurrency at once across
-// every tenant. Folds commute and take milliseconds, never waiting for
-// Salesforce, so one tenant's events cannot hold up another's for long.
-func (s *Service) pullOnce(ctx context.Context) error {
-	cons, err := eventstream.EnsurePusherConsumer(ctx, s.JS, s.Topology)
-	if err != nil {
-		return err
-	}
-	s.pulling.Store(true)
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer))
-	if err != nil {
-		return fmt.Errorf("pull %s: %w", s.Topology.PusherConsumer(), err)
-	}
-	// Stop, not Drain: messages still buffered are redelivered after AckWait.
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for ctx.Err() == nil {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			return fmt.Errorf("pull %s: next: %w", s.Topology.PusherConsumer(), err)
-		}
-		r := s.runnerOf(ctx, msg.Subject())
-		r.delivered()
-		s.folds <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-s.folds }()
-			// A message in hand is settled even when shutdown starts.
-			key, at := r.ingest(context.WithoutCancel(ctx), msg)
-			// Folded before queued, so a Take that sees the key also sees
-			// whether more are coming.
-			r.folding.Add(-1)
-			if key != "" {
-				if at.Held {
-					r.held.add(key, msg, at.Rev)
-					at.Held = false // a batch asks held, not the hint
-				}
-				r.seen.remember(key, at)
-				r.q.Add(key)
-			}
-		})
-	}
-	return nil
 }
 
 // runnerOf is the runner of an event's tenant. An event whose tenant token
@@ -399,121 +264,6 @@ func (s *Service) runnerOf(ctx context.Context, subject string) *runner {
 		return s.ensureRunner(ctx, t)
 	}
 	return s.newRunner(t)
-}
-
-// ingestConcurrency is the events folded at once by a replica, every
-// tenant's together: a fold is a few ledger round trips, so this many keep
-// the server busy in a burst, and a thousand trickling tenants need a
-// handful.
-const ingestConcurrency = 64
-
-// pullBuffer is the most events a replica has been delivered and not yet
-// handed to a fold (PullMaxMessages).
-const pullBuffer = 1000
-
-// holdOff says how long the tenant must not push, rechecking an unhealthy
-// tenant's setup when its recheck is due.
-func (r *runner) holdOff(ctx context.Context) time.Duration {
-	r.br.mu.Lock()
-	h := r.br.health
-	r.br.mu.Unlock()
-	now := r.svc.Now()
-	switch h.Mode {
-	case tenant.ModeBackoff, tenant.ModePaused:
-		if now.Before(h.Until) {
-			return h.Until.Sub(now)
-		}
-		// The pause is over: the next batch is the probe.
-		return 0
-	case tenant.ModeUnhealthy:
-		if now.Before(h.Until) {
-			return h.Until.Sub(now)
-		}
-		if err := r.checkSetup(ctx); err != nil {
-			r.setMode(tenant.ModeUnhealthy, err.Error(), r.svc.Cfg.HealthRecheck)
-			return r.svc.Cfg.HealthRecheck
-		}
-		r.setMode(tenant.ModeHealthy, "", 0)
-	}
-	return 0
-}
-
-// checkSetup verifies what an unhealthy tenant needs: credentials that work
-// and a writable opt-out field on Contact and Lead.
-func (r *runner) checkSetup(ctx context.Context) error {
-	client, err := r.svc.Clients.Get(ctx, r.tenant)
-	if err != nil {
-		return err
-	}
-	field := r.svc.settings(r.tenant).TargetField()
-	return client.CheckOptOutField(ctx, field)
-}
-
-// setMode records the tenant's health for admins and for holdOff.
-func (r *runner) setMode(mode tenant.Mode, reason string, hold time.Duration) {
-	r.br.mu.Lock()
-	now := r.svc.Now().UTC()
-	prev := r.br.health
-	h := tenant.Health{Tenant: r.tenant, Mode: mode, Reason: reason, Since: prev.Since}
-	if prev.Mode != mode || prev.Since.IsZero() {
-		h.Since = now
-	}
-	if hold > 0 {
-		h.Until = now.Add(hold)
-	}
-	if mode == tenant.ModeHealthy {
-		r.br.failures = 0
-	}
-	r.br.health = h
-	// A state is logged when it changes; while a tenant stays out of sync
-	// a reminder is logged at most every UnhealthyReminder (its reason may
-	// change with every failing call: that is for the health record, not
-	// the log).
-	changed := prev.Mode != mode
-	remind := !changed && mode != tenant.ModeHealthy && now.Sub(r.br.logged) >= r.svc.Cfg.UnhealthyReminder
-	if changed || remind {
-		r.br.logged = now
-	}
-	r.br.mu.Unlock()
-
-	switch {
-	case changed && mode == tenant.ModeHealthy:
-		r.log.Info().Str("mode", string(mode)).Msg("tenant sync state changed")
-	case changed:
-		r.log.Warn().Str("mode", string(mode)).Str("reason", reason).Time("until", h.Until).Msg("tenant sync state changed")
-	case remind:
-		r.log.Warn().Str("mode", string(mode)).Str("reason", reason).Time("since", h.Since).Msg("tenant still not syncing")
-	}
-	r.svc.Metrics.tenantMode(r.tenant, mode)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.svc.Health.Put(ctx, h); err != nil {
-		r.log.Warn().Err(err).Msg("recording tenant health failed")
-	}
-}
-
-// callFailed counts a transient failure and opens the breaker at the
-// threshold, with a cooldown that doubles while failures go on.
-func (r *runner) callFailed(reason string) {
-	r.br.mu.Lock()
-	r.br.failures++
-	n := r.br.failures
-	r.br.mu.Unlock()
-	if n < r.svc.Cfg.BreakerThreshold {
-		return
-	}
-	cool := r.svc.Cfg.BreakerCooldown << min(n-r.svc.Cfg.BreakerThreshold, 10)
-	r.setMode(tenant.ModeBackoff, "Salesforce keeps failing: "+reason, min(cool, r.svc.Cfg.BackoffMax))
-}
-
-func (r *runner) callSucceeded() {
-	r.br.mu.Lock()
-	mode := r.br.health.Mode
-	r.br.failures = 0
-	r.br.mu.Unlock()
-	if mode != tenant.ModeHealthy && mode != "" {
-		r.setMode(tenant.ModeHealthy, "", 0)
-	}
 }
 
 func (s *Service) settings(t string) tenant.Settings {

@@ -5,12 +5,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
-
-type jetstreamMsg = jetstream.Msg
 
 // scanConcurrency bounds the ledger scans and dirty-set watches of runners
 // catching up at once: each is a consumer on the server, and a replica

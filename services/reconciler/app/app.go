@@ -50,7 +50,7 @@ func Load(l *config.Loader) Config {
 		NATS:     natsx.ConnConfigFromEnv(l, "optout-reconciler"),
 		Topology: natsx.TopologyFromEnv(l),
 	}
-	redisURL := l.String("OPTOUT_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the per-tenant lease locks (redis:// or rediss://, with user:password@ when needed)")
+	redisURL := l.String("OPTOUT_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the per-tenant lease locks (redis:// or rediss://, with user:password@ when needed; never logged)")
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		// Parse errors can quote the URL, password included.
@@ -65,15 +65,17 @@ func Load(l *config.Loader) Config {
 	if c.Topology.Namespace != "" {
 		defPrefix = "optout:" + c.Topology.Namespace + ":reconcile:"
 	}
-	c.LockPrefix = l.String("OPTOUT_LOCK_PREFIX", defPrefix, "prefix of the lease and fence keys in Redis")
-	c.LeaseTTL = l.Duration("OPTOUT_LEASE_TTL", time.Minute, time.Second, time.Hour, "lease length; a crashed replica's run is resumed after at most this long (renewed every third)")
-	c.AdminAddr = l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz")
-	c.CredentialsDir = l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}")
+	c.LockPrefix = l.String("OPTOUT_LOCK_PREFIX", defPrefix, "prefix of the lease and fence keys in Redis (optout:<namespace>:reconcile: with OPTOUT_NAMESPACE)")
+	c.LeaseTTL = l.Duration("OPTOUT_LEASE_TTL", time.Minute, time.Second, time.Hour, "lease length (at least 3s); a crashed replica's run is resumed after at most this long (renewed every third)")
+	c.AdminAddr = l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "admin listener: /metrics, /healthz, /readyz (ready when NATS and Redis answer)")
+	c.CredentialsDir = l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "tenants' Salesforce credentials, as for the pusher (<dir>/<tenant>/… or the SF_<TENANT>_* variables)")
 	c.SFEndpoints = sfcreds.PolicyFromEnv(l)
-	host, _ := os.Hostname()
-	c.Replica = l.String("OPTOUT_REPLICA_ID", host+"-"+randomSuffix(), "this replica's name in run reports (default hostname plus a random suffix)")
-	c.Tick = l.Duration("OPTOUT_RECONCILE_TICK", 30*time.Second, time.Second, time.Hour, "how often due runs and interrupted runs are looked for")
-	c.MaxConcurrent = l.Int("OPTOUT_RECONCILE_MAX_CONCURRENT", 2, 1, 64, "scheduled runs at once on this replica (the rest go to other replicas)")
+	c.Replica = l.Computed("OPTOUT_REPLICA_ID", func() string {
+		host, _ := os.Hostname()
+		return host + "-" + randomSuffix()
+	}, "hostname-<random>", "this replica's name in run reports and fence records")
+	c.Tick = l.Duration("OPTOUT_RECONCILE_TICK", 30*time.Second, time.Second, time.Hour, "how often due schedule slots and interrupted runs are looked for")
+	c.MaxConcurrent = l.Int("OPTOUT_RECONCILE_MAX_CONCURRENT", 2, 1, 64, "scheduled runs at once on this replica (the rest go to other replicas; manual runs are not counted)")
 
 	e := d
 	e.Read.Mode = sfread.Mode(l.String("OPTOUT_RECONCILE_READ_MODE", string(d.Read.Mode), "how the opted-out set is read", string(sfread.Auto), string(sfread.SOQL), string(sfread.Bulk)))
@@ -88,8 +90,8 @@ func Load(l *config.Loader) Config {
 	e.LedgerWorkers = l.Int("OPTOUT_RECONCILE_LEDGER_WORKERS", d.LedgerWorkers, 1, 256, "concurrent ledger writes of a run")
 	e.LedgerBatch = l.Int("OPTOUT_RECONCILE_LEDGER_BATCH", d.LedgerBatch, 1, 10000, "ledger changes between fence checks and checkpoints")
 	e.WriteBatch = l.Int("OPTOUT_RECONCILE_WRITE_BATCH", d.WriteBatch, 1, 200, "records per sObject Collections call")
-	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up")
-	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles)")
+	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up (failed)")
+	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles, up to 32×)")
 	c.Engine = e
 	if c.LeaseTTL < 3*time.Second {
 		l.Invalid("OPTOUT_LEASE_TTL", c.LeaseTTL.String(), "want at least 3s: renewals every third of it need room")

@@ -46,7 +46,7 @@ func ConnConfigFromEnv(l *config.Loader, name string) ConnConfig {
 		TLSCA:       l.File("NATS_TLS_CA", "CA bundle to verify the NATS server"),
 		TLSCert:     l.File("NATS_TLS_CERT", "client certificate for mutual TLS"),
 		TLSKey:      l.File("NATS_TLS_KEY", "client key for mutual TLS"),
-		ConnTimeout: l.Duration("NATS_CONNECT_TIMEOUT", 5*time.Second, 100*time.Millisecond, time.Minute, "timeout of one connection attempt"),
+		ConnTimeout: l.Duration("NATS_CONNECT_TIMEOUT", 5*time.Second, 100*time.Millisecond, time.Minute, "one connection attempt; once connected, reconnects forever with jittered backoff"),
 	}
 	methods := 0
 	for _, set := range []bool{c.User != "", c.Token != "", c.NKeySeed != "", c.CredsFile != ""} {

@@ -75,7 +75,7 @@ func DefaultTopology() Topology {
 // TopologyFromEnv reads the OPTOUT_NATS_* variables over the defaults.
 func TopologyFromEnv(l *config.Loader) Topology {
 	t := DefaultTopology()
-	t.Namespace = l.String("OPTOUT_NAMESPACE", "", "prefix for every subject, stream and bucket (empty in production)")
+	t.Namespace = l.String("OPTOUT_NAMESPACE", "", "prefix of every subject (x.) and stream or bucket (X_), empty in production; tests share one server this way")
 	t.Replicas = l.Int("OPTOUT_NATS_REPLICAS", 0, 0, 5, "stream and bucket replicas; 0 = 3 in a cluster, 1 on a single server")
 	if l.String("OPTOUT_NATS_STORAGE", "file", "JetStream storage", "file", "memory") == "memory" {
 		t.Storage = jetstream.MemoryStorage
@@ -83,10 +83,10 @@ func TopologyFromEnv(l *config.Loader) Topology {
 	day := 24 * time.Hour
 	t.EventsMaxAge = l.Duration("OPTOUT_EVENTS_MAX_AGE", t.EventsMaxAge, time.Hour, 365*day, "how long events are kept for replay")
 	t.DLQMaxAge = l.Duration("OPTOUT_DLQ_MAX_AGE", t.DLQMaxAge, time.Hour, 10*365*day, "how long dead letters are kept")
-	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept")
+	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept (7 years)")
 	t.RunsMaxAge = l.Duration("OPTOUT_RUNS_MAX_AGE", t.RunsMaxAge, time.Hour, 10*365*day, "how long reconciler run-report events are kept")
 	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
-	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet settled, all tenants together")
+	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet settled, all tenants together (the shared consumer's MaxAckPending): a replica holds at most 1,000 for milliseconds before their fold and, per tenant, a quarter of this awaiting their push (2s at most), so this leaves room for several replicas and a crashed replica's events until their AckWait (60s) ends")
 	return t
 }
 

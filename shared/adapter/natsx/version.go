@@ -24,7 +24,7 @@ func CheckServerVersion(version string) error {
 	for i := range got {
 		if got[i] != minimum[i] {
 			if got[i] < minimum[i] {
-				return fmt.Errorf("nats-server %s is older than %s, the oldest optout-sync supports (README.md: the NATS server)", version, MinServerVersion)
+				return fmt.Errorf("nats-server %s is older than %s, the oldest optout-sync supports (docs/operations.md#the-nats-server)", version, MinServerVersion)
 			}
 			return nil
 		}

@@ -3,7 +3,7 @@
 // Collections updates, SOQL queries, Bulk query jobs and API limits.
 //
 // Every failure is an *Error classified once, by Classify, into the classes
-// of design.md; callers branch on ClassOf(err). Every request is one
+// of docs/architecture.md#failure-classes; callers branch on ClassOf(err). Every request is one
 // OpenTelemetry client span named by its path template ("PATCH
 // /composite/sobjects"); record ids, SOQL, emails and tokens never reach span
 // names, attributes or error texts built by this package.

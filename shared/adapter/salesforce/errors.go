@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// Class says what a caller should do about a failure (design.md, "Every
-// failure is classified").
+// Class says what a caller should do about a failure
+// (docs/architecture.md#failure-classes).
 type Class int
 
 // The failure classes. The zero value ClassNone is what ClassOf returns for a

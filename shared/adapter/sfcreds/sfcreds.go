@@ -111,6 +111,17 @@ func (s Source) Load(tenant string) (salesforce.Config, error) {
 	return cfg, nil
 }
 
+// Declared for the configuration reference: Load reads them per tenant,
+// not a Loader.
+var _ = []string{
+	config.Declare(config.Var{Name: "SF_<TENANT>_TOKEN_URL", Help: "a tenant's Salesforce token URL (its My Domain), when it has no Secret under OPTOUT_SF_CREDENTIALS_DIR; <TENANT> is the tenant id upper-cased, - as _"}),
+	config.Declare(config.Var{Name: "SF_<TENANT>_CLIENT_ID", Help: "the tenant's connected app client id"}),
+	config.Declare(config.Var{Name: "SF_<TENANT>_CLIENT_SECRET", Help: "client-credentials flow: the client secret (never logged)"}),
+	config.Declare(config.Var{Name: "SF_<TENANT>_USERNAME", Help: "JWT bearer flow: the user (with SF_<TENANT>_JWT_KEY_FILE)"}),
+	config.Declare(config.Var{Name: "SF_<TENANT>_JWT_KEY_FILE", Help: "JWT bearer flow: the private key file"}),
+	config.Declare(config.Var{Name: "SF_<TENANT>_API_VERSION", Help: "Salesforce API version, when not the client's default"}),
+}
+
 func envPrefix(tenant string) string {
 	return "SF_" + strings.ToUpper(strings.ReplaceAll(tenant, "-", "_")) + "_"
 }

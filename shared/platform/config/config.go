@@ -14,14 +14,42 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-// Var documents one variable a Loader has read; README's table lists them.
+// Var documents one variable: a Loader records each it reads, and Declare
+// those read elsewhere. docs/configuration.md is generated from them
+// (tools/configdoc), so the reference cannot drift from what is read.
 type Var struct {
 	Name    string
 	Default string
+	// Allowed is what a set value must be, when the reader checks it.
+	Allowed string
 	Help    string
+}
+
+var (
+	declaredMu sync.Mutex
+	declared   []Var
+)
+
+// Declare records a variable that a library reads where it is used rather
+// than through a Loader (the log level, OpenTelemetry's variables, a tenant's
+// Salesforce credentials), so the configuration reference lists it too. It
+// returns the name, for the reader to use.
+func Declare(v Var) string {
+	declaredMu.Lock()
+	defer declaredMu.Unlock()
+	declared = append(declared, v)
+	return v.Name
+}
+
+// Declared lists what Declare recorded, in order.
+func Declared() []Var {
+	declaredMu.Lock()
+	defer declaredMu.Unlock()
+	return slices.Clone(declared)
 }
 
 // Loader reads variables, remembering the first invalid one.
@@ -49,8 +77,8 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("config: %s=%q is invalid: %s", e.Name, shown(e.Name, e.Value), MaskUserinfo(e.Allowed))
 }
 
-func (l *Loader) get(name, def, help string) (string, bool) {
-	l.vars = append(l.vars, Var{Name: name, Default: def, Help: help})
+func (l *Loader) get(name, def, allowed, help string) (string, bool) {
+	l.vars = append(l.vars, Var{Name: name, Default: def, Allowed: allowed, Help: help})
 	v, ok := l.lookup(name)
 	if !ok || v == "" {
 		return def, false
@@ -68,9 +96,13 @@ func (l *Loader) fail(name, value, allowed string) {
 // String returns the variable or def; with allowed values given, anything
 // else is an error.
 func (l *Loader) String(name, def, help string, allowed ...string) string {
-	v, _ := l.get(name, def, help)
+	want := ""
+	if len(allowed) > 0 {
+		want = "one of " + strings.Join(allowed, ", ")
+	}
+	v, _ := l.get(name, def, want, help)
 	if len(allowed) > 0 && !slices.Contains(allowed, v) {
-		l.fail(name, v, "want one of "+strings.Join(allowed, ", "))
+		l.fail(name, v, "want "+want)
 		return def
 	}
 	return v
@@ -78,7 +110,7 @@ func (l *Loader) String(name, def, help string, allowed ...string) string {
 
 // Required returns the variable, failing when it is unset.
 func (l *Loader) Required(name, help string) string {
-	v, ok := l.get(name, "", help)
+	v, ok := l.get(name, "", "required", help)
 	if !ok {
 		l.fail(name, "", "it is required")
 	}
@@ -87,7 +119,7 @@ func (l *Loader) Required(name, help string) string {
 
 // Int returns an integer within [min, max].
 func (l *Loader) Int(name string, def, min, max int, help string) int {
-	s, set := l.get(name, strconv.Itoa(def), help)
+	s, set := l.get(name, strconv.Itoa(def), fmt.Sprintf("integer from %d to %d", min, max), help)
 	if !set {
 		return def
 	}
@@ -101,7 +133,7 @@ func (l *Loader) Int(name string, def, min, max int, help string) int {
 
 // Float returns a number within [min, max].
 func (l *Loader) Float(name string, def, min, max float64, help string) float64 {
-	s, set := l.get(name, strconv.FormatFloat(def, 'f', -1, 64), help)
+	s, set := l.get(name, strconv.FormatFloat(def, 'f', -1, 64), fmt.Sprintf("number from %g to %g", min, max), help)
 	if !set {
 		return def
 	}
@@ -115,7 +147,7 @@ func (l *Loader) Float(name string, def, min, max float64, help string) float64 
 
 // Duration returns a Go duration (e.g. 25ms, 2m) within [min, max].
 func (l *Loader) Duration(name string, def, min, max time.Duration, help string) time.Duration {
-	s, set := l.get(name, def.String(), help)
+	s, set := l.get(name, shortDuration(def), fmt.Sprintf("duration from %s to %s", shortDuration(min), shortDuration(max)), help)
 	if !set {
 		return def
 	}
@@ -127,9 +159,31 @@ func (l *Loader) Duration(name string, def, min, max time.Duration, help string)
 	return d
 }
 
+// shortDuration writes d as an operator would (5m, 1h, 720h), not 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// Computed returns the variable, or def() when it is unset: a default known
+// only at start (a hostname, a random suffix), which doc describes for the
+// reference.
+func (l *Loader) Computed(name string, def func() string, doc, help string) string {
+	if s, set := l.get(name, doc, "", help); set {
+		return s
+	}
+	return def()
+}
+
 // Bool returns true/false (also 1/0, yes/no).
 func (l *Loader) Bool(name string, def bool, help string) bool {
-	s, set := l.get(name, strconv.FormatBool(def), help)
+	s, set := l.get(name, strconv.FormatBool(def), "true or false", help)
 	if !set {
 		return def
 	}
@@ -145,7 +199,7 @@ func (l *Loader) Bool(name string, def bool, help string) bool {
 
 // HostPort returns a listen or dial address such as :9090 or 127.0.0.1:4222.
 func (l *Loader) HostPort(name, def, help string) string {
-	s, set := l.get(name, def, help)
+	s, set := l.get(name, def, "host:port", help)
 	if !set {
 		return def
 	}
@@ -158,7 +212,7 @@ func (l *Loader) HostPort(name, def, help string) string {
 
 // File returns a path that must exist when set.
 func (l *Loader) File(name, help string) string {
-	s, set := l.get(name, "", help)
+	s, set := l.get(name, "", "path of an existing file", help)
 	if !set {
 		return ""
 	}

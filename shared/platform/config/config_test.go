@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +88,41 @@ func TestExitPrintsOneLineAndFails(t *testing.T) {
 	want := `config: OPTOUT_WORKERS="lots" is invalid: want an integer from 1 to 1024`
 	if got := strings.TrimSpace(stderr.String()); got != want {
 		t.Fatalf("stderr = %q; want %q", got, want)
+	}
+}
+
+// The reference (docs/configuration.md) is generated from what a Loader
+// records: each reader records its default as an operator writes it and what
+// a set value must be.
+func TestVarsRecordDefaultAndAllowed(t *testing.T) {
+	l := FromMap(map[string]string{"ID": "replica-a"})
+	l.Duration("D", 5*time.Minute, time.Millisecond, 720*time.Hour, "a duration")
+	l.Int("W", 4, 1, 64, "")
+	l.String("F", "file", "", "file", "memory")
+	if got := l.Computed("ID", func() string { return "computed" }, "hostname", ""); got != "replica-a" {
+		t.Errorf("Computed set = %q", got)
+	}
+	if got := l.Computed("UNSET", func() string { return "computed" }, "hostname", ""); got != "computed" {
+		t.Errorf("Computed unset = %q", got)
+	}
+	want := []Var{
+		{Name: "D", Default: "5m", Allowed: "duration from 1ms to 720h", Help: "a duration"},
+		{Name: "W", Default: "4", Allowed: "integer from 1 to 64"},
+		{Name: "F", Default: "file", Allowed: "one of file, memory"},
+		{Name: "ID", Default: "hostname"},
+		{Name: "UNSET", Default: "hostname"},
+	}
+	if got := l.Vars(); !slices.Equal(got, want) {
+		t.Errorf("Vars = %+v\nwant %+v", got, want)
+	}
+}
+
+func TestDeclaredListsVariablesReadOutsideALoader(t *testing.T) {
+	name := Declare(Var{Name: "CONFIG_TEST_DECLARED", Default: "x", Help: "read by a library"})
+	if name != "CONFIG_TEST_DECLARED" {
+		t.Errorf("Declare returned %q", name)
+	}
+	if !slices.ContainsFunc(Declared(), func(v Var) bool { return v.Name == name && v.Default == "x" }) {
+		t.Errorf("Declared() = %+v; want it to hold %s", Declared(), name)
 	}
 }

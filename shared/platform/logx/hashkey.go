@@ -66,8 +66,8 @@ func HashEmail(addr string) string {
 // set, is a configuration error. Surrounding whitespace (a trailing newline
 // in a Secret file) is not part of the key.
 func EmailHashKeyFromEnv(l *config.Loader) []byte {
-	file := l.File(EnvEmailHashKeyFile, "file holding the secret key of the email hashes in logs and the ledger (a mounted Secret)")
-	value := l.String(EnvEmailHashKey, "", "the email-hash key as a value (prefer "+EnvEmailHashKeyFile+")")
+	file := l.File(EnvEmailHashKeyFile, "file holding the per-install secret (at least 16 characters, one Secret shared by every service and replica) that keys the email hashes in logs, traces and the ledger's emailHash, so hashes match across services and restarts but cannot be reversed from a list of addresses. Unset: each process uses a random key and logs a warning")
+	value := l.String(EnvEmailHashKey, "", "the same key as a value (local runs; prefer "+EnvEmailHashKeyFile+"; not both)")
 	switch {
 	case file != "" && value != "":
 		l.Invalid(EnvEmailHashKey, "[set]", "set either "+EnvEmailHashKeyFile+" or "+EnvEmailHashKey+", not both")

@@ -13,6 +13,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // Field names shared by all services so log queries work across them.
@@ -26,6 +28,11 @@ const (
 // EnvLevel is the environment variable holding the minimum log level
 // (trace, debug, info, warn, error, fatal, panic, disabled).
 const EnvLevel = "LOG_LEVEL"
+
+// Declared for the configuration reference: New reads it, not a Loader.
+var _ = config.Declare(config.Var{Name: EnvLevel, Default: "info",
+	Allowed: "trace, debug, info, warn, error, fatal, panic, disabled",
+	Help:    "minimum log level; an unknown value means info, so a typo never silences a service"})
 
 // New returns a logger writing to w with the service and time fields, the
 // trace hook and redaction. Output is JSON, or zerolog's ConsoleWriter when w

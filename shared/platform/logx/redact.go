@@ -11,8 +11,8 @@ import (
 const Redacted = "[REDACTED]"
 
 // Opt-outs are legal records about people: an email address or a credential
-// must never leave the process through logs or traces (design.md
-// "Invariants"). The rules below are deliberately broad: a false positive
+// must never leave the process through logs or traces
+// (docs/architecture.md#invariants). The rules below are deliberately broad: a false positive
 // costs a little readability, a false negative is a data leak.
 var (
 	// secretKV masks the value of well-known secret keys in query strings,

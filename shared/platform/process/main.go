@@ -33,8 +33,7 @@ func Main[C any](name, version string, load func(*config.Loader) C, start func(c
 	stderr := logx.NewScrubbingWriter(os.Stderr, config.SecretsIn(os.Environ()))
 	telemetry.SetDiagnosticsOutput(stderr)
 	l := config.FromEnv()
-	cfg := load(l)
-	hashKey := logx.EmailHashKeyFromEnv(l)
+	cfg, hashKey := LoadConfig(l, load)
 	l.Exit(stderr)
 	log := logx.New(name, stderr).With().Str("version", version).Logger()
 	ConfigureEmailHash(hashKey, log)
@@ -58,6 +57,13 @@ func Main[C any](name, version string, load func(*config.Loader) C, start func(c
 		log.Error().Err(err).Msg(name + " failed")
 		os.Exit(1)
 	}
+}
+
+// LoadConfig reads every variable Main reads: the service's configuration
+// and the email-hash key (tools/configdoc lists them from here).
+func LoadConfig[C any](l *config.Loader, load func(*config.Loader) C) (C, []byte) {
+	cfg := load(l)
+	return cfg, logx.EmailHashKeyFromEnv(l)
 }
 
 // ConfigureEmailHash installs the per-install email-hash key. Without one

@@ -129,7 +129,8 @@ func StartSend(ctx context.Context, tracer trace.Tracer, subject string, h map[s
 // the context extracted from its headers h. The conventions default to
 // links, but for single-message processing they allow the creation context
 // as parent; we choose the parent so one opt-out is one trace from publisher
-// to Salesforce (design.md). Batch receivers should use links instead.
+// to Salesforce (docs/architecture.md#invariants). Batch receivers should
+// use links instead.
 func StartProcess(ctx context.Context, tracer trace.Tracer, subject string, h map[string][]string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	ctx = Extract(ctx, h)
 	return tracer.Start(ctx, MessagingSpanName("process", subject),

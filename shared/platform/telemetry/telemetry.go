@@ -26,6 +26,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // Standard OpenTelemetry environment variables read by Setup. The OTLP
@@ -41,6 +43,18 @@ const (
 	envTracesProtocol  = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 	envMetricsProtocol = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
 )
+
+// Declared for the configuration reference: Setup reads them, not a Loader.
+var _ = []string{
+	config.Declare(config.Var{Name: envEndpoint, Help: "OTLP endpoint of traces and metrics; unset (and no exporter asked for) = nothing exported, no connection, no cost"}),
+	config.Declare(config.Var{Name: envTracesEndpoint, Help: "OTLP endpoint of traces only"}),
+	config.Declare(config.Var{Name: envMetricsEndpoint, Help: "OTLP endpoint of metrics only (Prometheus /metrics on the admin port is always served)"}),
+	config.Declare(config.Var{Name: envProtocol, Default: ProtocolGRPC, Allowed: ProtocolGRPC + " or " + ProtocolHTTPProtobuf, Help: "OTLP protocol (" + envTracesProtocol + " and " + envMetricsProtocol + " per signal)"}),
+	config.Declare(config.Var{Name: envTracesExporter, Allowed: "otlp or none", Help: "otlp exports traces to the exporter's default endpoint; none exports none"}),
+	config.Declare(config.Var{Name: envMetricsExporter, Allowed: "otlp, prometheus or none", Help: "otlp exports metrics over OTLP too; none exports none"}),
+	config.Declare(config.Var{Name: envSDKDisabled, Default: "false", Allowed: "true or false", Help: "true installs no-op providers (no spans, no OTel metrics)"}),
+	config.Declare(config.Var{Name: "OTEL_SERVICE_NAME", Help: "renames the service in traces (also service.name in OTEL_RESOURCE_ATTRIBUTES); the OTLP exporters read the other standard OTEL_EXPORTER_OTLP_* variables (headers, TLS, timeout)"}),
+}
 
 // OTLP protocols supported by the Go exporters.
 const (

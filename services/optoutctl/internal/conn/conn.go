@@ -19,7 +19,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"

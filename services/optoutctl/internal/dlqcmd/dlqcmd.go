@@ -20,8 +20,8 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // Command is the "dlq" group.

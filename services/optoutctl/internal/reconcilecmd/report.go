@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
-	"github.com/optout-sync/optout-sync/shared/adminui/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 

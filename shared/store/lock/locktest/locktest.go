@@ -43,9 +43,13 @@ func Client(t testing.TB) *redis.Client {
 }
 
 // Prefix returns a fresh key prefix such as "test:9f1c2a3b:" and deletes
-// every key under it when the test ends.
+// every key under it when the test ends. Under -short it skips the test,
+// as Client does.
 func Prefix(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Redis (" + Addr() + "): skipped under -short; make test runs it")
+	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	prefix := "test:" + hex.EncodeToString(b[:]) + ":"

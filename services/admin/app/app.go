@@ -1,0 +1,99 @@
+// Package app wires the admin service: the tenant settings page under
+// /admin/ on its admin port, beside /metrics, /healthz and /readyz.
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/optout-sync/optout-sync/services/admin/page"
+	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/platform/process"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
+)
+
+// Config is everything the admin service reads from its environment.
+type Config struct {
+	NATS      natsx.ConnConfig
+	Topology  natsx.Topology
+	AdminAddr string
+	Auth      page.Auth
+	// CredentialsDir holds the tenants' Salesforce Secrets, read only for
+	// the page's live prerequisite check.
+	CredentialsDir string
+	// SFEndpoints is where Salesforce credentials may go (issue 20): the
+	// page's prerequisite check calls Salesforce like the services do.
+	SFEndpoints salesforce.EndpointPolicy
+}
+
+// Load reads the configuration; check l.Err() afterwards.
+func Load(l *config.Loader) Config {
+	return Config{
+		NATS:           natsx.ConnConfigFromEnv(l, "optout-admin"),
+		Topology:       natsx.TopologyFromEnv(l),
+		AdminAddr:      l.HostPort("OPTOUT_ADMIN_ADDR", ":9090", "listener of the settings page under /admin/, and /metrics, /healthz, /readyz"),
+		Auth:           page.AuthFromEnv(l),
+		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
+		SFEndpoints:    sfcreds.PolicyFromEnv(l),
+	}
+}
+
+// App is a wired admin service replica.
+type App struct {
+	*process.Process
+	listening bool
+}
+
+// New connects, provisions and mounts the page; Run then serves it.
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
+	p, err := process.Start(ctx, "optout-admin", cfg.NATS, cfg.Topology, cfg.AdminAddr, log)
+	if err != nil {
+		return nil, err
+	}
+	prov := p.Prov
+	if w := cfg.SFEndpoints.Warning(); w != "" {
+		log.Warn().Msg(w)
+	}
+	// Without credentials the page answers 503 with setup instructions; the
+	// probes stay open either way.
+	p.Admin.Handle("/admin/", page.New(page.Deps{
+		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
+			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
+			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
+		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
+		Auth:   cfg.Auth, Log: log}))
+	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")
+	return &App{Process: p}, nil
+}
+
+// Listen binds the port and serves until ctx ends; after it Admin.Addr()
+// is the bound address (a caller that prints the page's URL needs it
+// before Run). Run calls it when nobody did.
+func (a *App) Listen(ctx context.Context) error {
+	if err := a.Admin.Start(ctx); err != nil {
+		return err
+	}
+	a.listening = true
+	return nil
+}
+
+// Run serves the page until ctx ends, then lets requests in flight finish.
+func (a *App) Run(ctx context.Context) error {
+	if !a.listening {
+		if err := a.Listen(ctx); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return a.Admin.Shutdown(sctx)
+}

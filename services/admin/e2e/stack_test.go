@@ -1,0 +1,178 @@
+package e2e_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/optout-sync/optout-sync/internal/testsandbox"
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+	"github.com/optout-sync/optout-sync/services/admin/app"
+	"github.com/optout-sync/optout-sync/services/pusher/push"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
+)
+
+// orgs of the sandbox: acme has the sales opt-out field.
+var orgs = []sandbox.OrgConfig{
+	{Name: "acme", ClientID: "acme-id", ClientSecret: "acme-secret", DailyAPILimit: 100000, CustomFieldInstalled: true, CustomFieldWritable: true},
+}
+
+// stack is one test's system: NATS in a fresh namespace, the sandbox, and
+// on demand a pusher replica and the admin service.
+type stack struct {
+	t        *testing.T
+	Ctx      context.Context
+	NC       *nats.Conn
+	Prov     *natsx.Provisioned
+	Topo     natsx.Topology
+	Sandbox  *sandbox.Sandbox
+	sfEnv    map[string]string
+	Settings tenant.Store
+	// Cache is the running pusher's view of the settings: the test waits on
+	// it to know a change has reached the pusher.
+	Cache *tenant.Cache
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	t.Cleanup(cancel)
+	nc := natstest.Connect(t)
+	topo := natstest.Topology(t, nc)
+	prov, err := natsx.Provision(ctx, nc, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _, env := testsandbox.Serve(t, orgs)
+	return &stack{t: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, sfEnv: env, Settings: tenant.Store{KV: prov.Tenants}}
+}
+
+// startPusher runs a real pusher replica until the test ends.
+func (s *stack) startPusher() {
+	s.t.Helper()
+	lg, err := ledger.New(s.Ctx, s.Prov)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cache, err := tenant.Watch(s.Ctx, s.Prov.Tenants)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.Cache = cache
+	cfg := push.DefaultConfig()
+	cfg.HealthRecheck = 200 * time.Millisecond
+	cfg.DiscoveryInterval = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(s.Ctx)
+	svc := &push.Service{
+		Cfg: cfg, JS: s.Prov.JS, Topology: s.Topo, Ledger: lg, Settings: cache,
+		Clients: &sfcreds.Pool{Source: sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := s.sfEnv[k]; return v, ok }}, Refresh: 50 * time.Millisecond},
+		Health:  tenant.HealthStore{KV: s.Prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.ErrorLevel),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := svc.Run(ctx); err != nil {
+			s.t.Errorf("pusher: %v", err)
+		}
+	}()
+	s.t.Cleanup(func() { cancel(); <-done })
+}
+
+// startAdmin runs the admin service as its main does, configured by
+// variables only: the login from a users file and the Salesforce
+// credentials from a mounted-Secret directory. It returns the page's base URL.
+func (s *stack) startAdmin(users string) string {
+	s.t.Helper()
+	dir := s.t.TempDir()
+	usersFile := filepath.Join(dir, "users")
+	write := func(path, content string) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	write(usersFile, users)
+	for _, o := range orgs {
+		// The files a tenant's Secret mounts, holding what its variables hold.
+		prefix := "SF_" + strings.ToUpper(o.Name) + "_"
+		for file, v := range map[string]string{"token_url": "TOKEN_URL", "client_id": "CLIENT_ID", "client_secret": "CLIENT_SECRET"} {
+			write(filepath.Join(dir, "salesforce", o.Name, file), s.sfEnv[prefix+v])
+		}
+	}
+	l := config.FromMap(map[string]string{
+		"NATS_URL":                  natstest.URL(),
+		"OPTOUT_NAMESPACE":          s.Topo.Namespace,
+		"OPTOUT_NATS_STORAGE":       "memory",
+		"OPTOUT_NATS_REPLICAS":      "1",
+		"OPTOUT_ADMIN_ADDR":         "127.0.0.1:0",
+		"OPTOUT_ADMIN_USERS_FILE":   usersFile,
+		"OPTOUT_SF_CREDENTIALS_DIR": filepath.Join(dir, "salesforce"),
+	})
+	cfg := app.Load(l)
+	if err := l.Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	a, err := app.New(s.Ctx, cfg, zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(s.Ctx)
+	if err := a.Listen(ctx); err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	s.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Errorf("admin service: %v", err)
+		}
+		a.Close()
+	})
+	return "http://" + a.Admin.Addr()
+}
+
+// publish sends one opt-out as Sales Connect would.
+func (s *stack) publish(tenantID, salesConnectID, salesforceID, eventID string) {
+	s.t.Helper()
+	ev := &optoutv1.OptOutEvent{
+		EventId: eventID, TenantId: tenantID,
+		Person:     &optoutv1.Person{SalesConnectId: salesConnectID, SalesforceId: salesforceID, ObjectType: optoutv1.ObjectType_CONTACT},
+		Action:     optoutv1.Action_UNSUBSCRIBE,
+		OccurredAt: timestamppb.Now(),
+		Source:     optoutv1.Source_EMAIL_LINK,
+		Reason:     "clicked unsubscribe",
+	}
+	if _, err := eventstream.PublishEvent(s.Ctx, natsx.Publisher{JS: s.Prov.JS, Topology: s.Topo}, ev, false); err != nil {
+		s.t.Fatalf("publish: %v", err)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after a generous
+// deadline (a wait, not a timing assertion).
+func (s *stack) eventually(what string, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

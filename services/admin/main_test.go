@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestBadConfigExitsWithOneLine runs the real main with invalid variables:
+// one line each, and the short token is not echoed.
+func TestBadConfigExitsWithOneLine(t *testing.T) {
+	if os.Getenv("ADMIN_MAIN") == "1" {
+		main()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBadConfigExitsWithOneLine$")
+	cmd.Env = append(os.Environ(), "ADMIN_MAIN=1", "OPTOUT_ADMIN_TOKEN=short-secret", "OPTOUT_ADMIN_ADDR=nowhere")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
+	}
+	got := strings.TrimSpace(stderr.String())
+	if strings.Contains(got, "short-secret") {
+		t.Fatalf("the token is printed:\n%s", got)
+	}
+	for _, want := range []string{`config: OPTOUT_ADMIN_ADDR="nowhere" is invalid`, `config: OPTOUT_ADMIN_TOKEN="[redacted]" is invalid: want at least 16 characters`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 2 {
+		t.Errorf("%d lines, want one per bad variable:\n%s", n, got)
+	}
+}

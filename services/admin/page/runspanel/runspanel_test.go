@@ -1,0 +1,95 @@
+package runspanel_test
+
+import (
+	"bytes"
+	"context"
+	"html"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+)
+
+var (
+	inline = regexp.MustCompile(`</?strong>`)
+	tags   = regexp.MustCompile(`<[^>]+>`)
+)
+
+// text is what a reader sees: the page without its markup.
+func text(s string) string {
+	s = inline.ReplaceAllString(s, "")
+	return strings.Join(strings.Fields(html.UnescapeString(tags.ReplaceAllString(s, " "))), " ")
+}
+
+// TestPanelShowsReportsAndProgress renders the panel from a real runs
+// bucket holding a finished run, a dry run and a running run.
+func TestPanelShowsReportsAndProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	store := runs.Store{KV: prov.Runs}
+	p := runspanel.Panel{Runs: store}
+
+	var b bytes.Buffer
+	if err := p.Render(ctx, &b, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := text(b.String()); !strings.Contains(got, "No runs yet.") {
+		t.Errorf("empty panel: %q", got)
+	}
+
+	if err := store.RaiseFence(ctx, "acme", 1, "r1", "replica-a"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+	save := func(r runs.Report) {
+		t.Helper()
+		r.Tenant, r.Fence, r.Holder, r.Attempts = "acme", 1, "replica-a", 1
+		if err := store.SaveReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(runs.Report{RunID: "20260302T020000Z-aaaaaa", Status: runs.StatusStoppedBudget, Reason: "API budget of 200 requests spent",
+		Trigger: runs.Trigger{Kind: runs.TriggerSchedule, Slot: t0}, StartedAt: t0, FinishedAt: t0.Add(95 * time.Second), DurationSeconds: 95,
+		Counts: runs.Counts{SalesforceOptOuts: 40, LedgerOptOuts: 52, InBoth: 38, SalesConnectOnly: 12, SalesforceOnly: 1, KnownToSalesforceOnly: 1},
+		Writes: runs.Writes{PlannedSalesforce: 12, SalesforceWritten: 7, SalesforceFailed: 1, LedgerWritten: 2, Remaining: 4},
+		API:    runs.API{Spent: 200, Budget: 200}})
+	save(runs.Report{RunID: "20260302T030000Z-bbbbbb", Status: runs.StatusSucceeded, DryRun: true,
+		Trigger: runs.Trigger{Kind: runs.TriggerManual, By: "optoutctl:ops"}, StartedAt: t0.Add(time.Hour), FinishedAt: t0.Add(time.Hour + 3*time.Second), DurationSeconds: 3,
+		Writes: runs.Writes{PlannedSalesforce: 4, PlannedSalesConnect: 1}, API: runs.API{Spent: 6, Budget: 190}})
+	running := runs.Report{RunID: "20260302T040000Z-cccccc", Status: runs.StatusRunning, Phase: runs.PhaseWritingSalesforce,
+		Trigger: runs.Trigger{Kind: runs.TriggerManual, By: "admin-page:jdoe"}, StartedAt: t0.Add(2 * time.Hour),
+		Writes: runs.Writes{PlannedSalesforce: 4, SalesforceWritten: 1}, API: runs.API{Spent: 9, Budget: 180}}
+	save(running)
+	running.Tenant, running.Fence = "acme", 1
+	if err := store.SaveCheckpoint(ctx, runs.Checkpoint{Report: running, DiffComplete: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	b.Reset()
+	if err := p.Render(ctx, &b, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	got := text(b.String())
+	for _, want := range []string{
+		"Running now: a run (started by admin-page:jdoe), started 2026-03-02 04:00:00 UTC, writing salesforce.",
+		"Written 1 of 4 to Salesforce and 0 of 0 to Sales Connect; 9 API requests of a budget of 180.",
+		"Started Run Result People compared Changes API requests",
+		"2026-03-02 03:00:00 UTC dry run, started by optoutctl:ops, took 3s succeeded 0 opted out in Salesforce, 0 in the ledger; 0 in both, 0 only in Sales Connect, 0 only in Salesforce would write 4 to Salesforce and 1 to Sales Connect 6 of a budget of 190",
+		"2026-03-02 02:00:00 UTC run, scheduled, took 1m stopped: API budget spent: API budget of 200 requests spent 40 opted out in Salesforce, 52 in the ledger; 38 in both, 12 only in Sales Connect, 2 only in Salesforce 7 written to Salesforce, 2 to Sales Connect (1 failed, 4 left for the next run) 200 of a budget of 200",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("panel lacks %q\ngot: %s", want, got)
+		}
+	}
+	if strings.Contains(got, "cccccc") || strings.Count(got, "2026-03-02 04:00:00 UTC") != 1 {
+		t.Errorf("the running run is listed twice: %s", got)
+	}
+	if p.ID() != "nightly-runs" || p.Heading() != "Last nightly runs" {
+		t.Errorf("id %q heading %q", p.ID(), p.Heading())
+	}
+}

@@ -5,10 +5,11 @@
 // (ledger entries and applied events) and the Salesforce side (sObject
 // Collections, 200 records a call) and report.
 //
-// Every commit carries the lease's fence: ledger entries through
-// ledger.FencedUpdate, checkpoints and reports through runs.Store, and
-// each batch of writes is preceded by a check of the tenant's newest
-// fence. A run interrupted anywhere (crash, lost lease, shutdown) leaves its
+// Every commit carries the lease's fence: ledger entries through the run's
+// writer (ledger.Fenced by the lease), checkpoints and reports through
+// runs.Store. What the ledger cannot fence (a Salesforce call, an applied
+// event) is preceded by the writer's Check of the tenant's newest fence,
+// the Salesforce calls by the write protocol itself (sfwrite.Batch). A run interrupted anywhere (crash, lost lease, shutdown) leaves its
 // checkpoint; whoever holds the lease next resumes it by recomputing the
 // diff, which no longer contains the writes already made (every write is
 // idempotent and re-decided against the entry's current state), so the run

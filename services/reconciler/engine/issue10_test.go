@@ -1,65 +1,23 @@
-package service_test
+package engine_test
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
+	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
-
-// publishEvent sends a real event on the tenant's events subject, as an
-// upstream publisher would.
-func (h *harness) publishEvent(tn, id, sc, sfID string, action optoutv1.Action, at time.Time) {
-	h.t.Helper()
-	ev := &optoutv1.OptOutEvent{
-		EventId: id, TenantId: tn,
-		Person:     &optoutv1.Person{SalesConnectId: sc, SalesforceId: sfID, ObjectType: optoutv1.ObjectType_CONTACT},
-		Action:     action,
-		OccurredAt: timestamppb.New(at),
-		Source:     optoutv1.Source_EMAIL_LINK,
-	}
-	if _, err := eventstream.PublishEvent(h.ctx, natsx.Publisher{JS: h.prov.JS, Topology: h.topo}, ev, false); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-// waitingOptOuts seeds n Contacts not opted out in Salesforce and publishes
-// an opt-out for each while nothing consumes the events stream (no pusher,
-// no consumer yet). It returns the Salesforce ids by Sales Connect id
-// and the storage time of the first event.
-func (h *harness) waitingOptOuts(tn string, n int) (map[string]string, time.Time) {
-	h.t.Helper()
-	ids := map[string]string{}
-	at := time.Now().Add(-time.Minute)
-	for i := range n {
-		sc := fmt.Sprintf("sc-%03d", i)
-		ids[sc] = h.org(tn).Put(sandbox.Record{Type: "Contact", Email: sc + "@example.com", SystemModstamp: at.Add(-time.Hour)}).ID
-		h.publishEvent(tn, "evt-"+tn+"-"+sc, sc, ids[sc], optoutv1.Action_UNSUBSCRIBE, at)
-	}
-	st, err := h.prov.JS.Stream(h.ctx, h.topo.EventsStream())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	first, err := st.GetMsg(h.ctx, 1, jetstream.WithGetMsgSubject(h.topo.EventsSubject(tn)))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return ids, first.Time
-}
 
 // The nightly run with the pusher stopped: the opt-outs published meanwhile
 // are folded into the ledger and reach Salesforce; a dry run says
@@ -71,9 +29,9 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 	t.Run("folded and written", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, "acme")
-		h.setSettings("acme", nil)
-		ids, _ := h.waitingOptOuts("acme", n)
-		a := h.replica(replicaOpts{name: "replica-a"})
+		h.SetSettings("acme", nil)
+		ids, _ := h.WaitingOptOuts("acme", n)
+		a := h.replica(recontest.ReplicaOpts{Name: "replica-a"})
 
 		rep := h.runNow(a, "acme", false)
 		if rep.Status != runs.StatusSucceeded || rep.Writes.EventsFolded != n || rep.Writes.EventsWaiting != 0 {
@@ -83,11 +41,11 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 			t.Errorf("%d records written to Salesforce; want %d", rep.Writes.SalesforceWritten, n)
 		}
 		for sc, id := range ids {
-			r, ok := h.org("acme").Get(id)
+			r, ok := h.Org("acme").Get(id)
 			if !ok || !r.HasOptedOutOfEmail {
 				t.Errorf("Salesforce %s (%s): HasOptedOutOfEmail=%v; want true", sc, id, r.HasOptedOutOfEmail)
 			}
-			e, _ := h.entry(optout.Key("acme", sc, ""))
+			e, _ := h.Entry(optout.Key("acme", sc, ""))
 			if !e.OptedOut || e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed || e.SalesforceID != id {
 				t.Errorf("ledger %s: optedOut=%v state=%s confirmed=%v sf=%s; want an opted-out SYNCED entry",
 					sc, e.OptedOut, e.State, e.Confirmed, e.SalesforceID)
@@ -98,9 +56,9 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 	t.Run("dry run only counts them", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, "acme")
-		h.setSettings("acme", nil)
-		ids, oldest := h.waitingOptOuts("acme", n)
-		a := h.replica(replicaOpts{name: "replica-a"})
+		h.SetSettings("acme", nil)
+		ids, oldest := h.WaitingOptOuts("acme", n)
+		a := h.replica(recontest.ReplicaOpts{Name: "replica-a"})
 
 		rep := h.runNow(a, "acme", true)
 		wantSince := oldest.UTC().Format(time.RFC3339)
@@ -110,14 +68,14 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 		if !strings.Contains(rep.Reason, strconv.Itoa(n)+" ") || !strings.Contains(rep.Reason, wantSince) {
 			t.Errorf("reason %q; want it to name %d waiting events and the oldest's time %s", rep.Reason, n, wantSince)
 		}
-		if got := h.ledgerRevisions("acme"); len(got) != 0 {
+		if got := h.LedgerRevisions("acme"); len(got) != 0 {
 			t.Errorf("a dry run folded %d ledger entries", len(got))
 		}
-		if w := h.sfWrites("acme", ""); w != 0 {
+		if w := h.SFWrites("acme", ""); w != 0 {
 			t.Errorf("a dry run made %d Salesforce writes", w)
 		}
 		for _, id := range ids {
-			if r, _ := h.org("acme").Get(id); r.HasOptedOutOfEmail {
+			if r, _ := h.Org("acme").Get(id); r.HasOptedOutOfEmail {
 				t.Fatalf("a dry run changed %s", id)
 			}
 		}
@@ -135,10 +93,10 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 		t.Parallel()
 		const held, others = 30, 20
 		h := newHarness(t, "acme", "globex")
-		h.setSettings("acme", nil)
-		h.waitingOptOuts("globex", others)
-		ids, _ := h.waitingOptOuts("acme", n)
-		cons, err := eventstream.EnsurePusherConsumer(h.ctx, h.prov.JS, h.topo)
+		h.SetSettings("acme", nil)
+		h.WaitingOptOuts("globex", others)
+		ids, _ := h.WaitingOptOuts("acme", n)
+		cons, err := eventstream.EnsurePusherConsumer(h.Ctx, h.Prov.JS, h.Topo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,14 +112,14 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 			t.Fatalf("the stand-in pusher fetched %d events; want %d", got, held)
 		}
 		pusherInfo := func() *jetstream.ConsumerInfo {
-			info, err := cons.Info(h.ctx)
+			info, err := cons.Info(h.Ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return info
 		}
 		before := pusherInfo()
-		a := h.replica(replicaOpts{name: "replica-a"})
+		a := h.replica(recontest.ReplicaOpts{Name: "replica-a"})
 
 		rep := h.runNow(a, "acme", false)
 		if rep.Status != runs.StatusSucceeded || rep.Writes.EventsFolded != n || rep.Writes.EventsWaiting != 0 {
@@ -171,14 +129,14 @@ func TestNightlyRunWithThePusherStoppedFoldsWaitingEvents(t *testing.T) {
 			t.Errorf("%d records written; want %d", rep.Writes.SalesforceWritten, n)
 		}
 		for sc, id := range ids {
-			if r, ok := h.org("acme").Get(id); !ok || !r.HasOptedOutOfEmail {
+			if r, ok := h.Org("acme").Get(id); !ok || !r.HasOptedOutOfEmail {
 				t.Errorf("Salesforce %s (%s): HasOptedOutOfEmail=%v; want true", sc, id, r.HasOptedOutOfEmail)
 			}
 		}
-		if revs := h.ledgerRevisions("globex"); len(revs) != 0 {
+		if revs := h.LedgerRevisions("globex"); len(revs) != 0 {
 			t.Errorf("acme's run folded %d ledger entries of globex", len(revs))
 		}
-		if w := h.sfWrites("globex", ""); w != 0 {
+		if w := h.SFWrites("globex", ""); w != 0 {
 			t.Errorf("acme's run wrote %d globex records", w)
 		}
 		after := pusherInfo()
@@ -199,12 +157,12 @@ func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
 		point string
 		// resubscribe is made while A is paused, for the person whose
 		// write A holds; it returns that person.
-		resubscribe func(h *harness, s *scenario) string
+		resubscribe func(h *harness, s *recontest.Scenario) string
 	}{
 		// A holds the Salesforce write of sconly; sconly resubscribes in
 		// Sales Connect (a real event, folded by B's run).
-		{"before-sf-batch", func(h *harness, s *scenario) string {
-			h.publishEvent(s.tenant, "evt-sconly-resub", "sc-sconly", s.ids["sconly"], optoutv1.Action_RESUBSCRIBE, time.Now().Add(-time.Second))
+		{"before-sf-batch", func(h *harness, s *recontest.Scenario) string {
+			h.PublishEvent(s.Tenant, "evt-sconly-resub", "sc-sconly", s.IDs["sconly"], optoutv1.Action_RESUBSCRIBE, time.Now().Add(-time.Second))
 			return "sconly"
 		}},
 		// A holds the applied event (then the ledger write) of sfonly, opted
@@ -215,59 +173,59 @@ func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
 		t.Run(tc.point, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, "acme")
-			s := h.seed("acme", true, tenant.PolicyOptOutWins) // the sales field: a resubscribe clears the wish
-			pause := newPauseHook()
+			s := h.Seed("acme", true, tenant.PolicyOptOutWins) // the sales field: a resubscribe clears the wish
+			pause := recontest.NewPauseHook()
 			rdbA := locktest.Client(t)
 			rdbA.AddHook(pause)
-			stop := newStopAt(tc.point, 1)
+			stop := recontest.NewStopAt(tc.point, 1)
 			// One ledger worker, so nothing of A moves while it is paused.
 			one := func(c *engine.Config) { c.LedgerWorkers = 1 }
-			a := h.replica(replicaOpts{name: "replica-a", ttl: time.Second, renew: 100 * time.Millisecond, rdb: rdbA, hooks: stop.hooks(), cfg: one})
-			b := h.replica(replicaOpts{name: "replica-b"})
-			t.Cleanup(func() { stop.let(); pause.resume() })
+			a := h.replica(recontest.ReplicaOpts{Name: "replica-a", TTL: time.Second, Renew: 100 * time.Millisecond, RDB: rdbA, Hooks: stop.Hooks(), Cfg: one})
+			b := h.replica(recontest.ReplicaOpts{Name: "replica-b"})
+			t.Cleanup(func() { stop.Let(); pause.Resume() })
 
-			started := a.Trigger(h.ctx, "acme", runs.ControlRequest{By: "test"}, noSpan)
-			if !started.Accepted {
-				t.Fatalf("replica-a refused: %+v", started)
+			started := a.start("acme", false)
+			if started == "" {
+				t.Fatal("replica-a refused: the lease is held")
 			}
-			<-stop.reached
-			cp, err := h.store.Active(h.ctx, "acme")
+			<-stop.Reached
+			cp, err := h.Store.Active(h.Ctx, "acme")
 			if err != nil || !cp.DiffComplete || cp.Report.Holder != "replica-a" {
 				t.Fatalf("progress %+v, %v", cp, err)
 			}
 			fenceA := cp.Report.Fence
-			pause.paused.Store(true) // A's watchdog freezes: A never learns it lost the lease
+			pause.Paused.Store(true) // A's watchdog freezes: A never learns it lost the lease
 
 			who := tc.resubscribe(h, s)
-			rep := takeOver(h, b, "acme", started.RunID)
+			rep := takeOver(h, b, "acme", started)
 			if rep.Status != runs.StatusSucceeded || rep.Holder != "replica-b" || rep.Fence <= fenceA {
 				t.Fatalf("replica-b's report: %s (%s), holder %s, fence %d (A had %d)", rep.Status, rep.Reason, rep.Holder, rep.Fence, fenceA)
 			}
 			// What stands before A resumes.
-			revs := h.ledgerRevisions("acme")
-			entriesA := h.fencedEntries("acme", fenceA)
+			revs := h.LedgerRevisions("acme")
+			entriesA := h.FencedEntries("acme", fenceA)
 			appliedA := appliedWithFence(h, fenceA)
 
 			resumedAt := time.Now()
-			stop.let()
-			if stillBelieved := <-stop.interrupted; !stillBelieved {
+			stop.Let()
+			if stillBelieved := <-stop.Interrupted; !stillBelieved {
 				t.Fatal("the paused holder knew it lost the lease; the test meant the commit checks to stop it")
 			}
-			pause.resume()
-			a.Wait()
+			pause.Resume()
+			a.wait()
 
-			for _, c := range h.org("acme").Calls() {
+			for _, c := range h.Org("acme").Calls() {
 				if c.Route == sandbox.RouteCollectionsUpdate && c.Client == "replica-a" && !c.At.Before(resumedAt) {
 					t.Errorf("replica-a wrote %d records to Salesforce after it resumed (%s)", c.Records, c.At)
 				}
 			}
-			for key, rev := range h.ledgerRevisions("acme") {
+			for key, rev := range h.LedgerRevisions("acme") {
 				if revs[key] != rev {
-					_, fence := h.entry(key)
+					_, fence := h.Entry(key)
 					t.Errorf("ledger %s changed after replica-a resumed (revision %d → %d, fence %d; A's %d)", key, revs[key], rev, fence, fenceA)
 				}
 			}
-			if n := h.fencedEntries("acme", fenceA); n > entriesA {
+			if n := h.FencedEntries("acme", fenceA); n > entriesA {
 				t.Errorf("%d more ledger entries carry replica-a's fence after it resumed", n-entriesA)
 			}
 			if n := appliedWithFence(h, fenceA); n != appliedA {
@@ -275,13 +233,13 @@ func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
 			}
 
 			// The resubscribe stands on both sides.
-			if s.sfValue(who) {
-				t.Errorf("Salesforce %s: %s is true; the resubscribe was reverted", who, s.field)
+			if s.SFValue(who) {
+				t.Errorf("Salesforce %s: %s is true; the resubscribe was reverted", who, s.Field)
 			}
-			if e, _ := h.entry(s.keys[who]); e.OptedOut {
+			if e, _ := h.Entry(s.Keys[who]); e.OptedOut {
 				t.Errorf("ledger %s: opted out again (decided by %s); the resubscribe was reverted", who, e.DecidedBy)
 			}
-			if final := h.report("acme", started.RunID); final.Holder != "replica-b" || final.Status != runs.StatusSucceeded {
+			if final := h.Report("acme", started); final.Holder != "replica-b" || final.Status != runs.StatusSucceeded {
 				t.Errorf("the old holder overwrote the report: %s by %s", final.Status, final.Holder)
 			}
 		})
@@ -289,17 +247,17 @@ func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
 }
 
 // sfResubscribe: a Salesforce user clears the sales field of sfonly.
-func sfResubscribe(h *harness, s *scenario) string {
-	h.t.Helper()
-	if err := h.org(s.tenant).Edit(s.ids["sfonly"], func(r *sandbox.Record) { r.CustomOptOut = false }); err != nil {
-		h.t.Fatal(err)
+func sfResubscribe(h *harness, s *recontest.Scenario) string {
+	h.T.Helper()
+	if err := h.Org(s.Tenant).Edit(s.IDs["sfonly"], func(r *sandbox.Record) { r.CustomOptOut = false }); err != nil {
+		h.T.Fatal(err)
 	}
 	return "sfonly"
 }
 
 // appliedWithFence counts the tenant's applied events published under fence.
 func appliedWithFence(h *harness, fence uint64) int {
-	_, hdrs := h.appliedEvents("acme")
+	_, hdrs := h.AppliedEvents("acme")
 	n := 0
 	for _, hd := range hdrs {
 		if hd.Get(engine.HeaderFence) == strconv.FormatUint(fence, 10) && hd.Get(engine.HeaderRun) != "" {
@@ -317,27 +275,27 @@ func appliedWithFence(h *harness, fence uint64) int {
 func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "acme")
-	st := h.setSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
+	st := h.SetSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
 	field := st.TargetField()
-	id := h.org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
+	id := h.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
 	key := optout.Key("acme", "sc-p", "")
 	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
-	h.putEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
+	h.PutEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
 		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: optout.StatePending})
-	h.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
+	h.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
 
-	rep := h.runNow(h.replica(replicaOpts{name: "replica-a"}), "acme", false)
+	rep := h.runNow(h.replica(recontest.ReplicaOpts{Name: "replica-a"}), "acme", false)
 	if rep.Status == runs.StatusSucceeded {
 		t.Fatalf("run %s although no write was ever answered", rep.Status)
 	}
-	if r, _ := h.org("acme").Get(id); !r.CustomOptOut {
+	if r, _ := h.Org("acme").Get(id); !r.CustomOptOut {
 		t.Fatal("the dropped write did not land: the test needs it to")
 	}
-	if _, err := h.ledger.Writer("acme", field).Ingest(h.ctx, optout.EventInput{ID: "evt-r", Action: optout.Resubscribe,
+	if _, err := h.Ledger.Writer("acme", field).Ingest(h.Ctx, optout.EventInput{ID: "evt-r", Action: optout.Resubscribe,
 		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := h.entry(key)
+	e, _ := h.Entry(key)
 	if v, w := e.Target(field); v || !w {
 		t.Fatalf("after the resubscribe Target(%s) = (%t, %t); want a write of false due: the true may be ours (entry field %q setByUs %t confirmed %v)",
 			field, v, w, e.Field, e.SetByUs, e.Confirmed)

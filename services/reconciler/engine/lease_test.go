@@ -3,14 +3,17 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -148,4 +151,124 @@ func TestKilledRunResumesWithTheSameResult(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A holder paused past its lease (by an engine hook, its lease renewals
+// frozen) while another replica takes the tenant and finishes the run writes
+// nothing after it resumes: no Salesforce call, no ledger change, no applied
+// event; and a resubscribe made after its diff stands.
+func TestAHolderPausedPastItsLeaseWritesNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		point string
+		// resubscribe is made while A is paused, for the person whose
+		// write A holds; it returns that person.
+		resubscribe func(h *harness, s *recontest.Scenario) string
+	}{
+		// A holds the Salesforce write of sconly; sconly resubscribes in
+		// Sales Connect (a real event, folded by B's run).
+		{"before-sf-batch", func(h *harness, s *recontest.Scenario) string {
+			h.PublishEvent(s.Tenant, "evt-sconly-resub", "sc-sconly", s.IDs["sconly"], optoutv1.Action_RESUBSCRIBE, time.Now().Add(-time.Second))
+			return "sconly"
+		}},
+		// A holds the applied event (then the ledger write) of sfonly, opted
+		// out in Salesforce only; a Salesforce user clears the field.
+		{"before-applied", sfResubscribe},
+		{"before-ledger-write", sfResubscribe},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "acme")
+			s := h.Seed("acme", true, tenant.PolicyOptOutWins) // the sales field: a resubscribe clears the wish
+			pause := recontest.NewPauseHook()
+			rdbA := locktest.Client(t)
+			rdbA.AddHook(pause)
+			stop := recontest.NewStopAt(tc.point, 1)
+			// One ledger worker, so nothing of A moves while it is paused.
+			one := func(c *engine.Config) { c.LedgerWorkers = 1 }
+			a := h.replica(recontest.ReplicaOpts{Name: "replica-a", TTL: time.Second, Renew: 100 * time.Millisecond, RDB: rdbA, Hooks: stop.Hooks(), Cfg: one})
+			b := h.replica(recontest.ReplicaOpts{Name: "replica-b"})
+			t.Cleanup(func() { stop.Let(); pause.Resume() })
+
+			started := a.start("acme", false)
+			if started == "" {
+				t.Fatal("replica-a refused: the lease is held")
+			}
+			<-stop.Reached
+			cp, err := h.Store.Active(h.Ctx, "acme")
+			if err != nil || !cp.DiffComplete || cp.Report.Holder != "replica-a" {
+				t.Fatalf("progress %+v, %v", cp, err)
+			}
+			fenceA := cp.Report.Fence
+			pause.Paused.Store(true) // A's watchdog freezes: A never learns it lost the lease
+
+			who := tc.resubscribe(h, s)
+			rep := takeOver(h, b, "acme", started)
+			if rep.Status != runs.StatusSucceeded || rep.Holder != "replica-b" || rep.Fence <= fenceA {
+				t.Fatalf("replica-b's report: %s (%s), holder %s, fence %d (A had %d)", rep.Status, rep.Reason, rep.Holder, rep.Fence, fenceA)
+			}
+			// What stands before A resumes.
+			revs := h.LedgerRevisions("acme")
+			entriesA := h.FencedEntries("acme", fenceA)
+			appliedA := appliedWithFence(h, fenceA)
+
+			resumedAt := time.Now()
+			stop.Let()
+			if stillBelieved := <-stop.Interrupted; !stillBelieved {
+				t.Fatal("the paused holder knew it lost the lease; the test meant the commit checks to stop it")
+			}
+			pause.Resume()
+			a.wait()
+
+			for _, c := range h.Org("acme").Calls() {
+				if c.Route == sandbox.RouteCollectionsUpdate && c.Client == "replica-a" && !c.At.Before(resumedAt) {
+					t.Errorf("replica-a wrote %d records to Salesforce after it resumed (%s)", c.Records, c.At)
+				}
+			}
+			for key, rev := range h.LedgerRevisions("acme") {
+				if revs[key] != rev {
+					_, fence := h.Entry(key)
+					t.Errorf("ledger %s changed after replica-a resumed (revision %d → %d, fence %d; A's %d)", key, revs[key], rev, fence, fenceA)
+				}
+			}
+			if n := h.FencedEntries("acme", fenceA); n > entriesA {
+				t.Errorf("%d more ledger entries carry replica-a's fence after it resumed", n-entriesA)
+			}
+			if n := appliedWithFence(h, fenceA); n != appliedA {
+				t.Errorf("replica-a published %d applied events after it resumed", n-appliedA)
+			}
+
+			// The resubscribe stands on both sides.
+			if s.SFValue(who) {
+				t.Errorf("Salesforce %s: %s is true; the resubscribe was reverted", who, s.Field)
+			}
+			if e, _ := h.Entry(s.Keys[who]); e.OptedOut {
+				t.Errorf("ledger %s: opted out again (decided by %s); the resubscribe was reverted", who, e.DecidedBy)
+			}
+			if final := h.Report("acme", started); final.Holder != "replica-b" || final.Status != runs.StatusSucceeded {
+				t.Errorf("the old holder overwrote the report: %s by %s", final.Status, final.Holder)
+			}
+		})
+	}
+}
+
+// sfResubscribe: a Salesforce user clears the sales field of sfonly.
+func sfResubscribe(h *harness, s *recontest.Scenario) string {
+	h.T.Helper()
+	if err := h.Org(s.Tenant).Edit(s.IDs["sfonly"], func(r *sandbox.Record) { r.CustomOptOut = false }); err != nil {
+		h.T.Fatal(err)
+	}
+	return "sfonly"
+}
+
+// appliedWithFence counts the tenant's applied events published under fence.
+func appliedWithFence(h *harness, fence uint64) int {
+	_, hdrs := h.AppliedEvents("acme")
+	n := 0
+	for _, hd := range hdrs {
+		if hd.Get(engine.HeaderFence) == strconv.FormatUint(fence, 10) && hd.Get(engine.HeaderRun) != "" {
+			n++
+		}
+	}
+	return n
 }

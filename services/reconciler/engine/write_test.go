@@ -51,3 +51,38 @@ func TestARunLeavesAPersonAnotherWriterIsWriting(t *testing.T) {
 		t.Errorf("after the run: claim %+v, confirmed %v; want the write confirmed and its claim released", e.Writing, e.Confirmed)
 	}
 }
+
+// A run whose Salesforce write of the sales field lands but never gets an
+// answer (the connection dropped every time, as when a replica dies
+// mid-call) leaves the ledger saying the mark may be ours, so the person's
+// later resubscribe still clears it instead of taking it for someone
+// else's.
+func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	st := h.SetSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
+	field := st.TargetField()
+	id := h.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
+	key := optout.Key("acme", "sc-p", "")
+	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
+	h.PutEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
+		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: optout.StatePending})
+	h.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
+
+	rep := h.runNow(h.replica(recontest.ReplicaOpts{Name: "replica-a"}), "acme", false)
+	if rep.Status == runs.StatusSucceeded {
+		t.Fatalf("run %s although no write was ever answered", rep.Status)
+	}
+	if r, _ := h.Org("acme").Get(id); !r.CustomOptOut {
+		t.Fatal("the dropped write did not land: the test needs it to")
+	}
+	if _, err := h.Ledger.Writer("acme", field).Ingest(h.Ctx, optout.EventInput{ID: "evt-r", Action: optout.Resubscribe,
+		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := h.Entry(key)
+	if v, w := e.Target(field); v || !w {
+		t.Fatalf("after the resubscribe Target(%s) = (%t, %t); want a write of false due: the true may be ours (entry field %q setByUs %t confirmed %v)",
+			field, v, w, e.Field, e.SetByUs, e.Confirmed)
+	}
+}

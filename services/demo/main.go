@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -326,12 +325,6 @@ func seedOptedOut(ctx context.Context, l *ledger.Ledger, pub *publisher.Publishe
 	}
 	return nil
 }
-
-// stringList is a repeatable flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, " ") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

@@ -50,6 +50,9 @@ var fixed = []rule{
 	{From: "services/optoutctl/internal/testkit", To: []string{"services"},
 		Allow: []string{"services/optoutctl", "services/pusher", "services/reconciler", "services/sfsandbox"},
 		Why:   "the CLI's test harness runs the real pusher and reconciler against the emulator"},
+	{From: "services/reconciler/internal/recontest", To: []string{"services"},
+		Allow: []string{"services/reconciler", "services/sfsandbox"},
+		Why:   "the reconciler's test harness runs its engine against the emulator"},
 }
 
 // rules are fixed plus, for every service found (a directory under

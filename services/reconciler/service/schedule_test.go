@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
@@ -31,8 +32,8 @@ func pass(h *harness, replicas []*service.Service) {
 	var wg sync.WaitGroup
 	for _, r := range replicas {
 		wg.Go(func() {
-			if err := r.RunDue(h.ctx); err != nil {
-				h.t.Errorf("RunDue: %v", err)
+			if err := r.RunDue(h.Ctx); err != nil {
+				h.T.Errorf("RunDue: %v", err)
 			}
 		})
 	}
@@ -47,20 +48,20 @@ func TestThreeReplicasRunEachTenantOncePerSlot(t *testing.T) {
 	tenants := []string{"t1", "t2", "t3", "t4"}
 	h := newHarness(t, tenants...)
 	for _, tn := range tenants {
-		h.setSettings(tn, nil)
-		h.org(tn).Put(sandbox.Record{Type: "Contact", HasOptedOutOfEmail: true})
+		h.SetSettings(tn, nil)
+		h.Org(tn).Put(sandbox.Record{Type: "Contact", HasOptedOutOfEmail: true})
 	}
 	la := losAngeles(t)
-	clock := &fakeClock{}
+	clock := &recontest.FakeClock{}
 	var replicas []*service.Service
 	for _, name := range []string{"replica-a", "replica-b", "replica-c"} {
 		// One run at a time each, so the four tenants must spread.
-		replicas = append(replicas, h.replica(replicaOpts{name: name, clock: clock, maxConcurrent: 1}))
+		replicas = append(replicas, h.replicaMax(recontest.ReplicaOpts{Name: name, Clock: clock}, 1))
 	}
 
 	bySlot := func(tn string, slot time.Time) []runs.Report {
 		var out []runs.Report
-		for _, r := range h.history(tn) {
+		for _, r := range h.History(tn) {
 			if r.Trigger.Slot.Equal(slot) {
 				out = append(out, r)
 			}
@@ -105,7 +106,7 @@ func TestThreeReplicasRunEachTenantOncePerSlot(t *testing.T) {
 	runSlot(first, first.Add(5*time.Second), runs.TriggerSchedule)
 	runSlot(first.AddDate(0, 0, 1), first.AddDate(0, 0, 1).Add(5*time.Second), runs.TriggerSchedule)
 	for _, tn := range tenants {
-		if n := len(h.history(tn)); n != 3 {
+		if n := len(h.History(tn)); n != 3 {
 			t.Errorf("tenant %s: %d runs; want 3 (catch-up and two slots)", tn, n)
 		}
 	}
@@ -117,21 +118,21 @@ func TestThreeReplicasRunEachTenantOncePerSlot(t *testing.T) {
 func TestScheduleFiresAt2000LocalAcrossDST(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "acme")
-	h.setSettings("acme", nil)
+	h.SetSettings("acme", nil)
 	la := losAngeles(t)
-	clock := &fakeClock{}
-	svc := h.replica(replicaOpts{name: "replica-a", clock: clock})
+	clock := &recontest.FakeClock{}
+	svc := h.replica(recontest.ReplicaOpts{Name: "replica-a", Clock: clock})
 	step := 30 * time.Minute
 	for _, start := range []time.Time{time.Date(2026, 3, 6, 0, 0, 0, 0, la), time.Date(2026, 10, 29, 0, 0, 0, 0, la)} {
 		for now := start; now.Before(start.AddDate(0, 0, 6)); now = now.Add(step) {
 			clock.Set(now)
-			if err := svc.RunDue(h.ctx); err != nil {
+			if err := svc.RunDue(h.Ctx); err != nil {
 				t.Fatal(err)
 			}
 			svc.Wait()
 		}
 	}
-	hist := h.history("acme")
+	hist := h.History("acme")
 	wantSlots := []string{
 		"2026-03-06T04:00:00Z", // 5 March 20:00 PST, caught up at start
 		"2026-03-07T04:00:00Z", "2026-03-08T04:00:00Z",
@@ -195,24 +196,24 @@ func (b *beforeFirstEval) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 func TestASlotRunMeanwhileIsNotRunTwice(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "acme")
-	h.setSettings("acme", nil)
-	clock := &fakeClock{}
+	h.SetSettings("acme", nil)
+	clock := &recontest.FakeClock{}
 	slot := time.Date(2026, 3, 10, 20, 0, 0, 0, losAngeles(t))
 	clock.Set(slot.Add(time.Second))
-	a := h.replica(replicaOpts{name: "replica-a", clock: clock})
+	a := h.replica(recontest.ReplicaOpts{Name: "replica-a", Clock: clock})
 	rdbB := locktest.Client(t)
 	rdbB.AddHook(&beforeFirstEval{f: func() {
-		if err := a.RunDue(h.ctx); err != nil {
+		if err := a.RunDue(h.Ctx); err != nil {
 			t.Error(err)
 		}
 		a.Wait()
 	}})
-	b := h.replica(replicaOpts{name: "replica-b", clock: clock, rdb: rdbB})
-	if err := b.RunDue(h.ctx); err != nil {
+	b := h.replica(recontest.ReplicaOpts{Name: "replica-b", Clock: clock, RDB: rdbB})
+	if err := b.RunDue(h.Ctx); err != nil {
 		t.Fatal(err)
 	}
 	b.Wait()
-	hist := h.history("acme")
+	hist := h.History("acme")
 	if len(hist) != 1 || hist[0].Holder != "replica-a" || !hist[0].Trigger.Slot.Equal(slot) {
 		for _, r := range hist {
 			t.Logf("run %s by %s for %s", r.RunID, r.Holder, r.Trigger.Slot)

@@ -18,9 +18,9 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
-	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 )
 
 // now is the inspector's clock: ages are exact.

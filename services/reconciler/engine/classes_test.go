@@ -1,4 +1,4 @@
-package service_test
+package engine_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
+	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -30,10 +31,10 @@ func TestEveryClassOfTheDiffBothDirections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, "acme")
-			s := h.seed("acme", tc.sales, tc.policy)
-			o := replicaOpts{name: "replica-a"}
+			s := h.Seed("acme", tc.sales, tc.policy)
+			o := recontest.ReplicaOpts{Name: "replica-a"}
 			if tc.bulk {
-				o.cfg = func(c *engine.Config) { c.Read.BulkThreshold = 0 }
+				o.Cfg = func(c *engine.Config) { c.Read.BulkThreshold = 0 }
 			}
 			svc := h.replica(o)
 
@@ -41,10 +42,10 @@ func TestEveryClassOfTheDiffBothDirections(t *testing.T) {
 			if rep.Status != runs.StatusSucceeded || rep.DryRun || rep.Attempts != 1 {
 				t.Fatalf("report: status %s (%s), attempts %d", rep.Status, rep.Reason, rep.Attempts)
 			}
-			if rep.Counts != s.wantCounts() {
-				t.Fatalf("counts\n got %+v\nwant %+v", rep.Counts, s.wantCounts())
+			if rep.Counts != s.WantCounts() {
+				t.Fatalf("counts\n got %+v\nwant %+v", rep.Counts, s.WantCounts())
 			}
-			s.checkFinal()
+			s.CheckFinal()
 
 			// Writes: 4 records set true under optout-wins (Sales Connect only
 			// ×2, the written-back resubscribe, the field cleared before the
@@ -57,11 +58,11 @@ func TestEveryClassOfTheDiffBothDirections(t *testing.T) {
 			if w.SalesforceWritten != wantSF || w.PlannedSalesforce != wantSF || w.SalesforceFailed != 0 || w.Remaining != 0 {
 				t.Errorf("Salesforce writes %+v; want %d", w, wantSF)
 			}
-			if n := h.sfWrites("acme", "replica-a"); n != 1 {
+			if n := h.SFWrites("acme", "replica-a"); n != 1 {
 				t.Errorf("%d Collections calls; want 1 (200 records a call)", n)
 			}
-			if w.EventsPublished != int64(len(s.wantAppliedIDs())) {
-				t.Errorf("events published %d; want %d", w.EventsPublished, len(s.wantAppliedIDs()))
+			if w.EventsPublished != int64(len(wantAppliedIDs(s))) {
+				t.Errorf("events published %d; want %d", w.EventsPublished, len(wantAppliedIDs(s)))
 			}
 			// API: limits 1, describe 2 (Contact, Lead), one SOQL page per object, one lookup
 			// query for the confirmed opt-outs missing from the set, one write.
@@ -84,10 +85,10 @@ func TestEveryClassOfTheDiffBothDirections(t *testing.T) {
 			checkTrace(t, h, rep)
 			checkMetrics(t, h)
 			checkReportEvent(t, h, rep)
-			if _, err := h.store.Active(h.ctx, "acme"); err == nil {
+			if _, err := h.Store.Active(h.Ctx, "acme"); err == nil {
 				t.Error("the checkpoint is still there after a finished run")
 			}
-			if last, err := h.store.LastSuccess(h.ctx, "acme"); err != nil || last.RunID != rep.RunID {
+			if last, err := h.Store.LastSuccess(h.Ctx, "acme"); err != nil || last.RunID != rep.RunID {
 				t.Errorf("last success %+v, %v", last, err)
 			}
 
@@ -97,16 +98,16 @@ func TestEveryClassOfTheDiffBothDirections(t *testing.T) {
 				again.Counts.SalesConnectOnly != 0 || again.Counts.SalesforceOnly != 0 || again.Counts.KnownToSalesforceOnly != 0 {
 				t.Errorf("second run still changed things: %+v %+v", again.Writes, again.Counts)
 			}
-			s.checkFinal()
+			s.CheckFinal()
 		})
 	}
 }
 
 // wantAppliedIDs lists the persons announced to Sales Connect.
-func (s *scenario) wantAppliedIDs() []string {
-	out := []string{s.ids["sfonly"], s.ids["known"]}
-	if s.policy == tenant.PolicyLatestWins {
-		out = append(out, s.ids["sfresub"])
+func wantAppliedIDs(s *recontest.Scenario) []string {
+	out := []string{s.IDs["sfonly"], s.IDs["known"]}
+	if s.Policy == tenant.PolicyLatestWins {
+		out = append(out, s.IDs["sfresub"])
 	}
 	return out
 }
@@ -115,7 +116,7 @@ func (s *scenario) wantAppliedIDs() []string {
 // page and per write batch; applied events carry that trace.
 func checkTrace(t *testing.T, h *harness, rep runs.Report) {
 	t.Helper()
-	spans := h.tel.Exporter.GetSpans()
+	spans := h.Tel.Exporter.GetSpans()
 	var root trace.SpanContext
 	for _, sp := range spans {
 		if sp.Name == "reconcile.run" && sp.SpanContext.TraceID().String() == rep.TraceID {
@@ -140,7 +141,7 @@ func checkTrace(t *testing.T, h *harness, rep runs.Report) {
 			t.Errorf("trace has %d %q spans; want at least %d (spans: %v)", count[name], name, min, count)
 		}
 	}
-	_, hdrs := h.appliedEvents(rep.Tenant)
+	_, hdrs := h.AppliedEvents(rep.Tenant)
 	for _, hd := range hdrs {
 		ctx := telemetry.Extract(context.Background(), hd)
 		if sc := trace.SpanContextFromContext(ctx); sc.TraceID() != root.TraceID() {
@@ -155,7 +156,7 @@ func checkTrace(t *testing.T, h *harness, rep runs.Report) {
 func checkMetrics(t *testing.T, h *harness) {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := h.tel.MetricReader.Collect(context.Background(), &rm); err != nil {
+	if err := h.Tel.MetricReader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
@@ -174,11 +175,11 @@ func checkMetrics(t *testing.T, h *harness) {
 
 func checkReportEvent(t *testing.T, h *harness, rep runs.Report) {
 	t.Helper()
-	s, err := h.prov.JS.Stream(h.ctx, h.topo.RunsStream())
+	s, err := h.Prov.JS.Stream(h.Ctx, h.Topo.RunsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(h.ctx, h.topo.RunsSubject(rep.Tenant))
+	m, err := s.GetLastMsgForSubject(h.Ctx, h.Topo.RunsSubject(rep.Tenant))
 	if err != nil {
 		t.Fatalf("no run report event: %v", err)
 	}

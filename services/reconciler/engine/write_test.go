@@ -1,0 +1,88 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
+	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
+)
+
+// The reconciler's sales-field writes take turns with the push's through
+// the person's claim (optout.Claim): a run leaves a person whose push is
+// in flight (its true landing after the push's newer false would hold
+// the opt-out again), and releases the claims it took itself.
+func TestARunLeavesAPersonAnotherWriterIsWriting(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	st := h.SetSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
+	old := time.Now().Add(-48 * time.Hour)
+	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
+	pending := func(sc, id string, claim *optout.Claim) string {
+		key := optout.Key("acme", sc, "")
+		h.PutEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: sc, SalesforceID: id, ObjectType: "Contact",
+			OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-" + sc, Source: "EMAIL_LINK",
+			State: optout.StatePending, Writing: claim})
+		return key
+	}
+	busyID := h.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "busy@example.com", SystemModstamp: old}).ID
+	freeID := h.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "free@example.com", SystemModstamp: old}).ID
+	push := optout.NewClaim(time.Now(), time.Hour) // a push replica's write in flight
+	busy := pending("sc-busy", busyID, push)
+	free := pending("sc-free", freeID, nil)
+
+	rep := h.runNow(h.replica(recontest.ReplicaOpts{Name: "replica-a"}), "acme", false)
+	if rep.Status != runs.StatusSucceeded {
+		t.Fatalf("run %s: %s", rep.Status, rep.Reason)
+	}
+	if r, _ := h.Org("acme").Get(busyID); r.CustomOptOut {
+		t.Errorf("the run wrote %s while a push held its claim", st.TargetField())
+	}
+	if e, _ := h.Entry(busy); e.Writing == nil || e.Writing.ID != push.ID {
+		t.Errorf("the push's claim is %+v after the run; want it untouched", e.Writing)
+	}
+	if r, _ := h.Org("acme").Get(freeID); !r.CustomOptOut {
+		t.Errorf("the run did not write the person nobody else was writing")
+	}
+	if e, _ := h.Entry(free); e.Writing != nil || e.Confirmed == nil || !*e.Confirmed {
+		t.Errorf("after the run: claim %+v, confirmed %v; want the write confirmed and its claim released", e.Writing, e.Confirmed)
+	}
+}
+
+// A run whose Salesforce write of the sales field lands but never gets an
+// answer (the connection dropped every time, as when a replica dies
+// mid-call) leaves the ledger saying the mark may be ours, so the person's
+// later resubscribe still clears it instead of taking it for someone
+// else's.
+func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	st := h.SetSettings("acme", func(st *tenant.Settings) { st.Field = tenant.SalesOptOut })
+	field := st.TargetField()
+	id := h.Org("acme").Put(sandbox.Record{Type: "Contact", Email: "p@example.com", SystemModstamp: time.Now().Add(-48 * time.Hour)}).ID
+	key := optout.Key("acme", "sc-p", "")
+	t0 := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Millisecond)
+	h.PutEntry(key, optout.Entry{Tenant: "acme", SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact",
+		OptedOut: true, DecidedAt: t0, LastOptOutAt: t0, DecidedBy: "evt-p", Source: "EMAIL_LINK", State: optout.StatePending})
+	h.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true})
+
+	rep := h.runNow(h.replica(recontest.ReplicaOpts{Name: "replica-a"}), "acme", false)
+	if rep.Status == runs.StatusSucceeded {
+		t.Fatalf("run %s although no write was ever answered", rep.Status)
+	}
+	if r, _ := h.Org("acme").Get(id); !r.CustomOptOut {
+		t.Fatal("the dropped write did not land: the test needs it to")
+	}
+	if _, err := h.Ledger.Writer("acme", field).Ingest(h.Ctx, optout.EventInput{ID: "evt-r", Action: optout.Resubscribe,
+		OccurredAt: time.Now().Add(-time.Hour), SalesConnectID: "sc-p", SalesforceID: id, ObjectType: "Contact"}); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := h.Entry(key)
+	if v, w := e.Target(field); v || !w {
+		t.Fatalf("after the resubscribe Target(%s) = (%t, %t); want a write of false due: the true may be ours (entry field %q setByUs %t confirmed %v)",
+			field, v, w, e.Field, e.SetByUs, e.Confirmed)
+	}
+}

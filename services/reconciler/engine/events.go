@@ -48,8 +48,12 @@ func objectType(id idset.ID) optoutv1.ObjectType {
 // publishApplied announces a Salesforce-side change on
 // optout.v1.applied.<tenant> as an OptOutEvent with source SALESFORCE, in
 // the caller's trace (the Publisher's PRODUCER span carries traceparent).
-// It reports whether the stream stored it (false: a duplicate).
+// It reports whether the stream stored it (false: a duplicate). The stream
+// cannot fence the event: the run's writer checks its fence first.
 func (r *run) publishApplied(ctx context.Context, evID string, id idset.ID, salesConnectID string, action optoutv1.Action, atMillis int64, reason string) (bool, error) {
+	if err := r.ledger.Check(ctx); err != nil {
+		return false, err
+	}
 	ev := &optoutv1.OptOutEvent{
 		EventId:  evID,
 		TenantId: r.job.Tenant,

@@ -43,8 +43,8 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// Entries a newer holder has not written yet carry no newer stamp:
-		// the writer's fence is checked once per batch.
+		// Entries a newer holder has not written yet carry no newer stamp to
+		// refuse this one: the writer's fence is checked once per batch.
 		if err := r.ledger.Check(ctx); err != nil {
 			return err
 		}
@@ -54,6 +54,7 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 		if err != nil {
 			return err
 		}
+		// Recorded at once, so a resumed attempt reports this batch too.
 		if err := r.save(ctx, time.Time{}, ""); err != nil {
 			return err
 		}
@@ -108,11 +109,6 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	}
 	if next.DecidedBy == evID && (!exists || cur.OptedOut != value) {
 		e.hook(ctx, "before-applied")
-		// The event is published outside the ledger: the writer's fence is
-		// checked first.
-		if err := r.ledger.Check(ctx); err != nil {
-			return err
-		}
 		stored, err := r.publishApplied(ctx, evID, op.ID, cur.SalesConnectID, action, op.At, reason)
 		if err != nil {
 			return err

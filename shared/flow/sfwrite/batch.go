@@ -227,31 +227,22 @@ func (b *batchRun) readFirst(ctx context.Context, people []*Person) []*Person {
 			continue
 		}
 		var mu sync.Mutex
-		b.each(ctx, group, func(ctx context.Context, p *Person) {
-			i := indexOf(group, p)
+		_ = Parallel(context.WithoutCancel(ctx), b.cfg.Workers, group, func(ctx context.Context, i int, p *Person) error {
 			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
 				if _, err := b.w.Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
 					b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record a value found in Salesforce: %w", err)})
-					return
+					return nil
 				}
 				b.set(p, Outcome{Kind: FoundSet})
-				return
+				return nil
 			}
 			mu.Lock()
 			rest = append(rest, p)
 			mu.Unlock()
+			return nil
 		})
 	}
 	return rest
-}
-
-func indexOf(ps []*Person, p *Person) int {
-	for i, q := range ps {
-		if q == p {
-			return i
-		}
-	}
-	return -1
 }
 
 // attemptAll records every write before it is made and takes the claim on

@@ -68,6 +68,7 @@ type fakeSF struct {
 	answers   []func(salesforce.Update) (salesforce.Result, error)
 	wrote     [][]salesforce.Update
 	converted map[string]string
+	set       map[string]bool // records whose sales field is already true
 }
 
 func (f *fakeSF) UpdateOptOut(_ context.Context, us []salesforce.Update) ([]salesforce.Result, error) {
@@ -91,7 +92,7 @@ func (f *fakeSF) Retrieve(_ context.Context, typ string, ids, _ []string) ([]*sa
 	*f.log = append(*f.log, "salesforce read "+typ)
 	out := make([]*salesforce.Record, len(ids))
 	for i, id := range ids {
-		out[i] = &salesforce.Record{Type: typ, ID: id, Fields: map[string]any{"Id": id, "ConvertedContactId": f.converted[id]}}
+		out[i] = &salesforce.Record{Type: typ, ID: id, Fields: map[string]any{"Id": id, "ConvertedContactId": f.converted[id], salesField: f.set[id]}}
 	}
 	return out, nil
 }
@@ -311,5 +312,37 @@ func TestBatchRetriesWithinTheCallLoopAndRecordsAFinalFailureAsUnconfirmed(t *te
 	b := l.entries["b"]
 	if _, due := b.Target(salesField); !due || b.Writing != nil || b.Retry.Attempts != 0 {
 		t.Fatalf("unconfirmed person: due %t claim %+v retry %+v; want still due for the push, the claim released, no failure counted", due, b.Writing, b.Retry)
+	}
+}
+
+// The push reads the sales field before setting it: a true already there
+// is recorded as someone else's (a later resubscribe must not clear it)
+// and not written; the others are written as ours.
+func TestBatchReadingFirstLeavesAMarkFoundInSalesforceToItsOwner(t *testing.T) {
+	var log []string
+	theirs, ours := "003000000000001AAA", "003000000000002AAA"
+	l := newLedger(salesField, &log, map[string]optout.Entry{
+		"theirs": optedOut(t, "sc-theirs", theirs, "Contact"), "ours": optedOut(t, "sc-ours", ours, "Contact")})
+	sf := &fakeSF{log: &log, answers: []func(salesforce.Update) (salesforce.Result, error){ok}, set: map[string]bool{theirs: true}}
+	cfg := pusherConfig(&fakeDLQ{})
+	cfg.ReadFirst = true
+	rep, err := sfwrite.Batch(context.Background(), cfg, l, sf, people(l, "theirs", "ours"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k0, k1 := rep.Outcomes[0].Kind, rep.Outcomes[1].Kind; k0 != sfwrite.FoundSet || k1 != sfwrite.Confirmed {
+		t.Fatalf("outcomes %d, %d; want FoundSet, Confirmed", k0, k1)
+	}
+	if len(sf.wrote) != 1 || len(sf.wrote[0]) != 1 || sf.wrote[0][0].ID != ours {
+		t.Fatalf("wrote %+v; want only %s", sf.wrote, ours)
+	}
+	if e := l.entries["theirs"]; e.SetByUs || e.Confirmed == nil || !*e.Confirmed {
+		t.Fatalf("found mark: setByUs %t confirmed %v; want Salesforce's true recorded as not ours", e.SetByUs, e.Confirmed)
+	}
+	if e := l.entries["ours"]; !e.SetByUs {
+		t.Fatal("written mark not recorded as ours")
+	}
+	if rep.Calls != 2 || rep.Writes != 1 {
+		t.Fatalf("%d calls, %d writes; want the read and the write", rep.Calls, rep.Writes)
 	}
 }

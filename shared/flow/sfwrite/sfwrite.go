@@ -1,9 +1,11 @@
-// Package sfwrite holds what every writer of Salesforce (the pusher, the
-// nightly reconcile) shares of the write protocol: the tenant's client,
-// the batch's claim and the deadline of its call, recording a write
-// before it is made (taking the claim) and its outcome after, through
-// the writer it is given (a fenced one for the reconcile), and the
-// bounded parallelism and backoff sleep of a batch.
+// Package sfwrite is the Salesforce write protocol every writer (the
+// pusher, the nightly reconcile) runs: Batch claims the batch's persons,
+// records each write before it is made, checks the writer's fence, writes
+// in Collections calls and records each outcome through the state machine
+// (conversions followed, failures classified by salesforce.ClassOf,
+// permanent ones dead-lettered). Writers differ only by Config, and are
+// fenced by the writer they pass (a fenced one for the reconcile), not by
+// checks of their own.
 package sfwrite
 
 import (

@@ -29,7 +29,7 @@ func TestBadConfigExitsWithOneLine(t *testing.T) {
 	if strings.Contains(got, "short-secret") {
 		t.Fatalf("the token is printed:\n%s", got)
 	}
-	for _, want := range []string{`config: OPTOUT_ADMIN_ADDR="nowhere" is invalid`, `config: OPTOUT_ADMIN_TOKEN="[redacted]" is invalid: want at least 16 characters`} {
+	for _, want := range []string{`config: OPTOUT_ADMIN_ADDR="nowhere" is invalid`, `config: OPTOUT_ADMIN_TOKEN="[REDACTED]" is invalid: want at least 16 characters`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, got)
 		}

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
 )
 
 // TestBadConfigExitsWithOneLine runs the real main with invalid variables:
@@ -16,16 +15,7 @@ func TestBadConfigExitsWithOneLine(t *testing.T) {
 		main()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBadConfigExitsWithOneLine$")
-	cmd.Env = append(os.Environ(), "ADMIN_MAIN=1", "OPTOUT_ADMIN_TOKEN=short-secret", "OPTOUT_ADMIN_ADDR=nowhere")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
-	}
-	got := strings.TrimSpace(stderr.String())
+	got := configtest.BadConfig(t, "TestBadConfigExitsWithOneLine", "ADMIN_MAIN", "OPTOUT_ADMIN_TOKEN=short-secret", "OPTOUT_ADMIN_ADDR=nowhere")
 	if strings.Contains(got, "short-secret") {
 		t.Fatalf("the token is printed:\n%s", got)
 	}

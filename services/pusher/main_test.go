@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/optout-sync/optout-sync/shared/platform/config/configtest"
@@ -18,18 +15,10 @@ func TestBadConfigExitsWithOneLine(t *testing.T) {
 		main()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBadConfigExitsWithOneLine$")
-	cmd.Env = append(os.Environ(), "PUSHER_MAIN=1", "OPTOUT_WORKERS=lots", "OPTOUT_LINGER=soon")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
-	}
+	got := configtest.BadConfig(t, "TestBadConfigExitsWithOneLine", "PUSHER_MAIN", "OPTOUT_WORKERS=lots", "OPTOUT_LINGER=soon")
 	want := `config: OPTOUT_WORKERS="lots" is invalid: want an integer from 1 to 256
 config: OPTOUT_LINGER="soon" is invalid: want a duration such as 30s or 5m, from 0s to 5s`
-	if got := strings.TrimSpace(stderr.String()); got != want {
+	if got != want {
 		t.Fatalf("stderr =\n%s\nwant\n%s", got, want)
 	}
 }

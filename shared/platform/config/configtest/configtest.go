@@ -6,6 +6,7 @@ package configtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -104,4 +105,22 @@ func Scan(t *testing.T, cases []Case, newCmd func(ctx context.Context) *exec.Cmd
 			}
 		})
 	}
+}
+
+// BadConfig runs the test binary's own main (the test named run, which calls
+// main when flag is set in its environment) with env added, and returns what
+// it printed on stderr once it exited with status 2, the configuration
+// error's status; any other exit fails the test.
+func BadConfig(t *testing.T, run, flag string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+run+"$")
+	cmd.Env = append(append(os.Environ(), flag+"=1"), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
+	}
+	return strings.TrimSpace(stderr.String())
 }

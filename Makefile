@@ -128,6 +128,7 @@ bench-pusher: bin/nats-server
 ## chaos: the model-based randomized test of the push at CHAOS_PERSONS persons (100,000; make test runs it
 ## at 1,000); report in CHAOS_REPORT (bench/chaos.md: lost, reverted, double effects, all expected 0).
 ## OPTOUT_MODEL_SEED replays a run. A quick look: make chaos CHAOS_PERSONS=2000 CHAOS_REPORT=/tmp/chaos.md
+## It fails when the test fails (the full log, with the services' JSON lines, is bin/chaos.log).
 CHAOS_PERSONS ?= 100000
 CHAOS_REPORT  ?= $(CURDIR)/bench/chaos.md
 .PHONY: chaos
@@ -135,7 +136,8 @@ chaos: bin/nats-server
 	@mkdir -p bench
 	scripts/test-prereqs
 	NATS_URL=$(NATS_TEST_URL) OPTOUT_MODEL_PERSONS=$(CHAOS_PERSONS) OPTOUT_MODEL_REPORT=$(abspath $(CHAOS_REPORT)) \
-		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./services/pusher/push/ | grep -v '"level"'
+		go test -count=1 -timeout 60m -run '^TestModelRandomHistoriesThroughTwoReplicas$$' -v ./services/pusher/push/ > bin/chaos.log 2>&1; \
+		rc=$$?; grep -v '"level"' bin/chaos.log; exit $$rc
 
 ## bench-reconciler: one 2,000,000-person tenant through the reconciler (bench/reconciler), SOQL and
 ## Bulk paths; report in bench/reconciler.md. BENCH_FLAGS adds flags (-persons 20000 for a quick run).

@@ -87,6 +87,9 @@ func serverConfig(port int, storeDir string, roles map[string]role, tenants []st
 // dead-letter, serve) with only their own permissions, and an event whose
 // body names another tenant than its subject is dead-lettered.
 func TestNATSPermissionsPerRole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server and the services, which need Redis: not in the fast tier (-short)")
+	}
 	root := repoRoot(t)
 	roles := chartRoles(t, root)
 	dir := t.TempDir()

@@ -267,6 +267,9 @@ func TestNoSecretInOutput(t *testing.T) {
 		main()
 		return
 	}
+	if testing.Short() {
+		t.Skip("runs the whole demo once per case, each starting its embedded NATS server: not in the fast tier (-short)")
+	}
 	var cases []configtest.Case
 	for _, c := range configtest.Cases(t, configtest.ClosedNATS(t)) {
 		if strings.HasPrefix(c.Name, "NATS_URL") || strings.HasPrefix(c.Name, "OPTOUT_EMAIL_HASH_KEY") || strings.HasPrefix(c.Name, "OTEL") {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // Secret is the value every case hides somewhere; it must never be printed.
@@ -123,4 +125,25 @@ func BadConfig(t *testing.T, run, flag string, env ...string) string {
 		t.Fatalf("exit = %v; want status 2 (stderr %q)", err, stderr.String())
 	}
 	return strings.TrimSpace(stderr.String())
+}
+
+// Documented fails the test for each variable load declares, with its
+// defaults, that the generated reference (docs/configuration.md at path)
+// does not name: a service's variables can then not drift from the docs.
+func Documented(t *testing.T, path string, load func(*config.Loader)) {
+	t.Helper()
+	ref, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := config.FromMap(nil)
+	load(l)
+	if err := l.Err(); err != nil {
+		t.Fatalf("defaults are invalid: %v", err)
+	}
+	for _, v := range l.Vars() {
+		if !strings.Contains(string(ref), "`"+v.Name+"`") {
+			t.Errorf("%s does not document %s (%s): run make docs", path, v.Name, v.Help)
+		}
+	}
 }

@@ -149,6 +149,9 @@ type Call struct {
 	Counted bool
 	// FaultID names the injected fault that answered, if any.
 	FaultID string
+	// Subrequests are the subrequests a POST /composite ran, in the order
+	// it ran them (not counted: the composite is the one API call).
+	Subrequests []Call
 }
 
 // The Go control API. Implemented in the package; signatures are the contract.

@@ -193,14 +193,14 @@ func handleCollectionsUpdate(rc *reqCtx) {
 			fail(i, "ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not all records were valid and the request was using AllOrNone header", nil)
 		default:
 			r, _ := s.lookup(p.id)
-			done = append(done, applied{p, apply(r, p.as, now)})
+			done = append(done, applied{p, rc.applyWrite(r, p.as, now)})
 			results[i] = saveResult{ID: p.id.String(), Success: true, Errors: []itemError{}}
 			leadWritten = leadWritten || p.t == typeLead
 		}
 	}
 	s.mu.Unlock()
 	for _, d := range done {
-		o.recordChange(d.p.id.String(), d.p.t.String(), "UPDATE", d.changed, changeOrigin(rc))
+		rc.recordChange(d.p.id.String(), d.p.t.String(), "UPDATE", d.changed, changeOrigin(rc))
 	}
 	rc.call.AssignmentRules = leadWritten && autoAssignRuns(rc.r)
 	if rc.dropAfter {

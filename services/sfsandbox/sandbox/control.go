@@ -72,17 +72,27 @@ func toFaultJSON(f Fault) faultJSON {
 }
 
 type callJSON struct {
-	Route           string    `json:"route"`
-	Method          string    `json:"method"`
-	Path            string    `json:"path"`
-	Status          int       `json:"status"`
-	AutoAssign      string    `json:"autoAssign,omitempty"`
-	Client          string    `json:"client,omitempty"`
-	Records         int       `json:"records,omitempty"`
-	At              time.Time `json:"at"`
-	AssignmentRules bool      `json:"assignmentRules"`
-	Counted         bool      `json:"counted"`
-	FaultID         string    `json:"faultId,omitempty"`
+	Route           string     `json:"route"`
+	Method          string     `json:"method"`
+	Path            string     `json:"path"`
+	Status          int        `json:"status"`
+	AutoAssign      string     `json:"autoAssign,omitempty"`
+	Client          string     `json:"client,omitempty"`
+	Records         int        `json:"records,omitempty"`
+	At              time.Time  `json:"at"`
+	AssignmentRules bool       `json:"assignmentRules"`
+	Counted         bool       `json:"counted"`
+	FaultID         string     `json:"faultId,omitempty"`
+	Subrequests     []callJSON `json:"subrequests,omitempty"`
+}
+
+func toCallJSON(c Call) callJSON {
+	out := callJSON{Route: c.Route, Method: c.Method, Path: c.Path, Status: c.Status, AutoAssign: c.AutoAssign,
+		Client: c.Client, Records: c.Records, At: c.At, AssignmentRules: c.AssignmentRules, Counted: c.Counted, FaultID: c.FaultID}
+	for _, s := range c.Subrequests {
+		out.Subrequests = append(out.Subrequests, toCallJSON(s))
+	}
+	return out
 }
 
 func ctlError(w http.ResponseWriter, status int, err error) {
@@ -340,7 +350,7 @@ func (o *Org) serveControl(w http.ResponseWriter, r *http.Request, segs []string
 	case key == "GET calls" && n == 1:
 		out := []callJSON{}
 		for _, c := range o.Calls() {
-			out = append(out, callJSON(c))
+			out = append(out, toCallJSON(c))
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"apiCalls": o.APICalls(), "calls": out})
 	case key == "DELETE calls" && n == 1:

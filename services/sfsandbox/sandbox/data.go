@@ -28,6 +28,9 @@ type reqCtx struct {
 	call    *Call
 	// recordID is the (normalised when valid) record the URL names, if any.
 	recordID string
+	// tx collects the writes of a composite request's subrequest (nil
+	// outside one), so allOrNone can undo them.
+	tx *compositeTx
 	// set by call-level faults for the handler
 	dropAfter   bool
 	bulkState   string
@@ -155,6 +158,11 @@ func (o *Org) matchRoute(rc *reqCtx) (route, string) {
 			return route{name: RouteSObjectPatch, handler: handleSObjectPatch, recordIDs: []string{s[2]}}, ""
 		}
 		return route{name: RouteSObjectGet}, "GET,PATCH"
+	case n == 1 && s[0] == "composite":
+		if is("POST") {
+			return route{name: RouteComposite, handler: handleComposite}, ""
+		}
+		return route{name: RouteComposite}, "POST"
 	case n == 2 && s[0] == "composite" && s[1] == "sobjects":
 		if is("PATCH") {
 			return route{name: RouteCollectionsUpdate, handler: handleCollectionsUpdate, perRecord: true}, ""

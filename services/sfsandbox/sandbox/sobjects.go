@@ -211,13 +211,13 @@ func handleSObjectPatch(rc *reqCtx) {
 		writeError(rc.w, rerr.status, rerr.code, rerr.msg, rerr.fields)
 		return
 	}
-	changed := apply(r, as, msOf(o.now()))
+	changed := rc.applyWrite(r, as, msOf(o.now()))
 	s.mu.Unlock()
 	if t == typeLead && autoAssignRuns(rc.r) {
 		rc.call.AssignmentRules = true
 	}
 	rc.call.Records = 1
-	o.recordChange(id.String(), t.String(), "UPDATE", changed, changeOrigin(rc))
+	rc.recordChange(id.String(), t.String(), "UPDATE", changed, changeOrigin(rc))
 	rc.w.WriteHeader(http.StatusNoContent)
 }
 

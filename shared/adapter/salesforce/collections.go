@@ -48,6 +48,16 @@ type wrec struct {
 	fields  []fieldValue // usually one
 	inputs  []int
 	first   int
+	reads   []string // fields to read before the write (ReadAndUpdate)
+}
+
+func (r *wrec) addRead(name string) {
+	for _, f := range r.reads {
+		if f == name {
+			return
+		}
+	}
+	r.reads = append(r.reads, name)
 }
 
 type fieldValue struct {
@@ -86,6 +96,37 @@ func (r *wrec) get(name string) bool {
 // a whole request failed (HTTP error, no answer); the records of that request
 // and of every later one, which are then not sent, carry that error too.
 func (c *Client) UpdateOptOut(ctx context.Context, updates []Update) ([]Result, error) {
+	results, recs := prepareUpdates(opUpdate, updates, nil)
+	var callErr *Error
+	for _, batch := range splitBatches(recs) {
+		if callErr == nil {
+			callErr = c.updateBatch(ctx, batch, results)
+			if callErr == nil {
+				continue
+			}
+		}
+		failBatch(batch, results, callErr)
+	}
+	if callErr != nil {
+		return results, callErr
+	}
+	return results, nil
+}
+
+// failBatch gives every input of batch (failed, or not attempted) err.
+func failBatch(batch []*wrec, results []Result, err *Error) {
+	for _, r := range batch {
+		for _, i := range r.inputs {
+			results[i].Success, results[i].Err = false, err
+		}
+	}
+}
+
+// prepareUpdates validates updates, merges inputs for one id into one
+// record and sorts the records Contacts, then Leads, then anything else by
+// name (input order within a type). read, when set, marks the inputs whose
+// record must be read before the write.
+func prepareUpdates(op string, updates []Update, read func(i int) bool) ([]Result, []*wrec) {
 	results := make([]Result, len(updates))
 	byID := make(map[string]*wrec, len(updates))
 	var recs []*wrec
@@ -93,7 +134,7 @@ func (c *Client) UpdateOptOut(ctx context.Context, updates []Update) ([]Result, 
 		results[i] = Result{ID: u.ID, Type: u.Type}
 		id, err := sfid.Normalize(u.ID)
 		if err != nil {
-			e := newError(opUpdate, 0, "MALFORMED_ID", err.Error())
+			e := newError(op, 0, "MALFORMED_ID", err.Error())
 			e.Fields = []string{"Id"}
 			results[i].Err = e
 			continue
@@ -106,13 +147,13 @@ func (c *Client) UpdateOptOut(ctx context.Context, updates []Update) ([]Result, 
 		}
 		switch {
 		case typ == "":
-			results[i].Err = newError(opUpdate, 0, "MALFORMED_ID", "id "+id+" is neither a Contact nor a Lead id and no Type was given")
+			results[i].Err = newError(op, 0, "MALFORMED_ID", "id "+id+" is neither a Contact nor a Lead id and no Type was given")
 			continue
 		case !validName(typ):
-			results[i].Err = invalidArgument(opUpdate, "type %q is not an API name", typ)
+			results[i].Err = invalidArgument(op, "type %q is not an API name", typ)
 			continue
 		case !validName(u.Field):
-			results[i].Err = invalidArgument(opUpdate, "field %q is not an API name", u.Field)
+			results[i].Err = invalidArgument(op, "field %q is not an API name", u.Field)
 			continue
 		}
 		r := byID[id]
@@ -121,21 +162,22 @@ func (c *Client) UpdateOptOut(ctx context.Context, updates []Update) ([]Result, 
 			byID[id] = r
 			recs = append(recs, r)
 		} else if r.typ != typ {
-			results[i].Err = invalidArgument(opUpdate, "id %s given as both %s and %s", id, r.typ, typ)
+			results[i].Err = invalidArgument(op, "id %s given as both %s and %s", id, r.typ, typ)
 			continue
 		} else {
 			results[i].Duplicate = true
 		}
 		r.set(u.Field, u.Value)
 		r.inputs = append(r.inputs, i)
+		if read != nil && read(i) {
+			r.addRead(u.Field)
+		}
 	}
 	for _, r := range recs {
 		for _, i := range r.inputs {
 			results[i].Superseded = r.get(updates[i].Field) != updates[i].Value
 		}
 	}
-
-	// Contacts, then Leads, then anything else by name; input order within a type.
 	sort.SliceStable(recs, func(a, b int) bool {
 		ra, rb := typeRank(recs[a].typ), typeRank(recs[b].typ)
 		if ra != rb {
@@ -146,25 +188,7 @@ func (c *Client) UpdateOptOut(ctx context.Context, updates []Update) ([]Result, 
 		}
 		return recs[a].first < recs[b].first
 	})
-
-	var callErr *Error
-	for _, batch := range splitBatches(recs) {
-		if callErr == nil {
-			callErr = c.updateBatch(ctx, batch, results)
-			if callErr == nil {
-				continue
-			}
-		}
-		for _, r := range batch { // failed or not attempted
-			for _, i := range r.inputs {
-				results[i].Success, results[i].Err = false, callErr
-			}
-		}
-	}
-	if callErr != nil {
-		return results, callErr
-	}
-	return results, nil
+	return results, recs
 }
 
 func typeRank(t string) int {
@@ -246,6 +270,13 @@ func (c *Client) updateBatch(ctx context.Context, batch []*wrec, results []Resul
 	if len(out) != len(batch) {
 		return newError(opUpdate, 200, CodeResultMismatch, "collection answered a different number of results than records sent")
 	}
+	fillResults(opUpdate, batch, out, results)
+	return nil
+}
+
+// fillResults gives each input of batch its record's result, matched by
+// position.
+func fillResults(op string, batch []*wrec, out []collectionResult, results []Result) {
 	for k, r := range batch {
 		res := out[k]
 		var e *Error
@@ -254,7 +285,7 @@ func (c *Client) updateBatch(ctx context.Context, batch []*wrec, results []Resul
 			if len(res.Errors) > 0 {
 				item = res.Errors[0]
 			}
-			e = newError(opUpdate+" record", 0, item.code(), truncate(item.Message))
+			e = newError(op+" record", 0, item.code(), truncate(item.Message))
 			e.Fields = item.Fields
 		}
 		for _, i := range r.inputs {
@@ -262,7 +293,6 @@ func (c *Client) updateBatch(ctx context.Context, batch []*wrec, results []Resul
 			results[i].Err = e
 		}
 	}
-	return nil
 }
 
 // requestLevel makes sure a failure of a whole request is an *Error (send

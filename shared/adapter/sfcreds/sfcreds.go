@@ -163,6 +163,7 @@ func fromDir(dir string) (salesforce.Config, error) {
 // Client is the part of the Salesforce client the services use.
 type Client interface {
 	UpdateOptOut(ctx context.Context, updates []salesforce.Update) ([]salesforce.Result, error)
+	ReadAndUpdate(ctx context.Context, updates []salesforce.ReadUpdate) ([]salesforce.ReadResult, error)
 	Retrieve(ctx context.Context, sobjectType string, ids, fields []string) ([]*salesforce.Record, error)
 	CheckOptOutField(ctx context.Context, field string) error
 

@@ -290,6 +290,11 @@ type Write struct {
 	// Claim is the writer's claim on the person for a sales-field write:
 	// Attempt takes it, the write's report (Wrote, Failed) releases it.
 	Claim *Claim
+	// FoundSet: the write's own request read the field true on the record
+	// just before writing it, and the entry did not say, when the write was
+	// decided, that our push may have set it: the mark is someone else's,
+	// and our write of the same true leaves it theirs.
+	FoundSet bool
 }
 
 // Wrote records a write of Salesforce. A confirmed write on the current
@@ -309,9 +314,15 @@ func wrote(e Entry, w Write, field string) (Entry, bool) {
 	}
 	if w.OK && w.Current {
 		v := w.Value
-		e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = w.Field, &v, w.At.UTC(), w.Value
+		ours, reason := w.Value, fmt.Sprintf("Salesforce confirmed %s=%t", w.Field, w.Value)
+		if w.FoundSet && w.Value {
+			// Attempt raised SetByUs in case our write set the mark; the
+			// read before it shows it was already set, by someone else.
+			ours, reason = false, w.Field+" is set in Salesforce (not by optout-sync)"
+		}
+		e.Field, e.Confirmed, e.ConfirmedAt, e.SetByUs = w.Field, &v, w.At.UTC(), ours
 		e.Retry = Retry{}
-		e.settle(field, fmt.Sprintf("Salesforce confirmed %s=%t", w.Field, w.Value))
+		e.settle(field, reason)
 		return e, true
 	}
 	if w.OK && e.Field == w.Field && e.Confirmed != nil && *e.Confirmed == w.Value {

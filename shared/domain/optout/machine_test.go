@@ -389,6 +389,21 @@ func TestAttempt(t *testing.T) {
 			e, r := optout.Fold(e, true, in("o2", optout.OptOut, 30, sfC), f)
 			return e, r.Changed
 		}, want: want{changed: yes(), state: optout.StatePending, optedOut: yes(), target: tg(true, true), confirmed: "nil", setByUs: yes()}},
+		{name: "a true read just before our write, in its request, stays someone else's", field: salesF, run: func(f string) (optout.Entry, bool) {
+			// The composite's read found the mark set before our write of
+			// the same true: confirmed, not ours, and a resubscribe leaves it.
+			e, _ := attempt(optedOut(f), f, true)
+			e, _ = optout.Wrote(e, optout.Write{SalesforceID: sfC, Field: f, Value: true, At: at(200), Current: true, OK: true, FoundSet: true}, f)
+			if e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed || e.SetByUs || !strings.Contains(e.Reason, "not by optout-sync") {
+				t.Errorf("after the write: %+v", e)
+			}
+			e, r := optout.Fold(e, true, in("r1", optout.Resubscribe, 20, sfC), f)
+			return e, r.Changed
+		}, want: want{changed: yes(), state: optout.StateSynced, optedOut: no(), target: tg(false, false), confirmed: "true", setByUs: no()}},
+		{name: "a found true whose write's answer never came stays unknown and possibly ours", field: salesF, run: func(f string) (optout.Entry, bool) {
+			e, _ := attempt(optedOut(f), f, true)
+			return optout.Wrote(e, optout.Write{SalesforceID: sfC, Field: f, Value: true, Current: true, OK: false, FoundSet: true}, f)
+		}, want: want{state: optout.StatePending, target: tg(true, true), confirmed: "nil", setByUs: yes()}},
 		{name: "already unknown and ours is no change", run: func(f string) (optout.Entry, bool) {
 			e, _ := attempt(optedOut(f), f, true)
 			unchanged(t, e, func(e optout.Entry) (optout.Entry, bool) { return attempt(e, f, true) })

@@ -24,6 +24,7 @@ type Ledger interface {
 // Salesforce is what the protocol needs of a tenant's client.
 type Salesforce interface {
 	UpdateOptOut(ctx context.Context, updates []salesforce.Update) ([]salesforce.Result, error)
+	ReadAndUpdate(ctx context.Context, updates []salesforce.ReadUpdate) ([]salesforce.ReadResult, error)
 	Retrieve(ctx context.Context, sobjectType string, ids, fields []string) ([]*salesforce.Record, error)
 }
 
@@ -47,9 +48,11 @@ type Config struct {
 	Now      func() time.Time
 	Workers  int // concurrent ledger round trips
 
-	// ReadFirst reads the sales field of the records about to be set and
-	// records those already true as someone else's mark (the push, which
-	// knows nothing of Salesforce's value; the reconcile read it).
+	// ReadFirst makes each sales-field write read the field first, in the
+	// same /composite call (salesforce.ReadAndUpdate), and records a record
+	// found already true as someone else's mark (the push, which knows
+	// nothing of Salesforce's value; the reconcile read it and writes with
+	// one Collections call). Email Opt Out is never read: it is only set.
 	ReadFirst bool
 
 	// Attempts is how many calls a retryable failure gets within the batch,
@@ -102,8 +105,9 @@ const (
 	Moved
 	// HeldElsewhere: another writer's claim holds the person until Until.
 	HeldElsewhere
-	// FoundSet: Salesforce already held the mark; recorded as someone
-	// else's; read it again.
+	// FoundSet: Salesforce already held the mark before our write of the
+	// same value; recorded (At) as confirmed and someone else's; read it
+	// again.
 	FoundSet
 	// Converted: the Lead was converted; the person now points at its
 	// Contact; read it again.
@@ -143,9 +147,10 @@ type Report struct {
 }
 
 // Batch runs the write protocol over people, all read by w's writer: the
-// batch's claim (sales field), the read of values already set (ReadFirst),
-// each write recorded before it is made, w.Check right before the call, the
-// write in one Collections call (one update per record), and each outcome
+// batch's claim (sales field), each write recorded before it is made,
+// w.Check right before the call, the write in one call (one update per
+// record: a Collections call, or with ReadFirst on the sales field one
+// /composite that reads the field just before writing it), and each outcome
 // recorded through the state machine: a converted Lead followed, failures
 // classified by salesforce.ClassOf. Persons holding a Claim were attempted
 // already. An error (the fence lost, ctx ended) stops the batch before its
@@ -159,7 +164,8 @@ func Batch(ctx context.Context, cfg Config, w Ledger, client Salesforce, people 
 	live := people
 	if claim != nil {
 		if cfg.ReadFirst {
-			live = b.readFirst(ctx, live)
+			// Decided on the entries as read, before Attempt raises SetByUs.
+			b.reads = b.toRead(live)
 		}
 		live = b.attemptAll(ctx, live, claim, people)
 	}
@@ -168,11 +174,14 @@ func Batch(ctx context.Context, cfg Config, w Ledger, client Salesforce, people 
 }
 
 type batchRun struct {
-	cfg     Config
-	w       Ledger
-	client  Salesforce
-	out     []Outcome
-	index   map[*Person]int
+	cfg    Config
+	w      Ledger
+	client Salesforce
+	out    []Outcome
+	index  map[*Person]int
+	// reads: the persons whose sales field is read in the write's own
+	// call (nil: the write is a plain Collections call).
+	reads   map[*Person]bool
 	mu      sync.Mutex
 	calls   int
 	writes  int
@@ -198,51 +207,34 @@ func (b *batchRun) each(ctx context.Context, people []*Person, fn func(context.C
 	})
 }
 
-// readFirst reads the sales field of the records about to be opted out and
-// records those already true as someone else's: a later resubscribe must
-// not clear a mark we did not make. One read per type and batch.
-func (b *batchRun) readFirst(ctx context.Context, people []*Person) []*Person {
+// toRead picks the persons whose sales field the write's call reads just
+// before writing it, so that a mark already set stays someone else's: a
+// later resubscribe must not clear a mark we did not make. Where the
+// ledger's own knowledge already answers, nothing is read:
+//   - a clear (false): only what may be ours is ever cleared, so whose the
+//     mark was does not matter;
+//   - an entry that says our push may have set the mark (SetByUs: an
+//     earlier write of ours may have landed, its answer lost): a true found
+//     now may be ours and proves nothing, so it stays possibly ours.
+//
+// No write is skipped on the read: the read and the write travel in one
+// request and Salesforce has no "update only if the field is false"
+// (spec §11), so a record found true is rewritten as true (its
+// LastModifiedDate and SystemModstamp move, a change event is published and
+// the org's automation on the record may fire). The ledger keeps that rare:
+// a person whose entry already holds Salesforce's true (Confirmed, from our
+// write or the reconcile's read) is not dirty and never written, so only
+// marks set in Salesforce since the ledger last learnt the value are
+// rewritten, each once.
+func (b *batchRun) toRead(people []*Person) map[*Person]bool {
 	field := b.cfg.Field
-	byType := map[string][]*Person{}
-	var rest []*Person
+	out := make(map[*Person]bool, len(people))
 	for _, p := range people {
 		if p.Value && !(p.At.Entry.Field == field && p.At.Entry.SetByUs) {
-			byType[p.At.Entry.ObjectType] = append(byType[p.At.Entry.ObjectType], p)
-		} else {
-			rest = append(rest, p)
+			out[p] = true
 		}
 	}
-	for typ, group := range byType {
-		ids := make([]string, len(group))
-		for i, p := range group {
-			ids[i] = p.At.Entry.SalesforceID
-		}
-		b.call()
-		began := time.Now()
-		recs, err := b.client.Retrieve(ctx, typ, ids, []string{"Id", field})
-		b.cfg.timed(StageRead, began)
-		if err != nil {
-			b.each(ctx, group, func(ctx context.Context, p *Person) { b.failed(ctx, p, err) })
-			b.callErr = err
-			continue
-		}
-		var mu sync.Mutex
-		_ = Parallel(context.WithoutCancel(ctx), b.cfg.Workers, group, func(ctx context.Context, i int, p *Person) error {
-			if i < len(recs) && recs[i] != nil && recs[i].Bool(field) {
-				if _, err := b.w.Update(ctx, p.Key, optout.ObservedStep(p.At.Entry.SalesforceID, field, true), ledger.BasedOn(p.At.Rev)); err != nil {
-					b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record a value found in Salesforce: %w", err)})
-					return nil
-				}
-				b.set(p, Outcome{Kind: FoundSet})
-				return nil
-			}
-			mu.Lock()
-			rest = append(rest, p)
-			mu.Unlock()
-			return nil
-		})
-	}
-	return rest
+	return out
 }
 
 // attemptAll records every write before it is made and takes the claim on
@@ -307,6 +299,13 @@ func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Ti
 	attempts := max(b.cfg.Attempts, 1)
 	pending := ids
 	done := map[string]error{} // nil: confirmed
+	read := map[string]bool{}  // records whose field the call reads first
+	for _, p := range people {
+		if b.reads[p] {
+			read[p.At.Entry.SalesforceID] = true
+		}
+	}
+	before := map[string]bool{} // the value read just before the write that answered
 	for attempt := 1; len(pending) > 0; attempt++ {
 		if callCtx.Err() != nil && ctx.Err() == nil {
 			// The claim's time is up: what is left is not written without it.
@@ -328,7 +327,7 @@ func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Ti
 		b.call()
 		b.writes++
 		began := time.Now()
-		results, err := b.client.UpdateOptOut(callCtx, updates)
+		results, err := b.send(callCtx, pending, updates, read, before)
 		b.cfg.timed(StageWrite, began)
 		if err != nil && callCtx.Err() != nil && ctx.Err() == nil {
 			continue // the claim ended mid-call: settled at the top
@@ -379,7 +378,8 @@ func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Ti
 		var sfErr *salesforce.Error
 		switch {
 		case cause == nil:
-			b.record(ctx, p, true, nil)
+			v, known := before[p.At.Entry.SalesforceID]
+			b.record(ctx, p, true, nil, b.reads[p] && known && v)
 		case errors.As(cause, &sfErr) && sfErr.Code == codeConvertedLead:
 			b.followConversion(ctx, p)
 		default:
@@ -389,6 +389,37 @@ func (b *batchRun) write(ctx context.Context, people []*Person, deadline time.Ti
 	return nil
 }
 
+// send makes one call: a Collections call, or, when the batch reads, the
+// read and the write in one /composite (salesforce.ReadAndUpdate), whose
+// pre-write values it keeps in before. A call whose answer never came may
+// have written: its records are not read again (a read would see our own
+// mark and take it for someone else's), and their values stay unknown.
+func (b *batchRun) send(ctx context.Context, ids []string, updates []salesforce.Update, read, before map[string]bool) ([]salesforce.Result, error) {
+	if b.reads == nil {
+		return b.client.UpdateOptOut(ctx, updates)
+	}
+	rus := make([]salesforce.ReadUpdate, len(updates))
+	for i, u := range updates {
+		rus[i] = salesforce.ReadUpdate{Update: u, Read: read[ids[i]]}
+	}
+	rr, err := b.client.ReadAndUpdate(ctx, rus)
+	results := make([]salesforce.Result, len(rr))
+	for i, r := range rr {
+		results[i] = r.Result
+		delete(before, ids[i])
+		if r.Before != nil && r.Success {
+			before[ids[i]] = *r.Before
+		}
+	}
+	if err != nil {
+		for _, id := range ids {
+			read[id] = false
+			delete(before, id)
+		}
+	}
+	return results, err
+}
+
 // retry reports whether a failure is worth another call within the batch.
 func (b *batchRun) retry(err error) bool {
 	return salesforce.ClassOf(err) == salesforce.Retryable && (b.cfg.Final == nil || !b.cfg.Final(err))
@@ -396,10 +427,11 @@ func (b *batchRun) retry(err error) bool {
 
 const codeConvertedLead = "CANNOT_UPDATE_CONVERTED_LEAD"
 
-// record records the write's outcome (Record) as Confirmed or Unconfirmed.
-func (b *batchRun) record(ctx context.Context, p *Person, ok bool, cause error) {
+// record records the write's outcome (Record) as Confirmed or Unconfirmed,
+// or, when its call read the mark already set (found), as FoundSet.
+func (b *batchRun) record(ctx context.Context, p *Person, ok bool, cause error, found bool) {
 	began := time.Now()
-	res, err := Record(ctx, b.w, b.cfg.Field, p, ok, b.cfg.Now().UTC())
+	res, err := Record(ctx, b.w, b.cfg.Field, p, ok, found, b.cfg.Now().UTC())
 	if ok {
 		b.cfg.timed(StageRecord, began)
 	}
@@ -408,8 +440,11 @@ func (b *batchRun) record(ctx context.Context, p *Person, ok bool, cause error) 
 		return
 	}
 	kind := Confirmed
-	if !ok {
+	switch {
+	case !ok:
 		kind = Unconfirmed
+	case found:
+		kind = FoundSet
 	}
 	b.set(p, Outcome{Kind: kind, At: res.Snapshot(), Cause: cause, Class: salesforce.ClassOf(cause), Changed: res.Changed})
 }
@@ -431,7 +466,7 @@ func (b *batchRun) wait(n uint64, cause error) time.Duration {
 func (b *batchRun) failed(ctx context.Context, p *Person, cause error) {
 	class := salesforce.ClassOf(cause)
 	if b.cfg.Backoff == nil {
-		b.record(ctx, p, false, cause)
+		b.record(ctx, p, false, cause, false)
 		return
 	}
 	if class.HoldsTenant() {

@@ -61,14 +61,48 @@ func (l *fakeLedger) Check(context.Context) error {
 	return l.fence
 }
 
-// fakeSF answers each UpdateOptOut call with the next of calls (per id),
-// and a Lead's ConvertedContactId from converted.
+// fakeSF answers each UpdateOptOut or ReadAndUpdate call with the next of
+// answers (per id), and a Lead's ConvertedContactId from converted. Like
+// Salesforce, ReadAndUpdate reads set before applying the call's
+// successful writes to it.
 type fakeSF struct {
 	log       *[]string
 	answers   []func(salesforce.Update) (salesforce.Result, error)
 	wrote     [][]salesforce.Update
+	read      [][]bool // per ReadAndUpdate call, which updates asked for a read
 	converted map[string]string
-	set       map[string]bool // records whose sales field is already true
+	set       map[string]bool // records whose sales field is true
+}
+
+func (f *fakeSF) ReadAndUpdate(ctx context.Context, rus []salesforce.ReadUpdate) ([]salesforce.ReadResult, error) {
+	us := make([]salesforce.Update, len(rus))
+	asked := make([]bool, len(rus))
+	before := make([]*bool, len(rus))
+	for i, ru := range rus {
+		us[i], asked[i] = ru.Update, ru.Read
+		if ru.Read {
+			v := f.set[ru.ID]
+			before[i] = &v
+		}
+	}
+	f.read = append(f.read, asked)
+	log := *f.log
+	res, err := f.UpdateOptOut(ctx, us)
+	*f.log = append(log, "salesforce read+update")
+	out := make([]salesforce.ReadResult, len(res))
+	for i, r := range res {
+		if r.Success || err != nil {
+			if f.set == nil {
+				f.set = map[string]bool{}
+			}
+			f.set[us[i].ID] = us[i].Value // an unanswered call may have written
+		}
+		out[i] = salesforce.ReadResult{Result: r}
+		if err == nil {
+			out[i].Before = before[i]
+		}
+	}
+	return out, err
 }
 
 func (f *fakeSF) UpdateOptOut(_ context.Context, us []salesforce.Update) ([]salesforce.Result, error) {
@@ -315,9 +349,10 @@ func TestBatchRetriesWithinTheCallLoopAndRecordsAFinalFailureAsUnconfirmed(t *te
 	}
 }
 
-// The push reads the sales field before setting it: a true already there
-// is recorded as someone else's (a later resubscribe must not clear it)
-// and not written; the others are written as ours.
+// The push reads the sales field in the call that sets it: a true already
+// there is written again but recorded as someone else's (a later
+// resubscribe must not clear it); the others are recorded as ours. One
+// call for both.
 func TestBatchReadingFirstLeavesAMarkFoundInSalesforceToItsOwner(t *testing.T) {
 	var log []string
 	theirs, ours := "003000000000001AAA", "003000000000002AAA"
@@ -333,16 +368,106 @@ func TestBatchReadingFirstLeavesAMarkFoundInSalesforceToItsOwner(t *testing.T) {
 	if k0, k1 := rep.Outcomes[0].Kind, rep.Outcomes[1].Kind; k0 != sfwrite.FoundSet || k1 != sfwrite.Confirmed {
 		t.Fatalf("outcomes %d, %d; want FoundSet, Confirmed", k0, k1)
 	}
-	if len(sf.wrote) != 1 || len(sf.wrote[0]) != 1 || sf.wrote[0][0].ID != ours {
-		t.Fatalf("wrote %+v; want only %s", sf.wrote, ours)
+	if len(sf.wrote) != 1 || len(sf.wrote[0]) != 2 || fmt.Sprint(sf.read) != "[[true true]]" {
+		t.Fatalf("wrote %+v reading %v; want both records read and written in one call", sf.wrote, sf.read)
 	}
-	if e := l.entries["theirs"]; e.SetByUs || e.Confirmed == nil || !*e.Confirmed {
-		t.Fatalf("found mark: setByUs %t confirmed %v; want Salesforce's true recorded as not ours", e.SetByUs, e.Confirmed)
+	if e := l.entries["theirs"]; e.SetByUs || e.Confirmed == nil || !*e.Confirmed || e.Writing != nil || e.Dirty(salesField) {
+		t.Fatalf("found mark: %+v; want Salesforce's true confirmed, not ours, the claim released, nothing due", e)
 	}
 	if e := l.entries["ours"]; !e.SetByUs {
 		t.Fatal("written mark not recorded as ours")
 	}
-	if rep.Calls != 2 || rep.Writes != 1 {
-		t.Fatalf("%d calls, %d writes; want the read and the write", rep.Calls, rep.Writes)
+	if rep.Calls != 1 || rep.Writes != 1 {
+		t.Fatalf("%d calls, %d writes; want one call that reads and writes", rep.Calls, rep.Writes)
+	}
+	// The mark found stays its owner's: a resubscribe has nothing to clear.
+	var fr optout.FoldResult
+	if _, err := l.Update(context.Background(), "theirs", optout.FoldStep(optout.EventInput{ID: "r1", Action: optout.Resubscribe,
+		OccurredAt: now, SalesforceID: theirs, ObjectType: "Contact", SalesConnectID: "sc-theirs"}, &fr)); err != nil {
+		t.Fatal(err)
+	}
+	if e := l.entries["theirs"]; e.Dirty(salesField) {
+		t.Fatalf("after a resubscribe: %+v; want someone else's mark left alone", e)
+	}
+}
+
+// A call whose answer never came may have written: its records' marks are
+// unknown and possibly ours (a resubscribe clears them), never confirmed,
+// and never taken for someone else's, even where the record was already
+// true before it.
+func TestBatchReadingFirstWithoutAnAnswerLeavesTheMarkUnknown(t *testing.T) {
+	var log []string
+	theirs, fresh := "003000000000001AAA", "003000000000002AAA"
+	l := newLedger(salesField, &log, map[string]optout.Entry{
+		"theirs": optedOut(t, "sc-theirs", theirs, "Contact"), "fresh": optedOut(t, "sc-fresh", fresh, "Contact")})
+	lost := &salesforce.Error{Op: "read and update opt-out", Code: salesforce.CodeTransport, Message: "connection reset", Class: salesforce.Retryable}
+	sf := &fakeSF{log: &log, set: map[string]bool{theirs: true}, answers: []func(salesforce.Update) (salesforce.Result, error){
+		func(salesforce.Update) (salesforce.Result, error) { return salesforce.Result{Err: lost}, lost }}}
+	cfg := pusherConfig(&fakeDLQ{})
+	cfg.ReadFirst = true
+	rep, err := sfwrite.Batch(context.Background(), cfg, l, sf, people(l, "theirs", "fresh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range rep.Outcomes {
+		if o.Kind != sfwrite.Failed || o.Class != salesforce.Retryable {
+			t.Fatalf("outcome %d %+v; want Failed, retried later", i, o)
+		}
+	}
+	for k, e := range l.entries {
+		if e.Confirmed != nil || !e.SetByUs || !e.Dirty(salesField) || e.Writing != nil {
+			t.Fatalf("%s: %+v; want the value unknown, possibly ours, still due, the claim released", k, e)
+		}
+	}
+	// The next attempt does not read: the mark may be our lost write's.
+	rep, err = sfwrite.Batch(context.Background(), cfg, l, &fakeSF{log: &log, set: sf.set,
+		answers: []func(salesforce.Update) (salesforce.Result, error){ok}}, people(l, "theirs", "fresh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, e := range l.entries {
+		if e.Confirmed == nil || !*e.Confirmed || !e.SetByUs {
+			t.Fatalf("%s after the retry: %+v; want confirmed and possibly ours", k, e)
+		}
+	}
+	if rep.Outcomes[0].Kind != sfwrite.Confirmed {
+		t.Fatalf("retry outcome %+v; want Confirmed (possibly ours), not FoundSet", rep.Outcomes[0])
+	}
+}
+
+// What the ledger knows spares the read: a clear, and an entry that says
+// our push may already have set the mark. Within one batch, a call without
+// an answer is retried without the read.
+func TestBatchReadsOnlyWhatTheLedgerDoesNotKnow(t *testing.T) {
+	var log []string
+	fresh, mine, clear := "003000000000001AAA", "003000000000002AAA", "003000000000003AAA"
+	mineEntry := optedOut(t, "sc-mine", mine, "Contact")
+	mineEntry, _, _ = optout.Attempt(mineEntry, optout.Write{SalesforceID: mine, Field: salesField, Value: true}, salesField)
+	clearEntry := optedOut(t, "sc-clear", clear, "Contact")
+	clearEntry, _ = optout.Wrote(clearEntry, optout.Write{SalesforceID: clear, Field: salesField, Value: true, Current: true, OK: true}, salesField)
+	clearEntry, _ = optout.Fold(clearEntry, true, optout.EventInput{ID: "r1", Action: optout.Resubscribe, OccurredAt: now,
+		SalesforceID: clear, ObjectType: "Contact", SalesConnectID: "sc-clear"}, salesField)
+	l := newLedger(salesField, &log, map[string]optout.Entry{"fresh": optedOut(t, "sc-fresh", fresh, "Contact"), "mine": mineEntry, "clear": clearEntry})
+	lost := &salesforce.Error{Op: "read and update opt-out", Code: salesforce.CodeTransport, Message: "connection reset", Class: salesforce.Retryable}
+	sf := &fakeSF{log: &log, answers: []func(salesforce.Update) (salesforce.Result, error){
+		func(salesforce.Update) (salesforce.Result, error) { return salesforce.Result{Err: lost}, lost }, ok}}
+	cfg := pusherConfig(&fakeDLQ{})
+	cfg.ReadFirst, cfg.Attempts, cfg.AttemptBackoff = true, 2, time.Millisecond
+	ps := people(l, "fresh", "mine", "clear")
+	ps[2].Value = false
+	rep, err := sfwrite.Batch(context.Background(), cfg, l, sf, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(sf.read) != "[[true false false] [false false false]]" {
+		t.Fatalf("reads per call %v; want only the fresh opt-out read, and nothing after the lost answer", sf.read)
+	}
+	for i, o := range rep.Outcomes {
+		if o.Kind != sfwrite.Confirmed {
+			t.Fatalf("outcome %d %+v; want Confirmed", i, o)
+		}
+	}
+	if e := l.entries["fresh"]; !e.SetByUs {
+		t.Fatalf("fresh: %+v; want possibly ours (its first write may have landed)", e)
 	}
 }

@@ -1,7 +1,8 @@
 // Package sfwrite is the Salesforce write protocol every writer (the
 // pusher, the nightly reconcile) runs: Batch claims the batch's persons,
 // records each write before it is made, checks the writer's fence, writes
-// in Collections calls and records each outcome through the state machine
+// in Collections calls (the push's sales field: one /composite that reads
+// the field just before writing it) and records each outcome through the state machine
 // (conversions followed, failures classified by salesforce.ClassOf,
 // permanent ones dead-lettered). Writers differ only by Config, and are
 // fenced by the writer they pass (a fenced one for the reconcile), not by
@@ -82,10 +83,11 @@ func Attempt(ctx context.Context, w Ledger, field string, p *Person, claim *opto
 // Record records the outcome of p's write (ok: Salesforce confirmed it)
 // through the state machine: confirmed only if the entry has not moved
 // since p.At, else Salesforce's value is unknown and the person stays
-// dirty. It releases p's claim.
-func Record(ctx context.Context, w Ledger, field string, p *Person, ok bool, now time.Time) (ledger.Result, error) {
+// dirty. found: the write's own call read the mark already set, so it is
+// someone else's (optout.Write.FoundSet). It releases p's claim.
+func Record(ctx context.Context, w Ledger, field string, p *Person, ok, found bool, now time.Time) (ledger.Result, error) {
 	return w.Update(ctx, p.Key, optout.WroteStep(optout.Write{
-		SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, At: now, OK: ok, Claim: p.Claim,
+		SalesforceID: p.At.Entry.SalesforceID, Field: field, Value: p.Value, At: now, OK: ok, Claim: p.Claim, FoundSet: found,
 	}), ledger.From(p.At))
 }
 

@@ -317,8 +317,7 @@ var stageRows = []struct{ name, what string }{
 	{"queue", "queued dirty to taken into a batch (linger)"},
 	{"slot", "waiting for a worker slot"},
 	{"read", "ledger read of the batch"},
-	{"salesforce_read", "sales field: reading current values (per call)"},
-	{"salesforce_write", "Collections update (per call)"},
+	{"salesforce_write", "Salesforce call: Collections update, or the sales field's composite read-and-write (per call)"},
 	{"confirm", "confirmation by compare-and-set"},
 }
 

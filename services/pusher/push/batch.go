@@ -101,7 +101,7 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, work []workItem) {
 		Backoff:   s.backoff, BackoffMax: s.Cfg.BackoffMax, RetryHorizon: s.Cfg.RetryHorizon,
 		DeadLetter: sfwrite.DeadLetterFunc(r.deadLetter),
 		Timed: func(stage string, d time.Duration) {
-			s.Metrics.stage(map[string]string{sfwrite.StageRead: StageSalesforceRead, sfwrite.StageWrite: StageSalesforceWrite,
+			s.Metrics.stage(map[string]string{sfwrite.StageWrite: StageSalesforceWrite,
 				sfwrite.StageRecord: StageConfirm}[stage], target, d)
 		},
 	}, r.writer(field), client, ps)

@@ -81,6 +81,31 @@ type gatedClient struct {
 }
 
 func (c gatedClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) ([]salesforce.Result, error) {
+	if err := c.hold(ctx); err != nil {
+		return nil, err
+	}
+	res, err := c.Client.UpdateOptOut(ctx, u)
+	if err == nil {
+		c.g.log.add(u, res)
+	}
+	return res, err
+}
+
+// ReadAndUpdate is the sales field's write: held like UpdateOptOut.
+func (c gatedClient) ReadAndUpdate(ctx context.Context, u []salesforce.ReadUpdate) ([]salesforce.ReadResult, error) {
+	if err := c.hold(ctx); err != nil {
+		return nil, err
+	}
+	res, err := c.Client.ReadAndUpdate(ctx, u)
+	if err == nil {
+		c.g.log.add(updatesOf(u), resultsOf(res))
+	}
+	return res, err
+}
+
+// hold holds the first write call until the gate's release; an error
+// when the caller gave the call up first.
+func (c gatedClient) hold(ctx context.Context) error {
 	held := false
 	if c.g.gate != nil {
 		c.g.gate.once.Do(func() { held = true })
@@ -96,14 +121,26 @@ func (c gatedClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) ([
 			if gt.dead {
 				<-gt.release
 			}
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	res, err := c.Client.UpdateOptOut(ctx, u)
-	if err == nil {
-		c.g.log.add(u, res)
+	return nil
+}
+
+func updatesOf(rus []salesforce.ReadUpdate) []salesforce.Update {
+	out := make([]salesforce.Update, len(rus))
+	for i, ru := range rus {
+		out[i] = ru.Update
 	}
-	return res, err
+	return out
+}
+
+func resultsOf(rrs []salesforce.ReadResult) []salesforce.Result {
+	out := make([]salesforce.Result, len(rrs))
+	for i, rr := range rrs {
+		out[i] = rr.Result
+	}
+	return out
 }
 
 func (s *stack) waitFor(what string, ch <-chan struct{}, within time.Duration) {

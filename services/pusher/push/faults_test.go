@@ -27,8 +27,11 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 		{"503 burst", func(s *stack, _ []string) {
 			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 4})
 		}, nil, ""},
+		// The sales field is written by one composite: an edge page answers
+		// it as a whole (faults on the collections route hit its write
+		// subrequest inside it).
 		{"503 html", func(s *stack, _ []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, HTML: true, Times: 2})
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, Status: 503, HTML: true, Times: 2})
 		}, nil, ""},
 		{"401 mid-run", func(s *stack, _ []string) { s.org("acme").ExpireTokens() }, nil, ""},
 		{"record lock", func(s *stack, ids []string) {
@@ -36,6 +39,9 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 		}, nil, ""},
 		{"dropped after write", func(s *stack, _ []string) {
 			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true, Times: 1})
+		}, nil, ""},
+		{"composite dropped after write", func(s *stack, _ []string) {
+			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, DropAfterWrite: true, Times: 1})
 		}, nil, ""},
 		{"quota exhausted then restored", func(s *stack, _ []string) {
 			s.org("acme").SetAPIUsage(100000)
@@ -122,6 +128,12 @@ func (b blockingClient) UpdateOptOut(ctx context.Context, u []salesforce.Update)
 	return nil, context.Canceled
 }
 
+func (b blockingClient) ReadAndUpdate(ctx context.Context, u []salesforce.ReadUpdate) ([]salesforce.ReadResult, error) {
+	_, _ = b.Client.ReadAndUpdate(ctx, u)
+	<-b.stop
+	return nil, context.Canceled
+}
+
 func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -133,7 +145,7 @@ func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 	stuck := make(chan struct{})
 	defer close(stuck)
 	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
-	s.eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.collectionCalls("acme") >= 1 })
+	s.eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.writeCalls("acme") >= 1 })
 	scs := make([]string, len(ids))
 	for i, id := range ids {
 		scs[i] = "sc-" + id
@@ -264,6 +276,15 @@ func (c hangingClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) 
 	defer c.h.held.Add(-1)
 	<-c.h.release
 	return c.Client.UpdateOptOut(ctx, u)
+}
+
+func (c hangingClient) ReadAndUpdate(ctx context.Context, u []salesforce.ReadUpdate) ([]salesforce.ReadResult, error) {
+	n := c.h.held.Add(1)
+	for m := c.h.maxHeld.Load(); n > m && !c.h.maxHeld.CompareAndSwap(m, n); m = c.h.maxHeld.Load() {
+	}
+	defer c.h.held.Add(-1)
+	<-c.h.release
+	return c.Client.ReadAndUpdate(ctx, u)
 }
 
 // A tenant whose Salesforce calls hang takes at most its own share of the

@@ -334,11 +334,12 @@ func (s *stack) setSettings(tenantID string, f func(*tenant.Settings)) {
 	}
 }
 
-// collectionCalls counts the org's sObject Collections update calls.
-func (s *stack) collectionCalls(org string) int {
+// writeCalls counts the org's write calls: sObject Collections updates
+// (Email Opt Out) and composites (the sales field, read and written).
+func (s *stack) writeCalls(org string) int {
 	n := 0
 	for _, c := range s.org(org).Calls() {
-		if c.Route == sandbox.RouteCollectionsUpdate {
+		if c.Route == sandbox.RouteCollectionsUpdate || c.Route == sandbox.RouteComposite {
 			n++
 		}
 	}

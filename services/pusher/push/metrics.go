@@ -99,10 +99,9 @@ const (
 	StageSlot = "slot"
 	// StageRead: reading the batch's persons from the ledger (per batch).
 	StageRead = "read"
-	// StageSalesforceRead: the sales field's check of the current values
-	// (per call).
-	StageSalesforceRead = "salesforce_read"
-	// StageSalesforceWrite: the sObject Collections update (per call).
+	// StageSalesforceWrite: the Salesforce call (per call): the sObject
+	// Collections update, or for the sales field the /composite that reads
+	// the field and writes it (there is no separate read any more).
 	StageSalesforceWrite = "salesforce_write"
 	// StageConfirm: recording the confirmation by compare-and-set, dirty
 	// set included (per person).

@@ -244,7 +244,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	rep.Elapsed = time.Since(start)
 	for _, org := range []string{"acme", "globex"} {
 		for _, c := range s.org(org).Calls() {
-			if c.Route == sandbox.RouteCollectionsUpdate {
+			if c.Route == sandbox.RouteCollectionsUpdate || c.Route == sandbox.RouteComposite {
 				rep.CollectionCalls++
 				rep.collectionRecords += c.Records
 			}
@@ -517,6 +517,16 @@ func (c dyingClient) UpdateOptOut(ctx context.Context, u []salesforce.Update) ([
 		return c.Client.UpdateOptOut(ctx, u)
 	}
 	_, _ = c.Client.UpdateOptOut(ctx, u)
+	c.d.once.Do(func() { close(c.d.died) })
+	<-c.d.hang
+	return nil, context.Canceled
+}
+
+func (c dyingClient) ReadAndUpdate(ctx context.Context, u []salesforce.ReadUpdate) ([]salesforce.ReadResult, error) {
+	if c.d.calls.Add(1) < c.d.after {
+		return c.Client.ReadAndUpdate(ctx, u)
+	}
+	_, _ = c.Client.ReadAndUpdate(ctx, u)
 	c.d.once.Do(func() { close(c.d.died) })
 	<-c.d.hang
 	return nil, context.Canceled

@@ -90,7 +90,7 @@ func TestBurstIsMicroBatched(t *testing.T) {
 		}
 		return true
 	})
-	if n := s.collectionCalls("acme"); n > 6 {
+	if n := s.writeCalls("acme"); n > 6 {
 		t.Errorf("%d Collections calls for 450 opt-outs; want batches of up to 200 (3, allowing for linger splits 6)", n)
 	}
 }
@@ -126,6 +126,13 @@ func TestResubscribeRules(t *testing.T) {
 	a := s.seed("acme", "Contact")
 	s.publish("acme", "p1", sfID(a), at(t0))
 	s.eventually("sales opt-out pushed", 10*time.Second, func() bool { return s.optedOut("acme", a, sales) })
+	s.eventually("p1 settled", 10*time.Second, func() bool { return s.settled("acme") })
+	if e := s.entry("acme", "p1"); !e.SetByUs || e.Confirmed == nil || !*e.Confirmed {
+		t.Fatalf("entry = %+v; want our confirmed mark", e)
+	}
+	if n := s.org("acme").APICalls(); n != 1 {
+		t.Errorf("the sales-field opt-out cost %d API calls; want 1 (the read and the write in one composite)", n)
+	}
 	s.publish("acme", "p1", sfID(a), resub(), at(t0.Add(time.Minute)))
 	s.eventually("sales field cleared", 10*time.Second, func() bool { return !s.optedOut("acme", a, sales) })
 
@@ -152,26 +159,37 @@ func TestResubscribeRules(t *testing.T) {
 		t.Errorf("an older resubscribe reverted an opt-out: entry %+v", s.entry("acme", "p3"))
 	}
 
-	// A sales field someone else set is not ours to clear: the push finds
-	// it set and writes nothing; a later resubscribe leaves it.
+	// A sales field someone else set is not ours to clear: the push's one
+	// call reads it true just before writing it (the same true, which
+	// moves LastModifiedDate), so it is recorded as someone else's; a later
+	// resubscribe leaves it and calls nothing.
 	c := s.seed("acme", "Contact")
 	if err := s.org("acme").Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
 		t.Fatal(err)
 	}
 	s.eventually("settled before p4", 10*time.Second, func() bool { return s.settled("acme") })
-	calls := s.collectionCalls("acme")
+	org := s.org("acme")
+	apiCalls, logged := org.APICalls(), len(org.Calls())
 	s.publish("acme", "p4", sfID(c), at(t0))
 	s.eventually("p4 settled", 10*time.Second, func() bool { return s.settled("acme") })
-	if e := s.entry("acme", "p4"); e.SetByUs || e.State != optout.StateSynced {
-		t.Fatalf("entry = %+v; want synced, not set by us", e)
+	if e := s.entry("acme", "p4"); e.SetByUs || e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed {
+		t.Fatalf("entry = %+v; want synced, Salesforce's true confirmed, not set by us", e)
 	}
+	if n := org.APICalls() - apiCalls; n != 1 {
+		t.Errorf("the sales-field opt-out cost %d API calls; want 1", n)
+	}
+	if calls := org.Calls()[logged:]; len(calls) != 1 || calls[0].Route != sandbox.RouteComposite || len(calls[0].Subrequests) != 2 ||
+		calls[0].Subrequests[0].Route != sandbox.RouteQuery || calls[0].Subrequests[1].Route != sandbox.RouteCollectionsUpdate {
+		t.Errorf("calls %+v; want one composite that reads the field, then writes it", calls)
+	}
+	apiCalls = org.APICalls()
 	s.publish("acme", "p4", sfID(c), resub(), at(t0.Add(time.Minute)))
 	s.eventually("p4 resubscribed", 10*time.Second, func() bool { return s.settled("acme") && !s.entry("acme", "p4").OptedOut })
 	if !s.optedOut("acme", c, sales) {
 		t.Error("a resubscribe cleared a sales opt-out that someone else set")
 	}
-	if got := s.collectionCalls("acme"); got != calls {
-		t.Errorf("%d writes for a record already opted out", got-calls)
+	if n := org.APICalls() - apiCalls; n != 0 {
+		t.Errorf("the resubscribe of someone else's mark cost %d API calls; want none", n)
 	}
 }
 
@@ -318,9 +336,9 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 	restore()
 	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
 	time.Sleep(time.Second) // a write in flight would land by now
-	if s.optedOut("acme", c, std) || s.collectionCalls("acme") != 0 {
+	if s.optedOut("acme", c, std) || s.writeCalls("acme") != 0 {
 		t.Fatalf("Email Opt Out = %v after %d update calls; want the person's newer clear left alone, no write",
-			s.optedOut("acme", c, std), s.collectionCalls("acme"))
+			s.optedOut("acme", c, std), s.writeCalls("acme"))
 	}
 }
 
@@ -375,3 +393,42 @@ type testFence uint64
 
 func (f testFence) Fence() uint64 { return uint64(f) }
 func (testFence) Valid() bool     { return true }
+
+// A sales-field write whose answer never came (the composite dropped after
+// Salesforce applied it) leaves the mark unknown: never confirmed, and
+// never taken for someone else's, although the record was already true
+// before it (its read was lost with the answer). The person stays due and
+// the next call settles it, without a read: the mark may be ours.
+func TestASalesFieldWriteWithoutAnAnswerLeavesTheMarkUnknown(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.salesField()
+	c := s.seed("acme", "Contact")
+	org := s.org("acme")
+	if err := org.Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
+		t.Fatal(err)
+	}
+	fault := org.InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, DropAfterWrite: true})
+	s.start(fastConfig())
+	s.publish("acme", "p", sfID(c), at(time.Now().Add(-time.Hour)))
+	s.eventually("a write without an answer recorded", 10*time.Second, func() bool {
+		return s.folded("acme", "p") && s.entry("acme", "p").Retry.Attempts >= 1
+	})
+	if e := s.entry("acme", "p"); e.Confirmed != nil || !e.SetByUs || !e.Dirty(sales) || e.State != optout.StatePending {
+		t.Fatalf("entry = %+v; want Salesforce's value unknown, the mark possibly ours, still due", e)
+	}
+	org.ClearFault(fault)
+	logged := len(org.Calls())
+	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
+	e := s.entry("acme", "p")
+	if e.Confirmed == nil || !*e.Confirmed || !e.SetByUs || strings.Contains(e.Reason, "not by optout-sync") {
+		t.Fatalf("entry = %+v; want confirmed and possibly ours", e)
+	}
+	for _, call := range org.Calls()[logged:] {
+		for _, sub := range call.Subrequests {
+			if sub.Route == sandbox.RouteQuery {
+				t.Errorf("the write after a lost answer read the field: %+v", call)
+			}
+		}
+	}
+}

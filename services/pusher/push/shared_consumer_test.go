@@ -98,7 +98,7 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 		s.publish(tn, "warm", sfID(id))
 		s.eventually(tn+" warmed up", 15*time.Second, func() bool { return s.optedOut(tn, id, std) })
 	}
-	before := s.collectionCalls("acme")
+	before := s.writeCalls("acme")
 
 	// Both tenants' bursts, interleaved, published at once (async), as a
 	// publisher's backlog arrives.
@@ -124,7 +124,7 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 		return true
 	})
 	// 2 full batches; a third when the machine stalls mid-burst.
-	if calls := s.collectionCalls("acme") - before; calls > 3 {
+	if calls := s.writeCalls("acme") - before; calls > 3 {
 		t.Errorf("%d Collections calls for acme's %d opt-outs; want whole batches of 200 (2, 3 at most)", calls, n)
 	}
 

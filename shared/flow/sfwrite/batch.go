@@ -73,14 +73,13 @@ type Config struct {
 	RetryHorizon time.Duration
 	DeadLetter   DeadLetterer
 
-	// Timed, if set, is told how long each stage took: StageRead (a
-	// Salesforce read), StageWrite (the call), StageRecord (a confirmation).
+	// Timed, if set, is told how long each stage took: StageWrite (the
+	// call, the sales field's read included), StageRecord (a confirmation).
 	Timed func(stage string, d time.Duration)
 }
 
 // The stages Config.Timed is told of.
 const (
-	StageRead   = "salesforce_read"
 	StageWrite  = "salesforce_write"
 	StageRecord = "confirm"
 )

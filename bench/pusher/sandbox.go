@@ -174,7 +174,7 @@ func (s *sandboxProc) calls(ctx context.Context, org string) (callCounts, error)
 	c := callCounts{API: log.APICalls}
 	for _, call := range log.Calls {
 		switch call.Route {
-		case sandbox.RouteCollectionsUpdate:
+		case sandbox.RouteCollectionsUpdate, sandbox.RouteComposite: // the sales field: read and write in one
 			c.Writes++
 		case sandbox.RouteCollectionsGet:
 			c.Reads++

@@ -11,8 +11,9 @@ import (
 )
 
 // sfWrite is one record of an sObject Collections update as Salesforce
-// applied it: which org (by its origin's host), which field, which value,
-// and whether it succeeded.
+// applied it (alone, or as a subrequest of a /composite, which is how the
+// sales field is written): which org (by its origin's host), which field,
+// which value, and whether it succeeded.
 type sfWrite struct {
 	Host, RecordID, Field string
 	Value, OK             bool
@@ -29,11 +30,51 @@ type writeLog struct {
 	rows   sync.Map // org/record id → *sync.Mutex
 }
 
+// collectionWrite is one collection update in a call: its records, and
+// where its answer is (the whole answer, or a composite's subresponse).
+type collectionWrite struct {
+	ref     string // the composite's referenceId; "" for a plain collection call
+	records []map[string]any
+}
+
+// collectionWritesOf reads the collection updates a call makes, if any.
+func collectionWritesOf(r *http.Request, body []byte) []collectionWrite {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	var coll struct {
+		Records []map[string]any `json:"records"`
+	}
+	switch {
+	case r.Method == http.MethodPatch && strings.HasSuffix(path, "/composite/sobjects"):
+		_ = json.Unmarshal(body, &coll) // a bad body is the emulator's to answer
+		return []collectionWrite{{records: coll.Records}}
+	case r.Method == http.MethodPost && strings.HasSuffix(path, "/composite"):
+		var comp struct {
+			CompositeRequest []struct {
+				Method      string          `json:"method"`
+				URL         string          `json:"url"`
+				ReferenceID string          `json:"referenceId"`
+				Body        json.RawMessage `json:"body"`
+			} `json:"compositeRequest"`
+		}
+		_ = json.Unmarshal(body, &comp)
+		var out []collectionWrite
+		for _, sub := range comp.CompositeRequest {
+			if sub.Method == http.MethodPatch && strings.HasSuffix(strings.TrimSuffix(sub.URL, "/"), "/composite/sobjects") {
+				coll.Records = nil
+				_ = json.Unmarshal(sub.Body, &coll)
+				out = append(out, collectionWrite{ref: sub.ReferenceID, records: coll.Records})
+			}
+		}
+		return out
+	}
+	return nil
+}
+
 // wrap is the sandbox handler wrapper (testsandbox.ServeWith); each org has
 // its own origin, so the Host header tells the orgs apart.
 func (l *writeLog) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPatch || !strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/composite/sobjects") {
+		if r.Method != http.MethodPatch && r.Method != http.MethodPost {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -43,14 +84,17 @@ func (l *writeLog) wrap(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req struct {
-			Records []map[string]any `json:"records"`
+		calls := collectionWritesOf(r, body)
+		if len(calls) == 0 {
+			next.ServeHTTP(w, r)
+			return
 		}
-		_ = json.Unmarshal(body, &req) // a bad body is the emulator's to answer
-		ids := make([]string, 0, len(req.Records))
-		for _, rec := range req.Records {
-			if id, _ := rec["id"].(string); id != "" {
-				ids = append(ids, r.Host+"/"+id)
+		var ids []string
+		for _, c := range calls {
+			for _, rec := range c.records {
+				if id, _ := rec["id"].(string); id != "" {
+					ids = append(ids, r.Host+"/"+id)
+				}
 			}
 		}
 		// Sorted, so two calls over overlapping records cannot deadlock.
@@ -68,18 +112,44 @@ func (l *writeLog) wrap(next http.Handler) http.Handler {
 		}()
 		rec := &recorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		var results []struct {
+		type result struct {
 			Success bool `json:"success"`
 		}
-		_ = json.Unmarshal(rec.body.Bytes(), &results)
+		answers := map[string][]result{} // by referenceId
+		if rec.status() == http.StatusOK {
+			if calls[0].ref == "" {
+				var results []result
+				_ = json.Unmarshal(rec.body.Bytes(), &results)
+				answers[""] = results
+			} else {
+				var comp struct {
+					CompositeResponse []struct {
+						Body           json.RawMessage `json:"body"`
+						HTTPStatusCode int             `json:"httpStatusCode"`
+						ReferenceID    string          `json:"referenceId"`
+					} `json:"compositeResponse"`
+				}
+				_ = json.Unmarshal(rec.body.Bytes(), &comp)
+				for _, sub := range comp.CompositeResponse {
+					if sub.HTTPStatusCode == http.StatusOK {
+						var results []result
+						_ = json.Unmarshal(sub.Body, &results)
+						answers[sub.ReferenceID] = results
+					}
+				}
+			}
+		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		for i, in := range req.Records {
-			id, _ := in["id"].(string)
-			ok := rec.status() == http.StatusOK && i < len(results) && results[i].Success
-			for k, v := range in {
-				if b, isBool := v.(bool); isBool && k != "attributes" && !strings.EqualFold(k, "id") {
-					l.writes = append(l.writes, sfWrite{Host: r.Host, RecordID: id, Field: k, Value: b, OK: ok})
+		for _, c := range calls {
+			results := answers[c.ref]
+			for i, in := range c.records {
+				id, _ := in["id"].(string)
+				ok := i < len(results) && results[i].Success
+				for k, v := range in {
+					if b, isBool := v.(bool); isBool && k != "attributes" && !strings.EqualFold(k, "id") {
+						l.writes = append(l.writes, sfWrite{Host: r.Host, RecordID: id, Field: k, Value: b, OK: ok})
+					}
 				}
 			}
 		}

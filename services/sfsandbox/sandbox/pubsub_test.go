@@ -663,3 +663,72 @@ func TestPubSubCustomChannelFilter(t *testing.T) {
 		t.Errorf("an enriched field is not a changed field: %v", got)
 	}
 }
+
+func TestPubSubControlAPI(t *testing.T) {
+	e := newEnv(t)
+	o := e.org("acme")
+	c := o.Put(Record{Type: "Contact"})
+	ctl := func(method, path string, body string) resp {
+		t.Helper()
+		return e.raw(method, "/_sandbox/orgs/acme/pubsub/"+path, strings.NewReader(body), map[string]string{"Content-Type": "application/json"})
+	}
+	if r := ctl("POST", "events", `{"changeType":"GAP_UPDATE","entityName":"Contact","recordIds":["`+c.ID+`"]}`); r.status != 204 {
+		t.Fatalf("gap: %d %s", r.status, r.body)
+	}
+	if r := ctl("POST", "events", `{"changeType":"GAP_OVERFLOW","entityName":"Lead"}`); r.status != 204 {
+		t.Fatalf("overflow: %d %s", r.status, r.body)
+	}
+	var evs []ChangeEvent
+	ctl("GET", "events", "").json(t, &evs)
+	if len(evs) != 3 || evs[1].ChangeType != "GAP_UPDATE" || evs[2].ChangeType != "GAP_OVERFLOW" || evs[2].Entity != "Lead" {
+		t.Fatalf("events = %+v", evs)
+	}
+	if r := ctl("POST", "faults", `{"kind":"nonsense"}`); r.status != 400 {
+		t.Errorf("unknown fault kind: %d", r.status)
+	}
+	var id map[string]string
+	ctl("POST", "faults", `{"kind":"stall"}`).json(t, &id)
+	if fs := o.PubSubFaults(); len(fs) != 1 || fs[0].ID != id["id"] {
+		t.Errorf("faults = %+v", fs)
+	}
+	if r := ctl("DELETE", "faults/"+id["id"], ""); r.status != 204 || len(o.PubSubFaults()) != 0 {
+		t.Errorf("clear fault: %d", r.status)
+	}
+	if r := ctl("PUT", "allocation", `{"max":10,"used":10}`); r.status != 200 {
+		t.Fatalf("allocation: %d %s", r.status, r.body)
+	}
+	var lim map[string]limitPair
+	e.api(e.token("acme"), "GET", "acme", "/limits", nil).json(t, &lim)
+	if got := lim["DailyDeliveredPlatformEvents"]; got.Max != 10 || got.Remaining != 0 {
+		t.Errorf("/limits DailyDeliveredPlatformEvents = %+v", got)
+	}
+	if r := ctl("PUT", "channels/OptOutSync__chn", `{"members":[{"selectedEntity":"LeadChangeEvent","filterExpression":"HasOptedOutOfEmail = true"}]}`); r.status != 204 {
+		t.Fatalf("channel: %d %s", r.status, r.body)
+	}
+	if r := ctl("PUT", "channels/Nope", `{"members":[{"selectedEntity":"LeadChangeEvent"}]}`); r.status != 400 {
+		t.Errorf("channel without __chn: %d", r.status)
+	}
+	if chs := o.Channels(); len(chs) != 1 || chs[0].Name != "OptOutSync__chn" {
+		t.Errorf("channels = %+v", chs)
+	}
+	if r := ctl("POST", "purge", ""); r.status != 204 || len(o.ChangeEvents()) != 0 {
+		t.Errorf("purge: %d, %d events left", r.status, len(o.ChangeEvents()))
+	}
+}
+
+func TestPubSubMemoryBound(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Orgs[0].Behavior.MaxCDCEvents = 3 })
+	o := e.org("acme")
+	o.Put(Record{Type: "Contact"})
+	stored := o.ChangeEvents()[0].ReplayID
+	for range 7 {
+		o.Put(Record{Type: "Contact"})
+	}
+	if n := len(o.ChangeEvents()); n > 6 {
+		t.Errorf("%d events retained, want at most twice the cap", n)
+	}
+	sub := e.pubsub(t, "acme").subscribe(&pubsubapi.FetchRequest{TopicName: "/data/ContactChangeEvent", ReplayPreset: pubsubapi.ReplayPreset_CUSTOM, ReplayId: stored, NumRequested: 1})
+	if err := sub.recvErr(); trailerCode(t, sub) != ErrCodeReplayCorrupted {
+		t.Errorf("replay from a trimmed event: %v", err)
+	}
+}

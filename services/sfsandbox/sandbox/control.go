@@ -246,6 +246,15 @@ func (o *Org) serveControl(w http.ResponseWriter, r *http.Request, segs []string
 			return
 		}
 		writeJSON(w, http.StatusOK, toJSONRecord(c))
+	case key == "POST records" && n == 3 && segs[2] == "merge":
+		var in struct {
+			Losers []string `json:"losers"`
+		}
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		o.answerRecord(w, segs[1], o.Merge(segs[1], in.Losers))
 	case key == "POST tokens" && n == 2 && segs[1] == "expire":
 		o.ExpireTokens()
 		w.WriteHeader(http.StatusNoContent)

@@ -456,3 +456,60 @@ func newest[T any](s []T, max int) []T {
 	}
 	return s
 }
+
+// Merge merges losers into winner as a user's merge in Salesforce's UI
+// does: the losers go to the recycle bin and the winner is updated, in one
+// transaction, so the change feed has one DELETE for the losers and one
+// UPDATE for the winner (spec §9.8; Apex semantics, re-parented children
+// send nothing). All records must be of the winner's type and live.
+func (o *Org) Merge(winner string, losers []string) error {
+	wid, ok := parseID(winner)
+	if !ok {
+		return fmt.Errorf("merge into %q: %w", winner, ErrInvalidID)
+	}
+	if len(losers) == 0 || len(losers) > 2 {
+		return fmt.Errorf("merge into %s: %d records to merge, want 1 or 2", winner, len(losers))
+	}
+	custom := o.cdcCustom()
+	s := o.st
+	s.mu.Lock()
+	w, ok := s.lookup(wid)
+	if !ok || w.has(flagDeleted) {
+		s.mu.Unlock()
+		return fmt.Errorf("merge into %s: %w", winner, ErrNotFound)
+	}
+	var lrecs []*rec
+	for _, l := range losers {
+		lid, ok := parseID(l)
+		if !ok {
+			s.mu.Unlock()
+			return fmt.Errorf("merge %q: %w", l, ErrInvalidID)
+		}
+		r, ok := s.lookup(lid)
+		if !ok || r.has(flagDeleted) || r.typ != w.typ || lid == wid {
+			s.mu.Unlock()
+			return fmt.Errorf("merge %s into %s: %w", l, winner, ErrNotFound)
+		}
+		lrecs = append(lrecs, r)
+	}
+	now := msOf(o.now())
+	var chs []cdcChange
+	var ids []string
+	for _, r := range lrecs {
+		r.set(flagDeleted, true)
+		r.modstamp, r.lastMod = now, now
+		chs = append(chs, cdcChange{entity: r.typ.String(), kind: ChangeDelete, id: r.id.String(), state: recFields(r, custom)})
+		ids = append(ids, r.id.String())
+	}
+	before := *w
+	w.modstamp, w.lastMod = now, now
+	chs = append(chs, diffChange(&before, w, custom, true))
+	typ := w.typ.String()
+	s.mu.Unlock()
+	for _, id := range ids {
+		o.recordChange(id, typ, "DELETE", nil, "ui")
+	}
+	o.recordChange(wid.String(), typ, "UPDATE", nil, "ui")
+	o.commitCDC("", chs)
+	return nil
+}

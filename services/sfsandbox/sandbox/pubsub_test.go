@@ -732,3 +732,38 @@ func TestPubSubMemoryBound(t *testing.T) {
 		t.Errorf("replay from a trimmed event: %v", err)
 	}
 }
+
+func TestPubSubMergeAndSchemaChangeMidStream(t *testing.T) {
+	e := newEnv(t)
+	o := e.org("acme")
+	w := o.Put(Record{Type: "Contact", Email: "w@x.test"})
+	l1 := o.Put(Record{Type: "Contact", Email: "w@x.test"})
+	l2 := o.Put(Record{Type: "Contact", Email: "w@x.test"})
+	ps := e.pubsub(t, "acme")
+	sub := ps.subscribe(fromNow(o, "/data/ContactChangeEvent", 10))
+	r := e.raw("POST", "/_sandbox/orgs/acme/records/"+w.ID+"/merge", strings.NewReader(`{"losers":["`+l1.ID+`","`+l2.ID+`"]}`), nil)
+	if r.status != 200 {
+		t.Fatalf("merge: %d %s", r.status, r.body)
+	}
+	evs := sub.events(2)
+	del, up := ps.decode(evs[0]), ps.decode(evs[1])
+	if del.str("changeType") != "DELETE" || !slices.Equal(del.list("recordIds"), []string{l1.ID, l2.ID}) {
+		t.Errorf("merge DELETE = %v", del.header)
+	}
+	if up.str("changeType") != "UPDATE" || up.list("recordIds")[0] != w.ID || up.str("transactionKey") != del.str("transactionKey") {
+		t.Errorf("merge UPDATE = %v", up.header)
+	}
+	// A new field gives events a new schema_id mid-stream; the subscriber
+	// fetches it and finds the field.
+	o.SetCustomField(false, false)
+	_ = o.Edit(w.ID, func(r *Record) { r.HasOptedOutOfEmail = true })
+	o.SetCustomField(true, true)
+	_ = o.Edit(w.ID, func(r *Record) { r.CustomOptOut = true })
+	two := sub.events(2)
+	if two[0].GetEvent().GetSchemaId() == two[1].GetEvent().GetSchemaId() {
+		t.Fatal("schema_id did not change when the field was installed")
+	}
+	if d := ps.decode(two[1]); d.fields[DefaultCustomField] != true || !slices.Contains(d.bitFields("changedFields"), DefaultCustomField) {
+		t.Errorf("event after install = %v %v", d.fields, d.bitFields("changedFields"))
+	}
+}

@@ -28,11 +28,12 @@ const (
 	ErrCodeAuth            = "sfdc.platform.eventbus.grpc.service.auth.error"
 	ErrCodeReplayCorrupted = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
 	ErrCodeLimitExceeded   = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
-	// [inference] NOT_FOUND and INVALID_ARGUMENT answers of our own carry
-	// these codes; the spec quotes only their status and text.
-	ErrCodeTopicNotFound   = "sfdc.platform.eventbus.grpc.service.topic.not.found"
-	ErrCodeInvalidArgument = "sfdc.platform.eventbus.grpc.service.invalid.argument"
 )
+
+// [inference] Unknown topics and schemas (NOT_FOUND) and a topic change
+// (INVALID_ARGUMENT) carry only the rpc-id trailer: the spec quotes their
+// status and text but no trailer code (unconfirmed), so none is invented
+// for a subscriber to match.
 
 // maxPending caps what a Subscribe call may owe (§9.3).
 const maxPending = 100
@@ -109,6 +110,7 @@ func (s *Sandbox) authenticate(ctx context.Context, set func(metadata.MD), rpcID
 			st = o.cfg.Behavior.PubSubAuthStatus
 			o.mu.Unlock()
 		}
+		// [inference] The message text is ours; the code is §9.4's.
 		return psErr(set, codeByName(st, codes.Unauthenticated), ErrCodeAuth,
 			"Authentication exception. Ensure that the accesstoken, instanceurl and tenantid headers are valid.", rpcID)
 	}
@@ -138,7 +140,7 @@ type topicSel struct {
 }
 
 func topicNotFound(set func(metadata.MD), o *Org, topic, rpcID string) error {
-	return psErr(set, codes.NotFound, ErrCodeTopicNotFound, fmt.Sprintf(
+	return psErr(set, codes.NotFound, "", fmt.Sprintf(
 		"The topic information for org %s and topic %s not found. Ensure the topic name is correct and that the topic exists.",
 		o.orgID.String(), topic), rpcID)
 }
@@ -217,7 +219,7 @@ func (p *pubsubServer) GetSchema(ctx context.Context, req *pubsubapi.SchemaReque
 	es := o.cdc.schemas[req.GetSchemaId()]
 	o.mu.Unlock()
 	if es == nil || es.id != req.GetSchemaId() {
-		return nil, psErr(set, codes.NotFound, ErrCodeTopicNotFound, "The schema "+req.GetSchemaId()+" was not found.", rpcID)
+		return nil, psErr(set, codes.NotFound, "", "The schema "+req.GetSchemaId()+" was not found.", rpcID)
 	}
 	return &pubsubapi.SchemaInfo{SchemaJson: es.json, SchemaId: es.id, RpcId: rpcID}, nil
 }
@@ -342,7 +344,7 @@ func (p *pubsubServer) Subscribe(stream grpc.BidiStreamingServer[pubsubapi.Fetch
 				return r.err
 			}
 			if t := r.req.GetTopicName(); t != "" && t != sel.name {
-				return psErr(set, codes.InvalidArgument, ErrCodeInvalidArgument,
+				return psErr(set, codes.InvalidArgument, "",
 					"The topic name in a subsequent FetchRequest must match the first one.", rpcID)
 			}
 			add(r.req.GetNumRequested())

@@ -101,10 +101,21 @@ staticcheck:
 modcheck:
 	go test -count=1 ./tools/modcheck/ && go run ./tools/modcheck -root .
 
-## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool).
+## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool), and the
+## sandbox's vendored Pub/Sub API (services/sfsandbox/pubsubapi) with the plugins its go.mod pins.
 proto:
 	cd proto && go build -o ../bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --go_out=proto --go_opt=paths=source_relative -Iproto optout/v1/optout.proto
+	@# Salesforce's pubsub_api.proto stays verbatim: its go_package (Salesforce's repository) is
+	@# overridden with M so the generated package lives in the sandbox module, which imports nothing of ours.
+	cd services/sfsandbox && go build -o ../../bin/sfsandbox-protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go \
+		&& go build -o ../../bin/sfsandbox-protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc --plugin=protoc-gen-go=bin/sfsandbox-protoc-gen-go --plugin=protoc-gen-go-grpc=bin/sfsandbox-protoc-gen-go-grpc \
+		--go_out=services/sfsandbox/pubsubapi --go_opt=paths=source_relative \
+		'--go_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/services/sfsandbox/pubsubapi;pubsubapi' \
+		--go-grpc_out=services/sfsandbox/pubsubapi --go-grpc_opt=paths=source_relative \
+		'--go-grpc_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/services/sfsandbox/pubsubapi;pubsubapi' \
+		-Iservices/sfsandbox/pubsubapi pubsub_api.proto
 
 ## build: every service binary into bin/.
 build:

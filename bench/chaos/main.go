@@ -15,6 +15,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -46,6 +47,7 @@ func main() {
 // program: Fatal ends the run's goroutine as it ends a test's, and the
 // cleanups run once the run is over, last registered first.
 type runner struct {
+	out      io.Writer // where it logs (nil: stderr)
 	mu       sync.Mutex
 	failed   bool
 	cleanups []func()
@@ -113,9 +115,13 @@ func (r *runner) fail() {
 	r.failed = true
 }
 
-// print writes one line to stderr, lines of several goroutines apart.
+// print writes one line, lines of several goroutines apart.
 func (r *runner) print(line string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprint(os.Stderr, line)
+	out := r.out
+	if out == nil {
+		out = os.Stderr
+	}
+	fmt.Fprint(out, line)
 }

@@ -6,16 +6,23 @@ package testsandbox
 import (
 	"maps"
 	"net/http"
-	"testing"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 )
 
+// TB is what Serve needs of its caller: testing.TB has it, and so has the
+// runner of a program built on the test stack (bench/chaos).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
 // Serve runs a sandbox with orgs on loopback until the test ends, each org
 // on its own origin. It returns the sandbox, the control API's URL and the
 // SF_<TENANT>_* variables (client credentials) of every org.
-func Serve(t testing.TB, orgs []sandbox.OrgConfig) (*sandbox.Sandbox, string, map[string]string) {
+func Serve(t TB, orgs []sandbox.OrgConfig) (*sandbox.Sandbox, string, map[string]string) {
 	t.Helper()
 	return ServeWith(t, orgs, nil)
 }
@@ -23,7 +30,7 @@ func Serve(t testing.TB, orgs []sandbox.OrgConfig) (*sandbox.Sandbox, string, ma
 // ServeWith is Serve with wrap (when not nil) around every handler, for a
 // test that must see each request as it reaches the emulator (the cluster
 // test records every write's values in the order Salesforce applied them).
-func ServeWith(t testing.TB, orgs []sandbox.OrgConfig, wrap func(http.Handler) http.Handler) (*sandbox.Sandbox, string, map[string]string) {
+func ServeWith(t TB, orgs []sandbox.OrgConfig, wrap func(http.Handler) http.Handler) (*sandbox.Sandbox, string, map[string]string) {
 	t.Helper()
 	sb, err := sandbox.New(sandbox.Config{Orgs: orgs})
 	if err != nil {

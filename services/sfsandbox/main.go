@@ -1,5 +1,5 @@
 // Command sfsandbox serves the Salesforce REST API emulator (package sandbox)
-// for local development and tests.
+// for local development and tests, and its Pub/Sub API (gRPC) on -pubsub-listen.
 package main
 
 import (
@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
 
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 )
@@ -29,15 +30,17 @@ func main() {
 	listen := flag.String("listen", ":8085", "listen address")
 	orgsPath := flag.String("orgs", "orgs.yaml", "orgs configuration (YAML)")
 	freePorts := flag.Bool("free-org-ports", false, "serve every org on a free port, ignoring the orgs' port (tests running side by side)")
+	// 7443 is the Pub/Sub API's second documented port (api.pubsub.salesforce.com:7443).
+	pubsubListen := flag.String("pubsub-listen", ":7443", `Pub/Sub API (gRPC eventbus.v1.PubSub, plaintext like the REST side) listen address; "" serves none`)
 	flag.Parse()
 	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sfsandbox").Str("version", version).Logger()
-	if err := run(*listen, *orgsPath, *freePorts, log); err != nil {
+	if err := run(*listen, *pubsubListen, *orgsPath, *freePorts, log); err != nil {
 		log.Error().Err(err).Msg("sfsandbox stopped")
 		os.Exit(1)
 	}
 }
 
-func run(listen, orgsPath string, freePorts bool, log zerolog.Logger) error {
+func run(listen, pubsubListen, orgsPath string, freePorts bool, log zerolog.Logger) error {
 	cfg, err := sandbox.LoadConfig(orgsPath)
 	if err != nil {
 		return err
@@ -109,9 +112,28 @@ func run(listen, orgsPath string, freePorts bool, log zerolog.Logger) error {
 			name, sb.Org(name).URL(), oc.ClientID, oc.ClientSecret)
 	}
 
+	// The Pub/Sub API is one endpoint for every org, as Salesforce's is: the
+	// org is the one the call's tenantid metadata names.
+	var grpcSrv *grpc.Server
+	var grpcLn net.Listener
+	if pubsubListen != "" {
+		grpcLn, err = net.Listen("tcp", pubsubListen)
+		if err != nil {
+			return fmt.Errorf("listen %s for the Pub/Sub API: %w", pubsubListen, err)
+		}
+		grpcSrv = grpc.NewServer()
+		sb.RegisterPubSub(grpcSrv)
+		fmt.Printf("pubsub API %s (gRPC, plaintext)\n", displayAddr(grpcLn.Addr()))
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+1)
+	if grpcSrv != nil {
+		go func() { errc <- grpcSrv.Serve(grpcLn) }()
+		// Stop, not GracefulStop: Subscribe streams never end on their own.
+		defer grpcSrv.Stop()
+	}
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}

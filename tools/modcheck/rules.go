@@ -50,6 +50,17 @@ var fixed = []rule{
 	{From: "services/optoutctl/internal/testkit", To: []string{"services"},
 		Allow: []string{"services/optoutctl", "services/pusher", "services/reconciler", "services/sfsandbox"},
 		Why:   "the CLI's test harness runs the real pusher and reconciler against the emulator"},
+	// The in-process test stack, written once for every harness: its core
+	// runs no service, so the tests of any service may use it; running a
+	// pusher replica is pushstack's, which only the pusher's tests, the CLI's
+	// and the admin page's (and bench/chaos) import, so the reconciler's
+	// tests still reach no other service.
+	{From: "internal/teststack", Except: []string{"internal/teststack/pushstack"}, To: []string{"services"},
+		Allow: []string{"services/sfsandbox"},
+		Why:   "the shared test stack runs no service (pushstack runs the pusher), so every service's tests can use it"},
+	{From: "internal/teststack/pushstack", To: []string{"services"},
+		Allow: []string{"services/pusher", "services/sfsandbox"},
+		Why:   "pushstack runs pusher replicas on the test stack, no other service"},
 	{From: "services/reconciler/internal/recontest", To: []string{"services"},
 		Allow: []string{"services/reconciler", "services/sfsandbox"},
 		Why:   "the reconciler's test harness runs its engine against the emulator"},

@@ -40,6 +40,8 @@ func TestCheckRules(t *testing.T) {
 		pkg("services/optoutctl/internal/root", []string{"shared/adapter/sfcreds"}, "services/optoutctl/internal/testkit", "services/reconciler/service"),
 		pkg("services/demo/stack", []string{"services/pusher/app", "services/sfsandbox/sandbox"}),
 		pkg("services/pusher/app", []string{"services/pusher/push"}),
+		pkg("internal/teststack", []string{"internal/testsandbox", "services/sfsandbox/sandbox", "shared/adapter/sfcreds"}),
+		pkg("internal/teststack/pushstack", []string{"internal/teststack", "services/pusher/push"}),
 	}
 	if vs := Check(base); len(vs) != 0 {
 		t.Fatalf("allowed graph reported: %v", vs)
@@ -57,6 +59,9 @@ func TestCheckRules(t *testing.T) {
 		{"the pusher imports the reconciler", pkg("services/pusher/other", []string{"services/reconciler/service"}), "services/pusher/other imports " + prefix + "services/reconciler/service (no service imports another"},
 		{"the reconciler's tests import the pusher", pkg("services/reconciler/app", nil, "services/pusher/push"), "reconciler/app tests import"},
 		{"the reconciler's test harness imports the pusher", pkg("services/reconciler/internal/recontest/x", []string{"services/pusher/push"}), "recontest/x imports"},
+		{"the test stack runs a service", pkg("internal/teststack/other", []string{"services/pusher/push"}), "internal/teststack/other imports " + prefix + "services/pusher/push (the shared test stack runs no service"},
+		{"pushstack runs the reconciler", pkg("internal/teststack/pushstack/x", []string{"services/reconciler/service"}), "pushstack/x imports"},
+		{"the reconciler's tests run a pusher through the test stack", pkg("services/reconciler/other", nil, "internal/teststack/pushstack"), "reconciler/other tests import"},
 		{"the CLI imports the pusher outside its test harness", pkg("services/optoutctl/internal/conn", []string{"services/pusher/push"}), "optoutctl/internal/conn imports"},
 		{"the pusher imports the CLI", pkg("services/pusher/cli", []string{"services/optoutctl/internal/root"}), "no service imports another"},
 		{"a new service imports the pusher", pkg("services/admin/page", []string{"services/pusher/app"}), "services/admin/page imports"},

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/optout-sync/optout-sync/internal/testsandbox"
+	"github.com/optout-sync/optout-sync/internal/teststack"
+	"github.com/optout-sync/optout-sync/internal/teststack/pushstack"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/admin/app"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
@@ -20,9 +20,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
-	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
-	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -31,17 +29,11 @@ var orgs = []sandbox.OrgConfig{
 	{Name: "acme", ClientID: "acme-id", ClientSecret: "acme-secret", DailyAPILimit: 100000, CustomFieldInstalled: true, CustomFieldWritable: true},
 }
 
-// stack is one test's system: NATS in a fresh namespace, the sandbox, and
-// on demand a pusher replica and the admin service.
+// stack is one test's system: the shared test stack (internal/teststack),
+// and on demand a pusher replica and the admin service.
 type stack struct {
-	t        *testing.T
-	Ctx      context.Context
-	NC       *nats.Conn
-	Prov     *natsx.Provisioned
-	Topo     natsx.Topology
-	Sandbox  *sandbox.Sandbox
-	sfEnv    map[string]string
-	Settings tenant.Store
+	*teststack.Stack
+	t *testing.T
 	// Cache is the running pusher's view of the settings: the test waits on
 	// it to know a change has reached the pusher.
 	Cache *tenant.Cache
@@ -49,47 +41,16 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
-	t.Cleanup(cancel)
-	nc := natstest.Connect(t)
-	topo := natstest.Topology(t, nc)
-	prov, err := natsx.Provision(ctx, nc, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, _, env := testsandbox.Serve(t, orgs)
-	return &stack{t: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, sfEnv: env, Settings: tenant.Store{KV: prov.Tenants}}
+	return &stack{Stack: teststack.New(t, orgs, teststack.Options{Within: 80 * time.Second}), t: t}
 }
 
 // startPusher runs a real pusher replica until the test ends.
 func (s *stack) startPusher() {
 	s.t.Helper()
-	lg, err := ledger.New(s.Ctx, s.Prov)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	cache, err := tenant.Watch(s.Ctx, s.Prov.Tenants)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.Cache = cache
 	cfg := push.DefaultConfig()
 	cfg.HealthRecheck = 200 * time.Millisecond
 	cfg.DiscoveryInterval = 50 * time.Millisecond
-	ctx, cancel := context.WithCancel(s.Ctx)
-	svc := &push.Service{
-		Cfg: cfg, JS: s.Prov.JS, Topology: s.Topo, Ledger: lg, Settings: cache,
-		Clients: &sfcreds.Pool{Source: sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := s.sfEnv[k]; return v, ok }}, Refresh: 50 * time.Millisecond},
-		Health:  tenant.HealthStore{KV: s.Prov.Health}, Log: zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.ErrorLevel),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := svc.Run(ctx); err != nil {
-			s.t.Errorf("pusher: %v", err)
-		}
-	}()
-	s.t.Cleanup(func() { cancel(); <-done })
+	s.Cache = pushstack.Start(s.Stack, cfg, pushstack.Options{ErrorsOnly: true}).Cache
 }
 
 // startAdmin runs the admin service as its main does, configured by
@@ -112,7 +73,7 @@ func (s *stack) startAdmin(users string) string {
 		// The files a tenant's Secret mounts, holding what its variables hold.
 		prefix := "SF_" + strings.ToUpper(o.Name) + "_"
 		for file, v := range map[string]string{"token_url": "TOKEN_URL", "client_id": "CLIENT_ID", "client_secret": "CLIENT_SECRET"} {
-			write(filepath.Join(dir, "salesforce", o.Name, file), s.sfEnv[prefix+v])
+			write(filepath.Join(dir, "salesforce", o.Name, file), s.sfVar(prefix+v))
 		}
 	}
 	l := config.FromMap(map[string]string{
@@ -164,15 +125,15 @@ func (s *stack) publish(tenantID, salesConnectID, salesforceID, eventID string) 
 	}
 }
 
+// sfVar is one of the orgs' credential variables.
+func (s *stack) sfVar(k string) string {
+	v, _ := s.Env.Lookup(k)
+	return v
+}
+
 // eventually polls cond until it holds, failing the test after a generous
 // deadline (a wait, not a timing assertion).
 func (s *stack) eventually(what string, cond func() bool) {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.Eventually(what, 20*time.Second, cond)
 }

@@ -159,7 +159,7 @@ func (s *stack) heldOptOut(cfg push.Config, g *gate) (record string, log *sfLog,
 	s.t.Helper()
 	s.salesField()
 	record, log, t0 = s.seed("acme", "Contact"), &sfLog{}, time.Now().Add(-time.Hour)
-	s.startWith(cfg, gatedClients{inner: s.clients, log: log, gate: g})
+	s.startWith(cfg, gatedClients{inner: s.Clients, log: log, gate: g})
 	// Registered after the replica, so it runs before the replica's stop,
 	// which waits for the held call.
 	s.t.Cleanup(func() {
@@ -182,14 +182,14 @@ func TestTwoReplicasNeverWriteOnePersonAtOnce(t *testing.T) {
 
 	// Replica B starts and the person resubscribes: B finds the person
 	// dirty (its sweep runs every 100 ms) while A's true may still land.
-	s.startWith(fastConfig(), gatedClients{inner: s.clients, log: log})
+	s.startWith(fastConfig(), gatedClients{inner: s.Clients, log: log})
 	s.publish("acme", "p", sfID(c), at(t0.Add(time.Minute)), resub())
-	s.eventually("the resubscribe folded", 10*time.Second, func() bool { return !s.entry("acme", "p").OptedOut })
+	s.Eventually("the resubscribe folded", 10*time.Second, func() bool { return !s.entry("acme", "p").OptedOut })
 	time.Sleep(1500 * time.Millisecond) // B's chances to write meanwhile
 	close(g.release)
 
-	s.eventually("the resubscribe written", 20*time.Second, func() bool {
-		return s.settled("acme") && !s.optedOut("acme", c, sales)
+	s.Eventually("the resubscribe written", 20*time.Second, func() bool {
+		return s.Settled("acme") && !s.optedOut("acme", c, sales)
 	})
 	if got, _ := log.of(c); fmt.Sprint(got) != "[true false]" {
 		t.Errorf("Salesforce took %s=%v in this order; want [true false]: the opt-out, then the resubscribe, never the older value last", sales, got)
@@ -217,13 +217,13 @@ func TestAWriteHeldPastItsClaimEndsBeforeASkewedReplicaWrites(t *testing.T) {
 	claimed := time.Now()
 
 	skew := 500 * time.Millisecond
-	s.startIn(s.ctx, cfg, gatedClients{inner: s.clients, log: log}, func(svc *push.Service) {
+	s.startIn(s.Ctx, cfg, gatedClients{inner: s.Clients, log: log}, func(svc *push.Service) {
 		svc.Now = func() time.Time { return time.Now().Add(skew) }
 	})
 	s.publish("acme", "p", sfID(c), at(t0.Add(time.Minute)), resub())
 
-	s.eventually("the resubscribe written by B", 20*time.Second, func() bool {
-		return s.settled("acme") && !s.optedOut("acme", c, sales)
+	s.Eventually("the resubscribe written by B", 20*time.Second, func() bool {
+		return s.Settled("acme") && !s.optedOut("acme", c, sales)
 	})
 	values, times := log.of(c)
 	if fmt.Sprint(values) != "[false]" {

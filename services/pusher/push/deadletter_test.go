@@ -2,7 +2,6 @@ package push_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // undecodable is a body no event decodes from.
@@ -28,11 +26,11 @@ var undecodable = []byte("\x0a\xff\xff\xff\xff\x0fgarbage")
 // optout-sync would send it, with its own headers.
 func (s *stack) publishRaw(tenantID string, body []byte, header map[string]string) *jetstream.PubAck {
 	s.t.Helper()
-	m := natsMsg(s.topo.EventsSubject(tenantID), body, "application/protobuf")
+	m := natsMsg(s.Topo.EventsSubject(tenantID), body, "application/protobuf")
 	for k, v := range header {
 		m.Header.Set(k, v)
 	}
-	ack, err := s.prov.JS.PublishMsg(s.ctx, m)
+	ack, err := s.Prov.JS.PublishMsg(s.Ctx, m)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -43,11 +41,11 @@ func (s *stack) publishRaw(tenantID string, body []byte, header map[string]strin
 // test's namespace has only the test's events.
 func (s *stack) consumerInfo() *jetstream.ConsumerInfo {
 	s.t.Helper()
-	c, err := s.prov.JS.Consumer(s.ctx, s.topo.EventsStream(), s.topo.PusherConsumer())
+	c, err := s.Prov.JS.Consumer(s.Ctx, s.Topo.EventsStream(), s.Topo.PusherConsumer())
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	info, err := c.Info(s.ctx)
+	info, err := c.Info(s.Ctx)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -75,25 +73,10 @@ func (b *syncBuffer) String() string {
 // startLogged runs a pusher replica like start, keeping what it logs.
 func (s *stack) startLogged(cfg push.Config) *syncBuffer {
 	s.t.Helper()
-	cache, err := tenant.Watch(s.ctx, s.prov.Tenants)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(s.ctx)
-	svc := &push.Service{
-		Cfg: cfg, JS: s.prov.JS, Topology: s.topo, Ledger: s.ledger, Settings: cache, Clients: s.clients,
-		Health: tenant.HealthStore{KV: s.prov.Health}, Metrics: s.metrics,
-		Log: zerolog.New(io.MultiWriter(zerolog.NewTestWriter(s.t), logs)).Level(zerolog.WarnLevel),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := svc.Run(ctx); err != nil {
-			s.t.Errorf("pusher: %v", err)
-		}
-	}()
-	s.t.Cleanup(func() { cancel(); <-done })
+	s.startIn(s.Ctx, cfg, s.Clients, func(svc *push.Service) {
+		svc.Log = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(s.t), logs)).Level(zerolog.WarnLevel)
+	})
 	return logs
 }
 
@@ -110,14 +93,14 @@ func TestInvalidEventSentWithNatsHeadersIsDeadLetteredOnce(t *testing.T) {
 	before := counter(t, "optout_dead_lettered", tenantID) // the meter outlives a test (-count)
 	s.start(fastConfig())
 	ack := s.publishRaw(tenantID, undecodable, map[string]string{
-		"Nats-Expected-Stream": s.topo.EventsStream(),
+		"Nats-Expected-Stream": s.Topo.EventsStream(),
 		"Nats-Msg-Id":          "evt-undecodable",
 		"traceparent":          publisherTrace,
 		"X-Publisher":          "sales-connect",
 	})
 
-	s.eventually("dead-lettered and settled", 15*time.Second, func() bool {
-		return s.drained(tenantID) && len(s.dlq(tenantID)) > 0
+	s.Eventually("dead-lettered and settled", 15*time.Second, func() bool {
+		return s.Drained(tenantID) && len(s.dlq(tenantID)) > 0
 	})
 	d := s.dlq(tenantID)
 	if len(d) != 1 {
@@ -155,17 +138,17 @@ func TestUnwritableDeadLetterIsReportedAndNotRedelivered(t *testing.T) {
 	t.Parallel()
 	const tenantID = "dlqlost"
 	s := newStack(t)
-	if err := s.prov.JS.DeleteStream(s.ctx, s.topo.DLQStream()); err != nil {
+	if err := s.Prov.JS.DeleteStream(s.Ctx, s.Topo.DLQStream()); err != nil {
 		t.Fatal(err)
 	}
 	// Far longer than the attempts take: only the pusher's own settling,
 	// never an expired ack, can deliver the event again.
-	s.topo.PusherAckWait = time.Minute
+	s.Topo.PusherAckWait = time.Minute
 	before := counter(t, "optout_dead_letter_unwritable", tenantID)
 	logs := s.startLogged(fastConfig())
 	ack := s.publishRaw(tenantID, undecodable, nil)
 
-	s.eventually("the event settled", 30*time.Second, func() bool { return s.drained(tenantID) })
+	s.Eventually("the event settled", 30*time.Second, func() bool { return s.Drained(tenantID) })
 	if info := s.consumerInfo(); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
 		t.Errorf("consumer delivered %d times (%d redelivered); want the event delivered once and settled", info.Delivered.Consumer, info.NumRedelivered)
 	}
@@ -176,11 +159,11 @@ func TestUnwritableDeadLetterIsReportedAndNotRedelivered(t *testing.T) {
 		t.Errorf("log does not report the lost copy with its sequence %d:\n%s", ack.Sequence, l)
 	}
 	// Nothing lost: the events stream still holds the event.
-	st, err := s.prov.JS.Stream(s.ctx, s.topo.EventsStream())
+	st, err := s.Prov.JS.Stream(s.Ctx, s.Topo.EventsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := st.GetMsg(s.ctx, ack.Sequence)
+	m, err := st.GetMsg(s.Ctx, ack.Sequence)
 	if err != nil || !bytes.Equal(m.Data, undecodable) {
 		t.Fatalf("events stream at sequence %d: %v, %q; want the original kept", ack.Sequence, err, m.Data)
 	}
@@ -192,21 +175,21 @@ func TestUnwritableDeadLetterIsReportedAndNotRedelivered(t *testing.T) {
 func TestUnwritableDeadLetterOfAFailedPersonIsReported(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	if err := s.prov.JS.DeleteStream(s.ctx, s.topo.DLQStream()); err != nil {
+	if err := s.Prov.JS.DeleteStream(s.Ctx, s.Topo.DLQStream()); err != nil {
 		t.Fatal(err)
 	}
 	before := counter(t, "optout_dead_letter_unwritable", "globex")
 	s.start(fastConfig())
 	deleted := s.seed("globex", "Contact")
-	if err := s.org("globex").Delete(deleted); err != nil {
+	if err := s.Org("globex").Delete(deleted); err != nil {
 		t.Fatal(err)
 	}
 	s.publish("globex", "gone-nodlq", sfID(deleted))
 
-	s.eventually("the lost copy reported", 30*time.Second, func() bool {
+	s.Eventually("the lost copy reported", 30*time.Second, func() bool {
 		return counter(t, "optout_dead_letter_unwritable", "globex") > before
 	})
-	s.eventually("settled", 10*time.Second, func() bool { return s.settled("globex") })
+	s.Eventually("settled", 10*time.Second, func() bool { return s.Settled("globex") })
 	if e := s.entry("globex", "gone-nodlq"); e.State != optout.StateFailed {
 		t.Errorf("entry state = %s; want FAILED, the ledger's record of the give-up", e.State)
 	}

@@ -25,35 +25,35 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 		mode   tenant.Mode // the tenant's state while a tenant-level fault lasts
 	}{
 		{"503 burst", func(s *stack, _ []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 4})
+			s.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 4})
 		}, nil, ""},
 		// The sales field is written by one composite: an edge page answers
 		// it as a whole (faults on the collections route hit its write
 		// subrequest inside it).
 		{"503 html", func(s *stack, _ []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, Status: 503, HTML: true, Times: 2})
+			s.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, Status: 503, HTML: true, Times: 2})
 		}, nil, ""},
-		{"401 mid-run", func(s *stack, _ []string) { s.org("acme").ExpireTokens() }, nil, ""},
+		{"401 mid-run", func(s *stack, _ []string) { s.Org("acme").ExpireTokens() }, nil, ""},
 		{"record lock", func(s *stack, ids []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, RecordID: ids[1], ErrorCode: "UNABLE_TO_LOCK_ROW", Times: 2})
+			s.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, RecordID: ids[1], ErrorCode: "UNABLE_TO_LOCK_ROW", Times: 2})
 		}, nil, ""},
 		{"dropped after write", func(s *stack, _ []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true, Times: 1})
+			s.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true, Times: 1})
 		}, nil, ""},
 		{"composite dropped after write", func(s *stack, _ []string) {
-			s.org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, DropAfterWrite: true, Times: 1})
+			s.Org("acme").InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, DropAfterWrite: true, Times: 1})
 		}, nil, ""},
 		{"quota exhausted then restored", func(s *stack, _ []string) {
-			s.org("acme").SetAPIUsage(100000)
-		}, func(s *stack) { s.org("acme").SetAPIUsage(0) }, tenant.ModePaused},
+			s.Org("acme").SetAPIUsage(100000)
+		}, func(s *stack) { s.Org("acme").SetAPIUsage(0) }, tenant.ModePaused},
 		{"field removed then restored", func(s *stack, _ []string) {
-			s.org("acme").SetCustomField(false, false)
-		}, func(s *stack) { s.org("acme").SetCustomField(true, true) }, tenant.ModeUnhealthy},
+			s.Org("acme").SetCustomField(false, false)
+		}, func(s *stack) { s.Org("acme").SetCustomField(true, true) }, tenant.ModeUnhealthy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t)
-			s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+			s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 			ids := make([]string, 5)
 			for i := range ids {
 				ids[i] = s.seed("acme", "Contact")
@@ -67,8 +67,8 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 				}
 			}
 			if tc.heal != nil {
-				s.eventually("tenant "+string(tc.mode), 10*time.Second, func() bool {
-					h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+				s.Eventually("tenant "+string(tc.mode), 10*time.Second, func() bool {
+					h, err := s.Health.Get(s.Ctx, "acme")
 					return err == nil && h.Mode == tc.mode
 				})
 				for _, id := range ids {
@@ -81,7 +81,7 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 				}
 				tc.heal(s)
 			}
-			s.eventually("every opt-out applied", 20*time.Second, func() bool {
+			s.Eventually("every opt-out applied", 20*time.Second, func() bool {
 				for _, id := range ids {
 					if !s.optedOut("acme", id, sales) {
 						return false
@@ -89,7 +89,7 @@ func TestFaultsEndWithEveryOptOutAppliedExactly(t *testing.T) {
 				}
 				return true
 			})
-			s.eventually("every message acked and every person settled", 20*time.Second, func() bool { return s.settled("acme") })
+			s.Eventually("every message acked and every person settled", 20*time.Second, func() bool { return s.Settled("acme") })
 			if d := s.dlq("acme"); len(d) != 0 {
 				t.Fatalf("DLQ holds %d messages; transient and tenant faults must not dead-letter", len(d))
 			}
@@ -144,18 +144,18 @@ func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 	}
 	stuck := make(chan struct{})
 	defer close(stuck)
-	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
-	s.eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.writeCalls("acme") >= 1 })
+	s.startWith(fastConfig(), blockingClients{inner: s.Clients, stop: stuck})
+	s.Eventually("the dying worker wrote its batch", 10*time.Second, func() bool { return s.writeCalls("acme") >= 1 })
 	scs := make([]string, len(ids))
 	for i, id := range ids {
 		scs[i] = "sc-" + id
 	}
-	s.eventually("events folded into the ledger", 10*time.Second, func() bool { return s.folded("acme", scs...) })
+	s.Eventually("events folded into the ledger", 10*time.Second, func() bool { return s.folded("acme", scs...) })
 	// The hanging batch holds its persons' events unacked, and marks them
 	// dirty once it outlasts the hold: every replica's sweep finds them.
-	s.eventually("the hanging batch's persons marked dirty", 10*time.Second, func() bool {
+	s.Eventually("the hanging batch's persons marked dirty", 10*time.Second, func() bool {
 		n := 0
-		if err := s.ledger.Dirty(s.ctx, "acme", func(ledger.DirtyItem) { n++ }); err != nil {
+		if err := s.Ledger.Dirty(s.Ctx, "acme", func(ledger.DirtyItem) { n++ }); err != nil {
 			t.Fatal(err)
 		}
 		return n > 0
@@ -163,7 +163,7 @@ func TestWorkerKilledMidBatchLosesNothingAndDoesNothingTwice(t *testing.T) {
 
 	// A healthy replica finds the dirty persons in the ledger's dirty set.
 	s.start(fastConfig())
-	s.eventually("all pushed by the new replica", 20*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("all pushed by the new replica", 20*time.Second, func() bool { return s.Settled("acme") })
 	for _, id := range ids {
 		if !s.optedOut("acme", id, tenant.StandardField) {
 			t.Errorf("%s not opted out", id)
@@ -192,14 +192,14 @@ func TestReplicaKilledAfterItsWriteLandedLetsAResubscribeClearIt(t *testing.T) {
 	s.publish("acme", "p", sfID(c), at(t0))
 	stuck := make(chan struct{})
 	defer close(stuck)
-	s.startWith(fastConfig(), blockingClients{inner: s.clients, stop: stuck})
-	s.eventually("the dying replica's write landed", 10*time.Second, func() bool { return s.optedOut("acme", c, sales) })
-	s.eventually("the opt-out folded", 10*time.Second, func() bool { return s.folded("acme", "p") })
+	s.startWith(fastConfig(), blockingClients{inner: s.Clients, stop: stuck})
+	s.Eventually("the dying replica's write landed", 10*time.Second, func() bool { return s.optedOut("acme", c, sales) })
+	s.Eventually("the opt-out folded", 10*time.Second, func() bool { return s.folded("acme", "p") })
 
 	s.start(fastConfig())
 	s.publish("acme", "p", sfID(c), at(t0.Add(time.Minute)), resub())
-	s.eventually("the newer resubscribe cleared our mark", 20*time.Second, func() bool {
-		return s.settled("acme") && !s.optedOut("acme", c, sales)
+	s.Eventually("the newer resubscribe cleared our mark", 20*time.Second, func() bool {
+		return s.Settled("acme") && !s.optedOut("acme", c, sales)
 	})
 	if e := s.entry("acme", "p"); e.OptedOut || e.Confirmed == nil || *e.Confirmed {
 		t.Errorf("ledger: opted out %t, confirmed %v; want the resubscribe confirmed (%s)", e.OptedOut, e.Confirmed, e.Reason)
@@ -212,7 +212,7 @@ func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Workers = 2
 	s.start(cfg)
-	s.org("acme").InjectFault(sandbox.Fault{Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
+	s.Org("acme").InjectFault(sandbox.Fault{Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
 	var acme, globex []string
 	for i := 0; i < 30; i++ {
 		a, g := s.seed("acme", "Contact"), s.seed("globex", "Contact")
@@ -220,7 +220,7 @@ func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 		s.publish("acme", "a-"+a, sfID(a))
 		s.publish("globex", "g-"+g, sfID(g))
 	}
-	s.eventually("globex applied while acme is down", 5*time.Second, func() bool {
+	s.Eventually("globex applied while acme is down", 5*time.Second, func() bool {
 		for _, id := range globex {
 			if !s.optedOut("globex", id, std) {
 				return false
@@ -228,12 +228,12 @@ func TestOneTenantsOutageDoesNotDelayAnother(t *testing.T) {
 		}
 		return true
 	})
-	s.eventually("acme's breaker opened", 5*time.Second, func() bool {
-		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "acme")
+	s.Eventually("acme's breaker opened", 5*time.Second, func() bool {
+		h, err := s.Health.Get(s.Ctx, "acme")
 		return err == nil && h.Mode == tenant.ModeBackoff
 	})
-	s.org("acme").ClearFaults()
-	s.eventually("acme applied after recovery", 20*time.Second, func() bool {
+	s.Org("acme").ClearFaults()
+	s.Eventually("acme applied after recovery", 20*time.Second, func() bool {
 		for _, id := range acme {
 			if !s.optedOut("acme", id, std) {
 				return false
@@ -294,7 +294,7 @@ func TestAHangingTenantCannotTakeEveryWorker(t *testing.T) {
 	s := newStack(t)
 	cfg := fastConfig()
 	cfg.Workers, cfg.TenantConcurrency, cfg.BatchSize = 3, 2, 5
-	hang := &hangingClients{inner: s.clients, tenant: "acme", release: make(chan struct{})}
+	hang := &hangingClients{inner: s.Clients, tenant: "acme", release: make(chan struct{})}
 	released := false
 	release := func() {
 		if !released {
@@ -310,21 +310,21 @@ func TestAHangingTenantCannotTakeEveryWorker(t *testing.T) {
 		acme = append(acme, id)
 		s.publish("acme", "a-"+id, sfID(id))
 	}
-	s.eventually("acme's calls hang", 10*time.Second, func() bool { return hang.held.Load() == int32(cfg.TenantConcurrency) })
+	s.Eventually("acme's calls hang", 10*time.Second, func() bool { return hang.held.Load() == int32(cfg.TenantConcurrency) })
 	g := s.seed("globex", "Contact")
 	s.publish("globex", "g", sfID(g))
-	s.eventually("globex written while acme hangs", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
+	s.Eventually("globex written while acme hangs", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
 	if m := hang.maxHeld.Load(); m > int32(cfg.TenantConcurrency) {
 		t.Errorf("acme held %d calls at once; want at most its concurrency of %d", m, cfg.TenantConcurrency)
 	}
 	release()
-	s.eventually("acme written once its Salesforce answers", 20*time.Second, func() bool {
+	s.Eventually("acme written once its Salesforce answers", 20*time.Second, func() bool {
 		for _, id := range acme {
 			if !s.optedOut("acme", id, std) {
 				return false
 			}
 		}
-		return s.settled("acme")
+		return s.Settled("acme")
 	})
 }
 
@@ -351,7 +351,7 @@ func (h hangingTenant) Get(ctx context.Context, t string) (sfcreds.Client, error
 func TestAHangingTenantHoldsNoMoreThanItsShareOfTheWindow(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.topo.PusherMaxAckPending = 8 // a tenant holds at most 2
+	s.Topo.PusherMaxAckPending = 8 // a tenant holds at most 2
 	ids := make([]string, 12)
 	scs := make([]string, len(ids))
 	for i := range ids {
@@ -361,18 +361,18 @@ func TestAHangingTenantHoldsNoMoreThanItsShareOfTheWindow(t *testing.T) {
 	}
 	stuck := make(chan struct{})
 	release := sync.OnceFunc(func() { close(stuck) })
-	stopHanging := s.startWith(fastConfig(), hangingTenant{inner: s.clients, tenant: "acme", stop: stuck})
+	stopHanging := s.startWith(fastConfig(), hangingTenant{inner: s.Clients, tenant: "acme", stop: stuck})
 	// Cleanups run last-registered first: a failed test releases the
 	// hanging calls before waiting for the replica to stop.
 	t.Cleanup(release)
-	s.eventually("acme's events folded", 10*time.Second, func() bool { return s.folded("acme", scs...) })
+	s.Eventually("acme's events folded", 10*time.Second, func() bool { return s.folded("acme", scs...) })
 
 	g := s.seed("globex", "Contact")
 	s.publish("globex", "g", sfID(g))
-	s.eventually("globex's opt-out in Salesforce while acme's calls hang", 10*time.Second, func() bool {
+	s.Eventually("globex's opt-out in Salesforce while acme's calls hang", 10*time.Second, func() bool {
 		return s.optedOut("globex", g, tenant.StandardField)
 	})
-	if inFlight, _ := s.pendingAcks("acme"); inFlight > 2 {
+	if inFlight, _ := s.PendingAcks("acme"); inFlight > 2 {
 		t.Errorf("acme holds %d events unacked; want at most 2 (a quarter of MaxAckPending 8)", inFlight)
 	}
 
@@ -380,7 +380,7 @@ func TestAHangingTenantHoldsNoMoreThanItsShareOfTheWindow(t *testing.T) {
 	release()
 	stopHanging()
 	s.start(fastConfig())
-	s.eventually("acme settled by a healthy replica", 20*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("acme settled by a healthy replica", 20*time.Second, func() bool { return s.Settled("acme") })
 	for _, id := range ids {
 		if e := s.entry("acme", "sc-"+id); !s.optedOut("acme", id, tenant.StandardField) || e.Confirmed == nil || !*e.Confirmed {
 			t.Errorf("%s: opted out in Salesforce %v, confirmed in the ledger %v; want both", id, s.optedOut("acme", id, tenant.StandardField), e.Confirmed)

@@ -27,7 +27,7 @@ import (
 func TestRetryHorizonDeadLettersWithAnAlertingMetric(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.org("globex").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
+	s.Org("globex").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy"})
 	cfg := fastConfig()
 	cfg.RetryHorizon = 400 * time.Millisecond
 	// The test meter lives as long as the process: count from here, so
@@ -36,7 +36,7 @@ func TestRetryHorizonDeadLettersWithAnAlertingMetric(t *testing.T) {
 	s.start(cfg)
 	c := s.seed("globex", "Contact")
 	s.publish("globex", "sc-h", sfID(c))
-	s.eventually("dead-lettered after the horizon", 15*time.Second, func() bool { return len(s.dlq("globex")) == 1 })
+	s.Eventually("dead-lettered after the horizon", 15*time.Second, func() bool { return len(s.dlq("globex")) == 1 })
 	d := s.dlq("globex")[0]
 	if d.Header.Get(event.HeaderErrorCode) != "retry_horizon_exceeded" || !strings.Contains(d.Header.Get(event.HeaderError), "SERVER_UNAVAILABLE") {
 		t.Errorf("DLQ headers = %v", d.Header)
@@ -47,7 +47,7 @@ func TestRetryHorizonDeadLettersWithAnAlertingMetric(t *testing.T) {
 	if got := counter(t, "optout_retry_horizon_exceeded", "globex") - before; got != 1 {
 		t.Errorf("optout_retry_horizon_exceeded{tenant=globex} rose by %d; want 1", got)
 	}
-	s.eventually("acked", 10*time.Second, func() bool { return s.settled("globex") })
+	s.Eventually("acked", 10*time.Second, func() bool { return s.Settled("globex") })
 }
 
 // counter reads a counter's value for one tenant from the test meter.
@@ -80,21 +80,21 @@ func counter(t *testing.T, name, tenantID string) int64 {
 func TestRejectedCredentialsWaitUntilFixed(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.env.set("SF_GLOBEX_CLIENT_SECRET", "wrong")
+	s.Env.Set("SF_GLOBEX_CLIENT_SECRET", "wrong")
 	s.start(fastConfig())
 	c := s.seed("globex", "Contact")
 	s.publish("globex", "sc-c", sfID(c))
-	s.eventually("tenant unhealthy with the reason", 10*time.Second, func() bool {
-		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "globex")
+	s.Eventually("tenant unhealthy with the reason", 10*time.Second, func() bool {
+		h, err := s.Health.Get(s.Ctx, "globex")
 		return err == nil && h.Mode == tenant.ModeUnhealthy && strings.Contains(h.Reason, "invalid_client")
 	})
 	if s.optedOut("globex", c, std) || len(s.dlq("globex")) != 0 {
 		t.Fatal("written or dead-lettered while the credentials were rejected")
 	}
-	s.env.set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
-	s.eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
-	s.eventually("healthy again", 5*time.Second, func() bool {
-		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "globex")
+	s.Env.Set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
+	s.Eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
+	s.Eventually("healthy again", 5*time.Second, func() bool {
+		h, err := s.Health.Get(s.Ctx, "globex")
 		return err == nil && h.Mode == tenant.ModeHealthy
 	})
 }
@@ -106,8 +106,8 @@ func TestRejectedCredentialsWaitUntilFixed(t *testing.T) {
 func TestRejectedCredentialsDoNotFlap(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.env.set("SF_GLOBEX_CLIENT_SECRET", "wrong")
-	watch, err := s.prov.Health.Watch(s.ctx, "globex")
+	s.Env.Set("SF_GLOBEX_CLIENT_SECRET", "wrong")
+	watch, err := s.Prov.Health.Watch(s.Ctx, "globex")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,15 +147,15 @@ func TestRejectedCredentialsDoNotFlap(t *testing.T) {
 	if s.optedOut("globex", c, std) {
 		t.Fatal("written with a rejected secret")
 	}
-	if n := s.logs.count("tenant sync state changed", "globex"); n != 1 {
+	if n := s.Logs.Count("tenant sync state changed", "globex"); n != 1 {
 		t.Errorf("state change logged %d times; want once", n)
 	}
-	reminders := s.logs.count("tenant still not syncing", "globex")
+	reminders := s.Logs.Count("tenant still not syncing", "globex")
 	if most := int(elapsed/cfg.UnhealthyReminder) + 1; reminders < 1 || reminders > most {
 		t.Errorf("%d reminders in %s; want between 1 and %d (one every %s at most)", reminders, elapsed, most, cfg.UnhealthyReminder)
 	}
-	s.env.set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
-	s.eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
+	s.Env.Set("SF_GLOBEX_CLIENT_SECRET", "globex-secret")
+	s.Eventually("applied once the Secret is fixed", 15*time.Second, func() bool { return s.optedOut("globex", c, std) })
 }
 
 func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {
@@ -164,7 +164,7 @@ func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {
 	s.start(fastConfig())
 	c := s.seed("acme", "Contact")
 	id := s.publish("acme", "sc-r", sfID(c))
-	s.eventually("applied", 10*time.Second, func() bool { return s.settled("acme") && s.optedOut("acme", c, std) })
+	s.Eventually("applied", 10*time.Second, func() bool { return s.Settled("acme") && s.optedOut("acme", c, std) })
 	calls := s.writeCalls("acme")
 
 	// The same event again under another Nats-Msg-Id, as a replay after the
@@ -175,13 +175,13 @@ func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nats.NewMsg(s.topo.EventsSubject("acme"))
+	m := nats.NewMsg(s.Topo.EventsSubject("acme"))
 	m.Data = data
 	m.Header.Set("Nats-Msg-Id", id+"-replayed")
-	if _, err := s.prov.JS.PublishMsg(s.ctx, m); err != nil {
+	if _, err := s.Prov.JS.PublishMsg(s.Ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("replay acked", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("replay acked", 10*time.Second, func() bool { return s.Settled("acme") })
 	if got := s.writeCalls("acme"); got != calls {
 		t.Errorf("the replay made %d more Salesforce calls", got-calls)
 	}
@@ -193,21 +193,21 @@ func TestReplayBeyondTheDuplicateWindowWritesNothing(t *testing.T) {
 func TestShutdownSettlesTheBatchInFlight(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.org("acme").SetLatency(700 * time.Millisecond)
+	s.Org("acme").SetLatency(700 * time.Millisecond)
 	var inFlight atomic.Int32
-	stop := s.startWith(fastConfig(), countingClients{inner: s.clients, n: &inFlight})
+	stop := s.startWith(fastConfig(), countingClients{inner: s.Clients, n: &inFlight})
 	ids := []string{s.seed("acme", "Contact"), s.seed("acme", "Contact")}
 	for _, id := range ids {
 		s.publish("acme", "sc-"+id, sfID(id))
 	}
-	s.eventually("folded and batch in flight", 10*time.Second, func() bool {
+	s.Eventually("folded and batch in flight", 10*time.Second, func() bool {
 		return s.folded("acme", "sc-"+ids[0], "sc-"+ids[1]) && inFlight.Load() > 0
 	})
 	stop() // as SIGTERM does: stop pulling, finish the batch, return
 	// The batch held its events unacked while in flight: its confirmations
 	// acked them before the replica returned (acks are not waited for, so
 	// the server is given a moment to count them).
-	s.eventually("every event settled after shutdown", 5*time.Second, func() bool { return s.drained("acme") })
+	s.Eventually("every event settled after shutdown", 5*time.Second, func() bool { return s.Drained("acme") })
 	for _, id := range ids {
 		if !s.optedOut("acme", id, std) {
 			t.Errorf("%s not written", id)

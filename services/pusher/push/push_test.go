@@ -25,15 +25,15 @@ func TestUnsubscribeReachesSalesforceAndIsAcked(t *testing.T) {
 	s.publish("acme", "sc-1", sfID(contact))
 	s.publish("acme", "sc-2", sfID(lead[:15])) // 15-character ids are normalised
 
-	s.eventually("both opted out in Salesforce", 10*time.Second, func() bool {
+	s.Eventually("both opted out in Salesforce", 10*time.Second, func() bool {
 		return s.optedOut("acme", contact, std) && s.optedOut("acme", lead, std)
 	})
-	s.eventually("messages acked", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("messages acked", 10*time.Second, func() bool { return s.Settled("acme") })
 	e := s.entry("acme", "sc-2")
 	if e.State != optout.StateSynced || e.SalesforceID != lead || e.Confirmed == nil || !*e.Confirmed || !e.SetByUs {
 		t.Fatalf("ledger entry = %+v", e)
 	}
-	for _, c := range s.org("acme").Calls() {
+	for _, c := range s.Org("acme").Calls() {
 		if c.Route == sandbox.RouteCollectionsUpdate && (c.AutoAssign != "FALSE" || c.Client != "optout-sync") {
 			t.Errorf("collections call sent Sforce-Auto-Assign=%q client=%q; want FALSE and optout-sync", c.AutoAssign, c.Client)
 		}
@@ -43,22 +43,22 @@ func TestUnsubscribeReachesSalesforceAndIsAcked(t *testing.T) {
 func TestFieldChoicePerTenant(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 	s.start(fastConfig())
 	c1 := s.seed("acme", "Contact")
 	s.publish("acme", "sc-1", sfID(c1))
-	s.eventually("sales field set", 10*time.Second, func() bool { return s.optedOut("acme", c1, sales) })
+	s.Eventually("sales field set", 10*time.Second, func() bool { return s.optedOut("acme", c1, sales) })
 	if s.optedOut("acme", c1, std) {
 		t.Error("HasOptedOutOfEmail was set although the tenant chose the sales field")
 	}
 
 	// Sync disabled: the unsubscribe still goes, to HasOptedOutOfEmail. The
 	// change applies without a restart.
-	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = false; st.Field = tenant.SalesOptOut })
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = false; st.Field = tenant.SalesOptOut })
 	time.Sleep(100 * time.Millisecond)
 	c2 := s.seed("acme", "Contact")
 	s.publish("acme", "sc-2", sfID(c2))
-	s.eventually("standard field set", 10*time.Second, func() bool { return s.optedOut("acme", c2, std) })
+	s.Eventually("standard field set", 10*time.Second, func() bool { return s.optedOut("acme", c2, std) })
 	if s.optedOut("acme", c2, sales) {
 		t.Error("sales field written while sync is disabled")
 	}
@@ -80,9 +80,9 @@ func TestBurstIsMicroBatched(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Linger = time.Second
 	s.start(cfg)
-	s.eventually("all 450 folded into the ledger", 20*time.Second, func() bool { return s.drained("acme") })
+	s.Eventually("all 450 folded into the ledger", 20*time.Second, func() bool { return s.Drained("acme") })
 	restore()
-	s.eventually("all 450 opted out", 20*time.Second, func() bool {
+	s.Eventually("all 450 opted out", 20*time.Second, func() bool {
 		for _, id := range ids {
 			if !s.optedOut("acme", id, std) {
 				return false
@@ -100,7 +100,7 @@ func TestParkedWithoutIDThenPushedWhenLinked(t *testing.T) {
 	s := newStack(t)
 	s.start(fastConfig())
 	s.publish("acme", "sc-9")
-	s.eventually("parked and acked", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("parked and acked", 10*time.Second, func() bool { return s.Settled("acme") })
 	if e := s.entry("acme", "sc-9"); e.State != optout.StateParked || !e.OptedOut {
 		t.Fatalf("entry = %+v; want PARKED_NO_ID opted out", e)
 	}
@@ -111,37 +111,37 @@ func TestParkedWithoutIDThenPushedWhenLinked(t *testing.T) {
 	// than the opt-out: the opt-out is what gets pushed.
 	c := s.seed("acme", "Contact")
 	s.publish("acme", "sc-9", sfID(c), resub(), at(time.Now().Add(-time.Hour)))
-	s.eventually("pushed once linked", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
+	s.Eventually("pushed once linked", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
 }
 
 func TestResubscribeRules(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.setSettings("globex", func(st *tenant.Settings) {}) // email field
-	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.PutSettings("globex", func(st *tenant.Settings) {}) // email field
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 	s.start(fastConfig())
 	t0 := time.Now().Add(-time.Hour)
 
 	// Sales field: our own mark is cleared by a newer resubscribe.
 	a := s.seed("acme", "Contact")
 	s.publish("acme", "p1", sfID(a), at(t0))
-	s.eventually("sales opt-out pushed", 10*time.Second, func() bool { return s.optedOut("acme", a, sales) })
-	s.eventually("p1 settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("sales opt-out pushed", 10*time.Second, func() bool { return s.optedOut("acme", a, sales) })
+	s.Eventually("p1 settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	if e := s.entry("acme", "p1"); !e.SetByUs || e.Confirmed == nil || !*e.Confirmed {
 		t.Fatalf("entry = %+v; want our confirmed mark", e)
 	}
-	if n := s.org("acme").APICalls(); n != 1 {
+	if n := s.Org("acme").APICalls(); n != 1 {
 		t.Errorf("the sales-field opt-out cost %d API calls; want 1 (the read and the write in one composite)", n)
 	}
 	s.publish("acme", "p1", sfID(a), resub(), at(t0.Add(time.Minute)))
-	s.eventually("sales field cleared", 10*time.Second, func() bool { return !s.optedOut("acme", a, sales) })
+	s.Eventually("sales field cleared", 10*time.Second, func() bool { return !s.optedOut("acme", a, sales) })
 
 	// Email field: a resubscribe never clears the shared field.
 	g := s.seed("globex", "Contact")
 	s.publish("globex", "p2", sfID(g), at(t0))
-	s.eventually("email opt-out pushed", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
+	s.Eventually("email opt-out pushed", 10*time.Second, func() bool { return s.optedOut("globex", g, std) })
 	s.publish("globex", "p2", sfID(g), resub(), at(t0.Add(time.Minute)))
-	s.eventually("resubscribe recorded", 10*time.Second, func() bool { return !s.entry("globex", "p2").OptedOut })
+	s.Eventually("resubscribe recorded", 10*time.Second, func() bool { return !s.entry("globex", "p2").OptedOut })
 	if !s.optedOut("globex", g, std) {
 		t.Error("HasOptedOutOfEmail was cleared by a resubscribe")
 	}
@@ -154,7 +154,7 @@ func TestResubscribeRules(t *testing.T) {
 	s.publish("acme", "p3", sfID(b), resub(), at(t0))
 	s.publish("acme", "p3", sfID(b), at(t0.Add(time.Minute)))
 	s.publish("acme", "p3", sfID(b), resub(), at(t0.Add(30*time.Second)))
-	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	if !s.optedOut("acme", b, sales) || !s.entry("acme", "p3").OptedOut {
 		t.Errorf("an older resubscribe reverted an opt-out: entry %+v", s.entry("acme", "p3"))
 	}
@@ -164,14 +164,14 @@ func TestResubscribeRules(t *testing.T) {
 	// moves LastModifiedDate), so it is recorded as someone else's; a later
 	// resubscribe leaves it and calls nothing.
 	c := s.seed("acme", "Contact")
-	if err := s.org("acme").Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
+	if err := s.Org("acme").Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("settled before p4", 10*time.Second, func() bool { return s.settled("acme") })
-	org := s.org("acme")
+	s.Eventually("settled before p4", 10*time.Second, func() bool { return s.Settled("acme") })
+	org := s.Org("acme")
 	apiCalls, logged := org.APICalls(), len(org.Calls())
 	s.publish("acme", "p4", sfID(c), at(t0))
-	s.eventually("p4 settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("p4 settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	if e := s.entry("acme", "p4"); e.SetByUs || e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed {
 		t.Fatalf("entry = %+v; want synced, Salesforce's true confirmed, not set by us", e)
 	}
@@ -184,7 +184,7 @@ func TestResubscribeRules(t *testing.T) {
 	}
 	apiCalls = org.APICalls()
 	s.publish("acme", "p4", sfID(c), resub(), at(t0.Add(time.Minute)))
-	s.eventually("p4 resubscribed", 10*time.Second, func() bool { return s.settled("acme") && !s.entry("acme", "p4").OptedOut })
+	s.Eventually("p4 resubscribed", 10*time.Second, func() bool { return s.Settled("acme") && !s.entry("acme", "p4").OptedOut })
 	if !s.optedOut("acme", c, sales) {
 		t.Error("a resubscribe cleared a sales opt-out that someone else set")
 	}
@@ -197,14 +197,14 @@ func TestInvalidEventsGoToTheDLQAndDoNotBlock(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	s.start(fastConfig())
-	bad := natsMsg(s.topo.EventsSubject("acme"), []byte(`{"eventId":"e1","tenantId":"acme"}`), "application/json")
-	if _, err := s.prov.JS.PublishMsg(s.ctx, bad); err != nil {
+	bad := natsMsg(s.Topo.EventsSubject("acme"), []byte(`{"eventId":"e1","tenantId":"acme"}`), "application/json")
+	if _, err := s.Prov.JS.PublishMsg(s.Ctx, bad); err != nil {
 		t.Fatal(err)
 	}
 	c := s.seed("acme", "Contact")
 	s.publish("acme", "sc-1", sfID(c))
-	s.eventually("good event applied", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
-	s.eventually("bad event in DLQ", 10*time.Second, func() bool { return len(s.dlq("acme")) == 1 })
+	s.Eventually("good event applied", 10*time.Second, func() bool { return s.optedOut("acme", c, std) })
+	s.Eventually("bad event in DLQ", 10*time.Second, func() bool { return len(s.dlq("acme")) == 1 })
 	d := s.dlq("acme")[0]
 	if got := d.Header.Get(event.HeaderErrorCode); got != string(event.CodeMissingField) {
 		t.Errorf("DLQ code = %q", got)
@@ -212,7 +212,7 @@ func TestInvalidEventsGoToTheDLQAndDoNotBlock(t *testing.T) {
 	if got := d.Header.Get(event.HeaderError); !strings.Contains(got, "person: is missing") {
 		t.Errorf("DLQ reason = %q", got)
 	}
-	s.eventually("acked", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("acked", 10*time.Second, func() bool { return s.Settled("acme") })
 }
 
 func TestPermanentRecordFailuresAreDeadLetteredAndConvertedLeadsFollowed(t *testing.T) {
@@ -220,11 +220,11 @@ func TestPermanentRecordFailuresAreDeadLetteredAndConvertedLeadsFollowed(t *test
 	s := newStack(t)
 	s.start(fastConfig())
 	deleted := s.seed("acme", "Contact")
-	if err := s.org("acme").Delete(deleted); err != nil {
+	if err := s.Org("acme").Delete(deleted); err != nil {
 		t.Fatal(err)
 	}
 	lead := s.seed("acme", "Lead")
-	contact, err := s.org("acme").ConvertLead(lead)
+	contact, err := s.Org("acme").ConvertLead(lead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +233,8 @@ func TestPermanentRecordFailuresAreDeadLetteredAndConvertedLeadsFollowed(t *test
 	s.publish("acme", "conv", sfID(lead))
 	s.publish("acme", "ok", sfID(ok))
 
-	s.eventually("converted lead's contact opted out", 10*time.Second, func() bool { return s.optedOut("acme", contact.ID, std) })
-	s.eventually("drained", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("converted lead's contact opted out", 10*time.Second, func() bool { return s.optedOut("acme", contact.ID, std) })
+	s.Eventually("drained", 10*time.Second, func() bool { return s.Settled("acme") })
 	if !s.optedOut("acme", ok, std) {
 		t.Error("the healthy record was not written")
 	}
@@ -255,8 +255,8 @@ func TestNoCredentialsKeepsMessagesUntilConfigured(t *testing.T) {
 	s := newStack(t)
 	s.start(fastConfig())
 	s.publish("initech", "sc-1", sfID("0035g00000AbCdEAAV"))
-	s.eventually("tenant marked unhealthy", 10*time.Second, func() bool {
-		h, err := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, "initech")
+	s.Eventually("tenant marked unhealthy", 10*time.Second, func() bool {
+		h, err := s.Health.Get(s.Ctx, "initech")
 		return err == nil && h.Mode == tenant.ModeUnhealthy && strings.Contains(h.Reason, "no Salesforce credentials")
 	})
 	if len(s.dlq("initech")) != 0 {
@@ -264,7 +264,7 @@ func TestNoCredentialsKeepsMessagesUntilConfigured(t *testing.T) {
 	}
 	// The event is acked into the ledger, where it waits: the events
 	// stream's retention no longer matters.
-	s.eventually("event folded into the ledger", 10*time.Second, func() bool { return s.drained("initech") })
+	s.Eventually("event folded into the ledger", 10*time.Second, func() bool { return s.Drained("initech") })
 	if e := s.entry("initech", "sc-1"); e.State != optout.StatePending || !e.OptedOut || e.Retry.Attempts != 0 {
 		t.Fatalf("entry %+v; want the opt-out pending with no attempt counted while the tenant is held", e)
 	}
@@ -285,16 +285,16 @@ func TestAFirstLinkHonoursAnOptOutLearntFromSalesforce(t *testing.T) {
 	s := newStack(t)
 	s.start(fastConfig())
 	c := s.seed("acme", "Contact")
-	if err := s.org("acme").Edit(c, func(r *sandbox.Record) { r.HasOptedOutOfEmail = true }); err != nil {
+	if err := s.Org("acme").Edit(c, func(r *sandbox.Record) { r.HasOptedOutOfEmail = true }); err != nil {
 		t.Fatal(err)
 	}
 	t1 := time.Now().Add(-time.Hour).UTC()
-	if _, err := s.ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.ctx, optout.Key("acme", "", c), optout.LearntStep(optout.Observation{EventID: "reconcile-1", SalesforceID: c,
+	if _, err := s.Ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.Ctx, optout.Key("acme", "", c), optout.LearntStep(optout.Observation{EventID: "reconcile-1", SalesforceID: c,
 		ObjectType: "Contact", Field: std, Value: true, At: t1, Now: t1})); err != nil {
 		t.Fatal(err)
 	}
 	s.publish("acme", "sc-linked", sfID(c), resub(), at(t1.Add(-time.Minute)))
-	s.eventually("linked", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("linked", 10*time.Second, func() bool { return s.Settled("acme") })
 	e := s.entry("acme", "sc-linked")
 	if !e.OptedOut || !e.DecidedAt.Equal(t1) {
 		t.Fatalf("entry = %+v; want the Salesforce opt-out kept and the older resubscribe ignored", e)
@@ -316,15 +316,15 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 	c := s.seed("acme", "Contact")
 	t1 := time.Now().Add(-time.Hour).UTC()
 	s.publish("acme", "sc-held", sfID(c), at(t1))
-	s.eventually("folded", 10*time.Second, func() bool { return s.drained("acme") })
+	s.Eventually("folded", 10*time.Second, func() bool { return s.Drained("acme") })
 	// Held past the hold, the event was acked only once the person's
 	// marker had taken over its debt.
 	marked := 0
-	if err := s.ledger.Dirty(s.ctx, "acme", func(ledger.DirtyItem) { marked++ }); err != nil || marked != 1 {
+	if err := s.Ledger.Dirty(s.Ctx, "acme", func(ledger.DirtyItem) { marked++ }); err != nil || marked != 1 {
 		t.Fatalf("%d dirty markers (%v) once the held-back opt-out was acked; want the person's", marked, err)
 	}
 	t2 := t1.Add(30 * time.Minute)
-	if _, err := s.ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.ctx, optout.Key("acme", "sc-held", ""), optout.LearntStep(optout.Observation{EventID: "reconcile-clear", SalesforceID: c,
+	if _, err := s.Ledger.Writer("acme", std, ledger.Fenced(testFence(1))).Update(s.Ctx, optout.Key("acme", "sc-held", ""), optout.LearntStep(optout.Observation{EventID: "reconcile-clear", SalesforceID: c,
 		ObjectType: "Contact", Field: std, Value: false, At: t2, Now: t2})); err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 	// Past a fold's hint's freshness (5 s), as a recovering tenant is.
 	time.Sleep(6 * time.Second)
 	restore()
-	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	time.Sleep(time.Second) // a write in flight would land by now
 	if s.optedOut("acme", c, std) || s.writeCalls("acme") != 0 {
 		t.Fatalf("Email Opt Out = %v after %d update calls; want the person's newer clear left alone, no write",
@@ -352,14 +352,14 @@ func TestAHeldBackOptOutIsPushedAsTheLedgerNowHasIt(t *testing.T) {
 func TestAnOptOutPushedAtOnceLeavesTheDirtySetAlone(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 	// Held for a quarter of AckWait: long against a batch even under -race.
-	s.topo.PusherAckWait = 20 * time.Second
+	s.Topo.PusherAckWait = 20 * time.Second
 	s.start(fastConfig())
 	s.publish("acme", "sc-warm-a", sfID(s.seed("acme", "Contact")))
 	s.publish("globex", "sc-warm-g", sfID(s.seed("globex", "Contact")))
-	s.eventually("warmed up", 10*time.Second, func() bool { return s.settled("acme") && s.settled("globex") })
-	dirty, err := s.prov.JS.Stream(s.ctx, "KV_"+s.topo.DirtyBucket())
+	s.Eventually("warmed up", 10*time.Second, func() bool { return s.Settled("acme") && s.Settled("globex") })
+	dirty, err := s.Prov.JS.Stream(s.Ctx, "KV_"+s.Topo.DirtyBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,13 +372,13 @@ func TestAnOptOutPushedAtOnceLeavesTheDirtySetAlone(t *testing.T) {
 		s.publish("acme", fmt.Sprint("sc-a", i), sfID(acme[i]))
 		s.publish("globex", fmt.Sprint("sc-g", i), sfID(globex[i]))
 	}
-	s.eventually("pushed and acked", 10*time.Second, func() bool { return s.settled("acme") && s.settled("globex") })
+	s.Eventually("pushed and acked", 10*time.Second, func() bool { return s.Settled("acme") && s.Settled("globex") })
 	for i := range 5 {
 		if !s.optedOut("acme", acme[i], sales) || !s.optedOut("globex", globex[i], std) {
 			t.Fatalf("person %d not opted out in Salesforce", i)
 		}
 	}
-	info, err := dirty.Info(s.ctx)
+	info, err := dirty.Info(s.Ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,14 +404,14 @@ func TestASalesFieldWriteWithoutAnAnswerLeavesTheMarkUnknown(t *testing.T) {
 	s := newStack(t)
 	s.salesField()
 	c := s.seed("acme", "Contact")
-	org := s.org("acme")
+	org := s.Org("acme")
 	if err := org.Edit(c, func(r *sandbox.Record) { r.CustomOptOut = true }); err != nil {
 		t.Fatal(err)
 	}
 	fault := org.InjectFault(sandbox.Fault{Route: sandbox.RouteComposite, DropAfterWrite: true})
 	s.start(fastConfig())
 	s.publish("acme", "p", sfID(c), at(time.Now().Add(-time.Hour)))
-	s.eventually("a write without an answer recorded", 10*time.Second, func() bool {
+	s.Eventually("a write without an answer recorded", 10*time.Second, func() bool {
 		return s.folded("acme", "p") && s.entry("acme", "p").Retry.Attempts >= 1
 	})
 	if e := s.entry("acme", "p"); e.Confirmed != nil || !e.SetByUs || !e.Dirty(sales) || e.State != optout.StatePending {
@@ -419,7 +419,7 @@ func TestASalesFieldWriteWithoutAnAnswerLeavesTheMarkUnknown(t *testing.T) {
 	}
 	org.ClearFault(fault)
 	logged := len(org.Calls())
-	s.eventually("settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	e := s.entry("acme", "p")
 	if e.Confirmed == nil || !*e.Confirmed || !e.SetByUs || strings.Contains(e.Reason, "not by optout-sync") {
 		t.Fatalf("entry = %+v; want confirmed and possibly ours", e)

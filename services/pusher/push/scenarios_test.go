@@ -28,7 +28,7 @@ func noSC() evOpt {
 
 // salesField makes acme sync to the sales opt-out field.
 func (s *stack) salesField() {
-	s.setSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 }
 
 // redeliver sends event id again under another Nats-Msg-Id, as a
@@ -50,10 +50,10 @@ func (s *stack) redeliver(tenantID, sc, id string, opts ...evOpt) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	m := nats.NewMsg(s.topo.EventsSubject(tenantID))
+	m := nats.NewMsg(s.Topo.EventsSubject(tenantID))
 	m.Data = data
 	m.Header.Set(event.HeaderContentType, ctype)
-	if _, err := s.pub.Publish(s.ctx, m, id+"-redelivered"); err != nil {
+	if _, err := s.pub.Publish(s.Ctx, m, id+"-redelivered"); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -62,27 +62,19 @@ func (s *stack) redeliver(tenantID, sc, id string, opts ...evOpt) {
 // function that puts them back.
 func (s *stack) dropCreds(tenantID string) (restore func()) {
 	prefix := "SF_" + strings.ToUpper(tenantID) + "_"
-	saved := map[string]string{}
-	s.env.mu.Lock()
-	for k, v := range s.env.m {
-		if strings.HasPrefix(k, prefix) {
-			saved[k] = v
-			delete(s.env.m, k)
-		}
-	}
-	s.env.mu.Unlock()
+	saved := s.Env.Cut(prefix)
 	if len(saved) == 0 {
 		s.t.Fatalf("no %s* credentials to remove", prefix)
 	}
 	return func() {
 		for k, v := range saved {
-			s.env.set(k, v)
+			s.Env.Set(k, v)
 		}
 	}
 }
 
 func (s *stack) health(tenantID string) tenant.Health {
-	h, _ := tenant.HealthStore{KV: s.prov.Health}.Get(s.ctx, tenantID)
+	h, _ := s.Health.Get(s.Ctx, tenantID)
 	return h
 }
 
@@ -92,8 +84,8 @@ func (s *stack) pushedOnce(sc, id string, t0 time.Time) {
 	s.t.Helper()
 	stop := s.start(fastConfig())
 	s.publish("acme", sc, sfID(id), at(t0))
-	s.eventually("first opt-out pushed and confirmed", 10*time.Second, func() bool {
-		if !s.settled("acme") || !s.optedOut("acme", id, sales) {
+	s.Eventually("first opt-out pushed and confirmed", 10*time.Second, func() bool {
+		if !s.Settled("acme") || !s.optedOut("acme", id, sales) {
 			return false
 		}
 		e := s.entry("acme", sc)
@@ -127,11 +119,11 @@ func TestScenarioResubscribeAndOptOutProcessedTogether(t *testing.T) {
 				}
 				if how == "mid-write" {
 					// The newer opt-out is folded while the resubscribe's write is in flight.
-					s.org("acme").SetLatency(400 * time.Millisecond)
+					s.Org("acme").SetLatency(400 * time.Millisecond)
 					var inFlight atomic.Int32
-					s.startWith(fastConfig(), countingClients{inner: s.clients, n: &inFlight})
+					s.startWith(fastConfig(), countingClients{inner: s.Clients, n: &inFlight})
 					s.publish("acme", "p", first...)
-					s.eventually("resubscribe's write in flight", 10*time.Second, func() bool { return inFlight.Load() > 0 })
+					s.Eventually("resubscribe's write in flight", 10*time.Second, func() bool { return inFlight.Load() > 0 })
 					s.publish("acme", "p", second...)
 				} else {
 					firstID := s.publish("acme", "p", first...)
@@ -144,8 +136,8 @@ func TestScenarioResubscribeAndOptOutProcessedTogether(t *testing.T) {
 						s.start(fastConfig())
 					}
 				}
-				s.eventually("settled at the newest wish", 15*time.Second, func() bool {
-					return s.settled("acme") && s.optedOut("acme", c, sales) == want && s.entry("acme", "p").OptedOut == want
+				s.Eventually("settled at the newest wish", 15*time.Second, func() bool {
+					return s.Settled("acme") && s.optedOut("acme", c, sales) == want && s.entry("acme", "p").OptedOut == want
 				})
 				e := s.entry("acme", "p")
 				if e.State != optout.StateSynced || e.Confirmed == nil || *e.Confirmed != want || !e.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
@@ -172,8 +164,8 @@ func TestScenarioClockSkewedPublisher(t *testing.T) {
 	c := s.seed("acme", "Contact")
 	future := time.Now().Add(20 * time.Hour)
 	resubID := s.publish("acme", "p", sfID(c), resub(), at(future))
-	s.eventually("skewed resubscribe folded", 10*time.Second, func() bool {
-		return s.settled("acme") && s.entry("acme", "p").LastEvent != nil
+	s.Eventually("skewed resubscribe folded", 10*time.Second, func() bool {
+		return s.Settled("acme") && s.entry("acme", "p").LastEvent != nil
 	})
 	e := s.entry("acme", "p")
 	if e.LastEvent.ID != resubID || e.LastEvent.OrderedAt.IsZero() || !e.LastEvent.OrderedAt.Before(time.Now().Add(time.Minute)) {
@@ -186,9 +178,9 @@ func TestScenarioClockSkewedPublisher(t *testing.T) {
 		t.Errorf("Metrics.Clamped = %d; want 1", n)
 	}
 	// The audit trail has the clamped stamp too.
-	s.eventually("clamp in the audit trail", 10*time.Second, func() bool {
+	s.Eventually("clamp in the audit trail", 10*time.Second, func() bool {
 		found := false
-		err := ledger.ReadPersonAudit(s.ctx, s.prov.JS, s.topo, optout.Key("acme", "p", ""), func(r ledger.AuditRecord) error {
+		err := ledger.ReadPersonAudit(s.Ctx, s.Prov.JS, s.Topo, optout.Key("acme", "p", ""), func(r ledger.AuditRecord) error {
 			if r.Entry.LastEvent != nil && r.Entry.LastEvent.ID == resubID && !r.Entry.LastEvent.OrderedAt.IsZero() {
 				found = true
 			}
@@ -198,8 +190,8 @@ func TestScenarioClockSkewedPublisher(t *testing.T) {
 	})
 
 	optID := s.publish("acme", "p", sfID(c), at(time.Now()))
-	s.eventually("the real opt-out wins", 10*time.Second, func() bool {
-		return s.settled("acme") && s.optedOut("acme", c, sales)
+	s.Eventually("the real opt-out wins", 10*time.Second, func() bool {
+		return s.Settled("acme") && s.optedOut("acme", c, sales)
 	})
 	if e := s.entry("acme", "p"); !e.OptedOut || e.DecidedBy != optID || e.State != optout.StateSynced {
 		t.Fatalf("entry = %+v; want the opt-out deciding, synced", e)
@@ -222,14 +214,14 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 		c := s.seed("acme", "Contact")
 		t0 := time.Now().Add(-time.Hour)
 		s.publish("acme", "p", sfID(c), at(t0))
-		s.eventually("first opt-out pushed", 10*time.Second, func() bool { return s.settled("acme") && s.optedOut("acme", c, sales) })
+		s.Eventually("first opt-out pushed", 10*time.Second, func() bool { return s.Settled("acme") && s.optedOut("acme", c, sales) })
 		// A newer opt-out carrying only the Salesforce id, then an older
 		// resubscribe carrying both.
 		s.publish("acme", "", noSC(), sfID(c), at(t0.Add(2*time.Minute)))
-		s.eventually("Salesforce-only opt-out folded", 10*time.Second, func() bool { return s.settled("acme") })
+		s.Eventually("Salesforce-only opt-out folded", 10*time.Second, func() bool { return s.Settled("acme") })
 		s.publish("acme", "p", sfID(c), resub(), at(t0.Add(time.Minute)))
-		s.eventually("resubscribe folded", 10*time.Second, func() bool {
-			return s.settled("acme") && s.entry("acme", "p").LastEvent.Action == string(optout.Resubscribe)
+		s.Eventually("resubscribe folded", 10*time.Second, func() bool {
+			return s.Settled("acme") && s.entry("acme", "p").LastEvent.Action == string(optout.Resubscribe)
 		})
 		if !s.optedOut("acme", c, sales) {
 			t.Fatal("an older resubscribe cleared the sales field")
@@ -248,16 +240,16 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 		t0 := time.Now().Add(-time.Hour)
 		// Sales Connect knows the person without a Salesforce id yet (an older state).
 		s.publish("acme", "p", at(t0))
-		s.eventually("parked", 10*time.Second, func() bool { return s.settled("acme") })
+		s.Eventually("parked", 10*time.Second, func() bool { return s.Settled("acme") })
 		// A Salesforce-only opt-out: its own ledger key, pushed.
 		s.publish("acme", "", noSC(), sfID(c), at(t0.Add(2*time.Minute)))
-		s.eventually("Salesforce-only opt-out pushed", 10*time.Second, func() bool {
-			return s.settled("acme") && s.optedOut("acme", c, sales)
+		s.Eventually("Salesforce-only opt-out pushed", 10*time.Second, func() bool {
+			return s.Settled("acme") && s.optedOut("acme", c, sales)
 		})
 		// An older resubscribe carrying both ids links them.
 		s.publish("acme", "p", sfID(c), resub(), at(t0.Add(time.Minute)))
-		s.eventually("linked", 10*time.Second, func() bool {
-			return s.settled("acme") && s.entry("acme", "p").SalesforceID == c
+		s.Eventually("linked", 10*time.Second, func() bool {
+			return s.Settled("acme") && s.entry("acme", "p").SalesforceID == c
 		})
 		if !s.optedOut("acme", c, sales) {
 			t.Fatal("an older resubscribe cleared the sales field")
@@ -266,7 +258,7 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 		if !person.OptedOut || person.State != optout.StateSynced || !person.DecidedAt.Equal(t0.Add(2*time.Minute).UTC()) {
 			t.Fatalf("person = %+v; want the newer opt-out, synced on %s", person, c)
 		}
-		it, err := s.ledger.Get(s.ctx, optout.Key("acme", "", c))
+		it, err := s.Ledger.Get(s.Ctx, optout.Key("acme", "", c))
 		sf := it.Entry
 		if err != nil || sf.MergedInto != optout.Key("acme", "p", "") || sf.State != optout.StateRetired {
 			t.Fatalf("sf entry = %+v (%v); want retired into the person", sf, err)
@@ -274,10 +266,10 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 		s.oneLiveEntry(c)
 		// A writer racing the merge can leave a marker on the retired
 		// entry, which no later write of that entry removes: the sweep does.
-		if _, err := s.prov.Dirty.Put(s.ctx, optout.Key("acme", "", c), []byte("{}")); err != nil {
+		if _, err := s.Prov.Dirty.Put(s.Ctx, optout.Key("acme", "", c), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
-		s.eventually("the retired entry's marker cleared", 10*time.Second, func() bool { return s.settled("acme") })
+		s.Eventually("the retired entry's marker cleared", 10*time.Second, func() bool { return s.Settled("acme") })
 	})
 }
 
@@ -285,7 +277,7 @@ func TestScenarioOnePersonUnderTwoKeys(t *testing.T) {
 func (s *stack) oneLiveEntry(id string) {
 	s.t.Helper()
 	live := 0
-	if err := s.ledger.Scan(s.ctx, "acme", func(it ledger.ScanItem) error {
+	if err := s.Ledger.Scan(s.Ctx, "acme", func(it ledger.ScanItem) error {
 		if it.Entry.MergedInto == "" && it.Entry.SalesforceID == id {
 			live++
 		}
@@ -308,23 +300,23 @@ func TestScenarioHeldEventsDoNotAgeOut(t *testing.T) {
 	s.start(fastConfig())
 	c := s.seed("globex", "Contact")
 	s.publish("globex", "p", sfID(c))
-	s.eventually("held and folded into the ledger", 10*time.Second, func() bool {
+	s.Eventually("held and folded into the ledger", 10*time.Second, func() bool {
 		h := s.health("globex")
-		return s.drained("globex") && h.Mode == tenant.ModeUnhealthy && s.entry("globex", "p").State == optout.StatePending
+		return s.Drained("globex") && h.Mode == tenant.ModeUnhealthy && s.entry("globex", "p").State == optout.StatePending
 	})
-	st, err := s.prov.JS.Stream(s.ctx, s.topo.EventsStream())
+	st, err := s.Prov.JS.Stream(s.Ctx, s.Topo.EventsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Purge(s.ctx); err != nil {
+	if err := st.Purge(s.Ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := st.Info(s.ctx); err != nil || info.State.Msgs != 0 {
+	if info, err := st.Info(s.Ctx); err != nil || info.State.Msgs != 0 {
 		t.Fatalf("events stream after purge: %+v, %v", info, err)
 	}
 	restore()
-	s.eventually("opt-out reaches Salesforce", 15*time.Second, func() bool {
-		return s.settled("globex") && s.optedOut("globex", c, std)
+	s.Eventually("opt-out reaches Salesforce", 15*time.Second, func() bool {
+		return s.Settled("globex") && s.optedOut("globex", c, std)
 	})
 	if e := s.entry("globex", "p"); e.State != optout.StateSynced || e.Confirmed == nil || !*e.Confirmed {
 		t.Fatalf("entry = %+v", e)
@@ -345,20 +337,20 @@ func TestScenarioRetryHorizonFromFirstFailure(t *testing.T) {
 	s.start(cfg)
 	c := s.seed("globex", "Contact")
 	s.publish("globex", "p", sfID(c))
-	s.eventually("held", 10*time.Second, func() bool {
-		return s.drained("globex") && s.health("globex").Mode == tenant.ModeUnhealthy
+	s.Eventually("held", 10*time.Second, func() bool {
+		return s.Drained("globex") && s.health("globex").Mode == tenant.ModeUnhealthy
 	})
 	time.Sleep(3 * time.Second) // the hold outlasts the horizon
 	if e := s.entry("globex", "p"); e.Retry.Attempts != 0 || !e.Retry.FirstFailure.IsZero() {
 		t.Fatalf("retry clock ran while the tenant was held: %+v", e.Retry)
 	}
-	s.org("globex").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 1})
+	s.Org("globex").InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Times: 1})
 	restore()
-	s.eventually("retried and landed", 15*time.Second, func() bool {
-		return s.settled("globex") && s.optedOut("globex", c, std)
+	s.Eventually("retried and landed", 15*time.Second, func() bool {
+		return s.Settled("globex") && s.optedOut("globex", c, std)
 	})
 	failed := 0
-	for _, call := range s.org("globex").Calls() {
+	for _, call := range s.Org("globex").Calls() {
 		if call.Route == sandbox.RouteCollectionsUpdate && call.Status == 503 {
 			failed++
 		}
@@ -384,8 +376,8 @@ func TestScenarioConvertedLeadResubscribeClearsOurMarkOnTheContact(t *testing.T)
 	lead := s.seed("acme", "Lead")
 	t0 := time.Now().Add(-time.Hour)
 	s.publish("acme", "p", sfID(lead), at(t0))
-	s.eventually("Lead opted out", 10*time.Second, func() bool { return s.settled("acme") && s.optedOut("acme", lead, sales) })
-	contact, err := s.org("acme").ConvertLead(lead)
+	s.Eventually("Lead opted out", 10*time.Second, func() bool { return s.Settled("acme") && s.optedOut("acme", lead, sales) })
+	contact, err := s.Org("acme").ConvertLead(lead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,13 +385,13 @@ func TestScenarioConvertedLeadResubscribeClearsOurMarkOnTheContact(t *testing.T)
 		t.Fatal("the conversion did not copy the sales opt-out to the Contact")
 	}
 	s.publish("acme", "p", sfID(lead), at(t0.Add(time.Minute)))
-	s.eventually("newer opt-out settled", 10*time.Second, func() bool { return s.settled("acme") })
+	s.Eventually("newer opt-out settled", 10*time.Second, func() bool { return s.Settled("acme") })
 	if !s.optedOut("acme", contact.ID, sales) {
 		t.Fatal("Contact not opted out")
 	}
 	s.publish("acme", "p", sfID(lead), resub(), at(t0.Add(2*time.Minute)))
-	s.eventually("Contact's sales field cleared", 15*time.Second, func() bool {
-		return s.settled("acme") && !s.optedOut("acme", contact.ID, sales)
+	s.Eventually("Contact's sales field cleared", 15*time.Second, func() bool {
+		return s.Settled("acme") && !s.optedOut("acme", contact.ID, sales)
 	})
 	e := s.entry("acme", "p")
 	if e.OptedOut || e.SalesforceID != contact.ID || e.State != optout.StateSynced {

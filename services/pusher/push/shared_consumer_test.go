@@ -21,12 +21,12 @@ import (
 // consumers lists the events stream's consumers.
 func (s *stack) consumers() []string {
 	s.t.Helper()
-	st, err := s.prov.JS.Stream(s.ctx, s.topo.EventsStream())
+	st, err := s.Prov.JS.Stream(s.Ctx, s.Topo.EventsStream())
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	var out []string
-	l := st.ConsumerNames(s.ctx)
+	l := st.ConsumerNames(s.Ctx)
 	for n := range l.Name() {
 		out = append(out, n)
 	}
@@ -59,7 +59,7 @@ func TestOneConsumerServesFiftyTenants(t *testing.T) {
 			s.publish(o.Name, fmt.Sprintf("sc-%d", j), sfID(id))
 		}
 	}
-	s.eventually("every tenant's opt-outs in Salesforce", 60*time.Second, func() bool {
+	s.Eventually("every tenant's opt-outs in Salesforce", 60*time.Second, func() bool {
 		for tn, list := range ids {
 			for _, id := range list {
 				if !s.optedOut(tn, id, std) {
@@ -69,11 +69,11 @@ func TestOneConsumerServesFiftyTenants(t *testing.T) {
 		}
 		return true
 	})
-	if got := s.consumers(); !slices.Equal(got, []string{s.topo.PusherConsumer()}) {
-		t.Errorf("consumers on the events stream: %v; want only %s", got, s.topo.PusherConsumer())
+	if got := s.consumers(); !slices.Equal(got, []string{s.Topo.PusherConsumer()}) {
+		t.Errorf("consumers on the events stream: %v; want only %s", got, s.Topo.PusherConsumer())
 	}
 	for _, o := range many {
-		s.eventually(o.Name+"'s backlog settled", 10*time.Second, func() bool { return s.drained(o.Name) })
+		s.Eventually(o.Name+"'s backlog settled", 10*time.Second, func() bool { return s.Drained(o.Name) })
 	}
 	info := s.consumerInfo()
 	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != tenants*each {
@@ -96,7 +96,7 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 	for _, tn := range []string{"acme", "globex"} {
 		id := s.seed(tn, "Contact")
 		s.publish(tn, "warm", sfID(id))
-		s.eventually(tn+" warmed up", 15*time.Second, func() bool { return s.optedOut(tn, id, std) })
+		s.Eventually(tn+" warmed up", 15*time.Second, func() bool { return s.optedOut(tn, id, std) })
 	}
 	before := s.writeCalls("acme")
 
@@ -111,11 +111,11 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 		s.publishAsync("globex", fmt.Sprintf("burst-%d", i), s.seed("globex", "Contact"))
 	}
 	select {
-	case <-s.prov.JS.PublishAsyncComplete():
+	case <-s.Prov.JS.PublishAsyncComplete():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the burst was not acknowledged")
 	}
-	s.eventually("acme's burst in Salesforce", 30*time.Second, func() bool {
+	s.Eventually("acme's burst in Salesforce", 30*time.Second, func() bool {
 		for _, id := range acme {
 			if !s.optedOut("acme", id, std) {
 				return false
@@ -128,11 +128,11 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 		t.Errorf("%d Collections calls for acme's %d opt-outs; want whole batches of 200 (2, 3 at most)", calls, n)
 	}
 
-	s.eventually("the burst settled", 30*time.Second, func() bool { return s.settled("acme") && s.settled("globex") })
+	s.Eventually("the burst settled", 30*time.Second, func() bool { return s.Settled("acme") && s.Settled("globex") })
 	lone := s.seed("acme", "Contact")
 	start := time.Now()
 	s.publish("acme", "lone", sfID(lone))
-	s.eventually("the lone opt-out in Salesforce", 10*time.Second, func() bool { return s.optedOut("acme", lone, std) })
+	s.Eventually("the lone opt-out in Salesforce", 10*time.Second, func() bool { return s.optedOut("acme", lone, std) })
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("a lone opt-out took %s to reach Salesforce; want it written at once, not after the 5 s linger", took)
 	}
@@ -155,8 +155,8 @@ func TestUpgradeFromPerTenantConsumers(t *testing.T) {
 	}
 	g := s.seed("globex", "Contact")
 	s.publish("globex", "sc-g", sfID(g))
-	old, err := s.prov.JS.CreateOrUpdateConsumer(s.ctx, s.topo.EventsStream(), jetstream.ConsumerConfig{
-		Durable: "pusher_acme", FilterSubject: s.topo.EventsSubject("acme"),
+	old, err := s.Prov.JS.CreateOrUpdateConsumer(s.Ctx, s.Topo.EventsStream(), jetstream.ConsumerConfig{
+		Durable: "pusher_acme", FilterSubject: s.Topo.EventsSubject("acme"),
 		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -167,20 +167,20 @@ func TestUpgradeFromPerTenantConsumers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for m := range batch.Messages() {
-		if err := m.DoubleAck(s.ctx); err != nil {
+		if err := m.DoubleAck(s.Ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	s.start(fastConfig())
-	s.eventually("the unsettled opt-outs in Salesforce", 20*time.Second, func() bool {
+	s.Eventually("the unsettled opt-outs in Salesforce", 20*time.Second, func() bool {
 		return s.optedOut("acme", acme[2], std) && s.optedOut("acme", acme[3], std) && s.optedOut("globex", g, std)
 	})
-	s.eventually("pusher_acme deleted", 10*time.Second, func() bool {
-		return slices.Equal(s.consumers(), []string{s.topo.PusherConsumer()})
+	s.Eventually("pusher_acme deleted", 10*time.Second, func() bool {
+		return slices.Equal(s.consumers(), []string{s.Topo.PusherConsumer()})
 	})
 	for i, id := range acme[:2] {
-		if _, err := s.ledger.Get(s.ctx, optout.Key("acme", fmt.Sprintf("sc-%d", i), "")); !errors.Is(err, ledger.ErrNotFound) || s.optedOut("acme", id, std) {
+		if _, err := s.Ledger.Get(s.Ctx, optout.Key("acme", fmt.Sprintf("sc-%d", i), "")); !errors.Is(err, ledger.ErrNotFound) || s.optedOut("acme", id, std) {
 			t.Errorf("acme's event %d, settled by pusher_acme, was folded again (ledger: %v)", i, err)
 		}
 	}
@@ -200,15 +200,15 @@ func TestEventOfAMalformedTenantTokenIsDeadLettered(t *testing.T) {
 	after := s.seed("globex", "Contact")
 	s.publish("globex", "sc-after", sfID(after))
 
-	s.eventually("dead-lettered", 15*time.Second, func() bool { return len(s.dlq("unknown")) == 1 })
+	s.Eventually("dead-lettered", 15*time.Second, func() bool { return len(s.dlq("unknown")) == 1 })
 	d := s.dlq("unknown")[0]
-	if d.Header.Get(deadletter.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) || d.Header.Get(deadletter.HeaderOriginalSubject) != s.topo.EventsSubject("ac!me") {
+	if d.Header.Get(deadletter.HeaderStreamSequence) != fmt.Sprint(ack.Sequence) || d.Header.Get(deadletter.HeaderOriginalSubject) != s.Topo.EventsSubject("ac!me") {
 		t.Errorf("DLQ copy headers %v; want the original's sequence %d and subject", d.Header, ack.Sequence)
 	}
-	s.eventually("globex's opt-outs in Salesforce", 15*time.Second, func() bool {
+	s.Eventually("globex's opt-outs in Salesforce", 15*time.Second, func() bool {
 		return s.optedOut("globex", before, std) && s.optedOut("globex", after, std)
 	})
-	s.eventually("every event acknowledged", 10*time.Second, func() bool {
+	s.Eventually("every event acknowledged", 10*time.Second, func() bool {
 		info := s.consumerInfo()
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
@@ -227,9 +227,9 @@ func (s *stack) publishAsync(tenantID, sc, sf string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	m := natsMsg(s.topo.EventsSubject(tenantID), data, ctype)
+	m := natsMsg(s.Topo.EventsSubject(tenantID), data, ctype)
 	m.Header.Set("Nats-Msg-Id", id)
-	if _, err := s.prov.JS.PublishMsgAsync(m); err != nil {
+	if _, err := s.Prov.JS.PublishMsgAsync(m); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -26,15 +26,15 @@ func TestOneOptOutIsOneTraceFromPublisherToSalesforce(t *testing.T) {
 	s.start(fastConfig())
 	c := s.seed("acme", "Contact")
 
-	ctx, root := otel.Tracer("test-publisher").Start(s.ctx, "user clicks unsubscribe")
-	s.ctx = ctx
+	ctx, root := otel.Tracer("test-publisher").Start(s.Ctx, "user clicks unsubscribe")
+	s.Ctx = ctx
 	s.publish("acme", "trace-1", sfID(c))
 	root.End()
 	traceID := root.SpanContext().TraceID()
-	s.eventually("applied", 10*time.Second, func() bool { return s.settled("acme") && s.optedOut("acme", c, std) })
+	s.Eventually("applied", 10*time.Second, func() bool { return s.Settled("acme") && s.optedOut("acme", c, std) })
 
 	var spans tracetest.SpanStubs
-	s.eventually("spans exported", 5*time.Second, func() bool {
+	s.Eventually("spans exported", 5*time.Second, func() bool {
 		spans = nil
 		for _, sp := range tel.Exporter.GetSpans() {
 			if sp.SpanContext.TraceID() == traceID {

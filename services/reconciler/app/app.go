@@ -88,7 +88,7 @@ func Load(l *config.Loader) Config {
 	e.ResubscribeShare = l.Float("OPTOUT_RECONCILE_RESUBSCRIBE_SHARE", d.ResubscribeShare, 0, 1, "mass-resubscribe guard: stop when a run would apply more resubscribes than this share of the opt-outs")
 	e.ResubscribeMin = int64(l.Int("OPTOUT_RECONCILE_RESUBSCRIBE_MIN", int(d.ResubscribeMin), 0, 1_000_000_000, "mass-resubscribe guard: never stop for this many or fewer"))
 	e.LedgerWorkers = l.Int("OPTOUT_RECONCILE_LEDGER_WORKERS", d.LedgerWorkers, 1, 256, "concurrent ledger writes of a run")
-	e.LedgerBatch = l.Int("OPTOUT_RECONCILE_LEDGER_BATCH", d.LedgerBatch, 1, 10000, "ledger changes between fence checks and checkpoints")
+	e.LedgerBatch = l.Int("OPTOUT_RECONCILE_LEDGER_BATCH", d.LedgerBatch, 1, 10000, "ledger changes between checkpoints")
 	e.WriteBatch = l.Int("OPTOUT_RECONCILE_WRITE_BATCH", d.WriteBatch, 1, 200, "records per sObject Collections call")
 	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up (failed)")
 	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles, up to 32×)")

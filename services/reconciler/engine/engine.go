@@ -6,10 +6,12 @@
 // Collections, 200 records a call) and report.
 //
 // Every commit carries the lease's fence: ledger entries through the run's
-// writer (ledger.Fenced by the lease), checkpoints and reports through
-// runs.Store. What the ledger cannot fence (a Salesforce call, an applied
-// event) is preceded by the writer's Check of the tenant's newest fence,
-// the Salesforce calls by the write protocol itself (sfwrite.Batch). A run interrupted anywhere (crash, lost lease, shutdown) leaves its
+// writer (ledger.Fenced by the lease: each write also asks the tenant's
+// fence record), checkpoints and reports through runs.Store. What the
+// ledger cannot fence (a Salesforce call, an applied event) is preceded by
+// the writer's Check of the tenant's newest fence, the Salesforce calls by
+// the write protocol itself (sfwrite.Batch). A run interrupted anywhere
+// (crash, lost lease, shutdown) leaves its
 // checkpoint; whoever holds the lease next resumes it by recomputing the
 // diff, which no longer contains the writes already made (every write is
 // idempotent and re-decided against the entry's current state), so the run
@@ -60,7 +62,7 @@ type Config struct {
 	ResubscribeShare float64
 	ResubscribeMin   int64
 	// LedgerWorkers write Sales Connect side changes concurrently;
-	// LedgerBatch changes go between fence checks and checkpoints.
+	// LedgerBatch changes go between checkpoints.
 	LedgerWorkers int
 	LedgerBatch   int
 	// WriteBatch is the records per sObject Collections call (≤ 200).

@@ -22,6 +22,7 @@ const (
 type bulkJob struct {
 	id, kind, operation, object string
 	apiVersion                  string
+	client                      string // Sforce-Call-Options client of the creating call
 	state, errorMessage         string
 	created, modstamp           time.Time
 	stateSince                  time.Time

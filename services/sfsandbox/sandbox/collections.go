@@ -160,6 +160,8 @@ func handleCollectionsUpdate(rc *reqCtx) {
 
 	s := o.st
 	now := msOf(o.now())
+	custom := o.cdcCustom()
+	var cdc []cdcChange
 	type applied struct {
 		p       *pendingWrite
 		changed []string
@@ -193,7 +195,9 @@ func handleCollectionsUpdate(rc *reqCtx) {
 			fail(i, "ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not all records were valid and the request was using AllOrNone header", nil)
 		default:
 			r, _ := s.lookup(p.id)
+			before := *r
 			done = append(done, applied{p, rc.applyWrite(r, p.as, now)})
+			cdc = append(cdc, diffChange(&before, r, custom, true))
 			results[i] = saveResult{ID: p.id.String(), Success: true, Errors: []itemError{}}
 			leadWritten = leadWritten || p.t == typeLead
 		}
@@ -202,6 +206,9 @@ func handleCollectionsUpdate(rc *reqCtx) {
 	for _, d := range done {
 		rc.recordChange(d.p.id.String(), d.p.t.String(), "UPDATE", d.changed, changeOrigin(rc))
 	}
+	// [inference] One request is one transaction (allOrNone or not), so
+	// identical changes to many records echo as one merged event (§9.8).
+	rc.commitCDC(cdc)
 	rc.call.AssignmentRules = leadWritten && autoAssignRuns(rc.r)
 	if rc.dropAfter {
 		rc.w.discard = true

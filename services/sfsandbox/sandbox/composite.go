@@ -58,6 +58,8 @@ type compositeTx struct {
 	before  map[sfid]rec
 	order   []sfid
 	changes []Change
+	cdc     []cdcChange
+	origin  string // the CDC changeOrigin of the request
 }
 
 // applyWrite applies as to r (the store's lock held), keeping r's
@@ -80,6 +82,17 @@ func (rc *reqCtx) recordChange(id, typ, kind string, fields []string, origin str
 		return
 	}
 	rc.o.recordChange(id, typ, kind, fields, origin)
+}
+
+// commitCDC publishes a write's change events, or holds them back until
+// the composite request it belongs to commits as one transaction.
+func (rc *reqCtx) commitCDC(changes []cdcChange) {
+	origin := rc.o.cdcOrigin("rest", rc.version, rc.call.Client)
+	if rc.tx != nil {
+		rc.tx.cdc, rc.tx.origin = append(rc.tx.cdc, changes...), origin
+		return
+	}
+	rc.o.commitCDC(origin, changes)
 }
 
 // subWriter buffers a subrequest's answer; a connection drop asked for
@@ -269,7 +282,7 @@ func handleComposite(rc *reqCtx) {
 			}
 		}
 		s.mu.Unlock()
-		tx.changes = nil
+		tx.changes, tx.cdc = nil, nil
 		for i := range out {
 			if i != failed {
 				out[i].HTTPStatusCode, out[i].Body = http.StatusBadRequest, halted
@@ -285,6 +298,7 @@ func handleComposite(rc *reqCtx) {
 		for _, c := range tx.changes {
 			o.recordChange(c.RecordID, c.Type, c.ChangeType, c.ChangedFields, c.Origin)
 		}
+		o.commitCDC(tx.origin, tx.cdc)
 	}
 	if rc.dropAfter {
 		rc.w.discard = true

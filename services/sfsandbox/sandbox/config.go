@@ -73,6 +73,37 @@ type Behavior struct {
 	// MaxCallLog and MaxChanges bound the call log and change feed (100000, 10000).
 	MaxCallLog int `yaml:"maxCallLog" json:"maxCallLog"`
 	MaxChanges int `yaml:"maxChanges" json:"maxChanges"`
+
+	// Change Data Capture and Pub/Sub API (spec §9, README "Pub/Sub API").
+	// CDCRetention keeps change events this long on the sandbox's clock
+	// (default 72h); MaxCDCEvents bounds memory in record changes (a merged
+	// event counts its recordIds; default 100000): past twice that, the
+	// oldest are purged as if expired.
+	CDCRetention time.Duration `yaml:"cdcRetention" json:"cdcRetention"`
+	MaxCDCEvents int           `yaml:"maxCdcEvents" json:"maxCdcEvents"`
+	// CDCOriginTrailingSlash writes changeOrigin as ...;client=<id>/ (a variant seen in samples).
+	CDCOriginTrailingSlash bool `yaml:"cdcOriginTrailingSlash" json:"cdcOriginTrailingSlash"`
+	// CDCBulkClient adds client=<Sforce-Call-Options client> to Bulk API 2.0
+	// writes' changeOrigin (unconfirmed; default off).
+	CDCBulkClient bool `yaml:"cdcBulkClient" json:"cdcBulkClient"`
+	// CDCEntities are the entities selected for Change Data Capture (default
+	// Contact and Lead); a topic of another entity answers NOT_FOUND.
+	CDCEntities []string `yaml:"cdcEntities" json:"cdcEntities"`
+	// PubSubKeepalive is how long a Subscribe stream with requested events
+	// but none to send waits before an empty keepalive (default 60s, the
+	// observed interval; the documented bound is 270s).
+	PubSubKeepalive time.Duration `yaml:"pubSubKeepalive" json:"pubSubKeepalive"`
+	// PubSubIdleClose closes a stream this long after its last response once
+	// nothing is requested any more (default 60s, documented).
+	PubSubIdleClose time.Duration `yaml:"pubSubIdleClose" json:"pubSubIdleClose"`
+	// PubSubAuthStatus and PubSubLimitStatus are the gRPC status names of an
+	// auth failure (default UNAUTHENTICATED) and of a spent delivery
+	// allocation (default RESOURCE_EXHAUSTED); both unconfirmed.
+	PubSubAuthStatus  string `yaml:"pubSubAuthStatus" json:"pubSubAuthStatus"`
+	PubSubLimitStatus string `yaml:"pubSubLimitStatus" json:"pubSubLimitStatus"`
+	// DailyDeliveredEvents is the org's delivered-event allocation per rolling
+	// 24 h, counted per event per subscriber (default 25000, Enterprise).
+	DailyDeliveredEvents int `yaml:"dailyDeliveredEvents" json:"dailyDeliveredEvents"`
 }
 
 func (b *Behavior) applyDefaults() {
@@ -134,6 +165,30 @@ func (b *Behavior) applyDefaults() {
 	}
 	if b.MaxChanges <= 0 {
 		b.MaxChanges = 10000
+	}
+	if b.CDCRetention <= 0 {
+		b.CDCRetention = 72 * time.Hour
+	}
+	if b.MaxCDCEvents <= 0 {
+		b.MaxCDCEvents = 100000
+	}
+	if len(b.CDCEntities) == 0 {
+		b.CDCEntities = []string{"Contact", "Lead"}
+	}
+	if b.PubSubKeepalive <= 0 {
+		b.PubSubKeepalive = 60 * time.Second
+	}
+	if b.PubSubIdleClose <= 0 {
+		b.PubSubIdleClose = 60 * time.Second
+	}
+	if b.PubSubAuthStatus == "" {
+		b.PubSubAuthStatus = "UNAUTHENTICATED"
+	}
+	if b.PubSubLimitStatus == "" {
+		b.PubSubLimitStatus = "RESOURCE_EXHAUSTED"
+	}
+	if b.DailyDeliveredEvents <= 0 {
+		b.DailyDeliveredEvents = 25000
 	}
 }
 

@@ -256,6 +256,15 @@ func (o *Org) serveControl(w http.ResponseWriter, r *http.Request, segs []string
 			return
 		}
 		writeJSON(w, http.StatusOK, toJSONRecord(c))
+	case key == "POST records" && n == 3 && segs[2] == "merge":
+		var in struct {
+			Losers []string `json:"losers"`
+		}
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		o.answerRecord(w, segs[1], o.Merge(segs[1], in.Losers))
 	case key == "POST tokens" && n == 2 && segs[1] == "expire":
 		o.ExpireTokens()
 		w.WriteHeader(http.StatusNoContent)
@@ -386,8 +395,111 @@ func (o *Org) serveControl(w http.ResponseWriter, r *http.Request, segs []string
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	case segs[0] == "pubsub" && n >= 2:
+		o.servePubSubControl(w, r, segs[1:])
 	default:
 		ctlError(w, http.StatusNotFound, fmt.Errorf("unknown control route %s /_sandbox/orgs/%s/%s", m, o.cfg.Name, strings.Join(segs, "/")))
+	}
+}
+
+// servePubSubControl serves /_sandbox/orgs/{org}/pubsub/... (README "Pub/Sub API").
+func (o *Org) servePubSubControl(w http.ResponseWriter, r *http.Request, segs []string) {
+	key := r.Method + " " + segs[0]
+	n := len(segs)
+	switch {
+	case key == "GET events" && n == 1:
+		writeJSON(w, http.StatusOK, o.ChangeEvents())
+	case key == "POST events" && n == 1:
+		var in struct {
+			ChangeType string   `json:"changeType"`
+			Entity     string   `json:"entityName"`
+			RecordIDs  []string `json:"recordIds"`
+		}
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		var err error
+		if in.ChangeType == ChangeGapOverflow {
+			err = o.PublishOverflow(in.Entity)
+		} else {
+			err = o.PublishGap(in.Entity, in.ChangeType, in.RecordIDs)
+		}
+		if err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case key == "POST purge" && n == 1:
+		o.PurgeChangeEvents()
+		w.WriteHeader(http.StatusNoContent)
+	case key == "GET faults" && n == 1:
+		writeJSON(w, http.StatusOK, o.PubSubFaults())
+	case key == "POST faults" && n == 1:
+		var in PubSubFault
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		id, err := o.InjectPubSubFault(in)
+		if err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"id": id})
+	case key == "DELETE faults" && n == 1:
+		o.ClearPubSubFaults()
+		w.WriteHeader(http.StatusNoContent)
+	case key == "DELETE faults" && n == 2:
+		if !o.ClearPubSubFault(segs[1]) {
+			ctlError(w, http.StatusNotFound, fmt.Errorf("Pub/Sub fault %s not active", segs[1]))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case key == "GET allocation" && n == 1:
+		used, max := o.DeliveredEvents()
+		writeJSON(w, http.StatusOK, map[string]int{"used": used, "max": max})
+	case key == "PUT allocation" && n == 1:
+		var in struct {
+			Used *int `json:"used"`
+			Max  *int `json:"max"`
+		}
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		mx, used := 0, -1
+		if in.Max != nil {
+			mx = *in.Max
+		}
+		if in.Used != nil {
+			used = *in.Used
+		}
+		o.SetEventAllocation(mx, used)
+		u, m := o.DeliveredEvents()
+		writeJSON(w, http.StatusOK, map[string]int{"used": u, "max": m})
+	case key == "GET channels" && n == 1:
+		writeJSON(w, http.StatusOK, o.Channels())
+	case key == "PUT channels" && n == 2:
+		var in Channel
+		if err := decodeCtl(r, &in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		in.Name = segs[1]
+		if err := o.SetChannel(in); err != nil {
+			ctlError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case key == "DELETE channels" && n == 2:
+		if !o.DeleteChannel(segs[1]) {
+			ctlError(w, http.StatusNotFound, fmt.Errorf("channel %s not found", segs[1]))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		ctlError(w, http.StatusNotFound, fmt.Errorf("unknown control route %s /_sandbox/orgs/%s/pubsub/%s", r.Method, o.cfg.Name, strings.Join(segs, "/")))
 	}
 }
 

@@ -9,6 +9,7 @@ const (
 	prefixUser    = "005"
 	prefixOrg     = "00D"
 	prefixJob     = "750"
+	prefixAccount = "001"
 	prefixLocator = "01g"
 )
 

@@ -76,9 +76,12 @@ func handleLimits(rc *reqCtx) {
 	api := limitPair{Max: o.cfg.DailyAPILimit, Remaining: max(o.cfg.DailyAPILimit-o.usage, 0)}
 	bulk := limitPair{Max: dailyBulkV2QueryJobs, Remaining: max(dailyBulkV2QueryJobs-o.bulkQueryJobs, 0)}
 	o.mu.Unlock()
+	used, maxEvents := o.DeliveredEvents()
+	events := limitPair{Max: maxEvents, Remaining: max(maxEvents-used, 0)}
 	writeJSON(rc.w, http.StatusOK, map[string]limitPair{
 		"DailyApiRequests":                  api,
 		"DailyBulkV2QueryJobs":              bulk,
+		"DailyDeliveredPlatformEvents":      events, // §9.9: the Pub/Sub delivery allocation
 		"DailyBulkV2QueryFileStorageMB":     {Max: 976562, Remaining: 976562},
 		"DailyBulkApiBatches":               {Max: 15000, Remaining: 15000},
 		"ConcurrentAsyncGetReportInstances": {Max: 200, Remaining: 200},

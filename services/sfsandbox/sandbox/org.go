@@ -52,7 +52,8 @@ type Org struct {
 	inflight      map[uint64]time.Time
 	inflightSeq   uint64
 	rng           *rand.Rand
-	seq           uint64 // locators and job ids
+	seq           uint64   // locators and job ids
+	cdc           cdcState // change events and Pub/Sub state (cdc.go, pubsub.go)
 }
 
 // Change is one entry of the change feed: what changed and who changed it
@@ -154,6 +155,14 @@ func growRecs(list []rec, n int) []rec {
 // Put inserts or replaces a record; an empty ID is generated from Type. It
 // panics on an invalid ID or Type: that is a test's own mistake.
 func (o *Org) Put(r Record) Record {
+	custom := o.cdcCustom()
+	var ch cdcChange
+	defer func() {
+		// Outside the store lock: commitCDC takes Org.mu (lock order o.mu, st.mu).
+		if ch.id != "" && (ch.kind != ChangeUpdate || len(ch.fields) > 0) {
+			o.commitCDC("", []cdcChange{ch})
+		}
+	}()
 	s := o.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -174,10 +183,21 @@ func (o *Org) Put(r Record) Record {
 	if err != nil {
 		panic("sandbox.Put: " + err.Error())
 	}
-	if old, ok := s.lookup(in.id); ok && old.typ != in.typ {
+	old, existed := s.lookup(in.id)
+	if existed && old.typ != in.typ {
 		panic("sandbox.Put: id already used by another type")
 	}
-	return s.upsert(in).toRecord()
+	var before rec
+	if existed {
+		before = *old
+	}
+	p := s.upsert(in)
+	if existed {
+		ch = diffChange(&before, p, custom, true)
+	} else {
+		ch = createChange(p, custom)
+	}
+	return p.toRecord()
 }
 
 // Get returns a record by 15- or 18-char ID.
@@ -215,6 +235,7 @@ func (o *Org) edit(id string, f func(*Record), user bool, origin string) error {
 	if !ok {
 		return fmt.Errorf("edit %q: %w", id, ErrInvalidID)
 	}
+	custom := o.cdcCustom()
 	s := o.st
 	s.mu.Lock()
 	r, ok := s.lookup(sid)
@@ -222,6 +243,7 @@ func (o *Org) edit(id string, f func(*Record), user bool, origin string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("edit %s: %w", id, ErrNotFound)
 	}
+	beforeRec := *r
 	before := r.toRecord()
 	after := before
 	f(&after)
@@ -237,8 +259,15 @@ func (o *Org) edit(id string, f func(*Record), user bool, origin string) error {
 		return fmt.Errorf("edit %s: %w", id, err)
 	}
 	*r = in
+	ch := diffChange(&beforeRec, r, custom, user)
 	s.mu.Unlock()
 	o.recordChange(before.ID, before.Type, "UPDATE", diffFields(before, after), origin)
+	// Control-API edits stand for UI edits and automation: no API, so an
+	// empty changeOrigin (§9.6). [inference] An automated change that alters
+	// no field in the event schema (only SystemModstamp moves) sends no event.
+	if len(ch.fields) > 0 {
+		o.commitCDC("", []cdcChange{ch})
+	}
 	return nil
 }
 
@@ -270,6 +299,7 @@ func (o *Org) setDeleted(id string, del bool) error {
 	if !ok {
 		return fmt.Errorf("%q: %w", id, ErrInvalidID)
 	}
+	custom := o.cdcCustom()
 	s := o.st
 	s.mu.Lock()
 	r, ok := s.lookup(sid)
@@ -288,12 +318,14 @@ func (o *Org) setDeleted(id string, del bool) error {
 	now := msOf(o.now())
 	r.modstamp, r.lastMod = now, now
 	typ := r.typ.String()
+	state := recFields(r, custom)
 	s.mu.Unlock()
 	kind := "DELETE"
 	if !del {
 		kind = "UNDELETE"
 	}
 	o.recordChange(sid.String(), typ, kind, nil, "ui")
+	o.commitCDC("", []cdcChange{{entity: typ, kind: kind, id: sid.String(), state: state}})
 	return nil
 }
 
@@ -304,6 +336,7 @@ func (o *Org) ConvertLead(leadID string) (Record, error) {
 	if !ok {
 		return Record{}, fmt.Errorf("convert %q: %w", leadID, ErrInvalidID)
 	}
+	custom := o.cdcCustom()
 	s := o.st
 	s.mu.Lock()
 	l, ok := s.lookup(sid)
@@ -334,6 +367,7 @@ func (o *Org) ConvertLead(leadID string) (Record, error) {
 	s.mu.Unlock()
 	o.recordChange(stored.ID, "Contact", "CREATE", nil, "ui")
 	o.recordChange(sid.String(), "Lead", "UPDATE", []string{"IsConverted", "ConvertedContactId"}, "ui")
+	o.commitCDC("", conversionChanges(&c, sid.String(), custom, now))
 	return stored, nil
 }
 
@@ -421,4 +455,61 @@ func newest[T any](s []T, max int) []T {
 		return s[len(s)-max:]
 	}
 	return s
+}
+
+// Merge merges losers into winner as a user's merge in Salesforce's UI
+// does: the losers go to the recycle bin and the winner is updated, in one
+// transaction, so the change feed has one DELETE for the losers and one
+// UPDATE for the winner (spec §9.8; Apex semantics, re-parented children
+// send nothing). All records must be of the winner's type and live.
+func (o *Org) Merge(winner string, losers []string) error {
+	wid, ok := parseID(winner)
+	if !ok {
+		return fmt.Errorf("merge into %q: %w", winner, ErrInvalidID)
+	}
+	if len(losers) == 0 || len(losers) > 2 {
+		return fmt.Errorf("merge into %s: %d records to merge, want 1 or 2", winner, len(losers))
+	}
+	custom := o.cdcCustom()
+	s := o.st
+	s.mu.Lock()
+	w, ok := s.lookup(wid)
+	if !ok || w.has(flagDeleted) {
+		s.mu.Unlock()
+		return fmt.Errorf("merge into %s: %w", winner, ErrNotFound)
+	}
+	var lrecs []*rec
+	for _, l := range losers {
+		lid, ok := parseID(l)
+		if !ok {
+			s.mu.Unlock()
+			return fmt.Errorf("merge %q: %w", l, ErrInvalidID)
+		}
+		r, ok := s.lookup(lid)
+		if !ok || r.has(flagDeleted) || r.typ != w.typ || lid == wid {
+			s.mu.Unlock()
+			return fmt.Errorf("merge %s into %s: %w", l, winner, ErrNotFound)
+		}
+		lrecs = append(lrecs, r)
+	}
+	now := msOf(o.now())
+	var chs []cdcChange
+	var ids []string
+	for _, r := range lrecs {
+		r.set(flagDeleted, true)
+		r.modstamp, r.lastMod = now, now
+		chs = append(chs, cdcChange{entity: r.typ.String(), kind: ChangeDelete, id: r.id.String(), state: recFields(r, custom)})
+		ids = append(ids, r.id.String())
+	}
+	before := *w
+	w.modstamp, w.lastMod = now, now
+	chs = append(chs, diffChange(&before, w, custom, true))
+	typ := w.typ.String()
+	s.mu.Unlock()
+	for _, id := range ids {
+		o.recordChange(id, typ, "DELETE", nil, "ui")
+	}
+	o.recordChange(wid.String(), typ, "UPDATE", nil, "ui")
+	o.commitCDC("", chs)
+	return nil
 }

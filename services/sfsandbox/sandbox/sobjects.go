@@ -200,6 +200,7 @@ func handleSObjectPatch(rc *reqCtx) {
 	o.mu.Lock()
 	convertedStatus := o.cfg.Behavior.ConvertedLeadStatus
 	o.mu.Unlock()
+	custom := o.cdcCustom()
 	s := o.st
 	s.mu.Lock()
 	r, found := s.lookup(id)
@@ -211,13 +212,16 @@ func handleSObjectPatch(rc *reqCtx) {
 		writeError(rc.w, rerr.status, rerr.code, rerr.msg, rerr.fields)
 		return
 	}
+	before := *r
 	changed := rc.applyWrite(r, as, msOf(o.now()))
+	cdc := diffChange(&before, r, custom, true)
 	s.mu.Unlock()
 	if t == typeLead && autoAssignRuns(rc.r) {
 		rc.call.AssignmentRules = true
 	}
 	rc.call.Records = 1
 	rc.recordChange(id.String(), t.String(), "UPDATE", changed, changeOrigin(rc))
+	rc.commitCDC([]cdcChange{cdc})
 	rc.w.WriteHeader(http.StatusNoContent)
 }
 

@@ -536,3 +536,22 @@ func TestWriterCheckAnswersForItsFence(t *testing.T) {
 		t.Fatalf("raised fence: %v; want the fence's own error", err)
 	}
 }
+
+// A fenced writer asks its fence record before every write: an entry the
+// newer holder has not written yet carries no newer stamp to refuse the
+// older holder, so the record must.
+func TestFencedWriterRefusesOnceItsFenceWasRaised(t *testing.T) {
+	t.Parallel()
+	l, _, ctx := open(t)
+	key := optout.Key("acme", "", contact)
+	o := optout.Observation{EventID: "r1", SalesforceID: contact, ObjectType: "Contact", Field: std, Value: true, At: t0, Now: t0}
+	if _, err := l.Writer("acme", std, ledger.Fenced(raisedFence{3})).Update(ctx, key, optout.LearntStep(o)); !errors.Is(err, errRaised) {
+		t.Fatalf("learn after a newer holder raised the fence: %v; want the fence's error", err)
+	}
+	if _, err := l.Get(ctx, key); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("after the refused write: %v; want no entry", err)
+	}
+	if _, err := l.Writer("acme", std, ledger.Fenced(testFence(3))).Update(ctx, key, optout.LearntStep(o)); err != nil {
+		t.Fatalf("learn while holding the newest fence: %v", err)
+	}
+}

@@ -29,10 +29,11 @@ type Fence interface {
 
 // Writer changes the entries of one tenant for writes of one Salesforce
 // field (the field "dirty" is judged on). A fenced writer (Fenced) checks
-// its lease before every write, stamps its token on every entry it writes
-// and is refused an entry a newer holder stamped: every write of a run is
-// fenced because the run is given a fenced writer, not because each call
-// site remembers to check.
+// its lease before every write (and, when the fence is a FenceChecker,
+// that no newer holder has raised it), stamps its token on every entry it
+// writes and is refused an entry a newer holder stamped: every write of a
+// run is fenced because the run is given a fenced writer, not because each
+// call site remembers to check.
 type Writer struct {
 	l      *Ledger
 	tenant string
@@ -54,10 +55,12 @@ type FenceChecker interface {
 }
 
 // Check reports whether the writer may still act where the store cannot
-// fence it (before a Salesforce call): always for an unfenced writer; for a
-// fenced one, while its lease holds by its own clock and, if its fence is a
-// FenceChecker, no newer holder has raised the fence. Ledger writes do not
-// call it: they are fenced by the token stamped on each entry.
+// fence it (before a Salesforce call, or publishing an event): always for
+// an unfenced writer; for a fenced one, while its lease holds by its own
+// clock and, if its fence is a FenceChecker, no newer holder has raised
+// the fence. Every Update of a fenced writer asks it too: the token stamped
+// on an entry refuses only entries a newer holder has already written, and
+// the fence record refuses the others.
 func (w *Writer) Check(ctx context.Context) error {
 	if w.fence == nil {
 		return nil
@@ -176,6 +179,9 @@ func (w *Writer) Update(ctx context.Context, key string, step optout.Step, opts 
 
 func (w *Writer) update(ctx context.Context, key string, step optout.Step, u *update) (Result, error) {
 	l, field := w.l, w.field
+	if err := w.Check(ctx); err != nil {
+		return Result{Key: key}, err
+	}
 	var mark uint64
 	var from []kv.Option
 	if u.known != nil && w.fence == nil {

@@ -50,7 +50,7 @@ func stable(r testkit.Result) testkit.Result {
 func TestReconcileCommands(t *testing.T) {
 	t.Parallel()
 	s := testkit.New(t)
-	s.Env["USER"] = "ops"
+	s.Env.Set("USER", "ops")
 	var paused atomic.Bool
 	release := make(chan struct{})
 	s.StartReconciler(engine.Hooks{At: func(ctx context.Context, point string) {

@@ -27,7 +27,7 @@ func TestTenantCheckRefusesUnsafeEndpoints(t *testing.T) {
 	s := testkit.New(t)
 	s.Run("tenant", "set", "acme", "--sync=true").Expect(t, 0)
 
-	s.Env["SF_ACME_TOKEN_URL"] = "http://acme.my.salesforce.invalid"
+	s.Env.Set("SF_ACME_TOKEN_URL", "http://acme.my.salesforce.invalid")
 	r := s.Run("tenant", "check", "acme")
 	if r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "plain http") {
 		t.Fatalf("tenant check with a plain-http token URL: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
@@ -44,7 +44,7 @@ func TestTenantCheckRefusesUnsafeEndpoints(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"access_token": "00Dxx0000001gPL!tok", "instance_url": "https://evil.attacker.invalid"})
 	}))
 	defer foreign.Close()
-	s.Env["SF_ACME_TOKEN_URL"] = foreign.URL
+	s.Env.Set("SF_ACME_TOKEN_URL", foreign.URL)
 	r = s.Run("tenant", "check", "acme")
 	out := r.Stdout + r.Stderr
 	if r.Code == 0 || !strings.Contains(out, "evil.attacker.invalid") || !strings.Contains(out, "My Domain") {
@@ -66,7 +66,7 @@ func TestTenantCheckRefusesUnsafeEndpoints(t *testing.T) {
 func TestPusherHoldsTenantWithUnsafeTokenURL(t *testing.T) {
 	t.Parallel()
 	s := testkit.New(t)
-	s.Env["SF_ACME_TOKEN_URL"] = "http://acme.my.salesforce.invalid"
+	s.Env.Set("SF_ACME_TOKEN_URL", "http://acme.my.salesforce.invalid")
 	s.Run("tenant", "set", "acme", "--sync=true").Expect(t, 0)
 	s.StartPusher()
 	id := s.Seed("acme", "Contact", "held@example.com")

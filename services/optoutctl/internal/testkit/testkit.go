@@ -6,7 +6,6 @@ package testkit
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -17,18 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
-
-	"github.com/optout-sync/optout-sync/internal/testsandbox"
+	"github.com/optout-sync/optout-sync/internal/teststack"
+	"github.com/optout-sync/optout-sync/internal/teststack/pushstack"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
-	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
-	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -46,19 +40,11 @@ var Orgs = []sandbox.OrgConfig{
 	{Name: "globex", ClientID: "globex-id", ClientSecret: "globex-secret", DailyAPILimit: 100000},
 }
 
-// Stack is one test's system.
+// Stack is one test's system: the shared test stack (internal/teststack)
+// with what optoutctl's tests add.
 type Stack struct {
-	T        *testing.T
-	Ctx      context.Context
-	NC       *nats.Conn
-	Prov     *natsx.Provisioned
-	Topo     natsx.Topology
-	Sandbox  *sandbox.Sandbox
-	SFURL    string
-	Env      map[string]string
-	Ledger   *ledger.Ledger
-	Settings tenant.Store
-	Health   tenant.HealthStore
+	*teststack.Stack
+	T *testing.T
 	// Cache is the running pusher's view of the settings (nil before
 	// StartPusher): tests wait on it to know a change has reached the pusher.
 	Cache *tenant.Cache
@@ -67,77 +53,32 @@ type Stack struct {
 	reconcilerCache *tenant.Cache
 }
 
-// New provisions a namespace, starts the sandbox and sets the credentials.
+// New provisions a namespace, starts the sandbox and sets the credentials
+// and the variables optoutctl reads (Env, changeable during the test).
 func New(t *testing.T) *Stack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
-	t.Cleanup(cancel)
-	nc := natstest.Connect(t)
-	topo := natstest.Topology(t, nc)
-	topo.PusherAckWait = 2 * time.Second
-	prov, err := natsx.Provision(ctx, nc, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ledger.New(ctx, prov)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, sbURL, env := testsandbox.Serve(t, Orgs)
-	env["NATS_URL"], env["OPTOUT_NAMESPACE"] = natstest.URL(), topo.Namespace
+	st := teststack.New(t, Orgs, teststack.Options{Within: 80 * time.Second, AckWait: 2 * time.Second})
+	st.Env.Set("NATS_URL", natstest.URL())
+	st.Env.Set("OPTOUT_NAMESPACE", st.Topo.Namespace)
 	// No Secrets directory: credentials come from the SF_<TENANT>_* variables.
-	env["OPTOUT_SF_CREDENTIALS_DIR"] = "/nonexistent/optout-salesforce"
-	return &Stack{
-		T: t, Ctx: ctx, NC: nc, Prov: prov, Topo: topo, Sandbox: sb, SFURL: sbURL, Env: env,
-		Ledger:   l,
-		Settings: tenant.Store{KV: prov.Tenants},
-		Health:   tenant.HealthStore{KV: prov.Health},
-	}
+	st.Env.Set("OPTOUT_SF_CREDENTIALS_DIR", "/nonexistent/optout-salesforce")
+	return &Stack{Stack: st, T: t}
 }
 
-// SFSource reads the sandbox credentials the way the services do.
-func (s *Stack) SFSource() sfcreds.Source {
-	return sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := s.Env[k]; return v, ok }}
-}
-
-// PusherConfig is tuned so failures and retries take milliseconds.
+// PusherConfig is tuned so failures and retries take milliseconds; the
+// claim and sweep timings stay the defaults (one replica runs).
 func PusherConfig() push.Config {
-	c := push.DefaultConfig()
-	c.Workers = 4
-	c.BackoffInitial = 20 * time.Millisecond
-	c.BackoffMax = 300 * time.Millisecond
-	c.BreakerThreshold = 3
-	c.BreakerCooldown = 100 * time.Millisecond
-	c.QuotaPause = 200 * time.Millisecond
-	c.HealthRecheck = 200 * time.Millisecond
-	c.DiscoveryInterval = 50 * time.Millisecond
+	c, d := pushstack.FastConfig(), push.DefaultConfig()
+	c.SweepInterval, c.ClaimTTL = d.SweepInterval, d.ClaimTTL
 	return c
 }
 
 // StartPusher runs a real pusher replica until the test ends or stop.
 func (s *Stack) StartPusher() (stop func()) {
 	s.T.Helper()
-	cache, err := tenant.Watch(s.Ctx, s.Prov.Tenants)
-	if err != nil {
-		s.T.Fatal(err)
-	}
-	s.Cache = cache
-	ctx, cancel := context.WithCancel(s.Ctx)
-	svc := &push.Service{
-		Cfg: PusherConfig(), JS: s.Prov.JS, Topology: s.Topo, Ledger: s.Ledger, Settings: cache,
-		Clients: &sfcreds.Pool{Source: s.SFSource(), Refresh: 50 * time.Millisecond},
-		Health:  s.Health, Log: zerolog.New(zerolog.NewTestWriter(s.T)).Level(zerolog.ErrorLevel),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := svc.Run(ctx); err != nil {
-			s.T.Errorf("pusher: %v", err)
-		}
-	}()
-	stop = func() { cancel(); <-done }
-	s.T.Cleanup(stop)
-	return stop
+	r := pushstack.Start(s.Stack, PusherConfig(), pushstack.Options{ErrorsOnly: true})
+	s.Cache = r.Cache
+	return r.Stop
 }
 
 // Seed adds a Contact or Lead to an org and returns its id.
@@ -149,13 +90,7 @@ func (s *Stack) Seed(org, typ, email string) string {
 // deadline (this is a wait, not a timing assertion).
 func (s *Stack) Eventually(what string, cond func() bool) {
 	s.T.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			s.T.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.Stack.Eventually(what, 20*time.Second, cond)
 }
 
 // Result is one run of optoutctl.
@@ -173,7 +108,7 @@ func (s *Stack) RunStdin(stdin string, args ...string) Result {
 	s.T.Helper()
 	var out, errOut bytes.Buffer
 	code := cli.Main(s.Ctx, root.Command(), args, &cli.Invocation{
-		Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader(stdin), Env: s.Env,
+		Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader(stdin), Env: s.Env.Map(),
 		Now: func() time.Time { return T0 },
 	})
 	return Result{Args: args, Code: code, Stdout: out.String(), Stderr: errOut.String()}

@@ -18,13 +18,12 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/optout-sync/optout-sync/internal/testsandbox"
+	"github.com/optout-sync/optout-sync/internal/teststack"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
@@ -57,61 +56,40 @@ func (c *FakeClock) Set(t time.Time) {
 	c.t = t
 }
 
-// Harness is one test's NATS namespace, Redis prefix and Salesforce sandbox.
+// Harness is one test's NATS namespace, Redis prefix and Salesforce
+// sandbox: the shared test stack (internal/teststack) with the run store,
+// a settings cache and telemetry.
 type Harness struct {
-	T        *testing.T
-	Ctx      context.Context
-	NC       *nats.Conn
-	Prov     *natsx.Provisioned
-	Topo     natsx.Topology
-	SB       *sandbox.Sandbox
-	Env      map[string]string // the orgs' credential variables
-	Prefix   string            // the test's Redis key prefix
-	Ledger   *ledger.Ledger
-	Store    runs.Store
-	Settings tenant.Store
-	Cache    *tenant.Cache
-	Tel      *telemetry.TestProviders
+	*teststack.Stack
+	T      *testing.T
+	Prefix string // the test's Redis key prefix
+	Store  runs.Store
+	Cache  *tenant.Cache
+	Tel    *telemetry.TestProviders
 }
 
 // New connects to NATS (skipping the test under -short), provisions a fresh
 // namespace and serves a sandbox with one org per name.
 func New(t *testing.T, orgNames ...string) *Harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	nc := natstest.Connect(t)
-	prov := natstest.Provision(t, nc)
 	var orgs []sandbox.OrgConfig
 	for _, name := range orgNames {
 		orgs = append(orgs, sandbox.OrgConfig{Name: name, ClientID: name + "-id", ClientSecret: name + "-secret",
 			APIVersions: []string{"62.0"}, DailyAPILimit: 1_000_000,
 			CustomField: tenant.DefaultCustomField, CustomFieldInstalled: true, CustomFieldWritable: true})
 	}
-	sb, _, env := testsandbox.Serve(t, orgs)
-	cache, err := tenant.Watch(ctx, prov.Tenants)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := teststack.New(t, orgs, teststack.Options{Within: 90 * time.Second})
 	tel := telemetry.NewForTest()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	lg, err := ledger.New(ctx, prov)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &Harness{
-		Ledger: lg,
-		T:      t, Ctx: ctx, NC: nc, Prov: prov, Topo: prov.Topology, SB: sb, Env: env,
-		Prefix:   locktest.Prefix(t),
-		Store:    runs.Store{KV: prov.Runs},
-		Settings: tenant.Store{KV: prov.Tenants},
-		Cache:    cache,
-		Tel:      tel,
+		Stack:  st,
+		T:      t,
+		Prefix: locktest.Prefix(t),
+		Store:  runs.Store{KV: st.Prov.Runs},
+		Cache:  st.WatchSettings(),
+		Tel:    tel,
 	}
 }
-
-// Org is the sandbox org of a tenant.
-func (h *Harness) Org(name string) *sandbox.Org { return h.SB.Org(name) }
 
 // SetSettings stores a tenant's settings (sync enabled, then f) and waits
 // until the replicas' cache shows them.
@@ -133,13 +111,7 @@ func (h *Harness) SetSettings(t string, f func(*tenant.Settings)) tenant.Setting
 // ends a test that would otherwise hang).
 func (h *Harness) Eventually(what string, cond func() bool) {
 	h.T.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.T.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.Stack.Eventually(what, 60*time.Second, cond)
 }
 
 // ReplicaOpts shape one simulated reconciler replica.
@@ -203,9 +175,8 @@ func (h *Harness) Engine(o ReplicaOpts) *engine.Engine {
 	if err != nil {
 		h.T.Fatal(err)
 	}
-	env := h.Env
 	pool := &sfcreds.Pool{
-		Source:  sfcreds.Source{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }},
+		Source:  h.SFSource(),
 		Refresh: time.Hour,
 		Configure: func(c *salesforce.Config) {
 			c.Transport = budget.Transport{}

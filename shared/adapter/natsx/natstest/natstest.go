@@ -29,13 +29,25 @@ func URL() string {
 	return DefaultURL
 }
 
+// TB is what natstest needs of its caller: testing.TB has it, and so has the
+// runner of a program built on the test stack (bench/chaos), which is not a
+// test and never short.
+type TB interface {
+	Helper()
+	Name() string
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // Connect dials the test server and closes the connection at cleanup.
 // Under -short (make test-short) it skips the test instead: the fast tier
 // runs without servers.
-func Connect(t testing.TB) *nats.Conn {
+func Connect(t TB) *nats.Conn {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs NATS (" + URL() + "): skipped under -short; make test runs it")
+	// testing.Short panics outside a test binary: only a test asks it.
+	if tb, ok := t.(testing.TB); ok && testing.Short() {
+		tb.Skip("needs NATS (" + URL() + "): skipped under -short; make test runs it")
 	}
 	nc, err := nats.Connect(URL(), nats.Name(t.Name()))
 	if err != nil {
@@ -54,7 +66,7 @@ func Namespace() string {
 
 // Topology is the default topology in a fresh namespace, in memory storage,
 // torn down at cleanup.
-func Topology(t testing.TB, nc *nats.Conn) natsx.Topology {
+func Topology(t TB, nc *nats.Conn) natsx.Topology {
 	t.Helper()
 	topo := natsx.DefaultTopology()
 	topo.Namespace = Namespace()
@@ -71,7 +83,7 @@ func Topology(t testing.TB, nc *nats.Conn) natsx.Topology {
 }
 
 // Provision provisions a fresh topology.
-func Provision(t testing.TB, nc *nats.Conn) *natsx.Provisioned {
+func Provision(t TB, nc *nats.Conn) *natsx.Provisioned {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

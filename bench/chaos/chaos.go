@@ -1,25 +1,19 @@
-package push_test
+package main
 
-// The model-based randomized end-to-end test of issue 10: random histories
-// of opt-outs and resubscribes, published shuffled and partly duplicated,
-// through two pusher replicas (one killed mid-batch) against a sandbox that
-// fails transiently, compared person by person with a reference model.
-//
-// `make test` runs it with 1,000 persons; `make chaos` with 100,000 and
-// writes bench/chaos.md (OPTOUT_MODEL_PERSONS, OPTOUT_MODEL_REPORT,
-// OPTOUT_MODEL_SEED).
+// The model run: random histories of opt-outs and resubscribes, published
+// shuffled and partly duplicated, through two pusher replicas (one killed
+// mid-batch) against a sandbox that fails transiently, compared person by
+// person with the reference model (internal/refmodel). It began as issue
+// 10's model-based test of the pusher.
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/optout-sync/optout-sync/internal/refmodel"
+	"github.com/optout-sync/optout-sync/internal/teststack"
+	"github.com/optout-sync/optout-sync/internal/teststack/pushstack"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
@@ -34,7 +30,27 @@ import (
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
+
+// The two tenants: acme syncs the sales opt-out field, globex Email Opt Out.
+const (
+	sales = tenant.DefaultCustomField
+	std   = tenant.StandardField
+)
+
+var orgs = []sandbox.OrgConfig{
+	{Name: "acme", ClientID: "acme-id", ClientSecret: "acme-secret", APIVersions: []string{"62.0"}, DailyAPILimit: 100000,
+		CustomField: "Marketo_Sales_Opt_Out__c", CustomFieldInstalled: true, CustomFieldWritable: true},
+	{Name: "globex", ClientID: "globex-id", ClientSecret: "globex-secret", APIVersions: []string{"62.0"}, DailyAPILimit: 100000},
+}
+
+// config is one run's size, seed and report file ("" none).
+type config struct {
+	persons int
+	seed    uint64
+	out     string
+}
 
 // modelEvent is one event of a person's random history.
 type modelEvent struct {
@@ -62,7 +78,7 @@ func (p modelPerson) wish() refmodel.Wish {
 	return refmodel.Of(hist)
 }
 
-// field is the Salesforce field the person's tenant syncs (acme: the sales
+// modelField is the Salesforce field the person's tenant syncs (acme: the sales
 // field; globex: Email Opt Out).
 func modelField(tenantID string) string {
 	if tenantID == "acme" {
@@ -71,9 +87,9 @@ func modelField(tenantID string) string {
 	return std
 }
 
-// modelReport counts what the comparison found; every count but the sizes
+// report counts what the comparison found; every count but the sizes
 // must be zero.
-type modelReport struct {
+type report struct {
 	Persons    int
 	Events     int
 	Published  int
@@ -97,48 +113,40 @@ type modelReport struct {
 	seed              uint64
 }
 
-func (r *modelReport) fail(kind *int, format string, args ...any) {
+func (r *report) fail(kind *int, format string, args ...any) {
 	*kind++
 	if len(r.examples) < 20 {
 		r.examples = append(r.examples, fmt.Sprintf(format, args...))
 	}
 }
 
-func (r *modelReport) problems() int {
+func (r *report) problems() int {
 	return r.Lost + r.Reverted + r.IgnoredResub + r.OtherField + r.Unsettled + r.UnfoldedEvents + r.DoubleEffects
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
-	t.Parallel()
-	persons := envInt("OPTOUT_MODEL_PERSONS", 1000)
-	seed := uint64(time.Now().UnixNano())
-	if v, err := strconv.ParseUint(os.Getenv("OPTOUT_MODEL_SEED"), 10, 64); err == nil {
-		seed = v
-	}
-	t.Logf("seed %d (OPTOUT_MODEL_SEED=%d reproduces the histories), %d persons", seed, seed, persons)
+// run is one chaos run, of the program and of the test alike: it fails t
+// when the end state differs from the reference model (and writes the
+// report to c.out first, when set).
+func run(t teststack.TB, c config) *report {
+	t.Helper()
+	persons, seed := c.persons, c.seed
+	t.Logf("seed %d (-seed %d reproduces the histories), %d persons", seed, seed, persons)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	within := 3*time.Minute + time.Duration(persons)*10*time.Millisecond
-	s := newStackWithin(t, within)
-	s.salesField()
-	run := s.topo.Namespace
+	s := teststack.New(t, orgs, teststack.Options{Within: within, AckWait: 2 * time.Second})
+	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
+	ns := s.Topo.Namespace
 
 	// Histories: 1–4 events a person, in the past, some sharing a stamp (a
 	// tie, which the opt-out wins), some carrying only the Salesforce id.
 	now := time.Now()
 	people := make([]modelPerson, persons)
-	rep := &modelReport{Persons: persons, seed: seed}
+	rep := &report{Persons: persons, seed: seed}
 	for i := range people {
 		p := &people[i]
 		p.tenant = []string{"acme", "globex"}[i%2]
 		p.sc = fmt.Sprintf("sc-%d", i)
-		p.sfID = s.org(p.tenant).Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("m%d@example.com", i)}).ID
+		p.sfID = s.Org(p.tenant).Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("m%d@example.com", i)}).ID
 		n := 1 + rng.IntN(4)
 		for j := range n {
 			at := now.Add(-time.Minute - time.Duration(rng.Int64N(int64(10*24*time.Hour))))
@@ -146,7 +154,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 				at = p.events[rng.IntN(j)].at
 			}
 			p.events = append(p.events, modelEvent{
-				id: fmt.Sprintf("%s-%d-%d", run, i, j), optOut: rng.IntN(5) < 3, at: at,
+				id: fmt.Sprintf("%s-%d-%d", ns, i, j), optOut: rng.IntN(5) < 3, at: at,
 				scID: rng.IntN(10) != 0,
 			})
 		}
@@ -181,7 +189,7 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	// Transient faults on both orgs: a share of 503s, row locks on some
 	// records, connections dropped after the write.
 	for _, org := range []string{"acme", "globex"} {
-		o := s.org(org)
+		o := s.Org(org)
 		o.InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, Status: 503, ErrorCode: "SERVER_UNAVAILABLE", Message: "Server too busy", Share: 0.15, Times: 5 + persons/400})
 		o.InjectFault(sandbox.Fault{Route: sandbox.RouteCollectionsUpdate, DropAfterWrite: true, Share: 0.05, Times: 2 + persons/2000})
 		for k := 0; k < min(100, persons/40); k++ {
@@ -195,14 +203,14 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	// Replica A dies in the middle of a batch: its Kth write reaches
 	// Salesforce, then it never answers and the replica stops pulling, as a
 	// killed process would. Replica B carries on.
-	cfg := fastConfig()
+	cfg := pushstack.FastConfig()
 	killAt := 2 + rng.IntN(4)
 	died := make(chan struct{})
 	hung := make(chan struct{})
-	ctxA, killA := context.WithCancel(s.ctx)
-	s.startIn(ctxA, cfg, &dyingClients{inner: s.clients, after: int64(killAt), died: died, hang: hung})
+	ctxA, killA := context.WithCancel(s.Ctx)
+	pushstack.Start(s, cfg, pushstack.Options{Ctx: ctxA, Clients: &dyingClients{inner: s.Clients, after: int64(killAt), died: died, hang: hung}})
 	t.Cleanup(func() { close(hung) }) // runs before the replicas' own cleanups
-	s.start(cfg)
+	pushstack.Start(s, cfg, pushstack.Options{})
 
 	// Published asynchronously (a bounded window of acks outstanding),
 	// while both replicas ingest and push.
@@ -211,18 +219,18 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	for i, pb := range pubs {
 		if i == len(pubs)/2 {
 			// 401 mid-run: every issued token expires.
-			s.org("acme").ExpireTokens()
-			s.org("globex").ExpireTokens()
+			s.Org("acme").ExpireTokens()
+			s.Org("globex").ExpireTokens()
 		}
-		ack, err := s.publishModelEvent(pb.p, pb.e, pb.msgID)
+		ack, err := publishModelEvent(s, pb.p, pb.e, pb.msgID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		acks = append(acks, ack)
 	}
 	select {
-	case <-s.prov.JS.PublishAsyncComplete():
-	case <-s.ctx.Done():
+	case <-s.Prov.JS.PublishAsyncComplete():
+	case <-s.Ctx.Done():
 		t.Fatal("publish acks did not all arrive")
 	}
 	for _, ack := range acks {
@@ -240,10 +248,10 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	killA()
 	rep.KilledAfterCalls = killAt
 
-	s.settleOrReport(within - time.Since(start) - 30*time.Second)
+	settleOrReport(s, within-time.Since(start)-30*time.Second)
 	rep.Elapsed = time.Since(start)
 	for _, org := range []string{"acme", "globex"} {
-		for _, c := range s.org(org).Calls() {
+		for _, c := range s.Org(org).Calls() {
 			if c.Route == sandbox.RouteCollectionsUpdate || c.Route == sandbox.RouteComposite {
 				rep.CollectionCalls++
 				rep.collectionRecords += c.Records
@@ -254,8 +262,12 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 		}
 	}
 
-	s.compareWithModel(people, rep)
-	s.writeModelReport(rep)
+	compareWithModel(s, people, rep)
+	if c.out != "" {
+		if err := writeReport(c.out, rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+	}
 	if rep.problems() != 0 {
 		t.Fatalf("the end state differs from the reference model (seed %d): lost %d, reverted %d, ignored resubscribes %d, other field written %d, unsettled %d, unfolded events %d, double effects %d; first differences:\n%s",
 			seed, rep.Lost, rep.Reverted, rep.IgnoredResub, rep.OtherField, rep.Unsettled, rep.UnfoldedEvents, rep.DoubleEffects, strings.Join(rep.examples, "\n"))
@@ -265,37 +277,35 @@ func TestModelRandomHistoriesThroughTwoReplicas(t *testing.T) {
 	}
 	t.Logf("%d persons, %d events (%d published) settled in %s with %d collections calls (%d faulted); 0 lost, 0 reverted, 0 double effects",
 		persons, rep.Events, rep.Published, rep.Elapsed.Round(time.Millisecond), rep.CollectionCalls, rep.Faulted)
+	return rep
 }
 
 // settleOrReport waits until both tenants settle, logging progress every
 // 30 s; past the deadline it fails with what is still unsettled.
-func (s *stack) settleOrReport(within time.Duration) {
-	s.t.Helper()
+func settleOrReport(s *teststack.Stack, within time.Duration) {
+	s.T.Helper()
 	deadline, report := time.Now().Add(within), time.Now().Add(30*time.Second)
-	for !(s.settled("acme") && s.settled("globex")) {
+	for !(s.Settled("acme") && s.Settled("globex")) {
 		if now := time.Now(); now.After(report) || now.After(deadline) {
 			var state []string
 			for _, tn := range []string{"acme", "globex"} {
-				ack, undelivered := s.pendingAcks(tn)
-				dirty := 0
-				if err := s.ledger.Dirty(s.ctx, tn, func(ledger.DirtyItem) { dirty++ }); err != nil {
-					s.t.Fatal(err)
-				}
+				ack, undelivered := s.PendingAcks(tn)
+				dirty := s.Dirty(tn)
 				state = append(state, fmt.Sprintf("%s: %d undelivered, %d unacked, %d dirty", tn, undelivered, ack, dirty))
 			}
 			if now.After(deadline) {
 				// What holds each dirty person, for the failure's reader.
 				for _, tn := range []string{"acme", "globex"} {
-					_ = s.ledger.Dirty(s.ctx, tn, func(d ledger.DirtyItem) {
-						it, err := s.ledger.Get(s.ctx, d.Key)
+					_ = s.Ledger.Dirty(s.Ctx, tn, func(d ledger.DirtyItem) {
+						it, err := s.Ledger.Get(s.Ctx, d.Key)
 						e, rev := it.Entry, it.Rev
-						s.t.Logf("dirty %s (next attempt %s): rev %d, %v: wants %v, state %s (%s), field %s confirmed %v set by us %v, writing %+v, retry %+v",
+						s.T.Logf("dirty %s (next attempt %s): rev %d, %v: wants %v, state %s (%s), field %s confirmed %v set by us %v, writing %+v, retry %+v",
 							d.Key, d.NextAttempt, rev, err, e.OptedOut, e.State, e.Reason, e.Field, e.Confirmed != nil && *e.Confirmed, e.SetByUs, e.Writing, e.Retry)
 					})
 				}
-				s.t.Fatalf("not settled after %s: %s", within, strings.Join(state, "; "))
+				s.T.Fatalf("not settled after %s: %s", within, strings.Join(state, "; "))
 			}
-			s.t.Logf("settling: %s", strings.Join(state, "; "))
+			s.T.Logf("settling: %s", strings.Join(state, "; "))
 			report = now.Add(30 * time.Second)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -303,7 +313,7 @@ func (s *stack) settleOrReport(within time.Duration) {
 }
 
 // publishModelEvent publishes one event of a person under msgID.
-func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) (jetstream.PubAckFuture, error) {
+func publishModelEvent(s *teststack.Stack, p *modelPerson, e modelEvent, msgID string) (jetstream.PubAckFuture, error) {
 	ev := &optoutv1.OptOutEvent{
 		EventId: e.id, TenantId: p.tenant,
 		Person:     &optoutv1.Person{SalesforceId: p.sfID, ObjectType: optoutv1.ObjectType_CONTACT},
@@ -321,10 +331,10 @@ func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) (j
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", e.id, err)
 	}
-	m := nats.NewMsg(s.topo.EventsSubject(p.tenant))
+	m := nats.NewMsg(s.Topo.EventsSubject(p.tenant))
 	m.Data = data
 	m.Header.Set(event.HeaderContentType, ctype)
-	ack, err := s.prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+	ack, err := s.Prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", e.id, err)
 	}
@@ -333,8 +343,8 @@ func (s *stack) publishModelEvent(p *modelPerson, e modelEvent, msgID string) (j
 
 // compareWithModel compares Salesforce, the ledger and the audit trail
 // with the reference model, person by person.
-func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
-	s.t.Helper()
+func compareWithModel(s *teststack.Stack, people []modelPerson, rep *report) {
+	s.T.Helper()
 	type live struct {
 		key   string
 		entry optout.Entry
@@ -342,20 +352,20 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 	bySF := map[string][]live{}
 	audit := map[string][]ledger.AuditRecord{}
 	for _, tn := range []string{"acme", "globex"} {
-		if err := s.ledger.Scan(s.ctx, tn, func(it ledger.ScanItem) error {
+		if err := s.Ledger.Scan(s.Ctx, tn, func(it ledger.ScanItem) error {
 			if it.Entry.SalesforceID != "" {
 				k := tn + "/" + it.Entry.SalesforceID // ids repeat across orgs
 				bySF[k] = append(bySF[k], live{it.Key, it.Entry})
 			}
 			return nil
-		}, func(key string, err error) { s.t.Errorf("ledger %s: %v", key, err) }); err != nil {
-			s.t.Fatal(err)
+		}, func(key string, err error) { s.T.Errorf("ledger %s: %v", key, err) }); err != nil {
+			s.T.Fatal(err)
 		}
-		if err := ledger.ReadAudit(s.ctx, s.prov.JS, s.topo, tn, func(r ledger.AuditRecord) error {
+		if err := ledger.ReadAudit(s.Ctx, s.Prov.JS, s.Topo, tn, func(r ledger.AuditRecord) error {
 			audit[r.Key] = append(audit[r.Key], r)
 			return nil
 		}); err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 	}
 
@@ -363,9 +373,9 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 		field := modelField(p.tenant)
 		latest := p.wish()
 		want := latest.Salesforce(field == std)
-		rec, ok := s.org(p.tenant).Get(p.sfID)
+		rec, ok := s.Org(p.tenant).Get(p.sfID)
 		if !ok {
-			s.t.Fatalf("record %s vanished from %s", p.sfID, p.tenant)
+			s.T.Fatalf("record %s vanished from %s", p.sfID, p.tenant)
 		}
 		got, other := rec.CustomOptOut, rec.HasOptedOutOfEmail
 		if field == std {
@@ -413,13 +423,13 @@ func (s *stack) compareWithModel(people []modelPerson, rep *modelReport) {
 					r.Entry.Version, r.Entry.OptedOut, r.Entry.Field, r.Entry.Confirmed != nil && *r.Entry.Confirmed, r.Entry.SetByUs, r.Entry.State, r.Entry.Reason))
 			}
 		}
-		s.checkAudit(entries[0].key, e, audit[entries[0].key], p, rep)
+		checkAudit(s, entries[0].key, e, audit[entries[0].key], p, rep)
 	}
 }
 
 // checkAudit: one audit record per change of the entry, each a real
 // change, none twice.
-func (s *stack) checkAudit(key string, e optout.Entry, recs []ledger.AuditRecord, p modelPerson, rep *modelReport) {
+func checkAudit(s *teststack.Stack, key string, e optout.Entry, recs []ledger.AuditRecord, p modelPerson, rep *report) {
 	if uint64(len(recs)) != e.Version {
 		rep.fail(&rep.DoubleEffects, "%s %s: %d audit records for %d changes", p.tenant, p.sc, len(recs), e.Version)
 		return
@@ -434,57 +444,12 @@ func (s *stack) checkAudit(key string, e optout.Entry, recs []ledger.AuditRecord
 		cur.Version, cur.ChangedAt = 0, time.Time{}
 		b, err := json.Marshal(cur)
 		if err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		if prev != nil && string(b) == string(prev) {
 			rep.fail(&rep.DoubleEffects, "%s %s: audit record %d of %s changes nothing: %s", p.tenant, p.sc, i+1, key, b)
 		}
 		prev = b
-	}
-}
-
-// writeModelReport writes the report where OPTOUT_MODEL_REPORT says.
-func (s *stack) writeModelReport(rep *modelReport) {
-	path := os.Getenv("OPTOUT_MODEL_REPORT")
-	if path == "" {
-		return
-	}
-	verdict := "PASS"
-	if rep.problems() != 0 {
-		verdict = "FAIL"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Chaos run: random histories through two pusher replicas\n\n")
-	fmt.Fprintf(&b, "`make chaos` (services/pusher/push TestModelRandomHistoriesThroughTwoReplicas, seed %d). ", rep.seed)
-	fmt.Fprintf(&b, "Random histories of 1–4 opt-outs and resubscribes per person with past timestamps (one in six reusing an earlier stamp of the person: a tie), one in ten carrying only the Salesforce id; ")
-	fmt.Fprintf(&b, "published shuffled, one in ten again under the same Nats-Msg-Id and one in ten again under another; two pusher replicas, one killed after its %dth write reached Salesforce; ", rep.KilledAfterCalls)
-	fmt.Fprintf(&b, "sandbox faults: 15%% of collections calls answer 503 (bounded), 5%% drop the connection after the write, `UNABLE_TO_LOCK_ROW` twice on some records, every token expired (401) half-way. ")
-	fmt.Fprintf(&b, "Half the persons are in a tenant on the sales opt-out field, half on Email Opt Out. Reference model: the sales field ends at the newest wish (on a tie the opt-out wins); Email Opt Out ends true once any opt-out exists and is never cleared from here.\n\n")
-	fmt.Fprintf(&b, "| what | count |\n|---|---|\n")
-	for _, row := range []struct {
-		k string
-		v any
-	}{
-		{"persons", rep.Persons}, {"events", rep.Events}, {"messages published", rep.Published},
-		{"… of which same-id duplicates", rep.Duplicates}, {"… of which replays under another id", rep.Replays},
-		{"collections calls", rep.CollectionCalls}, {"records written", rep.collectionRecords}, {"calls answered by an injected fault", rep.Faulted},
-		{"time to settle", rep.Elapsed.Round(time.Millisecond)},
-		{"**lost** opt-outs (model wants true, Salesforce false)", rep.Lost},
-		{"**reverted** (the ledger's wish is not the newest)", rep.Reverted},
-		{"resubscribes not honoured", rep.IgnoredResub},
-		{"**double effects** (an event or audit record twice, a change without a record, a person split)", rep.DoubleEffects},
-		{"field the tenant did not choose written", rep.OtherField},
-		{"persons not settled on the model's value", rep.Unsettled},
-		{"events missing from the ledger", rep.UnfoldedEvents},
-	} {
-		fmt.Fprintf(&b, "| %s | %v |\n", row.k, row.v)
-	}
-	fmt.Fprintf(&b, "\nVerdict: **%s**\n", verdict)
-	if len(rep.examples) > 0 {
-		fmt.Fprintf(&b, "\nFirst differences:\n\n```\n%s\n```\n", strings.Join(rep.examples, "\n"))
-	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		s.t.Errorf("write %s: %v", path, err)
 	}
 }
 

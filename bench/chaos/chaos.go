@@ -334,7 +334,10 @@ func publishModelEvent(s *teststack.Stack, p *modelPerson, e modelEvent, msgID s
 	m := nats.NewMsg(s.Topo.EventsSubject(p.tenant))
 	m.Data = data
 	m.Header.Set(event.HeaderContentType, ctype)
-	ack, err := s.Prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+	// A server still busy (deleting an earlier run's streams, or a loaded
+	// machine) acks slowly: wait for room rather than the default 200 ms,
+	// after which the run would fail before it tested anything.
+	ack, err := s.Prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", e.id, err)
 	}

@@ -45,6 +45,11 @@ type Config struct {
 	Plaintext bool
 	// TLS replaces the default TLS configuration (system roots, TLS 1.2+).
 	TLS *tls.Config
+	// MaxRecvMsgBytes caps one response (default gRPC's 4 MiB). The spec
+	// gives events up to 1 MB and responses up to 100 events but no response
+	// size: a response over the cap fails as Retryable RESOURCE_EXHAUSTED, so
+	// a tenant with large events needs a higher cap or a smaller Batch.
+	MaxRecvMsgBytes int
 }
 
 // Client is one tenant's Pub/Sub API client. It is safe for concurrent use;
@@ -81,7 +86,11 @@ func New(sf *salesforce.Client, cfg Config) (*Client, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	cc, err := grpc.NewClient(ep.Addr(), grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if cfg.MaxRecvMsgBytes > 0 {
+		opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgBytes)))
+	}
+	cc, err := grpc.NewClient(ep.Addr(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pubsub: dial %s: %w", ep.Addr(), err)
 	}

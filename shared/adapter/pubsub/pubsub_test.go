@@ -395,3 +395,24 @@ func TestSubscribeOptionsChecked(t *testing.T) {
 	_, err = c.Subscribe(context.Background(), SubscribeOptions{Topic: "/data/ContactChangeEvent", Replay: Custom})
 	assert.Error(t, err, "Custom without a replay id")
 }
+
+// A stream gone silent (no event, no keepalive, no error) is ended by the
+// watchdog with a recognisable error; the next call resumes, missing nothing.
+func TestWatchdogEndsSilentStream(t *testing.T) {
+	sb := startSandbox(t, "")
+	c, _ := sb.client(t)
+	var fault struct{ ID string }
+	sb.ctl("POST", "/pubsub/faults", map[string]any{"kind": "stall"}, &fault)
+	opts := fromNow(sb, "/data/ContactChangeEvent")
+	opts.Watchdog = 300 * time.Millisecond
+	sub := subscribe(t, c, opts)
+	id := sb.put("Contact", "")
+	_, err := sub.Next()
+	class, code := classOf(t, err)
+	assert.Equal(t, salesforce.Retryable, class)
+	assert.Equal(t, CodeStalled, code)
+
+	sb.ctl("DELETE", "/pubsub/faults/"+fault.ID, nil, nil)
+	ev := events(t, sub, 1)[0]
+	assert.Equal(t, []string{id}, ev.Header.RecordIDs)
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -39,7 +41,16 @@ type SubscribeOptions struct {
 	// Fields are the record fields Event.Values keeps (default
 	// DefaultFields); add the tenant's sales opt-out field.
 	Fields []string
+	// Watchdog, when set, ends a stream that sent nothing (no event, no
+	// keepalive) for this long: streams sometimes go silent with no error
+	// (spec §9.3), and keepalives come within 270 s, so about 300 s. Next
+	// then returns a Retryable error with Code CodeStalled.
+	Watchdog time.Duration
 }
+
+// CodeStalled is the Code of the error Next returns when the watchdog
+// ended a silent stream.
+const CodeStalled = "PUBSUB_STREAM_STALLED"
 
 // Batch is one response of the stream.
 type Batch struct {
@@ -167,7 +178,12 @@ func (s *Subscription) Next() (*Batch, error) {
 				s.outstanding += n
 			}
 		}
-		resp, err := s.stream.Recv()
+		resp, stalled, err := s.recv()
+		if stalled {
+			s.closeStream()
+			return nil, &salesforce.Error{Op: "subscribe", Code: CodeStalled, Class: salesforce.Retryable,
+				Message: "no event or keepalive for " + s.opts.Watchdog.String() + "; the stream was ended"}
+		}
 		if err != nil {
 			if retry, e := s.streamEnded(err); !retry {
 				return nil, e
@@ -188,6 +204,20 @@ func (s *Subscription) Next() (*Batch, error) {
 		}
 		return b, nil
 	}
+}
+
+// recv reads one response, ending the stream when the watchdog fires first.
+func (s *Subscription) recv() (*pubsubapi.FetchResponse, bool, error) {
+	if s.opts.Watchdog <= 0 {
+		resp, err := s.stream.Recv()
+		return resp, false, err
+	}
+	var fired atomic.Bool
+	stop := s.streamStop
+	t := time.AfterFunc(s.opts.Watchdog, func() { fired.Store(true); stop() })
+	resp, err := s.stream.Recv()
+	t.Stop()
+	return resp, err != nil && fired.Load(), err
 }
 
 // streamEnded handles the end of a stream: whether to reopen, else the error.

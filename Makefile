@@ -101,8 +101,9 @@ staticcheck:
 modcheck:
 	go test -count=1 ./tools/modcheck/ && go run ./tools/modcheck -root .
 
-## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool), and the
-## sandbox's vendored Pub/Sub API (services/sfsandbox/pubsubapi) with the plugins its go.mod pins.
+## proto: regenerate Go code from proto/ with the pinned protoc-gen-go (proto/go.mod tool), and
+## Salesforce's Pub/Sub API, vendored once in services/sfsandbox/pubsubapi, twice with the plugins the
+## sandbox's go.mod pins: the sandbox's copy, and the client's (shared/adapter/pubsub/pubsubapi).
 proto:
 	cd proto && go build -o ../bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --go_out=proto --go_opt=paths=source_relative -Iproto optout/v1/optout.proto
@@ -115,6 +116,14 @@ proto:
 		'--go_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/services/sfsandbox/pubsubapi;pubsubapi' \
 		--go-grpc_out=services/sfsandbox/pubsubapi --go-grpc_opt=paths=source_relative \
 		'--go-grpc_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/services/sfsandbox/pubsubapi;pubsubapi' \
+		-Iservices/sfsandbox/pubsubapi pubsub_api.proto
+	@# The client's copy (shared/adapter/pubsub/pubsubapi, root module) from the same verbatim file and
+	@# the same plugins: shared may not import the sandbox's copy, and one .proto cannot drift from another.
+	protoc --plugin=protoc-gen-go=bin/sfsandbox-protoc-gen-go --plugin=protoc-gen-go-grpc=bin/sfsandbox-protoc-gen-go-grpc \
+		--go_out=shared/adapter/pubsub/pubsubapi --go_opt=paths=source_relative \
+		'--go_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/shared/adapter/pubsub/pubsubapi;pubsubapi' \
+		--go-grpc_out=shared/adapter/pubsub/pubsubapi --go-grpc_opt=paths=source_relative \
+		'--go-grpc_opt=Mpubsub_api.proto=github.com/optout-sync/optout-sync/shared/adapter/pubsub/pubsubapi;pubsubapi' \
 		-Iservices/sfsandbox/pubsubapi pubsub_api.proto
 
 ## build: every service binary into bin/.

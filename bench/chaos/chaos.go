@@ -132,7 +132,10 @@ func run(t teststack.TB, c config) *report {
 	persons, seed := c.persons, c.seed
 	t.Logf("seed %d (-seed %d reproduces the histories), %d persons", seed, seed, persons)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	within := 3*time.Minute + time.Duration(persons)*10*time.Millisecond
+	// 4 min settle 100,000 persons on a quiet 2-core machine; a shared one
+	// is several times slower, and the deadline is only there to end a run
+	// that stopped progressing.
+	within := 3*time.Minute + time.Duration(persons)*30*time.Millisecond
 	s := teststack.New(t, orgs, teststack.Options{Within: within, AckWait: 2 * time.Second})
 	s.PutSettings("acme", func(st *tenant.Settings) { st.SyncEnabled = true; st.Field = tenant.SalesOptOut })
 	ns := s.Topo.Namespace
@@ -334,7 +337,10 @@ func publishModelEvent(s *teststack.Stack, p *modelPerson, e modelEvent, msgID s
 	m := nats.NewMsg(s.Topo.EventsSubject(p.tenant))
 	m.Data = data
 	m.Header.Set(event.HeaderContentType, ctype)
-	ack, err := s.Prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+	// A server still busy (deleting an earlier run's streams, or a loaded
+	// machine) acks slowly: wait for room rather than the default 200 ms,
+	// after which the run would fail before it tested anything.
+	ack, err := s.Prov.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", e.id, err)
 	}

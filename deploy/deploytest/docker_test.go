@@ -117,15 +117,18 @@ func TestDockerfiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			sandbox, _ := vals.PathValue("sfsandbox.port")
-			sandboxPorts := []string{fmt.Sprint(sandbox)}
+			pubsub, _ := vals.PathValue("sfsandbox.pubsubPort")
+			sandboxPorts := []string{fmt.Sprint(sandbox), fmt.Sprint(pubsub)}
 			if orgs, err := vals.PathValue("sfsandbox.orgs"); err == nil {
 				for _, org := range orgs.([]any) { // each org's own origin
 					sandboxPorts = append(sandboxPorts, fmt.Sprint(org.(map[string]any)["port"]))
 				}
 			}
 			want := map[string][]string{"sfsandbox": sandboxPorts}[svc]
+			slices.Sort(exposed) // the parser sorts EXPOSE's ports
+			slices.Sort(want)
 			if !slices.Equal(exposed, want) {
-				t.Errorf("EXPOSE %v, want %v (the chart's admin.port / sfsandbox.port and org ports)", exposed, want)
+				t.Errorf("EXPOSE %v, want %v (the chart's sfsandbox.port, pubsubPort and org ports)", exposed, want)
 			}
 		})
 	}

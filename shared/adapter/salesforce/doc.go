@@ -10,5 +10,6 @@
 //
 // Files: auth.go (tokens), errors.go (classification), collections.go
 // (writes and retrieve), query.go (SOQL), bulk.go (Bulk 2.0), limits.go
-// (allocation and metrics), describe.go, transport.go (tracing), client.go.
+// (allocation and metrics), describe.go, transport.go (tracing), client.go,
+// pubsubauth.go (the session for the Pub/Sub client, shared/adapter/pubsub).
 package salesforce

@@ -66,15 +66,18 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// plainAllowed says whether credentials may go to host without TLS.
+func (p EndpointPolicy) plainAllowed(host string) bool {
+	return isLoopback(host) || containsFold(p.InsecureHTTPHosts, host)
+}
+
 // checkTransport says why u may not carry credentials, or "".
 func (p EndpointPolicy) checkTransport(what string, u *url.URL) string {
 	host := u.Hostname()
 	switch {
 	case u.Scheme == "https":
 		return ""
-	case u.Scheme == "http" && isLoopback(host):
-		return ""
-	case u.Scheme == "http" && containsFold(p.InsecureHTTPHosts, host):
+	case u.Scheme == "http" && p.plainAllowed(host):
 		return ""
 	case u.Scheme == "http":
 		return fmt.Sprintf("%s %s is plain http: credentials go only over https (plain http only to loopback, or to a development host listed in %s)",
@@ -88,18 +91,46 @@ func (p EndpointPolicy) checkInstance(instance *url.URL, myDomain string) string
 	if msg := p.checkTransport("instance_url", instance); msg != "" {
 		return msg
 	}
-	host := strings.ToLower(instance.Hostname())
-	if host == strings.ToLower(myDomain) {
+	if p.hostAllowed(instance.Hostname(), myDomain) {
 		return ""
-	}
-	for _, pat := range append(append([]string{}, DefaultAllowedHosts...), p.AllowedHosts...) {
-		if hostMatches(pat, host) {
-			return ""
-		}
 	}
 	return fmt.Sprintf("instance_url %s is neither the tenant's My Domain (%s) nor an allowed Salesforce host (%s); "+
 		"check the tenant's token_url, or add the org's instance host to %s",
 		safeOrigin(instance), myDomain, strings.Join(append(append([]string{}, DefaultAllowedHosts...), p.AllowedHosts...), ", "), EnvAllowedHosts)
+}
+
+// hostAllowed says whether the tenant's access token may go to host: its
+// My Domain, Salesforce's own domains or an operator-allowed pattern.
+func (p EndpointPolicy) hostAllowed(host, myDomain string) bool {
+	host = strings.ToLower(host)
+	if host == strings.ToLower(myDomain) {
+		return true
+	}
+	for _, pat := range append(append([]string{}, DefaultAllowedHosts...), p.AllowedHosts...) {
+		if hostMatches(pat, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPubSub says why the access token may not go to the Pub/Sub API at
+// addr (host:port, gRPC; plaintext: without TLS), or "": the same rule as
+// for the instance_url, with TLS in place of https.
+func (p EndpointPolicy) checkPubSub(addr string, plaintext bool, myDomain string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return fmt.Sprintf("Pub/Sub API address %q: want host:port", addr)
+	}
+	if plaintext && !p.plainAllowed(host) {
+		return fmt.Sprintf("Pub/Sub API %s without TLS: credentials go only over TLS (plaintext only to loopback, or to a development host listed in %s)",
+			addr, EnvInsecureHTTPHosts)
+	}
+	if !p.hostAllowed(host, myDomain) && !(plaintext && isLoopback(host) && isLoopback(myDomain)) {
+		return fmt.Sprintf("Pub/Sub API host %s is neither the tenant's My Domain (%s) nor an allowed Salesforce host (%s); add it to %s",
+			host, myDomain, strings.Join(append(append([]string{}, DefaultAllowedHosts...), p.AllowedHosts...), ", "), EnvAllowedHosts)
+	}
+	return ""
 }
 
 // hostMatches: "*.example.com" matches any subdomain (not example.com

@@ -208,3 +208,35 @@ func TestEndpointPolicyInstanceHosts(t *testing.T) {
 		}
 	}
 }
+
+// The Pub/Sub API gets the token under the same rule as the instance_url
+// (TLS in place of https), and only for an endpoint checked by it.
+func TestPubSubEndpointPolicy(t *testing.T) {
+	p := EndpointPolicy{AllowedHosts: []string{"*.corp.example"}, InsecureHTTPHosts: []string{"sfsandbox"}}
+	for _, c := range []struct {
+		addr      string
+		plaintext bool
+		myDomain  string
+		ok        bool
+	}{
+		{"api.pubsub.salesforce.com:7443", false, "acme.my.salesforce.com", true},
+		{"api.deu.pubsub.salesforce.com:443", false, "acme.my.salesforce.com", true},
+		{"pubsub.corp.example:443", false, "acme.my.salesforce.com", true},
+		{"127.0.0.1:7443", true, "127.0.0.1", true},
+		{"localhost:7443", true, "127.0.0.1", true},
+		{"sfsandbox:7443", true, "sfsandbox", true},
+		{"api.pubsub.salesforce.com:7443", true, "acme.my.salesforce.com", false}, // no TLS to a remote host
+		{"10.1.2.3:7443", true, "10.1.2.3", false},
+		{"pubsub.attacker.invalid:443", false, "acme.my.salesforce.com", false}, // not the token's host
+		{"127.0.0.1:7443", true, "acme.my.salesforce.com", false},
+		{"api.pubsub.salesforce.com", false, "acme.my.salesforce.com", false}, // no port
+	} {
+		msg := p.checkPubSub(c.addr, c.plaintext, c.myDomain)
+		assert.Equal(t, c.ok, msg == "", "%s plaintext=%v: %s", c.addr, c.plaintext, msg)
+	}
+	c, err := New(context.Background(), Config{TokenURL: "http://127.0.0.1:1", ClientID: "id", ClientSecret: "s"})
+	require.NoError(t, err)
+	_, err = c.PubSubAuth(context.Background(), PubSubEndpoint{})
+	assert.Equal(t, PermanentTenant, ClassOf(err), "an unchecked endpoint gets no token")
+	assert.Equal(t, int64(0), c.TokenFetches())
+}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // Class says what a caller should do about a failure
@@ -31,6 +33,11 @@ const (
 	// PermanentTenant: the tenant's setup is wrong (field, credentials, API
 	// version); mark it unhealthy and keep its messages.
 	PermanentTenant
+	// ReplayLost: the Pub/Sub API refused a stored replay id (corrupted, or
+	// older than the 72 h retention, spec §9.4). Retrying it fails the same
+	// way, and jumping to LATEST silently loses events: resubscribe LATEST
+	// and reconcile what the gap may hold.
+	ReplayLost
 )
 
 // HoldsTenant reports whether the failure is the tenant's as a whole (its
@@ -54,6 +61,8 @@ func (c Class) String() string {
 		return "permanent-record"
 	case PermanentTenant:
 		return "permanent-tenant"
+	case ReplayLost:
+		return "replay-lost"
 	}
 	return "class(" + strconv.Itoa(int(c)) + ")"
 }
@@ -77,6 +86,21 @@ const (
 	CodeBulkJobFailed  = "BULK_JOB_FAILED"
 	CodeBulkJobAborted = "BULK_JOB_ABORTED"
 	CodeBulkJobTimeout = "BULK_JOB_TIMEOUT"
+	// CodeUndecodableEvent: a Pub/Sub event whose payload its writer schema
+	// cannot decode.
+	CodeUndecodableEvent = "UNDECODABLE_EVENT"
+)
+
+// The Pub/Sub API's own codes, sent in the error-code trailer (spec §9.4).
+const (
+	CodePubSubAuth         = "sfdc.platform.eventbus.grpc.service.auth.error"
+	CodeEventLimitExceeded = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
+	// CodeReplayIDCorrupted is the one code of a refused replay id: the
+	// variant some clients match (…replayid.validation.failed) and test
+	// doubles' bare INVALID_ARGUMENT "The Replay ID validation failed." are
+	// reported under it too, so callers recognise one code (class ReplayLost).
+	CodeReplayIDCorrupted        = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+	codeReplayIDValidationFailed = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.validation.failed"
 )
 
 // Error is the one error type of this package. Every failure returned by the
@@ -92,6 +116,9 @@ type Error struct {
 	RetryAfter time.Duration
 	// Err is the underlying cause for transport failures (URL stripped).
 	Err error
+	// GRPCStatus is the gRPC status of a Pub/Sub API failure (codes.OK, the
+	// zero value, for REST failures).
+	GRPCStatus codes.Code
 }
 
 func (e *Error) Error() string {
@@ -104,6 +131,9 @@ func (e *Error) Error() string {
 	b.WriteString(": ")
 	if e.Status != 0 {
 		fmt.Fprintf(&b, "HTTP %d ", e.Status)
+	}
+	if e.GRPCStatus != codes.OK {
+		fmt.Fprintf(&b, "gRPC %s ", e.GRPCStatus)
 	}
 	if e.Code != "" {
 		b.WriteString(e.Code)
@@ -206,6 +236,56 @@ func Classify(status int, code, message string) Class {
 		return PermanentTenant
 	}
 	return Retryable
+}
+
+// ClassifyGRPC is Classify for the Pub/Sub API (gRPC): a status, the
+// error-code trailer (errorCode, "" when absent) and the status message.
+// Trailer codes decide first, then the status; the message only where a
+// status is known to carry two situations. Unknown codes and statuses are
+// Retryable, as on REST.
+func ClassifyGRPC(status codes.Code, errorCode, message string) Class {
+	switch errorCode {
+	case CodePubSubAuth:
+		return Auth
+	case CodeEventLimitExceeded:
+		return Quota
+	case CodeReplayIDCorrupted, codeReplayIDValidationFailed:
+		return ReplayLost
+	}
+	switch status {
+	case codes.Unauthenticated:
+		return Auth
+	case codes.InvalidArgument:
+		// Test doubles send the replay-id refusal without a trailer code [obs].
+		if strings.Contains(message, "Replay ID validation failed") {
+			return ReplayLost
+		}
+		// Anything else (another topic on a live stream, a malformed request)
+		// is sent the same way again.
+		return PermanentTenant
+	case codes.ResourceExhausted:
+		if strings.Contains(message, "event delivery limit") {
+			return Quota
+		}
+		return Retryable
+	case codes.NotFound, // a topic of an entity not selected for CDC, an unknown channel
+		codes.PermissionDenied, codes.Unimplemented:
+		return PermanentTenant
+	}
+	// UNAVAILABLE (maintenance, reset streams), DEADLINE_EXCEEDED, INTERNAL,
+	// ABORTED, CANCELED, UNKNOWN and the rest: back off and resume.
+	return Retryable
+}
+
+// NewGRPCError is the *Error of a Pub/Sub API failure, classified by
+// ClassifyGRPC. Its Code is the trailer code, or CodeReplayIDCorrupted for
+// every form of a refused replay id.
+func NewGRPCError(op string, status codes.Code, errorCode, message string) *Error {
+	class := ClassifyGRPC(status, errorCode, message)
+	if class == ReplayLost {
+		errorCode = CodeReplayIDCorrupted
+	}
+	return &Error{Op: op, GRPCStatus: status, Code: errorCode, Message: truncate(message), Class: class}
 }
 
 // newError builds an *Error with its class decided by Classify.

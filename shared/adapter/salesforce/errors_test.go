@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"google.golang.org/grpc/codes"
 )
 
 func TestClassifyTable(t *testing.T) {
@@ -118,4 +119,44 @@ func TestErrorText(t *testing.T) {
 	inner := errors.New("connection reset by peer")
 	e = &Error{Op: "query", Code: CodeTransport, Class: Retryable, Err: inner}
 	assert.ErrorIs(t, e, inner)
+}
+
+// The Pub/Sub API's failures (spec §9.4): trailer codes first, then the
+// gRPC status; unknown ones retryable, as on REST.
+func TestClassifyGRPCTable(t *testing.T) {
+	cases := []struct {
+		status    codes.Code
+		errorCode string
+		message   string
+		want      Class
+	}{
+		{codes.Unauthenticated, CodePubSubAuth, "Authentication exception. rpcId: x", Auth},
+		{codes.PermissionDenied, CodePubSubAuth, "", Auth},
+		{codes.Unauthenticated, "", "", Auth},
+		{codes.ResourceExhausted, CodeEventLimitExceeded, "You have exceeded the event delivery limit for your org.", Quota},
+		{codes.Internal, CodeEventLimitExceeded, "", Quota},
+		{codes.ResourceExhausted, "", "You have exceeded the event delivery limit for your org. rpcId: x", Quota},
+		{codes.InvalidArgument, CodeReplayIDCorrupted, "The Replay ID validation failed.", ReplayLost},
+		{codes.InvalidArgument, codeReplayIDValidationFailed, "", ReplayLost},
+		{codes.InvalidArgument, "", "The Replay ID validation failed. rpcId: x", ReplayLost},
+		{codes.InvalidArgument, "", "The topic name in a subsequent FetchRequest must match the first one.", PermanentTenant},
+		{codes.NotFound, "", "The topic information for org 00D and topic /data/AccountChangeEvent not found.", PermanentTenant},
+		{codes.Unimplemented, "", "", PermanentTenant},
+		{codes.Unavailable, "", "HTTP/2 server reset the stream.", Retryable},
+		{codes.Unavailable, "", "This application is down for maintenance", Retryable},
+		{codes.DeadlineExceeded, "", "", Retryable},
+		{codes.Internal, "", "", Retryable},
+		{codes.Canceled, "", "", Retryable},
+		{codes.ResourceExhausted, "", "grpc: received message larger than max", Retryable},
+		{codes.Unknown, "sfdc.platform.eventbus.grpc.something.new", "", Retryable},
+	}
+	for _, c := range cases {
+		assert.Equal(t, c.want, ClassifyGRPC(c.status, c.errorCode, c.message), "%s %s %q", c.status, c.errorCode, c.message)
+	}
+	e := NewGRPCError("subscribe", codes.InvalidArgument, "", "The Replay ID validation failed.")
+	assert.Equal(t, CodeReplayIDCorrupted, e.Code, "every refused replay id under one code")
+	assert.Equal(t, ReplayLost, ClassOf(fmt.Errorf("wrapped: %w", e)))
+	assert.Contains(t, e.Error(), "gRPC InvalidArgument")
+	assert.Equal(t, "replay-lost", ReplayLost.String())
+	assert.False(t, ReplayLost.HoldsTenant())
 }

@@ -271,4 +271,3 @@ func TestSuppressionAPIWithoutTokensSaysHowToSetThemUp(t *testing.T) {
 		t.Errorf("%d %s", code, body)
 	}
 }
-

@@ -154,6 +154,17 @@ type apiError struct {
 	Code  string `json:"code"`
 }
 
+// timed adds a Server-Timing header as the status is written.
+type timed struct {
+	http.ResponseWriter
+	start time.Time
+}
+
+func (t *timed) WriteHeader(code int) {
+	t.Header().Set("Server-Timing", fmt.Sprintf("app;dur=%.3f", float64(time.Since(t.start).Nanoseconds())/1e6))
+	t.ResponseWriter.WriteHeader(code)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -168,6 +179,10 @@ func fail(w http.ResponseWriter, status int, code, msg string) {
 // ServeHTTP answers GET /v1/tenants/{tenant}/suppression. Nothing of a
 // request is logged: the query holds an address.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Server-Timing says how long the answer took the handler itself, so a
+	// client (bench/suppression) can tell it from the network and queueing.
+	start := time.Now()
+	w = &timed{ResponseWriter: w, start: start}
 	if a.tokens == nil {
 		fail(w, http.StatusServiceUnavailable, "not_configured", "the suppression API has no tokens: set OPTOUT_SUPPRESSION_TOKENS_FILE to a file of tenant:token lines")
 		return

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -124,6 +125,9 @@ func (a *API) watchCurrency(ctx context.Context) {
 			a.idx.MarkCurrent(at)
 			if !loaded {
 				loaded = true
+				// The start-up read decoded every entry: give the garbage
+				// back now rather than hold the peak for the process's life.
+				debug.FreeOSMemory()
 				a.log.Info().Int("persons", a.idx.Size()).Msg("suppression index: read the whole ledger; answering")
 			}
 		}

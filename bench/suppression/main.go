@@ -39,6 +39,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 const (
@@ -106,7 +107,7 @@ func run(o options) error {
 	topo.Namespace = fmt.Sprintf("supbench%d", time.Now().UnixNano()%1_000_000)
 	topo.Storage = jetstream.MemoryStorage
 	topo.Replicas = 1
-	_, err = natsx.Provision(ctx, nc, topo)
+	prov, err := natsx.Provision(ctx, nc, topo)
 	if err != nil {
 		return err
 	}
@@ -122,6 +123,14 @@ func run(o options) error {
 		return err
 	}
 	seedTime := time.Since(seedStart)
+	// The audit stream copies every ledger write server-side: a drive timed
+	// while that copy of the seed still runs would measure the copy.
+	actx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	err = ledger.WaitAudited(actx, prov.JS, topo)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("wait for the audit trail: %w", err)
+	}
 
 	bin := filepath.Join(dir, "admin")
 	build := exec.Command("go", "build", "-o", bin, "./services/admin")

@@ -121,15 +121,17 @@ func (a *API) watchCurrency(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn().Err(err).Msg("suppression index: cannot tell how current it is")
 		}
+		if ok && !loaded {
+			loaded = true
+			// The start-up read decoded every entry: give the garbage back
+			// before answering (a forced collection of a large index while
+			// serving would stall answers), rather than hold the peak for
+			// the process's life.
+			debug.FreeOSMemory()
+			a.log.Info().Int("persons", a.idx.Size()).Msg("suppression index: read the whole ledger; answering")
+		}
 		if ok {
 			a.idx.MarkCurrent(at)
-			if !loaded {
-				loaded = true
-				// The start-up read decoded every entry: give the garbage
-				// back now rather than hold the peak for the process's life.
-				debug.FreeOSMemory()
-				a.log.Info().Int("persons", a.idx.Size()).Msg("suppression index: read the whole ledger; answering")
-			}
 		}
 	}
 }

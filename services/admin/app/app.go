@@ -10,12 +10,14 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
+	"github.com/optout-sync/optout-sync/services/admin/suppression"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/platform/process"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -32,6 +34,8 @@ type Config struct {
 	// SFEndpoints is where Salesforce credentials may go (issue 20): the
 	// page's prerequisite check calls Salesforce like the services do.
 	SFEndpoints salesforce.EndpointPolicy
+	// Suppression is the "may I email this address?" API's.
+	Suppression suppression.Config
 }
 
 // Load reads the configuration; check l.Err() afterwards.
@@ -43,6 +47,7 @@ func Load(l *config.Loader) Config {
 		Auth:           page.AuthFromEnv(l),
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
 		SFEndpoints:    sfcreds.PolicyFromEnv(l),
+		Suppression:    suppression.ConfigFromEnv(l),
 	}
 }
 
@@ -50,6 +55,10 @@ func Load(l *config.Loader) Config {
 type App struct {
 	*process.Process
 	listening bool
+	// Suppression serves GET /v1/tenants/{tenant}/suppression from an
+	// index of the ledger it keeps in memory while Run runs.
+	Suppression *suppression.API
+	ledger      *ledger.Ledger
 }
 
 // New connects, provisions and mounts the page; Run then serves it.
@@ -70,8 +79,15 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
 		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
 		Auth:   cfg.Auth, Log: log}))
+	led, err := ledger.New(ctx, prov)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	api := suppression.New(cfg.Suppression, log)
+	p.Admin.Handle(suppression.Pattern, api)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")
-	return &App{Process: p}, nil
+	return &App{Process: p, Suppression: api, ledger: led}, nil
 }
 
 // Listen binds the port and serves until ctx ends; after it Admin.Addr()
@@ -92,7 +108,13 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.Suppression.Run(ctx, a.ledger)
+	}()
 	<-ctx.Done()
+	<-done
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return a.Admin.Shutdown(sctx)

@@ -28,6 +28,13 @@ const token = "0123456789abcdef-token"
 // own, until the test ends; it returns the base URL of its port.
 func start(t *testing.T, env map[string]string) string {
 	t.Helper()
+	base, _ := startApp(t, env)
+	return base
+}
+
+// startApp is start, also returning the app (its provisioned topology).
+func startApp(t *testing.T, env map[string]string) (string, *app.App) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	nc := natstest.Connect(t)
@@ -61,7 +68,7 @@ func start(t *testing.T, env map[string]string) string {
 		}
 		a.Close()
 	})
-	return "http://" + a.Admin.Addr()
+	return "http://" + a.Admin.Addr(), a
 }
 
 func get(t *testing.T, url, auth string) (int, string) {

@@ -30,6 +30,9 @@ const MinEmailHashKeyLen = 16
 // a span about one person still correlate) but unlinkable across processes.
 var emailHashKey atomic.Pointer[[]byte]
 
+// emailHashKeyed: SetEmailHashKey installed the install's key.
+var emailHashKeyed atomic.Bool
+
 func init() {
 	k := make([]byte, 32)
 	_, _ = rand.Read(k) // crypto/rand.Read never fails (Go 1.24+)
@@ -46,7 +49,13 @@ func SetEmailHashKey(key []byte) {
 	}
 	k := bytes.Clone(key)
 	emailHashKey.Store(&k)
+	emailHashKeyed.Store(true)
 }
+
+// EmailHashKeyed reports whether the install's key is set (SetEmailHashKey),
+// not a random one of this process: only then does HashEmail of an address
+// match the emailHash other services stored in the ledger.
+func EmailHashKeyed() bool { return emailHashKeyed.Load() }
 
 // HashEmail returns a stable pseudonymous identifier for an email address,
 // "email:" followed by the first 12 hex digits of HMAC-SHA256, keyed by the

@@ -1,0 +1,445 @@
+// Command suppression measures the admin service's "may I email this
+// address?" API (issue 23: p99 ≤ 5 ms at 1,000 requests a second against
+// 1,000,000 ledger entries) and writes a Markdown report.
+//
+//	go run ./bench/suppression -out bench/suppression.md
+//
+// It seeds the ledger in a fresh namespace of the NATS of make test (torn
+// down at the end), starts the admin binary as its own process, waits for
+// its index to read the ledger (the start-up time), then drives requests
+// open-loop at a fixed rate from this process: each latency runs from the
+// moment its request was due, so a stalled server is charged for the
+// requests queued behind it. The server's CPU and RSS come from /proc.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/domain/sfid"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
+)
+
+const (
+	hashKey = "bench-only-key-0123456789abcdef"
+	token   = "bench-token-0123456789"
+)
+
+type options struct {
+	out      string
+	entries  int
+	tenants  int
+	rate     int
+	duration time.Duration
+	natsURL  string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.out, "out", "bench/suppression.md", "report file")
+	flag.IntVar(&o.entries, "entries", 1_000_000, "ledger entries to seed")
+	flag.IntVar(&o.tenants, "tenants", 10, "tenants the entries are spread over")
+	flag.IntVar(&o.rate, "rate", 1000, "requests a second")
+	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to drive requests")
+	flag.StringVar(&o.natsURL, "nats", envOr("NATS_URL", "nats://127.0.0.1:4322"), "NATS server")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-suppression:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// person i of the seed: its tenant, ids and address.
+func person(o options, i int) (tenant, sc, sf, email string) {
+	tenant = fmt.Sprintf("t%02d", i%o.tenants)
+	sc = fmt.Sprintf("sc-%08d", i)
+	prefix := sfid.PrefixContact
+	if i%2 == 1 {
+		prefix = sfid.PrefixLead
+	}
+	id, _ := sfid.Normalize(fmt.Sprintf("%s%012d", prefix, i))
+	return tenant, sc, id, fmt.Sprintf("person%d@example.com", i)
+}
+
+func run(o options) error {
+	logx.SetEmailHashKey([]byte(hashKey))
+	dir, err := os.MkdirTemp("", "optout-bench-suppression-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	nc, err := nats.Connect(o.natsURL, nats.Name("suppression-bench"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	topo := natsx.DefaultTopology()
+	topo.Namespace = fmt.Sprintf("supbench%d", time.Now().UnixNano()%1_000_000)
+	topo.Storage = jetstream.MemoryStorage
+	topo.Replicas = 1
+	prov, err := natsx.Provision(ctx, nc, topo)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = natsx.Teardown(tctx, nc, topo)
+	}()
+
+	fmt.Fprintf(os.Stderr, "bench: seeding %d entries in namespace %s\n", o.entries, topo.Namespace)
+	seedStart := time.Now()
+	if err := seed(ctx, nc, topo, o); err != nil {
+		return err
+	}
+	seedTime := time.Since(seedStart)
+	// The audit stream copies every ledger write server-side: a drive timed
+	// while that copy of the seed still runs would measure the copy.
+	actx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	err = ledger.WaitAudited(actx, prov.JS, topo)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("wait for the audit trail: %w", err)
+	}
+
+	bin := filepath.Join(dir, "admin")
+	build := exec.Command("go", "build", "-o", bin, "./services/admin")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build admin: %w", err)
+	}
+	tokens := filepath.Join(dir, "tokens")
+	var lines strings.Builder
+	for t := range o.tenants {
+		fmt.Fprintf(&lines, "t%02d:%s-t%02d\n", t, token, t)
+	}
+	if err := os.WriteFile(tokens, []byte(lines.String()), 0o600); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	logFile, err := os.Create(filepath.Join(dir, "admin.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "NATS_URL="+o.natsURL, "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
+		"OPTOUT_NATS_REPLICAS=1", "OPTOUT_ADMIN_ADDR="+addr, "OPTOUT_SUPPRESSION_TOKENS_FILE="+tokens,
+		"OPTOUT_EMAIL_HASH_KEY="+hashKey, "OTEL_SDK_DISABLED=true")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	startAt := time.Now()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	base := "http://" + addr
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	// Start-up: until the index has read the whole ledger and answers
+	// "allowed" for a person it does not hold (before, that is 503 unknown).
+	for {
+		code, result, _, err := ask(client, base, "t00", "salesConnectId=sc-nobody")
+		if err == nil && code == http.StatusOK && result == "allowed" {
+			break
+		}
+		if time.Since(startAt) > 10*time.Minute {
+			return fmt.Errorf("the admin service did not answer within 10 minutes (%d, %v)", code, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	startup := time.Since(startAt)
+	runtime.GC()
+	cpu0, _ := cpuTime(cmd.Process.Pid)
+	rssLoaded, _ := procStatus(cmd.Process.Pid, "VmRSS")
+
+	fmt.Fprintf(os.Stderr, "bench: index ready in %s; driving %d req/s for %s\n", startup.Round(time.Millisecond), o.rate, o.duration)
+	load0 := loadavg()
+	res := drive(client, base, o)
+	load1 := loadavg()
+	cpu1, _ := cpuTime(cmd.Process.Pid)
+	rss, _ := procStatus(cmd.Process.Pid, "VmRSS")
+	hwm, _ := procStatus(cmd.Process.Pid, "VmHWM")
+	cpuShare := (cpu1 - cpu0).Seconds() / res.elapsed.Seconds()
+	return report(o, seedTime, startup, res, cpuShare, rssLoaded, rss, hwm, load0+" → "+load1)
+}
+
+// loadavg is the machine's 1-minute load average.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
+
+// seed publishes the entries straight to the ledger bucket's subjects, as
+// the pusher would have left them: 90% opted out, 10% resubscribed.
+func seed(ctx context.Context, nc *nats.Conn, topo natsx.Topology, o options) error {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(20000))
+	if err != nil {
+		return err
+	}
+	subject := "$KV." + topo.LedgerBucket() + "."
+	decided := time.Now().Add(-30 * 24 * time.Hour).UTC()
+	yes := true
+	for i := range o.entries {
+		tenant, sc, sf, email := person(o, i)
+		e := optout.Entry{Tenant: tenant, SalesConnectID: sc, SalesforceID: sf, ObjectType: sfid.ObjectType(sf),
+			EmailHash: logx.HashEmail(email), OptedOut: i%10 != 9, DecidedAt: decided, DecidedBy: fmt.Sprintf("evt-%d", i),
+			Source: "EMAIL_LINK", State: optout.StateSynced, Reason: "Salesforce confirmed HasOptedOutOfEmail=true",
+			ChangedAt: decided, Field: optout.StandardField, Confirmed: &yes, ConfirmedAt: decided, SetByUs: true,
+			LastEvent:    &optout.Event{ID: fmt.Sprintf("evt-%d", i), Action: "UNSUBSCRIBE", Source: "EMAIL_LINK", Reason: "unsubscribe link", OccurredAt: decided},
+			RecentEvents: []string{fmt.Sprintf("evt-%d", i)}, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Version: 3}
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if _, err := js.PublishAsync(subject+optout.Key(tenant, sc, ""), data); err != nil {
+			return err
+		}
+		if i%5000 == 4999 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				return fmt.Errorf("ledger seeding stalled")
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		return fmt.Errorf("ledger seeding did not complete")
+	}
+
+	return nil
+}
+
+type result struct {
+	latencies []time.Duration
+	// server is each answer's Server-Timing: the handler's own time.
+	server  []time.Duration
+	codes   map[string]int
+	errors  int
+	elapsed time.Duration
+}
+
+// drive sends o.rate requests a second for o.duration, open-loop: a
+// request is due every 1/rate, sent by a goroutine of its own, and its
+// latency counts from when it was due.
+func drive(client *http.Client, base string, o options) result {
+	n := int(o.duration.Seconds() * float64(o.rate))
+	interval := time.Second / time.Duration(o.rate)
+	lat := make([]time.Duration, n)
+	srv := make([]time.Duration, n)
+	codes := make([]string, n)
+	var wg sync.WaitGroup
+	rng := rand.New(rand.NewPCG(1, 2))
+	start := time.Now()
+	for i := range n {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		// One in ten asks about a person the ledger does not hold.
+		p := rng.IntN(o.entries + o.entries/10)
+		tenant, sc, sf, email := person(o, p)
+		var q string
+		switch i % 3 {
+		case 0:
+			q = "email=" + url.QueryEscape(email)
+		case 1:
+			q = "salesConnectId=" + sc
+		default:
+			q = "salesforceId=" + sf
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, result, took, err := ask(client, base, tenant, q)
+			lat[i], srv[i] = time.Since(due), took
+			if err != nil {
+				codes[i] = "error"
+				return
+			}
+			codes[i] = strconv.Itoa(code) + " " + result
+		}()
+	}
+	wg.Wait()
+	res := result{latencies: lat, server: srv, codes: map[string]int{}, elapsed: time.Since(start)}
+	for _, c := range codes {
+		res.codes[c]++
+		if c == "error" {
+			res.errors++
+		}
+	}
+	return res
+}
+
+func ask(client *http.Client, base, tenant, query string) (code int, result string, took time.Duration, err error) {
+	req, err := http.NewRequest("GET", base+"/v1/tenants/"+tenant+"/suppression?"+query, nil)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token+"-"+tenant)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	defer resp.Body.Close()
+	var a struct{ Result string }
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, "", 0, err
+	}
+	_ = json.Unmarshal(b, &a)
+	if v, ok := strings.CutPrefix(resp.Header.Get("Server-Timing"), "app;dur="); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			took = time.Duration(f * 1e6)
+		}
+	}
+	return resp.StatusCode, a.Result, took, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// cpuTime is the process's user plus system time (/proc/<pid>/stat).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// procStatus returns a kB field of /proc/<pid>/status in MiB.
+func procStatus(pid int, field string) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no %s", field)
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d.Nanoseconds())/1e6) }
+
+func report(o options, seedTime, startup time.Duration, r result, cpu, rssLoaded, rss, hwm float64, load string) error {
+	sorted := slices.Clone(r.latencies)
+	slices.Sort(sorted)
+	server := slices.Clone(r.server)
+	slices.Sort(server)
+	p99 := pct(sorted, 0.99)
+	verdict := "met"
+	if p99 > 5*time.Millisecond || r.errors > 0 {
+		verdict = "NOT met"
+	}
+	var codes []string
+	for c, n := range r.codes {
+		codes = append(codes, fmt.Sprintf("%s: %d", c, n))
+	}
+	slices.Sort(codes)
+	host, _ := os.Hostname()
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Suppression API benchmark
+
+Issue 23's target: **p99 ≤ 5 ms at 1,000 requests a second against 1,000,000 ledger entries** — %s.
+
+Run with `+"`go run ./bench/suppression -out bench/suppression.md`"+` (%s, %d cores shared with other work;
+%s). The ledger is seeded in a fresh namespace of the NATS of make test (memory storage); the admin
+service runs as its own process (the binary of `+"`services/admin`"+`); this program drives the requests
+open-loop, each latency counted from when its request was due, so queueing behind a stall counts.
+Requests: a third each by email, Sales Connect id and Salesforce id, of random persons of %d tenants,
+one in eleven not in the ledger.
+
+| what | figure |
+|---|---|
+| ledger entries | %d (90%% opted out, 10%% resubscribed) |
+| seeding (this program, publish to NATS) | %s |
+| admin start-up until the index has read the ledger and answers | %s |
+| requests | %d over %s (%.0f a second) |
+| answers | %s |
+| latency p50 | %s |
+| latency p90 | %s |
+| latency p99 | **%s** |
+| latency p99.9 | %s |
+| latency max | %s |
+| the handler's own time (Server-Timing) p50 / p99 / max | %s / %s / %s |
+| machine load average (1 min) before → after the drive, on %d cores | %s |
+| admin CPU while driven | %.1f%% of one core |
+| admin RSS with the index loaded | %.0f MiB |
+| admin RSS after the run / peak | %.0f MiB / %.0f MiB |
+
+The index holds every entry of every tenant in memory (services/admin/suppression): RSS grows with
+the ledger, about %.0f bytes per entry here including the Go runtime and the service's other state;
+the start-up read is one ordered pull consumer over the ledger bucket (last value per key).
+`, verdict, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), host, o.tenants,
+		o.entries, seedTime.Round(time.Second), startup.Round(100*time.Millisecond),
+		len(r.latencies), r.elapsed.Round(100*time.Millisecond), float64(len(r.latencies))/r.elapsed.Seconds(), strings.Join(codes, ", "),
+		ms(pct(sorted, 0.5)), ms(pct(sorted, 0.9)), ms(p99), ms(pct(sorted, 0.999)), ms(sorted[len(sorted)-1]),
+		ms(pct(server, 0.5)), ms(pct(server, 0.99)), ms(server[len(server)-1]), runtime.NumCPU(), load,
+		cpu*100, rssLoaded, rss, hwm, rssLoaded*1024*1024/float64(o.entries))
+	if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(b.String())
+	return nil
+}

@@ -37,7 +37,7 @@ type Config struct {
 // ConfigFromEnv reads OPTOUT_SUPPRESSION_TOKENS_FILE and OPTOUT_SUPPRESSION_MAX_LAG.
 func ConfigFromEnv(l *config.Loader) Config {
 	return Config{
-		TokensFile: l.File("OPTOUT_SUPPRESSION_TOKENS_FILE", "file of tenant:token lines (a mounted Secret; tokens of at least 16 characters, several per tenant allowed) for the suppression API GET /v1/tenants/{tenant}/suppression on the admin port: a token answers for its own tenant only. Re-read when it changes. Unset: the API answers 503"),
+		TokensFile: l.File("OPTOUT_SUPPRESSION_TOKENS_FILE", "file of tenant:token lines (a mounted Secret; tokens of at least 16 characters, several per tenant allowed) for the suppression API GET /v1/tenants/{tenant}/suppression on the admin port: a token answers for its own tenant only. Re-read when it changes. Unset: the API answers 503 and the service keeps no index of the ledger (about 0.5 KB of memory an entry when set)"),
 		MaxLag:     l.Duration("OPTOUT_SUPPRESSION_MAX_LAG", 5*time.Second, 500*time.Millisecond, time.Hour, "how far behind the ledger the suppression API's in-memory index may be and still answer allowed; further behind, a person it does not find suppressed is answered 503 unknown"),
 	}
 }
@@ -75,7 +75,15 @@ const currencyEvery = 200 * time.Millisecond
 // the time up to which the index is current. A failed follow starts a new
 // one after a pause; the index keeps answering from what it has, and AsOf
 // stays where it was until the new one has caught up.
+//
+// Without a tokens file the API is off (it answers 503) and Run holds no
+// index: the index costs memory in proportion to the ledger (about 0.5 KB
+// an entry), which an admin service serving only the page should not pay.
 func (a *API) Run(ctx context.Context, led *ledger.Ledger) error {
+	if a.tokens == nil {
+		a.log.Info().Msg("suppression API off (OPTOUT_SUPPRESSION_TOKENS_FILE unset): no index of the ledger is kept")
+		return nil
+	}
 	go a.watchCurrency(ctx)
 	for ctx.Err() == nil {
 		start := time.Now()

@@ -4,7 +4,7 @@
 // (testsandbox), the ledger, the tenant settings and health stores, and the
 // credential variables (changeable while replicas run). It runs no service:
 // the tests of every service may use it. A pusher replica is
-// teststack/pushstack's.
+// teststack/pushstack's, a reconciler replica teststack/reconstack's.
 //
 // Each harness (the pusher's tests, optoutctl's testkit, the reconciler's
 // recontest, the admin page's e2e test) wraps a Stack with its own helpers.

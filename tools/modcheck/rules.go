@@ -54,13 +54,19 @@ var fixed = []rule{
 	// runs no service, so the tests of any service may use it; running a
 	// pusher replica is pushstack's, which only the pusher's tests, the CLI's
 	// and the admin page's (and bench/chaos) import, so the reconciler's
-	// tests still reach no other service.
-	{From: "internal/teststack", Except: []string{"internal/teststack/pushstack"}, To: []string{"services"},
+	// tests still reach no other service; running a reconciler replica is
+	// reconstack's, which only the reconciler's tests (through recontest)
+	// and the CLI's import, so the pusher's tests reach no other service
+	// either.
+	{From: "internal/teststack", Except: []string{"internal/teststack/pushstack", "internal/teststack/reconstack"}, To: []string{"services"},
 		Allow: []string{"services/sfsandbox"},
-		Why:   "the shared test stack runs no service (pushstack runs the pusher), so every service's tests can use it"},
+		Why:   "the shared test stack runs no service (pushstack runs the pusher, reconstack the reconciler), so every service's tests can use it"},
 	{From: "internal/teststack/pushstack", To: []string{"services"},
 		Allow: []string{"services/pusher", "services/sfsandbox"},
 		Why:   "pushstack runs pusher replicas on the test stack, no other service"},
+	{From: "internal/teststack/reconstack", To: []string{"services"},
+		Allow: []string{"services/reconciler", "services/sfsandbox"},
+		Why:   "reconstack runs reconciler replicas on the test stack, no other service"},
 	{From: "services/reconciler/internal/recontest", To: []string{"services"},
 		Allow: []string{"services/reconciler", "services/sfsandbox"},
 		Why:   "the reconciler's test harness runs its engine against the emulator"},

@@ -42,6 +42,7 @@ func TestCheckRules(t *testing.T) {
 		pkg("services/pusher/app", []string{"services/pusher/push"}),
 		pkg("internal/teststack", []string{"internal/testsandbox", "services/sfsandbox/sandbox", "shared/adapter/sfcreds"}),
 		pkg("internal/teststack/pushstack", []string{"internal/teststack", "services/pusher/push"}),
+		pkg("internal/teststack/reconstack", []string{"internal/teststack", "services/reconciler/service"}),
 	}
 	if vs := Check(base); len(vs) != 0 {
 		t.Fatalf("allowed graph reported: %v", vs)
@@ -62,6 +63,8 @@ func TestCheckRules(t *testing.T) {
 		{"the test stack runs a service", pkg("internal/teststack/other", []string{"services/pusher/push"}), "internal/teststack/other imports " + prefix + "services/pusher/push (the shared test stack runs no service"},
 		{"pushstack runs the reconciler", pkg("internal/teststack/pushstack/x", []string{"services/reconciler/service"}), "pushstack/x imports"},
 		{"the reconciler's tests run a pusher through the test stack", pkg("services/reconciler/other", nil, "internal/teststack/pushstack"), "reconciler/other tests import"},
+		{"reconstack runs the pusher", pkg("internal/teststack/reconstack/x", []string{"services/pusher/push"}), "reconstack/x imports " + prefix + "services/pusher/push (reconstack runs reconciler replicas"},
+		{"the pusher's tests run a reconciler through the test stack", pkg("services/pusher/other", nil, "internal/teststack/reconstack"), "pusher/other tests import"},
 		{"the CLI imports the pusher outside its test harness", pkg("services/optoutctl/internal/conn", []string{"services/pusher/push"}), "optoutctl/internal/conn imports"},
 		{"the pusher imports the CLI", pkg("services/pusher/cli", []string{"services/optoutctl/internal/root"}), "no service imports another"},
 		{"a new service imports the pusher", pkg("services/admin/page", []string{"services/pusher/app"}), "services/admin/page imports"},

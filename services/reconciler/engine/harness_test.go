@@ -35,7 +35,7 @@ type replica struct {
 
 func (h *harness) replica(o recontest.ReplicaOpts) *replica {
 	h.T.Helper()
-	return &replica{h: h, eng: h.Engine(o), locker: h.Locker(o)}
+	return &replica{h: h, eng: h.Engine(o.Options()), locker: h.Locker(o.Options())}
 }
 
 // start takes the tenant's lease and runs the tenant in the background,

@@ -29,15 +29,7 @@ func serve(h *harness, svc *service.Service, clock *recontest.FakeClock, tenants
 			h.T.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(h.Ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := svc.Run(ctx); err != nil {
-			h.T.Errorf("replica: %v", err)
-		}
-	}()
-	h.T.Cleanup(func() { cancel(); <-done })
+	h.Run(svc)
 	h.Eventually("control subscription", func() bool {
 		_, err := runs.Request(h.Ctx, h.NC, h.Topo, "no-such-tenant", runs.ControlRequest{DryRun: true})
 		return err == nil

@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -32,8 +31,7 @@ func (h *harness) replica(o recontest.ReplicaOpts) *service.Service {
 // (0: the default).
 func (h *harness) replicaMax(o recontest.ReplicaOpts, maxConcurrent int) *service.Service {
 	h.T.Helper()
-	return &service.Service{
-		Engine: h.Engine(o), Locker: h.Locker(o), Runs: h.Store, Settings: h.Cache, NC: h.NC, Topology: h.Topo,
-		Replica: o.Name, Log: h.Log(o), Now: o.Now(), Tick: time.Minute, MaxConcurrent: maxConcurrent,
-	}
+	ro := o.Options()
+	ro.MaxConcurrent = maxConcurrent
+	return h.Service(ro)
 }

@@ -1,7 +1,8 @@
 // Package testkit stands up what optoutctl's tests run against: the real
 // NATS server in a fresh namespace, the Salesforce sandbox with tenants'
-// credentials, and, when asked, a real pusher replica. It runs optoutctl in
-// process and compares its output with golden files.
+// credentials, and, when asked, a real pusher replica and a real reconciler
+// replica. It runs optoutctl in process and compares its output with golden
+// files.
 package testkit
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/internal/teststack"
 	"github.com/optout-sync/optout-sync/internal/teststack/pushstack"
+	"github.com/optout-sync/optout-sync/internal/teststack/reconstack"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
 	"github.com/optout-sync/optout-sync/services/pusher/push"
@@ -48,9 +50,9 @@ type Stack struct {
 	// Cache is the running pusher's view of the settings (nil before
 	// StartPusher): tests wait on it to know a change has reached the pusher.
 	Cache *tenant.Cache
-	// reconcilerCache is the running reconciler's view (nil before
+	// recon is what the reconciler replicas share (nil before
 	// StartReconciler).
-	reconcilerCache *tenant.Cache
+	recon *reconstack.Stack
 }
 
 // New provisions a namespace, starts the sandbox and sets the credentials

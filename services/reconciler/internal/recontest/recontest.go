@@ -7,7 +7,6 @@
 package recontest
 
 import (
-	"context"
 	"encoding/json"
 	"sync"
 	"testing"
@@ -15,23 +14,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/optout-sync/optout-sync/internal/teststack"
+	"github.com/optout-sync/optout-sync/internal/teststack/reconstack"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
-	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
-	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
-	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
-	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
-	"github.com/optout-sync/optout-sync/shared/store/lock"
-	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -57,15 +49,11 @@ func (c *FakeClock) Set(t time.Time) {
 }
 
 // Harness is one test's NATS namespace, Redis prefix and Salesforce
-// sandbox: the shared test stack (internal/teststack) with the run store,
-// a settings cache and telemetry.
+// sandbox: the shared test stack (internal/teststack) with what the
+// reconciler's replicas share (internal/teststack/reconstack).
 type Harness struct {
-	*teststack.Stack
-	T      *testing.T
-	Prefix string // the test's Redis key prefix
-	Store  runs.Store
-	Cache  *tenant.Cache
-	Tel    *telemetry.TestProviders
+	*reconstack.Stack
+	T *testing.T
 }
 
 // New connects to NATS (skipping the test under -short), provisions a fresh
@@ -79,31 +67,20 @@ func New(t *testing.T, orgNames ...string) *Harness {
 			CustomField: tenant.DefaultCustomField, CustomFieldInstalled: true, CustomFieldWritable: true})
 	}
 	st := teststack.New(t, orgs, teststack.Options{Within: 90 * time.Second})
-	tel := telemetry.NewForTest()
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	return &Harness{
-		Stack:  st,
-		T:      t,
-		Prefix: locktest.Prefix(t),
-		Store:  runs.Store{KV: st.Prov.Runs},
-		Cache:  st.WatchSettings(),
-		Tel:    tel,
-	}
+	return &Harness{Stack: reconstack.New(t, st), T: t}
 }
 
 // SetSettings stores a tenant's settings (sync enabled, then f) and waits
 // until the replicas' cache shows them.
 func (h *Harness) SetSettings(t string, f func(*tenant.Settings)) tenant.Settings {
 	h.T.Helper()
-	st := tenant.Default(t)
-	st.SyncEnabled = true
-	if f != nil {
-		f(&st)
-	}
-	if err := h.Settings.Put(h.Ctx, st); err != nil {
-		h.T.Fatal(err)
-	}
-	h.Eventually("settings of "+t+" in the cache", func() bool { return h.Cache.Get(t) == st })
+	st := h.PutSettings(t, func(st *tenant.Settings) {
+		st.SyncEnabled = true
+		if f != nil {
+			f(st)
+		}
+	})
+	h.WaitSettings(st)
 	return st
 }
 
@@ -114,7 +91,8 @@ func (h *Harness) Eventually(what string, cond func() bool) {
 	h.Stack.Eventually(what, 60*time.Second, cond)
 }
 
-// ReplicaOpts shape one simulated reconciler replica.
+// ReplicaOpts shape one simulated reconciler replica: reconstack's, with
+// its clock a FakeClock.
 type ReplicaOpts struct {
 	Name       string
 	TTL, Renew time.Duration // of its lease (default TTL 5s)
@@ -124,72 +102,15 @@ type ReplicaOpts struct {
 	RDB        *redis.Client // its own Redis connection (default a new one)
 }
 
-// TestConfig is the engine's tuning for tests: short polls and backoffs.
-func TestConfig() engine.Config {
-	c := engine.DefaultConfig()
-	c.Read.BulkPollInitial, c.Read.BulkPollMax = 5*time.Millisecond, 50*time.Millisecond
-	c.WriteBackoff, c.RetryBackoff = 5*time.Millisecond, 20*time.Millisecond
-	c.LedgerWorkers = 4
-	return c
-}
-
-// Now is the replica's clock (nil: the real one).
-func (o ReplicaOpts) Now() func() time.Time {
+// Options are the replica's reconstack options: the harness builds its
+// engine (Engine), lease locker (Locker) or whole service (Service) from
+// them.
+func (o ReplicaOpts) Options() reconstack.Options {
+	r := reconstack.Options{Name: o.Name, TTL: o.TTL, Renew: o.Renew, RDB: o.RDB, Hooks: o.Hooks, Cfg: o.Cfg}
 	if o.Clock != nil {
-		return o.Clock.Now
+		r.Now = o.Clock.Now
 	}
-	return nil
-}
-
-// Log is the replica's test logger (warnings and up).
-func (h *Harness) Log(o ReplicaOpts) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel).With().Str("replica", o.Name).Logger()
-}
-
-// Locker builds a replica's lease locker on its own Redis connection.
-func (h *Harness) Locker(o ReplicaOpts) *lock.Locker {
-	h.T.Helper()
-	if o.TTL == 0 {
-		o.TTL = 5 * time.Second
-	}
-	rdb := o.RDB
-	if rdb == nil {
-		rdb = locktest.Client(h.T)
-	}
-	locker, err := lock.New(rdb, lock.Options{Prefix: h.Prefix, TTL: o.TTL, RenewEvery: o.Renew})
-	if err != nil {
-		h.T.Fatal(err)
-	}
-	return locker
-}
-
-// Engine builds a replica's engine with its own Salesforce clients, whose
-// calls the sandbox logs under the replica's name.
-func (h *Harness) Engine(o ReplicaOpts) *engine.Engine {
-	h.T.Helper()
-	cfg := TestConfig()
-	if o.Cfg != nil {
-		o.Cfg(&cfg)
-	}
-	metrics, err := engine.NewMetrics(h.Tel.MeterProvider)
-	if err != nil {
-		h.T.Fatal(err)
-	}
-	pool := &sfcreds.Pool{
-		Source:  h.SFSource(),
-		Refresh: time.Hour,
-		Configure: func(c *salesforce.Config) {
-			c.Transport = budget.Transport{}
-			c.CallClient = o.Name
-			c.TracerProvider = h.Tel.TracerProvider
-		},
-	}
-	return &engine.Engine{
-		Cfg: cfg, Ledger: h.Ledger, Runs: h.Store,
-		Publisher: natsx.Publisher{JS: h.Prov.JS, Topology: h.Topo}, Topology: h.Topo,
-		Clients: pool, Tracer: h.Tel.Tracer("reconciler-test"), Metrics: metrics, Log: h.Log(o),
-		Holder: o.Name, Now: o.Now(), Hooks: o.Hooks,
-	}
+	return r
 }
 
 // Report reads a run's report.

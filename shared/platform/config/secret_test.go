@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,5 +30,19 @@ func TestSecretsInAndErrorsHideThem(t *testing.T) {
 	}
 	if !strings.Contains(msg, "OPTOUT_ADMIN_TOKEN") || !strings.Contains(msg, "x:1x") {
 		t.Errorf("config error no longer says where: %s", msg)
+	}
+}
+
+// TestColonLines: blank lines and comments skipped, line numbers counted
+// over every line, a line without ':' reported as such.
+func TestColonLines(t *testing.T) {
+	var got []string
+	err := ColonLines([]byte("# users\n\n  ann:s3cret  \nbob\n"), func(n int, k, v string, ok bool) error {
+		got = append(got, fmt.Sprintf("%d %q %q %t", n, k, v, ok))
+		return nil
+	})
+	want := []string{`3 "ann" "s3cret" true`, `4 "bob" "" false`}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("ColonLines: %v, %v; want %v", got, err, want)
 	}
 }

@@ -22,7 +22,7 @@ empty variable takes its default.
 
 const footer = `## Elsewhere
 
-- ` + "`optoutctl`" + ` reads the NATS variables, ` + "`OPTOUT_NAMESPACE`" + ` and ` + "`OPTOUT_SF_CREDENTIALS_DIR`" + ` above
+- ` + "`optoutctl`" + ` reads the NATS variables, ` + "`OPTOUT_NAMESPACE`" + `, ` + "`OPTOUT_SF_CREDENTIALS_DIR`" + ` and the email hash key above
   (flags override them): [services/optoutctl/README.md](../services/optoutctl/README.md).
 - The Salesforce emulator takes flags and an orgs file: [services/sfsandbox/README.md](../services/sfsandbox/README.md).
 - The Helm chart sets these variables from its values: [deploy/README.md](../deploy/README.md).

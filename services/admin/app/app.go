@@ -14,6 +14,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/platform/process"
@@ -71,6 +72,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 	if w := cfg.SFEndpoints.Warning(); w != "" {
 		log.Warn().Msg(w)
 	}
+	led, err := ledger.New(ctx, prov)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	// Without credentials the page answers 503 with setup instructions; the
 	// probes stay open either way.
 	p.Admin.Handle("/admin/", page.New(page.Deps{
@@ -78,12 +84,8 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
 		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
+		Proof:  &proof.Source{Ledger: led, JS: prov.JS, Topology: cfg.Topology},
 		Auth:   cfg.Auth, Log: log}))
-	led, err := ledger.New(ctx, prov)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
 	api := suppression.New(cfg.Suppression, log)
 	p.Admin.Handle(suppression.Pattern, api)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")

@@ -16,6 +16,12 @@
 //	GET  /admin/tenants/{tenant}          one tenant's settings page
 //	POST /admin/tenants/{tenant}          save (303 to ?saved=1; 422 invalid; 409 changed meanwhile; 403 CSRF)
 //	POST /admin/tenants/{tenant}/recheck  fresh live check (303 back to the page; 403 CSRF)
+//	GET  /admin/tenants/{tenant}/person?id=…[&by=auto|sc|sf|email][&format=csv|json]
+//	POST /admin/tenants/{tenant}/person   the same from the search form (an address stays out of URLs)
+//	                                      a person's proof: every change with when, source, reason,
+//	                                      trace and the value Salesforce confirmed (or its download)
+//	GET  /admin/tenants/{tenant}/compliance?from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv|json]
+//	                                      each opt-out received in the range and its time to honour
 //	GET  /admin/style.css
 //
 // Every request, reads included, needs credentials (AuthFromEnv): HTTP basic
@@ -42,6 +48,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -58,6 +65,9 @@ type Deps struct {
 	Log    zerolog.Logger
 	// Prefix is the path the page is mounted under (default "/admin").
 	Prefix string
+	// Proof reads people's trails for the proof and compliance pages (nil:
+	// those pages answer 404).
+	Proof *proof.Source
 	// CheckTTL is how long a live Salesforce check is reused (default 1m):
 	// each check costs the org a token request and two describe calls, and
 	// "Check again" on the page forces a fresh one.
@@ -92,6 +102,11 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}", h.show)
 	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}", h.save)
 	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/recheck", h.recheck)
+	if d.Proof != nil {
+		mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}/person", h.person)
+		mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/person", h.person)
+		mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}/compliance", h.compliance)
+	}
 	mux.HandleFunc("GET "+h.prefix+"/style.css", serveCSS)
 	var out http.Handler = mux
 	out = http.NewCrossOriginProtection().Handler(out)
@@ -287,6 +302,7 @@ func (h *handler) page(r *http.Request, t string, recheck bool) (tenantPage, err
 		Status: st,
 		Form:   formOf(st.Settings, st.Revision),
 		CSRF:   csrfToken(sess.creds.csrfKey, sess.actor, t, time.Now()),
+		Proof:  h.d.Proof != nil,
 	}
 	if h.d.Status.Salesforce != nil {
 		p.Check = h.checks.get(st.Settings, h.d.CheckTTL, recheck, func() *tenantstatus.Check {

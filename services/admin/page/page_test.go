@@ -21,9 +21,11 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -78,6 +80,13 @@ func newUI(t *testing.T, opts ...option) *ui {
 	}
 	for _, o := range opts {
 		o(&d)
+	}
+	if d.Proof != nil { // withProof: the proof pages read this test's ledger
+		l, err := ledger.New(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Proof = &proof.Source{Ledger: l, JS: p.JS, Topology: p.Topology}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/admin/", page.New(d))
@@ -433,11 +442,14 @@ func TestTenantListAndHeaders(t *testing.T) {
 // language, unique ids, references that resolve, and no scripts.
 func TestPagesAreAccessible(t *testing.T) {
 	t.Parallel()
-	u := newUI(t)
+	u := newUI(t, withProof)
+	u.optOut("evt-1", "sc-42", "003RO0000035WQgYAM", "pat@example.com", true)
 	v := formValues(t, u.get("/admin/tenants/acme"))
 	v.Set("custom-field", "bad")
 	_, _, invalid := u.do("POST", "/admin/tenants/acme", v, nil)
-	for name, body := range map[string]string{"tenant": u.get("/admin/tenants/acme"), "invalid form": invalid, "list": u.get("/admin/")} {
+	_, _, badID := u.do("POST", "/admin/tenants/acme/person", url.Values{"id": {"1"}, "by": {"sf"}}, nil)
+	for name, body := range map[string]string{"tenant": u.get("/admin/tenants/acme"), "invalid form": invalid, "list": u.get("/admin/"),
+		"person": u.get("/admin/tenants/acme/person?id=sc-42"), "person search": u.get("/admin/tenants/acme/person"), "bad id": badID} {
 		doc, err := html.Parse(strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)

@@ -36,6 +36,8 @@ type tenantPage struct {
 	Conflict bool
 	CSRF     string
 	Panels   []panelView
+	// Proof: the person and compliance pages are served.
+	Proof bool
 }
 
 // ErrorFor returns the problem with one form control, for its inline message.
@@ -162,8 +164,9 @@ func toInt(n any) int64 {
 
 // pages are parsed once; a template error is a bug caught by any test.
 var pages = struct {
-	list, tenant, message *template.Template
+	list, tenant, message, person *template.Template
 }{
+	person:  parse("templates/person.html"),
 	list:    parse("templates/tenants.html"),
 	tenant:  parse("templates/tenant.html"),
 	message: parse("templates/message.html"),

@@ -1,12 +1,13 @@
 package cli
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/optout-sync/optout-sync/shared/platform/csvx"
 )
 
 // Table is tabular output: aligned columns for people, CSV on request.
@@ -69,35 +70,12 @@ func WriteJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// CSVWriter writes rows safe to open in a spreadsheet.
-type CSVWriter struct{ w *csv.Writer }
+// CSVWriter writes rows safe to open in a spreadsheet (csvx: the one
+// writer of every CSV export, the admin page's too).
+type CSVWriter = csvx.Writer
 
 // NewCSV starts CSV output with a header row.
-func NewCSV(w io.Writer, header []string) (*CSVWriter, error) {
-	c := &CSVWriter{w: csv.NewWriter(w)}
-	return c, c.w.Write(header)
-}
-
-// Write writes one row. A value starting with =, +, -, @, tab or CR would be
-// run as a formula by spreadsheet programs, and reasons come from upstream
-// publishers' free text, so such a value gets a leading apostrophe (the
-// OWASP advice for CSV injection).
-func (c *CSVWriter) Write(row []string) error {
-	safe := make([]string, len(row))
-	for i, v := range row {
-		if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-			v = "'" + v
-		}
-		safe[i] = v
-	}
-	return c.w.Write(safe)
-}
-
-// Flush ends the output.
-func (c *CSVWriter) Flush() error {
-	c.w.Flush()
-	return c.w.Error()
-}
+func NewCSV(w io.Writer, header []string) (*CSVWriter, error) { return csvx.New(w, header) }
 
 // WriteCSV writes a whole table as CSV.
 func WriteCSV(w io.Writer, header []string, rows [][]string) error {

@@ -21,6 +21,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -132,4 +133,21 @@ func Wrap(err error, what string) error {
 		return err
 	}
 	return cli.Failf(err, "%s: %v", what, fmt.Sprint(err))
+}
+
+// UseEmailHashKey installs the install's email hash key from the same
+// variables the services read (OPTOUT_EMAIL_HASH_KEY_FILE or
+// OPTOUT_EMAIL_HASH_KEY), so an address typed by an operator hashes as the
+// ledger's emailHash did. Without either, lookups by email are refused
+// (proof.ParseQuery says so) rather than matching nothing.
+func UseEmailHashKey(inv *cli.Invocation) error {
+	l := config.FromMap(inv.Environ())
+	key := logx.EmailHashKeyFromEnv(l)
+	if err := l.Err(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if key != nil {
+		logx.SetEmailHashKey(key)
+	}
+	return nil
 }

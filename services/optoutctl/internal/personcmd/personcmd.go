@@ -9,20 +9,17 @@ package personcmd
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
-	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // Command is the "person" group.
@@ -39,71 +36,61 @@ func showCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "show",
 		Short: "a person's ledger entry and every change to it",
-		Usage: "<tenant> <sales-connect-id|salesforce-id> [--by auto|sc|sf]",
+		Usage: "<tenant> <sales-connect-id|salesforce-id|email> [--by auto|sc|sf|email]",
 		Long: `A 15- or 18-character Contact (003…) or Lead (00Q…) id is read as a Salesforce
-id, anything else as a Sales Connect id; --by sc or --by sf decides for ids
-that could be either. Every ledger entry of the person is shown, the live one
+id, an address with an @ as an email (matched through its keyed hash: the
+install's OPTOUT_EMAIL_HASH_KEY_FILE must be set), anything else as a Sales
+Connect id; --by sc, sf or email decides for ids that could be either. Every ledger entry of the person is shown, the live one
 first: an entry made when an early event carried only the Salesforce id is
 merged into the person's entry and retired, and a converted Lead's person
 moves to its Contact. Reads the tenant's whole audit trail.`,
 		Args: cli.ExactArgs("tenant", "id"),
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect) or sf (Salesforce)")
+			fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect), sf (Salesforce) or email")
 		},
 		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
 			t, id := args[0], args[1]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
 			}
-			if by != "auto" && by != "sc" && by != "sf" {
-				return cli.Usagef("--by %q: want auto, sc or sf", by)
+			if by != proof.ByAuto && by != proof.BySC && by != proof.BySF && by != proof.ByEmail {
+				return cli.Usagef("--by %q: want auto, sc, sf or email", by)
 			}
-			q, err := parseQuery(t, id, by)
+			if err := conn.UseEmailHashKey(inv); err != nil {
+				return err
+			}
+			q, err := proof.ParseQuery(t, id, by)
 			if err != nil {
-				return cli.Usagef("%q is not a Salesforce id: %v", id, err)
+				if by == proof.BySF || (by == proof.ByAuto && !strings.Contains(id, "@")) {
+					return cli.Usagef("%q is not a Salesforce id: %v", id, err)
+				}
+				return cli.Usagef("%q cannot be looked up by email: %v", id, err)
 			}
 			c, err := conn.Open(ctx, inv)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			people, err := find(ctx, c.Ledger, c.JS, c.Topology, q)
+			people, err := proof.Find(ctx, proof.Source{Ledger: c.Ledger, JS: c.JS, Topology: c.Topology}, q)
 			if err != nil {
 				return conn.Wrap(err, "person "+id)
 			}
-			ids := map[string]bool{}
-			for _, p := range people {
-				for _, id := range appliedEvents(p.History) {
-					if id != "" {
-						ids[id] = true
-					}
-				}
-			}
-			events, err := lookupEvents(ctx, c.JS, c.Topology, t, ids)
-			if err != nil {
-				return conn.Wrap(err, "events of person "+id)
-			}
-			for i := range people {
-				people[i].Events = map[string]eventInfo{}
-				for _, id := range appliedEvents(people[i].History) {
-					if ev, ok := events[id]; ok {
-						people[i].Events[id] = ev
-					}
-				}
-			}
 			what := "Sales Connect id"
-			if q.sf != "" {
-				what, id = "Salesforce id", q.sf
+			switch {
+			case q.SF != "":
+				what, id = "Salesforce id", q.SF
+			case q.Email != "":
+				what, id = "email", q.Email // the address itself is never printed back
 			}
 			if len(people) == 0 {
 				return cli.NotFoundf("tenant %s has no person with %s %s: neither the ledger nor the audit trail knows them; check the id, or use --by sc|sf", t, what, id)
 			}
 			if inv.Output != cli.FormatTable {
 				return inv.Print(nil, struct {
-					Tenant string   `json:"tenant"`
-					Query  string   `json:"query"`
-					By     string   `json:"by"`
-					People []person `json:"people"`
+					Tenant string         `json:"tenant"`
+					Query  string         `json:"query"`
+					By     string         `json:"by"`
+					People []proof.Person `json:"people"`
 				}{t, id, what, people})
 			}
 			fmt.Fprintf(inv.Stdout, "Person with %s %s in tenant %s: %d ledger %s\n", what, id, t, len(people), plural(len(people), "entry", "entries"))
@@ -128,7 +115,7 @@ moves to its Contact. Reads the tenant's whole audit trail.`,
 	}
 }
 
-func writePerson(w io.Writer, p person, said map[string]*optout.Event) error {
+func writePerson(w io.Writer, p proof.Person, said map[string]*optout.Event) error {
 	fmt.Fprintf(w, "Ledger entry %s", p.Key)
 	if p.Entry == nil {
 		fmt.Fprintln(w, " (no longer in the ledger; its history follows)")
@@ -171,7 +158,7 @@ func writePerson(w io.Writer, p person, said map[string]*optout.Event) error {
 	if p.Missing > 0 {
 		fmt.Fprintf(w, "  (%d %s of this entry not in the audit trail: aged out of it, or not copied into it yet)\n", p.Missing, plural(int(p.Missing), "change", "changes"))
 	}
-	events := appliedEvents(p.History)
+	events := proof.AppliedEvents(p.History)
 	for i, r := range p.History {
 		e := r.Entry
 		fmt.Fprintf(w, "  %s  revision %d (change %d)\n", tenantstatus.FormatTime(r.At), r.Revision, e.Version)
@@ -198,10 +185,10 @@ func writePerson(w io.Writer, p person, said map[string]*optout.Event) error {
 // eventText says who did what, when and why: from the ledger's record of the
 // event when it has one (kept as long as the audit trail), else from the
 // events stream while it still holds the event.
-func eventText(id string, last *optout.Event, events map[string]eventInfo) string {
+func eventText(id string, last *optout.Event, events map[string]proof.EventInfo) string {
 	ev, ok := events[id]
 	if last != nil && last.ID == id {
-		ev, ok = eventInfo{Action: last.Action, Source: last.Source, Reason: last.Reason, OccurredAt: last.OccurredAt}, true
+		ev, ok = proof.EventInfo{Action: last.Action, Source: last.Source, Reason: last.Reason, OccurredAt: last.OccurredAt}, true
 	}
 	if !ok {
 		return id + " (its details are no longer in the events stream)"
@@ -265,128 +252,22 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 				return err
 			}
 			defer c.Close()
-			sink, err := newSink(inv.Stdout, format)
+			sink, err := proof.NewSink[proof.Row](inv.Stdout, format, proof.RowHeader)
 			if err != nil {
 				return err
 			}
+			src := proof.Source{Ledger: c.Ledger, JS: c.JS, Topology: c.Topology}
 			if current {
-				err = c.Ledger.Scan(ctx, t, func(it ledger.ScanItem) error {
-					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: eventOf(it.Entry)})
-				}, nil)
+				err = proof.Current(ctx, src, t, sink.Write)
 			} else {
-				// Changes made just before the export are in it too: wait for
-				// the asynchronously copied trail (bounded, as person show does).
-				if err := waitAudited(ctx, c.JS, c.Topology); err != nil {
-					return conn.Wrap(err, "export "+t)
-				}
-				last := map[string]string{}
-				err = ledger.ReadAudit(ctx, c.JS, c.Topology, t, func(r ledger.AuditRecord) error {
-					ev := eventOf(r.Entry)
-					row := exportRow{Key: r.Key, Revision: r.Revision, At: r.At, Entry: r.Entry}
-					if ev != last[r.Key] {
-						row.EventID = ev
-					}
-					last[r.Key] = ev
-					return sink.write(row)
-				})
+				err = proof.Trail(ctx, src, t, sink.Write)
 			}
 			if err != nil {
 				return conn.Wrap(err, "export "+t)
 			}
-			return sink.close()
+			return sink.Close()
 		},
 	}
-}
-
-// exportRow is one exported change (or current entry).
-type exportRow struct {
-	Key      string       `json:"key"`
-	Revision uint64       `json:"revision"`
-	At       time.Time    `json:"at,omitzero"`
-	EventID  string       `json:"eventId,omitempty"`
-	Entry    optout.Entry `json:"entry"`
-}
-
-var csvHeader = []string{"tenant", "key", "revision", "changed_at", "event_id", "sales_connect_id", "salesforce_id", "object_type", "email_hash",
-	"opted_out", "decided_at", "decided_by", "source", "state", "reason", "field", "confirmed", "confirmed_at", "set_by_us", "trace_id",
-	"event_action", "event_source", "event_occurred_at", "event_reason"}
-
-func (r exportRow) csv() []string {
-	e := r.Entry
-	at := r.At
-	if at.IsZero() {
-		at = e.ChangedAt
-	}
-	confirmed := ""
-	if e.Confirmed != nil {
-		confirmed = strconv.FormatBool(*e.Confirmed)
-	}
-	row := []string{e.Tenant, r.Key, strconv.FormatUint(r.Revision, 10), rfc(at), r.EventID, e.SalesConnectID, e.SalesforceID, e.ObjectType, e.EmailHash,
-		strconv.FormatBool(e.OptedOut), rfc(e.DecidedAt), e.DecidedBy, e.Source, string(e.State), e.Reason, e.Field, confirmed, rfc(e.ConfirmedAt),
-		strconv.FormatBool(e.SetByUs), e.TraceID}
-	if ev := e.LastEvent; ev != nil {
-		row = append(row, ev.Action, ev.Source, rfc(ev.OccurredAt), ev.Reason)
-	} else {
-		row = append(row, "", "", "", "")
-	}
-	return row
-}
-
-// sink streams rows as CSV or as one JSON array (one row per line).
-type sink struct {
-	w    io.Writer
-	csv  *cli.CSVWriter
-	rows int
-}
-
-func newSink(w io.Writer, format string) (*sink, error) {
-	s := &sink{w: w}
-	if format == cli.FormatCSV {
-		c, err := cli.NewCSV(w, csvHeader)
-		if err != nil {
-			return nil, err
-		}
-		s.csv = c
-		return s, nil
-	}
-	_, err := io.WriteString(w, "[")
-	return s, err
-}
-
-func (s *sink) write(r exportRow) error {
-	s.rows++
-	if s.csv != nil {
-		return s.csv.Write(r.csv())
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	sep := ",\n"
-	if s.rows == 1 {
-		sep = "\n"
-	}
-	_, err = fmt.Fprintf(s.w, "%s  %s", sep, b)
-	return err
-}
-
-func (s *sink) close() error {
-	if s.csv != nil {
-		return s.csv.Flush()
-	}
-	end := "\n]\n"
-	if s.rows == 0 {
-		end = "]\n"
-	}
-	_, err := io.WriteString(s.w, end)
-	return err
-}
-
-func rfc(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
 }
 
 func plural(n int, one, many string) string {

@@ -61,6 +61,13 @@ func TestPublishAndPersonHistory(t *testing.T) {
 	if !strings.Contains(bySF.Stdout, "Ledger entry acme.sc.c2MtMQ") {
 		t.Errorf("lookup by Salesforce id found:\n%s", bySF.Stdout)
 	}
+	// And by their email address, matched through the keyed hash, which is
+	// all the output shows of it.
+	byEmail := s.Run("person", "show", "acme", " PAT@example.com").Expect(t, 0)
+	if !strings.Contains(byEmail.Stdout, "Ledger entry acme.sc.c2MtMQ") || !strings.Contains(byEmail.Stdout, "Person with email email:") ||
+		strings.Contains(strings.ToLower(byEmail.Stdout), "pat@example.com") {
+		t.Errorf("lookup by email found:\n%s", byEmail.Stdout)
+	}
 	js := s.Run("person", "show", "acme", "sc-1", "-o", "json").Expect(t, 0).Golden(t, "person_show_json")
 	var parsed struct {
 		People []struct {

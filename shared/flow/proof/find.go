@@ -1,8 +1,14 @@
-package personcmd
+// Package proof is what proves a person's opt-out: every ledger entry that
+// is the person (found by Sales Connect id, Salesforce id or email hash),
+// each with its full history, and the tenant-wide exports of the trail and
+// of each opt-out's time to honour. optoutctl and the admin page both show
+// it from here.
+package proof
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -12,27 +18,54 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/domain/sfid"
+	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
-// query is who an operator asks about: a Sales Connect id or a Salesforce id.
-type query struct {
-	tenant string
-	sc, sf string
+// Query is who an operator asks about: one of a Sales Connect id, a
+// Salesforce id or an email address's keyed hash (logx.HashEmail; the
+// address itself is never stored).
+type Query struct {
+	Tenant string
+	SC     string
+	SF     string
+	Email  string // an email hash, "email:…"
 }
 
-func (q query) node() string {
-	if q.sc != "" {
-		return "sc:" + q.sc
+// Key kinds a Query is read as (ParseQuery's by).
+const (
+	ByAuto  = "auto"
+	BySC    = "sc"
+	BySF    = "sf"
+	ByEmail = "email"
+)
+
+// What names the id asked about, for messages: "Salesforce id 003…".
+func (q Query) What() string {
+	switch {
+	case q.SF != "":
+		return "Salesforce id " + q.SF
+	case q.Email != "":
+		return "email " + q.Email
 	}
-	return "sf:" + q.sf
+	return "Sales Connect id " + q.SC
 }
 
-// parseQuery reads an id. With by "auto" an id that is a valid 15- or
-// 18-character Contact or Lead id is a Salesforce id; anything else is a
-// Sales Connect id.
-func parseQuery(tenant, id, by string) (query, error) {
-	q := query{tenant: tenant}
+func (q Query) node() string {
+	switch {
+	case q.SC != "":
+		return "sc:" + q.SC
+	case q.Email != "":
+		return "em:" + q.Email
+	}
+	return "sf:" + q.SF
+}
+
+// ParseQuery reads an id. With by "auto" an address with an @ is an email
+// (hashed here with the install's key; "email:…" is taken as its hash), a valid 15- or 18-character Contact
+// or Lead id is a Salesforce id, and anything else a Sales Connect id.
+func ParseQuery(tenant, id, by string) (Query, error) {
+	q := Query{Tenant: tenant}
 	asSF := func() error {
 		n, err := sfid.Normalize(id)
 		if err != nil {
@@ -41,26 +74,53 @@ func parseQuery(tenant, id, by string) (query, error) {
 		if sfid.ObjectType(n) == "" {
 			return errors.New("not a Contact (003) or Lead (00Q) id")
 		}
-		q.sf = n
+		q.SF = n
+		return nil
+	}
+	asEmail := func() error {
+		if strings.HasPrefix(id, "email:") && !strings.Contains(id, "@") {
+			q.Email = id // already the hash (as the admin page's links carry it)
+			return nil
+		}
+		if !strings.Contains(id, "@") {
+			return errors.New("not an email address")
+		}
+		if !logx.EmailHashKeyed() {
+			// A random key of this process would match nothing stored.
+			return errors.New("looking up by email needs the install's email hash key (" + logx.EnvEmailHashKeyFile + " or " + logx.EnvEmailHashKey + ")")
+		}
+		q.Email = logx.HashEmail(id)
 		return nil
 	}
 	switch by {
-	case "sc":
-		q.sc = id
-	case "sf":
-		if err := asSF(); err != nil {
-			return q, err
+	case BySC:
+		q.SC = id
+	case BySF:
+		return q, asSF()
+	case ByEmail:
+		return q, asEmail()
+	case ByAuto, "":
+		if strings.Contains(id, "@") || strings.HasPrefix(id, "email:") {
+			return q, asEmail()
+		}
+		if asSF() != nil {
+			q.SC = id
 		}
 	default:
-		if asSF() != nil {
-			q.sc = id
-		}
+		return q, fmt.Errorf("by %q: want auto, sc, sf or email", by)
 	}
 	return q, nil
 }
 
-// person is one ledger entry with its full history.
-type person struct {
+// Source is where the proof is read: the ledger and its audit trail.
+type Source struct {
+	Ledger   *ledger.Ledger
+	JS       jetstream.JetStream
+	Topology natsx.Topology
+}
+
+// Person is one ledger entry with its full history.
+type Person struct {
 	Key      string               `json:"key"`
 	Revision uint64               `json:"revision"`
 	Entry    *optout.Entry        `json:"entry"`
@@ -70,7 +130,7 @@ type person struct {
 	// stream (which sources the ledger asynchronously) catches up.
 	Missing uint64 `json:"missing,omitempty"`
 	// Events are the applied events still held by the events stream, by id.
-	Events map[string]eventInfo `json:"events"`
+	Events map[string]EventInfo `json:"events"`
 }
 
 // auditCatchUp bounds how long find waits for the audit stream to copy an
@@ -91,7 +151,10 @@ func waitAudited(ctx context.Context, js jetstream.JetStream, topo natsx.Topolog
 	return err
 }
 
-// find returns every ledger entry that is this person, with its history.
+// Find returns every ledger entry that is this person, with its history,
+// the person's live entry first; none when neither the ledger nor the audit
+// trail knows them. The events they applied are looked up (Person.Events)
+// while the events stream still holds them.
 //
 // The ledger keeps one entry per person, keyed by Sales Connect id when
 // known, else by Salesforce id; an entry made under a Salesforce id before
@@ -100,7 +163,35 @@ func waitAudited(ctx context.Context, js jetstream.JetStream, topo natsx.Topolog
 // (ConvertedFrom). A compliance answer must include all of them: a pass
 // over the tenant's audit trail links keys, ids and merges, then each
 // connected key's own history is read.
-func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, q query) ([]person, error) {
+func Find(ctx context.Context, src Source, q Query) ([]Person, error) {
+	people, err := find(ctx, src.Ledger, src.JS, src.Topology, q)
+	if err != nil || len(people) == 0 {
+		return people, err
+	}
+	ids := map[string]bool{}
+	for _, p := range people {
+		for _, id := range AppliedEvents(p.History) {
+			if id != "" {
+				ids[id] = true
+			}
+		}
+	}
+	events, err := lookupEvents(ctx, src.JS, src.Topology, q.Tenant, ids)
+	if err != nil {
+		return nil, fmt.Errorf("events of %s: %w", q.What(), err)
+	}
+	for i := range people {
+		people[i].Events = map[string]EventInfo{}
+		for _, id := range AppliedEvents(people[i].History) {
+			if ev, ok := events[id]; ok {
+				people[i].Events[id] = ev
+			}
+		}
+	}
+	return people, nil
+}
+
+func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, q Query) ([]Person, error) {
 	edges := map[string]map[string]bool{}
 	link := func(a, b string) {
 		for _, p := range [][2]string{{a, b}, {b, a}} {
@@ -123,29 +214,42 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 		if e.MergedInto != "" {
 			link("key:"+key, "key:"+e.MergedInto)
 		}
+		// Only the address asked about: persons who share an address
+		// (duplicate records) are not one person otherwise.
+		if q.Email != "" && e.EmailHash == q.Email {
+			link("key:"+key, "em:"+e.EmailHash)
+		}
 	}
-	// The direct key and the entry it leads to, in case their audit
-	// records are missing.
-	direct := optout.Key(q.tenant, q.sc, q.sf)
+	direct := ""
+	if q.Email == "" {
+		direct = optout.Key(q.Tenant, q.SC, q.SF)
+	}
 	primary := direct
-	if it, err := l.Get(ctx, direct); err == nil {
-		addEntry(direct, it.Entry)
-		link(q.node(), "key:"+direct)
-		if live, err := l.Get(ctx, direct, ledger.FollowMerges()); err == nil {
-			primary = live.Key
-			addEntry(live.Key, live.Entry)
-		} else if !errors.Is(err, ledger.ErrNotFound) {
+	if direct != "" {
+		// The direct key and the entry it leads to, in case their audit
+		// records are missing. (An email is found by the audit pass only.)
+		it, err := l.Get(ctx, direct)
+		switch {
+		case err == nil:
+			addEntry(direct, it.Entry)
+			link(q.node(), "key:"+direct)
+			live, err := l.Get(ctx, direct, ledger.FollowMerges())
+			if err == nil {
+				primary = live.Key
+				addEntry(live.Key, live.Entry)
+			} else if !errors.Is(err, ledger.ErrNotFound) {
+				return nil, err
+			}
+		case !errors.Is(err, ledger.ErrNotFound):
 			return nil, err
 		}
-	} else if !errors.Is(err, ledger.ErrNotFound) {
-		return nil, err
 	}
 	// The audit pass must see every change made so far: a merge the audit
 	// stream has not copied yet would hide the retired entry.
 	if err := waitAudited(ctx, js, topo); err != nil {
 		return nil, err
 	}
-	if err := ledger.ReadAudit(ctx, js, topo, q.tenant, func(r ledger.AuditRecord) error {
+	if err := ledger.ReadAudit(ctx, js, topo, q.Tenant, func(r ledger.AuditRecord) error {
 		addEntry(r.Key, r.Entry)
 		return nil
 	}); err != nil {
@@ -170,7 +274,7 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 		return nil, nil
 	}
 
-	out := make([]person, 0, len(keys))
+	out := make([]Person, 0, len(keys))
 	for k := range keys {
 		p, err := readPerson(ctx, l, js, topo, k)
 		if err != nil {
@@ -202,10 +306,10 @@ func find(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo na
 // change a moment after it is stored: an entry newer than its last audit
 // record is read again until the record arrives (or auditCatchUp passes,
 // and the gap is reported in Missing).
-func readPerson(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, key string) (person, error) {
+func readPerson(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, topo natsx.Topology, key string) (Person, error) {
 	deadline := time.Now().Add(auditCatchUp)
 	for {
-		p := person{Key: key, History: []ledger.AuditRecord{}}
+		p := Person{Key: key, History: []ledger.AuditRecord{}}
 		it, err := l.Get(ctx, key)
 		switch {
 		case err == nil:
@@ -232,13 +336,13 @@ func readPerson(ctx context.Context, l *ledger.Ledger, js jetstream.JetStream, t
 }
 
 // behind reports whether the history lacks the entry's current version.
-func behind(p person) bool {
+func behind(p Person) bool {
 	n := len(p.History)
 	return n == 0 || p.History[n-1].Entry.Version < p.Entry.Version
 }
 
 // missing counts the versions of the entry its history does not hold.
-func missing(p person) uint64 {
+func missing(p Person) uint64 {
 	latest := uint64(0)
 	if p.Entry != nil {
 		latest = p.Entry.Version
@@ -252,8 +356,8 @@ func missing(p person) uint64 {
 	return 0
 }
 
-// eventOf is the event an entry's change applied last ("" if none did).
-func eventOf(e optout.Entry) string {
+// EventOf is the event an entry's change applied last ("" if none did).
+func EventOf(e optout.Entry) string {
 	if e.LastEvent != nil {
 		return e.LastEvent.ID
 	}
@@ -263,14 +367,14 @@ func eventOf(e optout.Entry) string {
 	return ""
 }
 
-// appliedEvents returns, for each record of one key's history, the event
+// AppliedEvents returns, for each record of one key's history, the event
 // that change applied ("" for a change no event made, such as Salesforce
 // confirming a write).
-func appliedEvents(history []ledger.AuditRecord) []string {
+func AppliedEvents(history []ledger.AuditRecord) []string {
 	out := make([]string, len(history))
 	prev := ""
 	for i, r := range history {
-		last := eventOf(r.Entry)
+		last := EventOf(r.Entry)
 		if last != prev {
 			out[i] = last
 		}

@@ -1,4 +1,4 @@
-package personcmd
+package proof
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 )
 
-// eventInfo is an applied event as its publisher sent it.
-type eventInfo struct {
+// EventInfo is an applied event as its publisher sent it.
+type EventInfo struct {
 	Seq        uint64    `json:"seq"`
 	Received   time.Time `json:"received"`
 	Action     string    `json:"action"`
@@ -26,8 +26,8 @@ type eventInfo struct {
 // but not the event's action and free-text reason; those are read from the
 // events stream while it still holds the event (OPTOUT_EVENTS_MAX_AGE,
 // 14 days by default).
-func lookupEvents(ctx context.Context, js jetstream.JetStream, topo natsx.Topology, tenant string, ids map[string]bool) (map[string]eventInfo, error) {
-	out := map[string]eventInfo{}
+func lookupEvents(ctx context.Context, js jetstream.JetStream, topo natsx.Topology, tenant string, ids map[string]bool) (map[string]EventInfo, error) {
+	out := map[string]EventInfo{}
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -40,7 +40,7 @@ func lookupEvents(ctx context.Context, js jetstream.JetStream, topo natsx.Topolo
 		if _, dup := out[ev.GetEventId()]; dup {
 			return nil // a replayed copy: the first is what was applied first
 		}
-		info := eventInfo{Action: ev.GetAction().String(), Source: ev.GetSource().String(), Reason: ev.GetReason(), TraceID: natsx.TraceID(m.Headers())}
+		info := EventInfo{Action: ev.GetAction().String(), Source: ev.GetSource().String(), Reason: ev.GetReason(), TraceID: natsx.TraceID(m.Headers())}
 		if ts := ev.GetOccurredAt(); ts.IsValid() {
 			info.OccurredAt = ts.AsTime().UTC()
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
+	"github.com/optout-sync/optout-sync/services/admin/page/chartspanel"
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/services/admin/suppression"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
@@ -77,15 +78,19 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		p.Close()
 		return nil, err
 	}
+	trail := proof.Source{Ledger: led, JS: prov.JS, Topology: cfg.Topology}
 	// Without credentials the page answers 503 with setup instructions; the
 	// probes stay open either way.
 	p.Admin.Handle("/admin/", page.New(page.Deps{
 		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
-		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
-		Proof:  &proof.Source{Ledger: led, JS: prov.JS, Topology: cfg.Topology},
-		Auth:   cfg.Auth, Log: log}))
+		Panels: []page.Panel{
+			chartspanel.Panel{Proof: trail, Runs: runs.Store{KV: prov.Runs}},
+			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}},
+		},
+		Proof: &trail,
+		Auth:  cfg.Auth, Log: log}))
 	api := suppression.New(cfg.Suppression, log)
 	p.Admin.Handle(suppression.Pattern, api)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")

@@ -9,11 +9,17 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,13 +65,16 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
-	t.Parallel()
-	s := newStack(t)
-	s.startPusher()
-	adminURL := s.startAdmin("alice:" + password + "\n")
+// browser is a headless Chromium signed in as alice, with JavaScript off:
+// the page must work without it.
+type browser struct {
+	t   *testing.T
+	ctx context.Context // the browser's; each step gets a timeout of its own
+}
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(s.Ctx,
+func openBrowser(t *testing.T, ctx context.Context) *browser {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chromium(t)),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -79,73 +88,85 @@ func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 		chromedp.WindowSize(1200, 1000),
 	)
 	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(alloc)
+	bctx, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(cancelBrowser)
+	b := &browser{t: t, ctx: bctx}
 	// The first call starts the browser; it must not carry a short timeout,
 	// which would stop the browser with it. Later steps each get one.
-	if _, err := chromedp.Call(browser, network.Enable, network.EnableParams{}); err != nil {
+	if _, err := chromedp.Call(bctx, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatalf("start Chromium: %v", err)
 	}
-	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(browser, 20*time.Second) }
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		ctx, cancel := step()
-		defer cancel()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		ctx, cancel := step()
-		defer cancel()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return s
-	}
-	// checked reads the checked attribute the server rendered.
-	checked := func(id string) bool {
-		t.Helper()
-		ctx, cancel := step()
-		defer cancel()
-		attrs, err := chromedp.Run(ctx, chromedp.Attributes(chromedp.ID(id)))
-		if err != nil {
-			t.Fatalf("read #%s: %v", id, err)
-		}
-		_, ok := attrs["checked"]
-		return ok
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		ctx, cancel := step()
-		defer cancel()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		path := filepath.Join(artifacts(t), name)
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot: %s", path)
-	}
-	call := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-
-	// Sign in with basic auth, and run no JavaScript: the page must work
-	// without it.
-	_, err := chromedp.Call(browser, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
+	_, err := chromedp.Call(bctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
 		Headers: network.Headers{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:"+password))},
 	})
-	call("set the Authorization header", err)
-	_, err = chromedp.Call(browser, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-	call("disable JavaScript", err)
+	b.call("set the Authorization header", err)
+	_, err = chromedp.Call(bctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+	b.call("disable JavaScript", err)
+	return b
+}
+
+func (b *browser) step() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(b.ctx, 20*time.Second)
+}
+
+func (b *browser) call(what string, err error) {
+	b.t.Helper()
+	if err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	b.call(what, chromedp.Do(ctx, steps...))
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	b.call("read "+sel, err)
+	return s
+}
+
+// checked reads the checked attribute the server rendered.
+func (b *browser) checked(id string) bool {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	attrs, err := chromedp.Run(ctx, chromedp.Attributes(chromedp.ID(id)))
+	b.call("read #"+id, err)
+	_, ok := attrs["checked"]
+	return ok
+}
+
+// screenshot saves the whole page, and returns it.
+func (b *browser) screenshot(name string) []byte {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	b.call("screenshot "+name, err)
+	path := filepath.Join(artifacts(b.t), name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot: %s", path)
+	return png
+}
+
+func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.startPusher()
+	adminURL := s.startAdmin("alice:" + password + "\n")
+
+	b := openBrowser(t, s.Ctx)
+	do, text, checked, step, call := b.do, b.text, b.checked, b.step, b.call
+	screenshot := func(name string) { b.screenshot(name) }
 
 	do("open the settings page", chromedp.Navigate(adminURL+"/admin/tenants/acme"), chromedp.WaitVisible(chromedp.ID("field-email")))
 	if h1 := text("h1"); h1 != "Salesforce sync settings for acme" {
@@ -231,3 +252,99 @@ func TestAdminPageChangesTheFieldOfTheNextOptOut(t *testing.T) {
 	}
 	screenshot("admin-prerequisite-failing.png")
 }
+
+// TestChartsAndProofInTheBrowser: after opt-outs went through the real
+// pusher to the sandbox, the tenant page draws its charts (SVG from the
+// server, JavaScript off), and an admin finds a person's proof from it.
+// The screenshot of the charts is checked for their marks' colours, so a
+// chart that renders as an empty box fails.
+func TestChartsAndProofInTheBrowser(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.startPusher()
+	adminURL := s.startAdmin("alice:" + password + "\n")
+	var contacts []string
+	for i := range 3 {
+		c := s.Sandbox.Org("acme").Put(sandbox.Record{Type: "Contact", Email: fmt.Sprintf("chart%d@example.com", i)}).ID
+		contacts = append(contacts, c)
+		s.publish("acme", fmt.Sprintf("sc-chart-%d", i), c, fmt.Sprintf("evt-chart-%d", i))
+	}
+	s.eventually("the opt-outs in Salesforce", func() bool {
+		for _, c := range contacts {
+			if r, _ := s.Sandbox.Org("acme").Get(c); !r.HasOptedOutOfEmail {
+				return false
+			}
+		}
+		return true
+	})
+
+	b := openBrowser(t, s.Ctx)
+	b.do("open the tenant page", chromedp.Navigate(adminURL+"/admin/tenants/acme"), chromedp.WaitVisible(chromedp.ID("charts-h")))
+	count := func(sel string) int {
+		t.Helper()
+		ctx, cancel := b.step()
+		defer cancel()
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll(`+strconv.Quote(sel)+`).length`))
+		b.call("count "+sel, err)
+		return n
+	}
+	if n := count("svg.chart"); n != 5 {
+		t.Fatalf("%d charts on the page; want 5", n)
+	}
+	if n := count("#chart-honour circle.point"); n < 1 {
+		t.Errorf("time to honour has no point for the hour of the opt-outs")
+	}
+	if n := count("#chart-sources rect.bar"); n < 1 {
+		t.Errorf("opt-outs by source has no bar")
+	}
+	shoot := func(sel, name string) image.Image {
+		t.Helper()
+		ctx, cancel := b.step()
+		defer cancel()
+		shot, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+		b.call("screenshot "+sel, err)
+		if err := os.WriteFile(filepath.Join(artifacts(t), name), shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(shot))
+		b.call("decode the screenshot of "+sel, err)
+		return img
+	}
+	shoot(`section[aria-labelledby="charts-h"]`, "admin-charts.png")
+	// The bar of the three opt-outs in the by-source chart, in the first
+	// colour of chartspanel.Palette: far more pixels than its legend key
+	// (about 200), so a chart drawn without its marks fails.
+	if n := pixels(shoot("#chart-sources", "admin-chart-sources.png"), color.RGBA{0x1d, 0x4e, 0x89, 0xff}); n < 1000 {
+		t.Errorf("the by-source chart's screenshot has %d pixels of its bar colour; want its bar drawn", n)
+	}
+	b.do("look a person up from the tenant page",
+		chromedp.SendKeys(chromedp.ID("proof-id"), "sc-chart-1"),
+		chromedp.Click(chromedp.CSS(`section[aria-labelledby="proof-h"] button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.person table`)),
+	)
+	trail := b.text(`section.person`)
+	for _, want := range []string{"Ledger entry", "evt-chart-1: UNSUBSCRIBE by EMAIL_LINK", "HasOptedOutOfEmail = true, confirmed by Salesforce"} {
+		if !strings.Contains(trail, want) {
+			t.Errorf("the proof lacks %q:\n%s", want, trail)
+		}
+	}
+	b.screenshot("admin-person-proof.png")
+}
+
+// pixels counts the pixels of img within a small distance of c
+// (antialiasing blends the edges).
+func pixels(img image.Image, c color.RGBA) int {
+	n := 0
+	bd := img.Bounds()
+	for y := bd.Min.Y; y < bd.Max.Y; y++ {
+		for x := bd.Min.X; x < bd.Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if near(r>>8, c.R) && near(g>>8, c.G) && near(b>>8, c.B) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func near(a uint32, b uint8) bool { return a+8 >= uint32(b) && a <= uint32(b)+8 }

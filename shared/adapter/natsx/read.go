@@ -13,8 +13,12 @@ import (
 // first, and stops at the first error of fn. An ordered consumer streams the
 // messages in large pulls and keeps no state on disk, so operator
 // tools can read years of audit trail or two weeks of events cheaply.
-func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(jetstream.Msg) error) error {
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(jetstream.Msg) error, opts ...ReadOption) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
@@ -49,6 +53,19 @@ func ReadSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 		}
 		if md.NumPending == 0 {
 			return nil
+		}
+	}
+}
+
+// ReadOption narrows a ReadSubject.
+type ReadOption func(*jetstream.OrderedConsumerConfig)
+
+// StoredSince reads only the messages stored at or after t (the server
+// finds the first by time, so a chart of the last day does not read years).
+func StoredSince(t time.Time) ReadOption {
+	return func(c *jetstream.OrderedConsumerConfig) {
+		if !t.IsZero() {
+			c.DeliverPolicy, c.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
@@ -71,8 +72,8 @@ const sourceSalesforce = "SALESFORCE"
 // Compliance streams each opt-out of tenant received in [from, to) (a zero
 // bound is open) with how and when Salesforce came to hold it: settled ones
 // (honoured, superseded) as the trail settles them, then those still
-// pending or failed, by receipt. It reads the tenant's whole trail, since
-// an opt-out received in range may be honoured after it.
+// pending or failed, by receipt. It reads the tenant's trail from the
+// range's start on (an opt-out received in range is honoured after it).
 func Compliance(ctx context.Context, src Source, tenant string, from, to time.Time, fn func(Honour) error) error {
 	if err := waitAudited(ctx, src.JS, src.Topology); err != nil {
 		return err
@@ -102,6 +103,12 @@ func Compliance(ctx context.Context, src Source, tenant string, from, to time.Ti
 		}
 		delete(pending, key)
 		return nil
+	}
+	// A record is stored when the server copies the change, at or after
+	// it; a minute's margin covers the clocks of a cluster's servers.
+	since := time.Time{}
+	if !from.IsZero() {
+		since = from.Add(-time.Minute)
 	}
 	err := ledger.ReadAudit(ctx, src.JS, src.Topology, tenant, func(r ledger.AuditRecord) error {
 		e := r.Entry
@@ -159,7 +166,7 @@ func Compliance(ctx context.Context, src Source, tenant string, from, to time.Ti
 			return settle(r.Key, StatusHonoured, how, at, e.Field)
 		}
 		return nil
-	})
+	}, natsx.StoredSince(since))
 	if err != nil {
 		return err
 	}

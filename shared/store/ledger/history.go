@@ -32,8 +32,9 @@ type AuditRecord struct {
 // person histories operators and compliance reviewers read. It stops at
 // the first error of fn. A record that cannot be decoded is an error, never
 // skipped: a history with silent gaps is worse than none.
-func ReadAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, tenant string, fn func(AuditRecord) error) error {
-	return readAudit(ctx, js, t, "$KV."+t.LedgerBucket()+"."+tenant+".>", fn)
+// Options narrow the read (natsx.StoredSince).
+func ReadAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, tenant string, fn func(AuditRecord) error, opts ...natsx.ReadOption) error {
+	return readAudit(ctx, js, t, "$KV."+t.LedgerBucket()+"."+tenant+".>", fn, opts...)
 }
 
 // ReadPersonAudit is ReadAudit for the entry under one key.
@@ -41,7 +42,7 @@ func ReadPersonAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topolo
 	return readAudit(ctx, js, t, "$KV."+t.LedgerBucket()+"."+key, fn)
 }
 
-func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, subject string, fn func(AuditRecord) error) error {
+func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, subject string, fn func(AuditRecord) error, opts ...natsx.ReadOption) error {
 	prefix := "$KV." + t.LedgerBucket() + "."
 	stream := t.AuditStream()
 	return natsx.ReadSubject(ctx, js, stream, subject, func(msg jetstream.Msg) error {
@@ -64,7 +65,7 @@ func readAudit(ctx context.Context, js jetstream.JetStream, t natsx.Topology, su
 			Entry:    f.Entry,
 			Fence:    f.Fence,
 		})
-	})
+	}, opts...)
 }
 
 // WaitAudited returns once the audit stream holds a copy of every ledger

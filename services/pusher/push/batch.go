@@ -235,7 +235,7 @@ func (r *runner) read(ctx context.Context, b *batch, work []workItem, field stri
 			r.q.AddAfter(key, wait)
 			return
 		}
-		if held := e.HeldAgainst(nil, now); held != nil {
+		if held := e.HeldAgainst(nil, value, now); held != nil {
 			// Another writer's call is in flight: its report requeues the
 			// person there if a write is still due; this looks again when
 			// the claim ends, in case that writer died.

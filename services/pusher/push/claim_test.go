@@ -240,3 +240,37 @@ func TestAWriteHeldPastItsClaimEndsBeforeASkewedReplicaWrites(t *testing.T) {
 		t.Errorf("B wrote %s after A claimed the person; want it to wait for the claim to end (%s, less its clock's skew)", wait, cfg.ClaimTTL)
 	}
 }
+
+// A replica killed mid-write holds its persons' opt-outs for seconds, not
+// for its whole claim: a writer of the same value takes the person over
+// after the claim's Takeover (the order of two equal writes does not
+// matter), while a writer of the other value would still wait (the test
+// above).
+func TestADeadReplicasOptOutIsTakenOverBeforeItsClaimEnds(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	cfg := fastConfig()
+	cfg.ClaimTTL = 40 * time.Second // takeover after 10 s
+	g := newGate(true)              // A dies: its call never returns
+	c, log, _ := s.heldOptOut(cfg, g)
+	claimed := time.Now()
+	held := s.entry("acme", "p").Writing
+	if held == nil || !held.Value || held.Takeover.IsZero() {
+		t.Fatalf("A's claim %+v; want it to say it writes true and when it may be taken over", held)
+	}
+
+	s.startWith(cfg, gatedClients{inner: s.Clients, log: log})
+	s.Eventually("the opt-out written by B", 30*time.Second, func() bool {
+		return s.Settled("acme") && s.optedOut("acme", c, sales)
+	})
+	values, times := log.of(c)
+	if fmt.Sprint(values) != "[true]" {
+		t.Fatalf("Salesforce took %s=%v; want B's true (A's call never returned)", sales, values)
+	}
+	if until := claimed.Add(cfg.ClaimTTL); !times[0].Before(until.Add(-10 * time.Second)) {
+		t.Errorf("B wrote the opt-out %s after A claimed it; want it taken over long before A's claim ends (%s)", times[0].Sub(claimed), cfg.ClaimTTL)
+	}
+	if e := s.entry("acme", "p"); e.Writing == nil || e.Writing.ID != "" || e.Writing.Value != true {
+		t.Errorf("after B's release: claim %+v; want a residual claim holding writers of false while A's call may land", e.Writing)
+	}
+}

@@ -361,7 +361,7 @@ func Attempt(e Entry, w Write, field string) (Entry, bool, *Claim) {
 	if e.SalesforceID != w.SalesforceID {
 		return e, false, nil
 	}
-	if held := e.HeldAgainst(w.Claim, w.At); held != nil {
+	if held := e.HeldAgainst(w.Claim, w.Value, w.At); held != nil {
 		return e, false, held
 	}
 	changed := false
@@ -371,10 +371,14 @@ func Attempt(e Entry, w Write, field string) (Entry, bool, *Claim) {
 		changed = true
 	}
 	if w.Claim != nil && (e.Writing == nil || e.Writing.ID != w.Claim.ID) {
-		c := *w.Claim
+		c := e.takeOver(*w.Claim, w.Value, w.At)
 		e.Writing, changed = &c, true
 		// The trail tells admins why this revision exists.
-		e.Reason = fmt.Sprintf("writing %s=%t to Salesforce (other writers wait until %s)", w.Field, w.Value, stamp(c.Until))
+		until := c.Until
+		if c.Prior.After(until) {
+			until = c.Prior
+		}
+		e.Reason = fmt.Sprintf("writing %s=%t to Salesforce (writers of %t wait until %s)", w.Field, w.Value, !w.Value, stamp(until))
 	}
 	return e, changed, nil
 }

@@ -58,8 +58,11 @@ type machineModel struct {
 	exists bool
 	rev    uint64 // the store's revision: bumped by every change
 
-	sf       bool // the simulated Salesforce record's value of field
-	flights  []*flight
+	sf      bool // the simulated Salesforce record's value of field
+	flights []*flight
+	// ghosts are the writes of replicas that died mid-call: they may still
+	// land until their call's deadline, and never report.
+	ghosts   []*flight
 	readings []reading
 	now      time.Time
 }
@@ -107,9 +110,10 @@ func stampOf(in optout.EventInput) string {
 
 // land decides whether f's write reaches Salesforce. A sales-field write
 // lands only while its writer's call may still run (its claim's call
-// deadline, when the writer gives it up) and only while its claim is the
-// entry's: two writers never write the person at once, so an older value
-// cannot land over a newer one.
+// deadline, when the writer gives it up) and only while the entry's claim
+// is its own or one of the same value (a writer of the same value may take
+// the person over): two writers of different values never write the
+// person at once, so an older value cannot land over a newer one.
 func (m *machineModel) land(t *rapid.T, f *flight) {
 	f.decided = true
 	if f.claim != nil && !m.now.Before(f.claim.Deadline) {
@@ -118,8 +122,8 @@ func (m *machineModel) land(t *rapid.T, f *flight) {
 	if f.landed = rapid.Bool().Draw(t, "landed"); !f.landed {
 		return
 	}
-	if f.claim != nil && (m.e.Writing == nil || m.e.Writing.ID != f.claim.ID) {
-		m.fatalf(t, "a write of %t landed while its claim %s was not the entry's (%+v): another writer may have written meanwhile", f.value, f.claim.ID, m.e.Writing)
+	if w := m.e.Writing; f.claim != nil && (w == nil || (w.ID != f.claim.ID && w.Value != f.value)) {
+		m.fatalf(t, "a write of %t landed while its claim %s was not the entry's nor one of its value (%+v): a writer of the other value may have written meanwhile", f.value, f.claim.ID, w)
 	}
 	m.write(t, f.value)
 }
@@ -212,9 +216,19 @@ func (m *machineModel) actions() map[string]func(*rapid.T) {
 			f := m.flights[i]
 			m.flights = append(m.flights[:i:i], m.flights[i+1:]...)
 			if !f.decided {
-				m.land(t, f)
+				m.ghosts = append(m.ghosts, f) // its call may still land, later
 			}
 			t.Logf("die: write %t read at rev %d never reported", f.value, f.readRev)
+		},
+		"ghostLands": func(t *rapid.T) { // a dead replica's call reaches Salesforce, or is lost
+			if len(m.ghosts) == 0 {
+				t.Skip("no dead replica's write in flight")
+			}
+			i := pick(t, len(m.ghosts), "ghost")
+			f := m.ghosts[i]
+			m.ghosts = append(m.ghosts[:i:i], m.ghosts[i+1:]...)
+			m.land(t, f)
+			t.Logf("ghost: write %t read at rev %d landed=%t", f.value, f.readRev, f.landed)
 		},
 		"land": func(t *rapid.T) { // a write reaches Salesforce, or is lost
 			var open []*flight
@@ -329,6 +343,10 @@ func TestModel(t *testing.T) {
 				m.deliver(t, m.events[i])
 			}
 		}
+		for _, g := range m.ghosts { // dead replicas' calls land now or never
+			m.land(t, g)
+		}
+		m.ghosts = nil
 		for len(m.flights) > 0 || len(m.readings) > 0 {
 			if len(m.flights) > 0 {
 				f := m.flights[0]

@@ -17,6 +17,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
@@ -199,9 +200,54 @@ func (cl *cluster) chaos(ctx context.Context, sent func() int64, total int64) ([
 	}
 	work := cl.pending()
 	cl.pushers[0].Kill()
-	done = append(done, fmt.Sprintf("kill -9 %s at %.0f%% published (%s)", cl.pushers[0].Name, 100*float64(sent())/float64(total), work))
+	cl.killedAt = time.Now()
+	cl.claimedAtKill = cl.claims(ctx)
+	done = append(done, fmt.Sprintf("kill -9 %s at %.0f%% published (%s; %d persons under a claim)", cl.pushers[0].Name, 100*float64(sent())/float64(total), work, len(cl.claimedAtKill)))
 	cl.t.Logf("chaos at +%s: %s", cl.since(), done[len(done)-1])
 	return done, nil
+}
+
+// claims are the sales-field writes in flight at the kill, by ledger key:
+// the killed replica's among them.
+func (cl *cluster) claims(ctx context.Context) map[string]optout.Claim {
+	out := map[string]optout.Claim{}
+	now := time.Now()
+	for _, tn := range tenants {
+		err := cl.lg.Scan(ctx, tn.name, func(it ledger.ScanItem) error {
+			if c := it.Entry.Writing; c != nil && c.ID != "" && now.Before(c.Until) {
+				out[it.Key] = *c
+			}
+			return nil
+		}, nil)
+		if err != nil {
+			cl.t.Errorf("scan the claims of %s: %v", tn.name, err)
+		}
+	}
+	return out
+}
+
+// failover says how the persons under a claim at the kill were written:
+// every one must be confirmed before its claim ended, the killed replica's
+// taken over by the survivor (a writer of the same value need not wait for
+// the claim), and how long after the kill the last was.
+func (cl *cluster) failover(ctx context.Context) string {
+	last := time.Duration(0)
+	for key, c := range cl.claimedAtKill {
+		it, err := cl.lg.Get(ctx, key)
+		if err != nil {
+			cl.t.Errorf("person %s claimed at the kill: %v", key, err)
+			continue
+		}
+		e := it.Entry
+		if e.Confirmed == nil || e.ConfirmedAt.IsZero() {
+			continue // a newer wish took it elsewhere; verify judges the outcome
+		}
+		if c.Value == *e.Confirmed && !e.ConfirmedAt.Before(c.Until) {
+			cl.t.Errorf("person %s: %s=%t confirmed at %s, after the claim held at the kill ended (%s): not taken over", key, e.Field, *e.Confirmed, e.ConfirmedAt.Format(time.RFC3339Nano), c.Until.Format(time.RFC3339Nano))
+		}
+		last = max(last, e.ConfirmedAt.Sub(cl.killedAt))
+	}
+	return fmt.Sprintf("%d persons under a claim at the kill, the last confirmed %s after it (claims last %s)", len(cl.claimedAtKill), last.Round(time.Millisecond), optout.DefaultClaimTTL)
 }
 
 // killLeader kill -9s the server leading stream, waits for another leader,

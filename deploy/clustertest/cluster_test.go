@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/internal/testsandbox"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -60,7 +61,10 @@ type cluster struct {
 	pusherBin string
 	// began is when the burst began; progress lines say how long since.
 	began time.Time
-	log   zerolog.Logger
+	// killedAt is when a pusher was killed; claimedAtKill the claims then.
+	killedAt      time.Time
+	claimedAtKill map[string]optout.Claim
+	log           zerolog.Logger
 }
 
 func TestClusterBurstWithKilledLeadersAndPusher(t *testing.T) {
@@ -125,6 +129,7 @@ func TestClusterBurstWithKilledLeadersAndPusher(t *testing.T) {
 	v := cl.verify()
 	t.Logf("after the burst: %s", v)
 	v.require(t)
+	failover := cl.failover(ctx)
 
 	rec := cl.reconcileAcrossRedisRestart()
 	v2 := cl.verify()
@@ -145,6 +150,7 @@ func TestClusterBurstWithKilledLeadersAndPusher(t *testing.T) {
 	for _, c := range chaos {
 		t.Logf("SUMMARY chaos: %s", c)
 	}
+	t.Logf("SUMMARY failover: %s", failover)
 	t.Logf("SUMMARY reconcile: %s", rec)
 	t.Logf("SUMMARY time: published in %s, drained %s after the burst began, %s in all",
 		published.Round(time.Millisecond), drained.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))

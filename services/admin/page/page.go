@@ -182,9 +182,8 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 
 // show is one tenant's settings page.
 func (h *handler) show(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("tenant")
-	if !event.ValidTenant(t) {
-		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+	t, ok := h.tenant(w, r)
+	if !ok {
 		return
 	}
 	// A GET never forces a live check: a fresh check spends the org's API
@@ -203,9 +202,8 @@ func (h *handler) show(w http.ResponseWriter, r *http.Request) {
 // request and describe calls; the result lands in the check cache and the
 // redirect (303, so a reload does not post again) shows it.
 func (h *handler) recheck(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("tenant")
-	if !event.ValidTenant(t) {
-		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+	t, ok := h.tenant(w, r)
+	if !ok {
 		return
 	}
 	if !h.formTokenValid(w, r, t) {
@@ -216,6 +214,17 @@ func (h *handler) recheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, h.prefix+"/tenants/"+t+"#prereq-h", http.StatusSeeOther)
+}
+
+// tenant is the request's tenant id; when it is not a valid one it has
+// answered the request (404).
+func (h *handler) tenant(w http.ResponseWriter, r *http.Request) (string, bool) {
+	t := r.PathValue("tenant")
+	if !event.ValidTenant(t) {
+		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+		return "", false
+	}
+	return t, true
 }
 
 // formTokenValid reads a posted form and checks its CSRF token; when either
@@ -240,9 +249,8 @@ func (h *handler) formTokenValid(w http.ResponseWriter, r *http.Request, t strin
 // values (409) instead of overwriting them; success redirects (303) so a
 // reload never posts twice.
 func (h *handler) save(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("tenant")
-	if !event.ValidTenant(t) {
-		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+	t, ok := h.tenant(w, r)
+	if !ok {
 		return
 	}
 	if !h.formTokenValid(w, r, t) {

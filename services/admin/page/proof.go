@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 )
@@ -38,9 +37,8 @@ type changeView struct {
 // (matched through the keyed hash) and shows the trail; with format=csv or
 // format=json it downloads the same rows optoutctl person export writes.
 func (h *handler) person(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("tenant")
-	if !event.ValidTenant(t) {
-		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+	t, ok := h.tenant(w, r)
+	if !ok {
 		return
 	}
 	qv := r.URL.Query()
@@ -136,9 +134,8 @@ func personViewOf(p proof.Person) personView {
 // received in [from, to) (dates, UTC; either may be empty), when it was
 // received, when Salesforce confirmed it, how, and the time to honour it.
 func (h *handler) compliance(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("tenant")
-	if !event.ValidTenant(t) {
-		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+	t, ok := h.tenant(w, r)
+	if !ok {
 		return
 	}
 	qv := r.URL.Query()

@@ -10,10 +10,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
@@ -132,4 +136,46 @@ func Wrap(err error, what string) error {
 		return err
 	}
 	return cli.Failf(err, "%s: %v", what, fmt.Sprint(err))
+}
+
+// CompleteWithin bounds a completion's visit to NATS: the shell waits on it
+// while the operator types.
+var CompleteWithin = 5 * time.Second
+
+// CompleteTenant completes a command's first argument, the tenant, with the
+// tenants that have settings in NATS (the tenant store; "sync on" or "sync
+// off" beside each). It reads the same variables and global flags as the
+// command would. Nothing is printed: a shell shows no errors while
+// completing, so none (NATS down, not provisioned) offers no names.
+func CompleteTenant(inv *cli.Invocation) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), CompleteWithin)
+		defer cancel()
+		quiet := *inv
+		quiet.Stdout, quiet.Stderr = io.Discard, io.Discard
+		c, err := Open(ctx, &quiet)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		defer c.Close()
+		all, err := c.Tenants.List(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		out := make([]cobra.Completion, 0, len(all))
+		for _, s := range all {
+			if !strings.HasPrefix(s.Tenant, prefix) {
+				continue
+			}
+			sync := "sync off"
+			if s.SyncEnabled {
+				sync = "sync on"
+			}
+			out = append(out, cobra.CompletionWithDesc(s.Tenant, sync))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }

@@ -8,14 +8,14 @@
 package personcmd
 
 import (
-	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -26,31 +26,30 @@ import (
 )
 
 // Command is the "person" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "person",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "person",
 		Short: "a person's opt-out state and full history; export a tenant's audit trail",
-		Sub:   []*cli.Command{showCmd(), exportCmd()},
 	}
+	cmd.AddCommand(showCmd(inv), exportCmd(inv))
+	return cmd
 }
 
-func showCmd() *cli.Command {
+func showCmd(inv *cli.Invocation) *cobra.Command {
 	by := "auto"
-	return &cli.Command{
-		Name:  "show",
+	cmd := &cobra.Command{
+		Use:   "show <tenant> <sales-connect-id|salesforce-id> [--by auto|sc|sf]",
 		Short: "a person's ledger entry and every change to it",
-		Usage: "<tenant> <sales-connect-id|salesforce-id> [--by auto|sc|sf]",
 		Long: `A 15- or 18-character Contact (003…) or Lead (00Q…) id is read as a Salesforce
 id, anything else as a Sales Connect id; --by sc or --by sf decides for ids
 that could be either. Every ledger entry of the person is shown, the live one
 first: an entry made when an early event carried only the Salesforce id is
 merged into the person's entry and retired, and a converted Lead's person
 moves to its Contact. Reads the tenant's whole audit trail.`,
-		Args: cli.ExactArgs("tenant", "id"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect) or sf (Salesforce)")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant", "id"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, id := args[0], args[1]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -126,6 +125,10 @@ moves to its Contact. Reads the tenant's whole audit trail.`,
 			return nil
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect) or sf (Salesforce)")
+	cli.CompleteFlag(cmd, "by", "auto", "sc", "sf")
+	return cmd
 }
 
 func writePerson(w io.Writer, p person, said map[string]*optout.Event) error {
@@ -234,21 +237,19 @@ func fieldText(e optout.Entry) string {
 	return s
 }
 
-func exportCmd() *cli.Command {
+func exportCmd(inv *cli.Invocation) *cobra.Command {
 	var current bool
-	return &cli.Command{
-		Name:  "export",
+	cmd := &cobra.Command{
+		Use:   "export <tenant> [-o csv|json] [--current]",
 		Short: "a tenant's whole audit trail (or, with --current, every person's current state) as CSV or JSON",
-		Usage: "<tenant> [-o csv|json] [--current]",
 		Long: `Writes every change to every person of the tenant, oldest first, as CSV (the
 default) or a JSON array, streamed so any size fits. --current writes one row
 per person instead: their ledger entry now, in storage order. CSV values that
 a spreadsheet would run as a formula get a leading apostrophe.`,
-		Args: cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&current, "current", false, "export each person's current entry instead of every change")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -296,6 +297,9 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 			return sink.close()
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&current, "current", false, "export each person's current entry instead of every change")
+	return cmd
 }
 
 // exportRow is one exported change (or current entry).

@@ -6,7 +6,6 @@ package reconcilecmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -26,12 +27,13 @@ import (
 var PollInterval = 250 * time.Millisecond
 
 // Command is the "reconcile" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "reconcile",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reconcile",
 		Short: "nightly reconciler: run or dry-run a tenant now, its progress, past runs",
-		Sub:   []*cli.Command{startCmd("run", false), startCmd("dry-run", true), statusCmd(), historyCmd()},
 	}
+	cmd.AddCommand(startCmd(inv, "run", false), startCmd(inv, "dry-run", true), statusCmd(inv), historyCmd(inv))
+	return cmd
 }
 
 const startLong = `Asks the reconciler (any replica) to run the tenant now, then shows its
@@ -42,22 +44,19 @@ Exit codes: 0 succeeded (or started, with --detach); 1 failed or abandoned;
 4 stopped by the mass-resubscribe guard or the API budget, or refused
 (sync disabled, a run already in progress, no reconciler answering).`
 
-func startCmd(name string, dry bool) *cli.Command {
+func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 	var detach bool
 	short := "run a tenant's reconcile now and follow it to its report"
 	if dry {
 		short = "compute a tenant's reconcile now without changing anything, and report"
 	}
-	return &cli.Command{
-		Name:  name,
+	cmd := &cobra.Command{
+		Use:   name + " <tenant> [--detach]",
 		Short: short,
-		Usage: "<tenant> [--detach]",
 		Long:  startLong,
 		Args:  cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&detach, "detach", false, "return once the run has started; follow it with 'reconcile status'")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -103,6 +102,9 @@ func startCmd(name string, dry bool) *cli.Command {
 			return outcome(final)
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&detach, "detach", false, "return once the run has started; follow it with 'reconcile status'")
+	return cmd
 }
 
 func startedWord(rep runs.ControlReply) string {
@@ -211,13 +213,13 @@ func user(inv *cli.Invocation) string {
 	return "unknown"
 }
 
-func statusCmd() *cli.Command {
-	return &cli.Command{
-		Name:  "status",
+func statusCmd(inv *cli.Invocation) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status <tenant>",
 		Short: "the current run's progress (if any) and the last finished run's report",
-		Usage: "<tenant>",
 		Args:  cli.ExactArgs("tenant"),
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -295,17 +297,14 @@ func mustKnow(ctx context.Context, inv *cli.Invocation, c *conn.Conn, t string) 
 	return nil
 }
 
-func historyCmd() *cli.Command {
+func historyCmd(inv *cli.Invocation) *cobra.Command {
 	var limit int
-	return &cli.Command{
-		Name:  "history",
+	cmd := &cobra.Command{
+		Use:   "history <tenant> [--limit N]",
 		Short: "a tenant's past runs, newest first",
-		Usage: "<tenant> [--limit N]",
 		Args:  cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.IntVar(&limit, "limit", 20, "show at most this many (0: all)")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -341,6 +340,9 @@ func historyCmd() *cli.Command {
 			return inv.Print(tbl, hist)
 		},
 	}
+	fs := cmd.Flags()
+	fs.IntVar(&limit, "limit", 20, "show at most this many (0: all)")
+	return cmd
 }
 
 // history is the tenant's reports, newest start first, at most limit (0:

@@ -39,9 +39,10 @@ func listCmd(inv *cli.Invocation) *cobra.Command {
 	var code string
 	var limit int
 	cmd := &cobra.Command{
-		Use:   "list [<tenant>] [--code CODE] [--limit N]",
-		Short: "dead letters of a tenant (or of every tenant), oldest first, with the reason",
-		Args:  cli.RangeArgs(0, 1, "at most one argument (tenant)"),
+		Use:               "list [<tenant>] [--code CODE] [--limit N]",
+		Short:             "dead letters of a tenant (or of every tenant), oldest first, with the reason",
+		Args:              cli.RangeArgs(0, 1, "at most one argument (tenant)"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t := ""
@@ -94,9 +95,10 @@ func collect(ctx context.Context, d deadletter.DLQ, t, code string, limit int) (
 
 func showCmd(inv *cli.Invocation) *cobra.Command {
 	return &cobra.Command{
-		Use:   "show <tenant> <seq>",
-		Short: "one dead letter: reason, headers and the event as sent",
-		Args:  cli.ExactArgs("tenant", "seq"),
+		Use:               "show <tenant> <seq>",
+		Short:             "one dead letter: reason, headers and the event as sent",
+		Args:              cli.ExactArgs("tenant", "seq"),
+		ValidArgsFunction: completeArgs(inv, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
@@ -202,7 +204,7 @@ like any event, and its ledger makes a second delivery harmless. One still
 invalid is kept and reported: fix it at the source, or send a corrected event
 with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 		Args:              cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
-		ValidArgsFunction: conn.CompleteTenant(inv),
+		ValidArgsFunction: completeArgs(inv, -1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
@@ -295,7 +297,7 @@ func purgeCmd(inv *cli.Invocation) *cobra.Command {
 A dead letter may be the only copy of a person's opt-out, so --all needs
 --yes; prefer replaying what can be fixed.`,
 		Args:              cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
-		ValidArgsFunction: conn.CompleteTenant(inv),
+		ValidArgsFunction: completeArgs(inv, -1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
@@ -345,6 +347,34 @@ A dead letter may be the only copy of a person's opt-out, so --all needs
 	fs.BoolVar(&all, "all", false, "delete every dead letter of the tenant")
 	fs.BoolVar(&yes, "yes", false, "confirm --all")
 	return cmd
+}
+
+// completeArgs completes the tenant, then up to max (< 0: any number) of
+// its dead letters' sequences not given yet, each with its code and reason.
+func completeArgs(inv *cli.Invocation, max int) cobra.CompletionFunc {
+	tenants := conn.CompleteTenant(inv)
+	return func(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return tenants(cmd, args, prefix)
+		}
+		if (max >= 0 && len(args) > max) || !event.ValidTenant(args[0]) {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		given := map[string]bool{}
+		for _, a := range args[1:] {
+			given[a] = true
+		}
+		return conn.Complete(cmd, inv, func(ctx context.Context, c *conn.Conn) ([]cobra.Completion, error) {
+			items, err := collect(ctx, c.DLQ(), args[0], "", 0)
+			var out []cobra.Completion
+			for _, d := range items {
+				if seq := strconv.FormatUint(d.Seq, 10); !given[seq] && strings.HasPrefix(seq, prefix) {
+					out = append(out, cobra.CompletionWithDesc(seq, d.Code+": "+shorten(strings.Join(strings.Fields(d.Reason), " "), 60)))
+				}
+			}
+			return out, err
+		})
+	}
 }
 
 func tenantAndSeqs(args []string) (string, []uint64, error) {

@@ -51,10 +51,11 @@ func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 		short = "compute a tenant's reconcile now without changing anything, and report"
 	}
 	cmd := &cobra.Command{
-		Use:   name + " <tenant> [--detach]",
-		Short: short,
-		Long:  startLong,
-		Args:  cli.ExactArgs("tenant"),
+		Use:               name + " <tenant> [--detach]",
+		Short:             short,
+		Long:              startLong,
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t := args[0]
@@ -215,9 +216,10 @@ func user(inv *cli.Invocation) string {
 
 func statusCmd(inv *cli.Invocation) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status <tenant>",
-		Short: "the current run's progress (if any) and the last finished run's report",
-		Args:  cli.ExactArgs("tenant"),
+		Use:               "status <tenant>",
+		Short:             "the current run's progress (if any) and the last finished run's report",
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t := args[0]
@@ -300,9 +302,10 @@ func mustKnow(ctx context.Context, inv *cli.Invocation, c *conn.Conn, t string) 
 func historyCmd(inv *cli.Invocation) *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{
-		Use:   "history <tenant> [--limit N]",
-		Short: "a tenant's past runs, newest first",
-		Args:  cli.ExactArgs("tenant"),
+		Use:               "history <tenant> [--limit N]",
+		Short:             "a tenant's past runs, newest first",
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			t := args[0]

@@ -1,6 +1,7 @@
 package root_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,28 @@ func TestDLQCommands(t *testing.T) {
 	s.Run("dlq", "show", "acme", "3").Expect(t, 0).Golden(t, "dlq_show_garbage")
 	s.Run("dlq", "show", "globex", "1").Expect(t, 3).Golden(t, "dlq_show_other_tenant")
 	s.Run("dlq", "show", "acme", "x").Expect(t, 2)
+	// The shell completes a tenant's dead letters by sequence, with code
+	// and reason, leaving out those already typed.
+	seqs := func(args ...string) string {
+		var got []string
+		for _, l := range strings.Split(s.Run(append([]string{"__complete"}, args...)...).Expect(t, 0).Stdout, "\n") {
+			seq, desc, _ := strings.Cut(l, "\t")
+			if desc != "" {
+				seq += " " + strings.Fields(desc)[0]
+			}
+			got = append(got, seq)
+		}
+		return strings.Join(got, ", ")
+	}
+	if got := seqs("dlq", "show", "acme", ""); got != "1 ENTITY_IS_DELETED:, 2 undecodable:, 3 undecodable:, :4, " {
+		t.Errorf("dlq show acme <TAB>: %s", got)
+	}
+	if got := seqs("dlq", "replay", "acme", "1", ""); got != "2 undecodable:, 3 undecodable:, :4, " {
+		t.Errorf("dlq replay acme 1 <TAB>: %s", got)
+	}
+	if got := seqs("dlq", "show", "acme", "1", ""); got != ":4, " {
+		t.Errorf("dlq show acme 1 <TAB>: %s", got)
+	}
 
 	// The admin restores the record; the replay then goes through.
 	if err := s.Sandbox.Org("acme").Undelete(contact); err != nil {

@@ -30,9 +30,10 @@ func Command(inv *cli.Invocation) *cobra.Command {
 
 func listCmd(inv *cli.Invocation) *cobra.Command {
 	return &cobra.Command{
-		Use:   "list [flags]",
-		Short: "every tenant with settings, events, dead letters or a recorded health",
-		Args:  cli.ExactArgs(),
+		Use:               "list [flags]",
+		Short:             "every tenant with settings, events, dead letters or a recorded health",
+		Args:              cli.ExactArgs(),
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			c, err := conn.Open(ctx, inv)

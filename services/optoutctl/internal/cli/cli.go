@@ -130,6 +130,7 @@ func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
 	root.SetFlagErrorFunc(flagError)
 	// A group runs (to name an unknown command), but its synopsis is
 	// "<group> [command]" only.
+	root.SetHelpTemplate(helpTemplate)
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
 		inv.Path = cmd.CommandPath()
@@ -137,11 +138,6 @@ func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
 	}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
-		// Help shows the one-line summary above the details, as the
-		// reference does.
-		if c.Long != "" && c.Short != "" {
-			c.Long = c.Short + "\n\n" + strings.TrimSpace(c.Long)
-		}
 		switch {
 		case c.HasSubCommands() && c.RunE == nil:
 			c.Args, c.RunE = cobra.ArbitraryArgs, group
@@ -159,6 +155,14 @@ func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
 	walk(root)
 	return root
 }
+
+// helpTemplate is cobra's with the one-line summary above the details
+// (cobra shows only the details when a command has them).
+const helpTemplate = `{{with .Short}}{{. | trimTrailingWhitespaces}}
+
+{{end}}{{with .Long}}{{. | trimTrailingWhitespaces}}
+
+{{end}}{{if or .Runnable .HasSubCommands}}{{.UsageString}}{{end}}`
 
 // Main runs the tool and returns the process exit code. Errors are printed
 // to Stderr as one line: "optoutctl: <what went wrong; what to do>".

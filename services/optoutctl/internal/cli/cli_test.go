@@ -116,3 +116,29 @@ func TestHelp(t *testing.T) {
 		t.Errorf("grp: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 }
+
+// TestProgressOnlyForAPersonWatching: a bar needs stdout and stderr both at
+// a terminal and output other than JSON; it goes to stderr only.
+func TestProgressOnlyForAPersonWatching(t *testing.T) {
+	for _, tc := range []struct {
+		stdout, stderr bool
+		output         string
+		bar            bool
+	}{
+		{true, true, FormatTable, true},
+		{true, true, FormatCSV, true},
+		{true, true, FormatJSON, false},
+		{false, true, FormatTable, false},
+		{true, false, FormatTable, false},
+	} {
+		var out, errOut bytes.Buffer
+		inv := &Invocation{Stdout: &out, Stderr: &errOut, StdoutTerminal: tc.stdout, StderrTerminal: tc.stderr, Global: Global{Output: tc.output}}
+		p := inv.Progress(3, "copying", "things")
+		p.Add(1)
+		p.Add(2)
+		p.Done()
+		if drawn := strings.Contains(errOut.String(), "copying"); drawn != tc.bar || out.Len() != 0 {
+			t.Errorf("%+v: stdout %q stderr %q", tc, out.String(), errOut.String())
+		}
+	}
+}

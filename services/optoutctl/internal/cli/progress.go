@@ -30,6 +30,8 @@ func (inv *Invocation) Progress(total int64, what, unit string) *Progress {
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(ProgressEvery),
 		progressbar.OptionClearOnFinish(),
+		// Shown from the start, so a slow first step is seen to be under way.
+		progressbar.OptionSetRenderBlankState(true),
 		// Redrawn only by Add: the library's own redraw goroutine would write
 		// after the command has returned.
 		progressbar.OptionSetSpinnerChangeInterval(0),

@@ -239,6 +239,7 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 			}
 			var outs []outcome
 			n := map[string]int{}
+			prog := inv.Progress(int64(len(seqs)), "replaying dead letters of "+t, "letters")
 			for _, seq := range seqs {
 				r, err := d.Replay(ctx, t, seq, inv.Clock())
 				o := outcome{DLQSeq: seq, EventID: r.EventID, Seq: r.Seq, TraceID: r.TraceID}
@@ -258,7 +259,9 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 				}
 				n[o.Result]++
 				outs = append(outs, o)
+				prog.Add(1)
 			}
+			prog.Done()
 			tbl := &cli.Table{Header: []string{"DLQ SEQ", "RESULT", "EVENT", "DETAIL"}, Empty: "No dead letters to replay."}
 			for _, o := range outs {
 				tbl.Rows = append(tbl.Rows, []string{strconv.FormatUint(o.DLQSeq, 10), o.Result, o.EventID, o.Detail})

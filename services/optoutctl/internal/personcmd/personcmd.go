@@ -270,6 +270,10 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 			if err != nil {
 				return err
 			}
+			// The count is not known ahead: a row count and rate.
+			prog := inv.Progress(-1, "exporting "+t, "rows")
+			defer prog.Done()
+			sink.counted = prog.Add
 			if current {
 				err = c.Ledger.Scan(ctx, t, func(it ledger.ScanItem) error {
 					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: eventOf(it.Entry)})
@@ -341,6 +345,8 @@ type sink struct {
 	w    io.Writer
 	csv  *cli.CSVWriter
 	rows int
+	// counted is told of each row written (the progress bar).
+	counted func(int)
 }
 
 func newSink(w io.Writer, format string) (*sink, error) {
@@ -359,6 +365,9 @@ func newSink(w io.Writer, format string) (*sink, error) {
 
 func (s *sink) write(r exportRow) error {
 	s.rows++
+	if s.counted != nil {
+		s.counted(1)
+	}
 	if s.csv != nil {
 		return s.csv.Write(r.csv())
 	}

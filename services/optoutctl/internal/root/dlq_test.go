@@ -90,7 +90,20 @@ func TestDLQCommands(t *testing.T) {
 		return r.HasOptedOutOfEmail && e.State == optout.StateSynced
 	})
 	s.Run("person", "show", "acme", "sc-d1").Expect(t, 0).Golden(t, "dlq_replayed_person")
-	s.Run("dlq", "replay", "acme", "2").Expect(t, 4).Golden(t, "dlq_replay_invalid")
+	invalid := s.Run("dlq", "replay", "acme", "2").Expect(t, 4).Golden(t, "dlq_replay_invalid")
+	// At a terminal a bar on stderr follows the replays and is cleared
+	// before the table; stdout and the error line are the same. Never with
+	// -o json.
+	s.Terminal = true
+	bar := s.Run("dlq", "replay", "acme", "2").Expect(t, 4)
+	if bar.Stdout != invalid.Stdout || !strings.Contains(bar.Stderr, "replaying dead letters of acme") || !strings.Contains(bar.Stderr, "(0/1, ") ||
+		!strings.HasSuffix(bar.Stderr, "\r"+invalid.Stderr) {
+		t.Errorf("dlq replay at a terminal:\nstdout %q\nstderr %q", bar.Stdout, bar.Stderr)
+	}
+	if r := s.Run("dlq", "replay", "acme", "2", "-o", "json").Expect(t, 4); strings.Contains(r.Stderr, "replaying") {
+		t.Errorf("a bar with -o json: %q", r.Stderr)
+	}
+	s.Terminal = false
 	s.Run("dlq", "replay", "acme", "1").Expect(t, 3).Golden(t, "dlq_replay_gone")
 	s.Run("dlq", "replay", "acme").Expect(t, 2)
 

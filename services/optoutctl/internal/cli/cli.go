@@ -123,6 +123,7 @@ func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
 	inv.Global.register(root.PersistentFlags())
 	CompleteFlag(root, "output", FormatTable, FormatJSON, FormatCSV)
 	root.AddCommand(completionCmd(root))
+	root.SetHelpCommand(helpCmd(root))
 	root.CompletionOptions.DisableDefaultCmd = true
 	// The generated reference must not change with the day it is made.
 	root.DisableAutoGenTag = true

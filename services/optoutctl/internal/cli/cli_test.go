@@ -94,6 +94,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-o", "yaml", "grp", "leaf", "a"}, "tool: output format \"yaml\": want table, json or csv\n"},
 		{[]string{"grp", "nope"}, "tool: unknown command \"nope\" for 'tool grp'; run 'tool grp --help'\n"},
 		{[]string{"nope"}, "tool: unknown command \"nope\" for 'tool'; run 'tool --help'\n"},
+		{[]string{"help", "grp", "nope"}, "tool: unknown command \"nope\" for 'tool grp'; run 'tool grp --help'\n"},
 		{[]string{"grp", "lef"}, "tool: unknown command \"lef\" for 'tool grp' (did you mean \"leaf\"?); run 'tool grp --help'\n"},
 	} {
 		code, ran, stdout, stderr := run(tc.args...)

@@ -91,7 +91,7 @@ func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 			if inv.Output != cli.FormatJSON {
 				fmt.Fprintf(inv.Stderr, "%s %s %s of tenant %s on replica %s; following it (Ctrl-C stops following, not the run).\n",
 					startedWord(rep), kind(rep.DryRun), rep.RunID, t, rep.Replica)
-				prog = newProgress(inv.Stderr)
+				prog = newProgress(inv.Stderr, inv.StderrTerminal)
 			}
 			final, err := follow(ctx, store, t, rep.RunID, prog)
 			if err != nil {

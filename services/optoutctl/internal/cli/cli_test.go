@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -141,5 +142,55 @@ func TestProgressOnlyForAPersonWatching(t *testing.T) {
 		if drawn := strings.Contains(errOut.String(), "copying"); drawn != tc.bar || out.Len() != 0 {
 			t.Errorf("%+v: stdout %q stderr %q", tc, out.String(), errOut.String())
 		}
+	}
+}
+
+// screen is what a terminal shows for s: lines, each with "\r" going back
+// to its start and later characters overwriting earlier ones.
+func screen(s string) []string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		var cells []rune
+		col := 0
+		for _, r := range l {
+			if r == '\r' {
+				col = 0
+				continue
+			}
+			if col < len(cells) {
+				cells[col] = r
+			} else {
+				cells = append(cells, r)
+			}
+			col++
+		}
+		lines = append(lines, strings.TrimRight(string(cells), " "))
+	}
+	return lines
+}
+
+// TestProgressKeepsOutputLinesWhole: rows written to the same terminal as
+// the bar scroll above it, each line only the row, and the bar is gone at
+// the end.
+func TestProgressKeepsOutputLinesWhole(t *testing.T) {
+	defer func(d time.Duration) { ProgressEvery = d }(ProgressEvery)
+	ProgressEvery = 0 // draw on every row: the worst case for the rows
+	var term bytes.Buffer
+	inv := &Invocation{Stdout: &term, Stderr: &term, StdoutTerminal: true, StderrTerminal: true, Global: Global{Output: FormatCSV}}
+	p := inv.Progress(-1, "exporting acme", "rows")
+	out := p.Above(inv.Stdout)
+	var want []string
+	for i := range 5 {
+		row := fmt.Sprintf("key-%d,true,2025-06-01T12:00:00Z", i)
+		want = append(want, row)
+		fmt.Fprintln(out, row)
+		p.Add(1)
+	}
+	if !strings.Contains(term.String(), "exporting acme") {
+		t.Fatalf("no bar drawn: %q", term.String())
+	}
+	p.Done()
+	if got := screen(term.String()); strings.Join(got, "\n") != strings.Join(append(want, ""), "\n") {
+		t.Errorf("the terminal shows\n%s\nwant\n%s\n(written %q)", strings.Join(got, "\n"), strings.Join(want, "\n"), term.String())
 	}
 }

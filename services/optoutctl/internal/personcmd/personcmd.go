@@ -266,14 +266,17 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 				return err
 			}
 			defer c.Close()
-			sink, err := newSink(inv.Stdout, format)
+			// The count is not known ahead: a row count and rate. The rows
+			// go to the same terminal: each is flushed whole, above the bar.
+			prog := inv.Progress(-1, "exporting "+t, "rows")
+			defer prog.Done()
+			sink, err := newSink(prog.Above(inv.Stdout), format)
 			if err != nil {
 				return err
 			}
-			// The count is not known ahead: a row count and rate.
-			prog := inv.Progress(-1, "exporting "+t, "rows")
-			defer prog.Done()
-			sink.counted = prog.Add
+			if prog != nil {
+				sink.counted, sink.flushRows = prog.Add, true
+			}
 			if current {
 				err = c.Ledger.Scan(ctx, t, func(it ledger.ScanItem) error {
 					return sink.write(exportRow{Key: it.Key, Revision: it.Revision, Entry: it.Entry, EventID: eventOf(it.Entry)})
@@ -345,8 +348,10 @@ type sink struct {
 	w    io.Writer
 	csv  *cli.CSVWriter
 	rows int
-	// counted is told of each row written (the progress bar).
-	counted func(int)
+	// counted is told of each row written (the progress bar); with
+	// flushRows each CSV row is written out whole at once.
+	counted   func(int)
+	flushRows bool
 }
 
 func newSink(w io.Writer, format string) (*sink, error) {
@@ -366,10 +371,13 @@ func newSink(w io.Writer, format string) (*sink, error) {
 func (s *sink) write(r exportRow) error {
 	s.rows++
 	if s.counted != nil {
-		s.counted(1)
+		defer s.counted(1)
 	}
 	if s.csv != nil {
-		return s.csv.Write(r.csv())
+		if err := s.csv.Write(r.csv()); err != nil || !s.flushRows {
+			return err
+		}
+		return s.csv.Flush()
 	}
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -26,6 +26,9 @@ func TestUsageHelpAndExitCodes(t *testing.T) {
 	s.Run("tenant", "list", "-server", "nats://127.0.0.1:4222").Expect(t, 2).Golden(t, "usage_long_flag_one_dash")
 	s.Run("dlq", "list", "--limit", "many").Expect(t, 2).Golden(t, "usage_bad_flag_value")
 	s.Run("dlq", "list", "--limit").Expect(t, 2).Golden(t, "usage_flag_without_value")
+	// A command's own flag comes after the command's name (global ones go
+	// anywhere, as below).
+	s.Run("--no-check", "tenant", "show", "acme").Expect(t, 2).Golden(t, "usage_command_flag_before_command")
 	// Flags go before or after the command's arguments.
 	before := s.Run("-o", "json", "tenant", "list").Expect(t, 0)
 	after := s.Run("tenant", "list", "--output=json").Expect(t, 0)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"

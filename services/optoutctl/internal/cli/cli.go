@@ -129,9 +129,9 @@ func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
 	root.DisableAutoGenTag = true
 	root.SilenceErrors, root.SilenceUsage = true, true
 	root.SetFlagErrorFunc(flagError)
+	root.SetHelpTemplate(helpTemplate)
 	// A group runs (to name an unknown command), but its synopsis is
 	// "<group> [command]" only.
-	root.SetHelpTemplate(helpTemplate)
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
 		inv.Path = cmd.CommandPath()

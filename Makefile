@@ -72,14 +72,18 @@ test-jsforce:
 ## generated docs (docs-check).
 lint: fmt vet staticcheck modcheck docs-check
 
-## docs: regenerate docs/configuration.md from the services' config loaders (tools/configdoc).
+## docs: regenerate docs/configuration.md from the services' config loaders (tools/configdoc) and
+## docs/optoutctl/, optoutctl's command reference, from its command tree (cobra/doc).
 .PHONY: docs docs-check
 docs:
 	go run ./tools/configdoc -out docs/configuration.md
+	go run ./services/optoutctl/internal/gendocs -out docs/optoutctl
 
-## docs-check: fail when docs/configuration.md differs from what the config loaders read (run make docs).
+## docs-check: fail when docs/configuration.md differs from what the config loaders read, or
+## docs/optoutctl/ from optoutctl's commands and flags (run make docs).
 docs-check:
 	go run ./tools/configdoc -check docs/configuration.md
+	go run ./services/optoutctl/internal/gendocs -check docs/optoutctl
 
 ## fmt: fail when gofmt would change a file (generated .pb.go aside).
 fmt:

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/root"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
@@ -32,9 +34,12 @@ func main() {
 		_, _ = io.WriteString(stderr, "optoutctl: telemetry: "+err.Error()+"; fix the OTEL_* variables\n")
 		os.Exit(cli.ExitUsage)
 	}
-	code := cli.Main(ctx, root.Command(), os.Args[1:], &cli.Invocation{
+	inv := &cli.Invocation{
 		Stdout: stdout, Stderr: stderr, Stdin: os.Stdin, Env: environ(),
-	})
+		// Asked of the real files: the scrubbing writers hide them.
+		StdoutTerminal: term.IsTerminal(int(os.Stdout.Fd())), StderrTerminal: term.IsTerminal(int(os.Stderr.Fd())),
+	}
+	code := cli.Main(ctx, root.Command(inv), os.Args[1:], inv)
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = tel.Shutdown(flush)
 	cancel()

@@ -139,6 +139,15 @@ func (s *Sink[R]) Write(r R) error {
 	return err
 }
 
+// Flush writes out what Write buffered (CSV rows), so each row can be
+// shown whole, as beside a progress bar.
+func (s *Sink[R]) Flush() error {
+	if s.csv != nil {
+		return s.csv.Flush()
+	}
+	return nil
+}
+
 // Close ends the export.
 func (s *Sink[R]) Close() error {
 	if s.csv != nil {

@@ -1,34 +1,22 @@
-// Package cli is optoutctl's small command framework on the standard flag
-// package: a tree of commands, flags accepted anywhere after the command
-// (kubectl style), global connection and output flags, help, and the
-// mapping of errors to exit codes and one-line messages.
+// Package cli is what optoutctl's commands share on top of cobra: the
+// invocation (I/O, environment, global flags), Setup, which gives a cobra
+// command tree optoutctl's rules (usage errors, groups, --timeout, shell
+// completion), Main, which runs it and maps errors to exit codes and
+// one-line messages, and the output formats.
 package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
-)
 
-// Command is one node of the command tree: a group (Sub) or a leaf (Run).
-type Command struct {
-	Name  string
-	Short string // one line, shown in the parent's list
-	// Usage is the synopsis after the command path, e.g. "<tenant> [flags]".
-	Usage string
-	// Long is shown by --help under the synopsis.
-	Long string
-	// Args checks the positional arguments before Run.
-	Args  func(args []string) error
-	Flags func(fs *flag.FlagSet)
-	Run   func(ctx context.Context, inv *Invocation, args []string) error
-	Sub   []*Command
-}
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
 
 // Invocation is one run of the tool: its I/O, environment and global flags.
 type Invocation struct {
@@ -38,6 +26,10 @@ type Invocation struct {
 	// parallel without touching os.Environ).
 	Env map[string]string
 	Now func() time.Time
+	// StdoutTerminal and StderrTerminal say whether they are terminals
+	// (main asks the real files: Stdout and Stderr may be wrapped by the
+	// secret scrubber). A progress bar is drawn only when both are.
+	StdoutTerminal, StderrTerminal bool
 	Global
 	// Path is the command path being run, e.g. "optoutctl tenant show".
 	Path string
@@ -97,30 +89,24 @@ func (inv *Invocation) Clock() time.Time {
 	return time.Now().UTC()
 }
 
-type stringValue struct {
-	p   *string
-	set *bool
-}
+// outputValue is -o: an unknown format is refused while parsing, before
+// the arguments are looked at, with the message scripts have seen.
+type outputValue struct{ p *string }
 
-func (s stringValue) String() string {
-	if s.p == nil {
-		return ""
+func (o outputValue) String() string { return *o.p }
+func (o outputValue) Type() string   { return "format" }
+func (o outputValue) Set(v string) error {
+	switch v {
+	case FormatTable, FormatJSON, FormatCSV:
+		*o.p = v
+		return nil
 	}
-	return *s.p
+	return Usagef("output format %q: want table, json or csv", v)
 }
 
-func (s stringValue) Set(v string) error {
-	*s.p = v
-	if s.set != nil {
-		*s.set = true
-	}
-	return nil
-}
-
-func (g *Global) register(fs *flag.FlagSet) {
-	out := stringValue{p: &g.Output, set: &g.OutputSet}
-	fs.Var(out, "o", "output format: table, json or csv (short for --output)")
-	fs.Var(out, "output", "output format: table, json or csv")
+func (g *Global) register(fs *pflag.FlagSet) {
+	g.Output = FormatTable
+	fs.VarP(outputValue{&g.Output}, "output", "o", "output format: table, json or csv")
 	fs.StringVar(&g.Server, "server", "", "NATS server URL(s) (default $NATS_URL or nats://127.0.0.1:4222)")
 	fs.StringVar(&g.Namespace, "namespace", "", "prefix of every subject, stream and bucket (default $OPTOUT_NAMESPACE)")
 	fs.StringVar(&g.Creds, "creds", "", "NATS .creds file (default $NATS_CREDS_FILE)")
@@ -128,208 +114,172 @@ func (g *Global) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.Timeout, "timeout", 2*time.Minute, "give up after this long (0: no limit)")
 }
 
-// globalTakesValue says whether a global flag reads the next argument.
-func globalTakesValue(arg string) bool {
-	name := strings.TrimLeft(arg, "-")
-	if strings.Contains(name, "=") {
-		return false
+// Setup gives a command tree optoutctl's rules and returns root: the global
+// flags; the completion command; a group run without a command prints its
+// help (the root on stdout with exit 0, any other group on stderr with exit
+// 2) and names an unknown command; flag errors are usage errors; each
+// command runs under --timeout. Call it once, on the whole tree.
+func Setup(root *cobra.Command, inv *Invocation) *cobra.Command {
+	inv.Global.register(root.PersistentFlags())
+	CompleteFlag(root, "output", FormatTable, FormatJSON, FormatCSV)
+	root.AddCommand(completionCmd(root))
+	root.SetHelpCommand(helpCmd(root))
+	root.CompletionOptions.DisableDefaultCmd = true
+	// The generated reference must not change with the day it is made.
+	root.DisableAutoGenTag = true
+	root.SilenceErrors, root.SilenceUsage = true, true
+	root.SetFlagErrorFunc(flagError)
+	root.SetHelpTemplate(helpTemplate)
+	// A group runs (to name an unknown command), but its synopsis is
+	// "<group> [command]" only.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		inv.Path = cmd.CommandPath()
+		inv.OutputSet = cmd.Flags().Changed("output")
 	}
-	switch name {
-	case "o", "output", "server", "namespace", "creds", "sf-credentials-dir", "timeout":
-		return true
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		switch {
+		case c.HasSubCommands() && c.RunE == nil:
+			c.Args, c.RunE = cobra.ArbitraryArgs, group
+			c.SuggestionsMinimumDistance = 2
+			if c.ValidArgsFunction == nil {
+				c.ValidArgsFunction = cobra.NoFileCompletions
+			}
+		case c.RunE != nil:
+			c.RunE = withTimeout(inv, c.RunE)
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
 	}
-	return false
+	walk(root)
+	return root
 }
+
+// helpTemplate is cobra's with the one-line summary above the details
+// (cobra shows only the details when a command has them).
+const helpTemplate = `{{with .Short}}{{. | trimTrailingWhitespaces}}
+
+{{end}}{{with .Long}}{{. | trimTrailingWhitespaces}}
+
+{{end}}{{if or .Runnable .HasSubCommands}}{{.UsageString}}{{end}}`
 
 // Main runs the tool and returns the process exit code. Errors are printed
 // to Stderr as one line: "optoutctl: <what went wrong; what to do>".
-func Main(ctx context.Context, root *Command, args []string, inv *Invocation) int {
-	err := run(ctx, root, args, inv)
+func Main(ctx context.Context, root *cobra.Command, args []string, inv *Invocation) int {
+	// Never nil: cobra would read os.Args instead.
+	root.SetArgs(append([]string{}, args...))
+	root.SetIn(inv.Stdin)
+	root.SetOut(inv.Stdout)
+	root.SetErr(inv.Stderr)
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return ExitOK
-	}
-	fmt.Fprintf(inv.Stderr, "%s: %s\n", root.Name, oneLine(err.Error()))
+	fmt.Fprintf(inv.Stderr, "%s: %s\n", root.Name(), oneLine(err.Error()))
 	return CodeOf(err)
 }
 
-func run(ctx context.Context, root *Command, args []string, inv *Invocation) error {
-	cmd, path, rest, err := resolve(root, args)
-	if err != nil {
+// group runs a command that only holds others.
+func group(cmd *cobra.Command, args []string) error {
+	path := cmd.CommandPath()
+	if len(args) > 0 {
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return Usagef("unknown command %q for '%s'%s; run '%s --help'", args[0], path, hint, path)
+	}
+	if !cmd.HasParent() {
+		return cmd.Help()
+	}
+	cmd.SetOut(cmd.ErrOrStderr())
+	if err := cmd.Help(); err != nil {
 		return err
 	}
-	inv.Path = strings.Join(path, " ")
-	fs := flag.NewFlagSet(inv.Path, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	inv.Output = FormatTable
-	inv.register(fs)
-	if cmd.Flags != nil {
-		cmd.Flags(fs)
-	}
-	pos, err := parseInterspersed(fs, rest)
-	if errors.Is(err, flag.ErrHelp) {
-		help(inv.Stdout, cmd, inv.Path, fs)
-		return flag.ErrHelp
-	}
-	if err != nil {
-		return Usagef("%v; run '%s --help'", err, inv.Path)
-	}
-	switch inv.Output {
-	case FormatTable, FormatJSON, FormatCSV:
-	default:
-		return Usagef("output format %q: want table, json or csv", inv.Output)
-	}
-	if cmd.Run == nil {
-		if len(pos) > 0 {
-			return Usagef("unknown command %q for '%s'; run '%s --help'", pos[0], inv.Path, inv.Path)
-		}
-		if len(path) == 1 {
-			help(inv.Stdout, cmd, inv.Path, fs)
-			return flag.ErrHelp
-		}
-		help(inv.Stderr, cmd, inv.Path, fs)
-		return Usagef("'%s' needs a command; see the list above", inv.Path)
-	}
-	if cmd.Args != nil {
-		if err := cmd.Args(pos); err != nil {
-			return Usagef("%v; usage: %s %s", err, inv.Path, cmd.Usage)
-		}
-	}
-	if inv.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, inv.Timeout)
-		defer cancel()
-	}
-	err = cmd.Run(ctx, inv, pos)
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && CodeOf(err) == ExitError {
-		return Failf(err, "%s: gave up after --timeout %s; retry, or raise --timeout (0: no limit)", oneLine(err.Error()), inv.Timeout)
-	}
-	return err
+	return Usagef("'%s' needs a command; see the list above", path)
 }
 
-// resolve walks the command tree. Before the leaf only global flags may
-// appear (their values are skipped); after it, anything.
-func resolve(root *Command, args []string) (*Command, []string, []string, error) {
-	cmd, path := root, []string{root.Name}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			rest = append(rest, args[i:]...)
-			break
+func withTimeout(inv *Invocation, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if inv.Timeout > 0 {
+			ctx, cancel := context.WithTimeout(cmd.Context(), inv.Timeout)
+			defer cancel()
+			cmd.SetContext(ctx)
 		}
-		if strings.HasPrefix(a, "-") && a != "-" {
-			rest = append(rest, a)
-			if globalTakesValue(a) && i+1 < len(args) {
-				rest = append(rest, args[i+1])
-				i++
-			}
-			continue
+		err := run(cmd, args)
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && CodeOf(err) == ExitError {
+			return Failf(err, "%s: gave up after --timeout %s; retry, or raise --timeout (0: no limit)", oneLine(err.Error()), inv.Timeout)
 		}
-		if cmd.Run == nil {
-			if sub := find(cmd, a); sub != nil {
-				cmd, path = sub, append(path, sub.Name)
-				continue
+		return err
+	}
+}
+
+// flagError is a usage error (exit 2) that names the flag as optoutctl
+// always has, and says where the flags are listed.
+func flagError(cmd *cobra.Command, err error) error {
+	var (
+		notExist *pflag.NotExistError
+		noValue  *pflag.ValueRequiredError
+		invalid  *pflag.InvalidValueError
+		syntax   *pflag.InvalidSyntaxError
+		ours     *Error
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &ours):
+		return ours
+	case errors.As(err, &notExist):
+		name := notExist.GetSpecifiedName()
+		if group := notExist.GetSpecifiedShortnames(); group != "" {
+			name = group
+			if cmd.Flags().Lookup(group) != nil {
+				name += fmt.Sprintf(" (a long flag takes two dashes: --%s)", group)
 			}
 		}
-		rest = append(rest, a)
-	}
-	return cmd, path, rest, nil
-}
-
-func find(cmd *Command, name string) *Command {
-	for _, s := range cmd.Sub {
-		if s.Name == name {
-			return s
+		msg = "flag provided but not defined: -" + name
+	case errors.As(err, &noValue):
+		msg = "flag needs an argument: -" + noValue.GetSpecifiedName()
+	case errors.As(err, &invalid):
+		f := invalid.GetFlag()
+		why := errors.Unwrap(invalid)
+		var num *strconv.NumError
+		switch {
+		case errors.As(why, &num) && errors.Is(num.Err, strconv.ErrRange):
+			why = errors.New("value out of range")
+		case errors.As(why, &num) || f.Value.Type() == "duration":
+			why = errors.New("parse error")
 		}
+		msg = fmt.Sprintf("invalid value %q for flag -%s: %v", invalid.GetValue(), f.Name, why)
+	case errors.As(err, &syntax):
+		msg = "bad flag syntax: " + syntax.GetSpecifiedFlag()
 	}
-	return nil
-}
-
-// parseInterspersed parses flags wherever they appear among the arguments;
-// "--" ends the flags.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		// Parse consumes a "--" terminator: everything after it is positional.
-		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-func help(w io.Writer, cmd *Command, path string, fs *flag.FlagSet) {
-	if cmd.Run != nil {
-		fmt.Fprintf(w, "Usage: %s %s\n", path, cmd.Usage)
-	} else {
-		fmt.Fprintf(w, "Usage: %s <command> [flags]\n", path)
-	}
-	if cmd.Short != "" {
-		fmt.Fprintf(w, "\n%s\n", cmd.Short)
-	}
-	if cmd.Long != "" {
-		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.Long))
-	}
-	if len(cmd.Sub) > 0 {
-		fmt.Fprintln(w, "\nCommands:")
-		for _, s := range cmd.Sub {
-			fmt.Fprintf(w, "  %-10s %s\n", s.Name, s.Short)
-		}
-	}
-	var own, global []string
-	fs.VisitAll(func(f *flag.Flag) {
-		line := fmt.Sprintf("  --%-20s %s", f.Name, f.Usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
-			line += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		switch f.Name {
-		case "o", "output", "server", "namespace", "creds", "sf-credentials-dir", "timeout":
-			if f.Name != "o" {
-				global = append(global, line)
-			}
-		default:
-			own = append(own, line)
-		}
-	})
-	sort.Strings(own)
-	if len(own) > 0 {
-		fmt.Fprintln(w, "\nFlags:")
-		fmt.Fprintln(w, strings.Join(own, "\n"))
-	}
-	fmt.Fprintln(w, "\nGlobal flags (-o is short for --output):")
-	fmt.Fprintln(w, strings.Join(global, "\n"))
-	if len(cmd.Sub) > 0 {
-		fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", path)
-	}
+	return Usagef("%s; run '%s --help'", msg, cmd.CommandPath())
 }
 
 // ExactArgs wants n positional arguments, named for the message.
-func ExactArgs(names ...string) func([]string) error {
-	return func(args []string) error {
+func ExactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != len(names) {
-			return fmt.Errorf("want %d argument(s) (%s), got %d", len(names), strings.Join(names, ", "), len(args))
+			return argsError(cmd, fmt.Errorf("want %d argument(s) (%s), got %d", len(names), strings.Join(names, ", "), len(args)))
 		}
 		return nil
 	}
 }
 
 // RangeArgs wants between min and max positional arguments (max < 0: any).
-func RangeArgs(min, max int, names string) func([]string) error {
-	return func(args []string) error {
+func RangeArgs(min, max int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < min || (max >= 0 && len(args) > max) {
-			return fmt.Errorf("want %s, got %d argument(s)", names, len(args))
+			return argsError(cmd, fmt.Errorf("want %s, got %d argument(s)", names, len(args)))
 		}
 		return nil
 	}
+}
+
+// argsError is a usage error followed by the command's synopsis.
+func argsError(cmd *cobra.Command, err error) error {
+	_, synopsis, _ := strings.Cut(cmd.Use, " ")
+	return Usagef("%v; usage: %s %s", err, cmd.CommandPath(), synopsis)
 }

@@ -10,10 +10,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
@@ -150,4 +154,58 @@ func UseEmailHashKey(inv *cli.Invocation) error {
 		logx.SetEmailHashKey(key)
 	}
 	return nil
+}
+
+// CompleteWithin bounds a completion's visit to NATS: the shell waits on it
+// while the operator types.
+var CompleteWithin = 5 * time.Second
+
+// Complete answers a shell's completion from NATS: list runs on a
+// connection opened with the command's variables and global flags, bounded
+// by CompleteWithin. Nothing is printed: a shell shows no errors while
+// completing, so a failure (NATS down, not provisioned) offers nothing.
+func Complete(cmd *cobra.Command, inv *cli.Invocation, list func(context.Context, *Conn) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), CompleteWithin)
+	defer cancel()
+	quiet := *inv
+	quiet.Stdout, quiet.Stderr = io.Discard, io.Discard
+	c, err := Open(ctx, &quiet)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+	}
+	defer c.Close()
+	out, err := list(ctx, c)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// CompleteTenant completes a command's first argument, the tenant, with the
+// tenants that have settings in NATS (the tenant store), "sync on" or "sync
+// off" beside each.
+func CompleteTenant(inv *cli.Invocation) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return Complete(cmd, inv, func(ctx context.Context, c *Conn) ([]cobra.Completion, error) {
+			all, err := c.Tenants.List(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]cobra.Completion, 0, len(all))
+			for _, s := range all {
+				if !strings.HasPrefix(s.Tenant, prefix) {
+					continue
+				}
+				sync := "sync off"
+				if s.SyncEnabled {
+					sync = "sync on"
+				}
+				out = append(out, cobra.CompletionWithDesc(s.Tenant, sync))
+			}
+			return out, nil
+		})
+	}
 }

@@ -8,13 +8,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
@@ -25,27 +25,25 @@ import (
 )
 
 // Command is the "dlq" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "dlq",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
 		Short: "dead letters by tenant: list with reasons, show, replay after a fix, purge",
-		Sub:   []*cli.Command{listCmd(), showCmd(), replayCmd(), purgeCmd()},
 	}
+	cmd.AddCommand(listCmd(inv), showCmd(inv), replayCmd(inv), purgeCmd(inv))
+	return cmd
 }
 
-func listCmd() *cli.Command {
+func listCmd(inv *cli.Invocation) *cobra.Command {
 	var code string
 	var limit int
-	return &cli.Command{
-		Name:  "list",
-		Short: "dead letters of a tenant (or of every tenant), oldest first, with the reason",
-		Usage: "[<tenant>] [--code CODE] [--limit N]",
-		Args:  cli.RangeArgs(0, 1, "at most one argument (tenant)"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&code, "code", "", "only dead letters with this error code (e.g. undecodable, NOT_FOUND)")
-			fs.IntVar(&limit, "limit", 0, "show at most this many (0: all)")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+	cmd := &cobra.Command{
+		Use:               "list [<tenant>] [--code CODE] [--limit N]",
+		Short:             "dead letters of a tenant (or of every tenant), oldest first, with the reason",
+		Args:              cli.RangeArgs(0, 1, "at most one argument (tenant)"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := ""
 			if len(args) == 1 {
 				if t = args[0]; !event.ValidTenant(t) {
@@ -68,6 +66,10 @@ func listCmd() *cli.Command {
 			return inv.Print(tbl, items)
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&code, "code", "", "only dead letters with this error code (e.g. undecodable, NOT_FOUND)")
+	fs.IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+	return cmd
 }
 
 // collect lists dead letters, filtered by code, up to limit (0: all).
@@ -90,13 +92,14 @@ func collect(ctx context.Context, d deadletter.DLQ, t, code string, limit int) (
 	return items, nil
 }
 
-func showCmd() *cli.Command {
-	return &cli.Command{
-		Name:  "show",
-		Short: "one dead letter: reason, headers and the event as sent",
-		Usage: "<tenant> <seq>",
-		Args:  cli.ExactArgs("tenant", "seq"),
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+func showCmd(inv *cli.Invocation) *cobra.Command {
+	return &cobra.Command{
+		Use:               "show <tenant> <seq>",
+		Short:             "one dead letter: reason, headers and the event as sent",
+		Args:              cli.ExactArgs("tenant", "seq"),
+		ValidArgsFunction: completeArgs(inv, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
 			if err != nil {
 				return err
@@ -187,25 +190,22 @@ func textBody(body, kind string) string {
 	return body
 }
 
-func replayCmd() *cli.Command {
+func replayCmd(inv *cli.Invocation) *cobra.Command {
 	var all bool
 	var code string
-	return &cli.Command{
-		Name:  "replay",
+	cmd := &cobra.Command{
+		Use:   "replay <tenant> (<seq>... | --all [--code CODE])",
 		Short: "re-validate dead letters and republish the valid ones to the events subject",
-		Usage: "<tenant> (<seq>... | --all [--code CODE])",
 		Long: `Each dead letter is decoded and validated exactly as the pusher does. A valid
 one is republished (original bytes, new Nats-Msg-Id so the stream's duplicate
 window does not drop it) and then removed from the DLQ; the pusher applies it
 like any event, and its ledger makes a second delivery harmless. One still
 invalid is kept and reported: fix it at the source, or send a corrected event
 with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
-		Args: cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&all, "all", false, "replay every dead letter of the tenant")
-			fs.StringVar(&code, "code", "", "with --all: only dead letters with this error code")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
+		ValidArgsFunction: completeArgs(inv, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
 			if err != nil {
 				return err
@@ -238,6 +238,7 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 			}
 			var outs []outcome
 			n := map[string]int{}
+			prog := inv.Progress(int64(len(seqs)), "replaying dead letters of "+t, "letters")
 			for _, seq := range seqs {
 				r, err := d.Replay(ctx, t, seq, inv.Clock())
 				o := outcome{DLQSeq: seq, EventID: r.EventID, Seq: r.Seq, TraceID: r.TraceID}
@@ -257,7 +258,9 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 				}
 				n[o.Result]++
 				outs = append(outs, o)
+				prog.Add(1)
 			}
+			prog.Done()
 			tbl := &cli.Table{Header: []string{"DLQ SEQ", "RESULT", "EVENT", "DETAIL"}, Empty: "No dead letters to replay."}
 			for _, o := range outs {
 				tbl.Rows = append(tbl.Rows, []string{strconv.FormatUint(o.DLQSeq, 10), o.Result, o.EventID, o.Detail})
@@ -281,23 +284,24 @@ with 'optoutctl publish --file'. Exit code 4 when any was still invalid.`,
 			return nil
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&all, "all", false, "replay every dead letter of the tenant")
+	fs.StringVar(&code, "code", "", "with --all: only dead letters with this error code")
+	return cmd
 }
 
-func purgeCmd() *cli.Command {
+func purgeCmd(inv *cli.Invocation) *cobra.Command {
 	var all, yes bool
-	return &cli.Command{
-		Name:  "purge",
+	cmd := &cobra.Command{
+		Use:   "purge <tenant> (<seq>... | --all --yes)",
 		Short: "delete dead letters for good",
-		Usage: "<tenant> (<seq>... | --all --yes)",
 		Long: `Deletes the given dead letters, or with --all every dead letter of the tenant.
 A dead letter may be the only copy of a person's opt-out, so --all needs
 --yes; prefer replaying what can be fixed.`,
-		Args: cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&all, "all", false, "delete every dead letter of the tenant")
-			fs.BoolVar(&yes, "yes", false, "confirm --all")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.RangeArgs(1, -1, "a tenant and sequences, or a tenant and --all"),
+		ValidArgsFunction: completeArgs(inv, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, seqs, err := tenantAndSeqs(args)
 			if err != nil {
 				return err
@@ -340,6 +344,38 @@ A dead letter may be the only copy of a person's opt-out, so --all needs
 			_, err = fmt.Fprintf(inv.Stdout, "deleted %d dead %s of tenant %s\n", deleted, plural(deleted, "letter", "letters"), t)
 			return err
 		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&all, "all", false, "delete every dead letter of the tenant")
+	fs.BoolVar(&yes, "yes", false, "confirm --all")
+	return cmd
+}
+
+// completeArgs completes the tenant, then up to max (< 0: any number) of
+// its dead letters' sequences not given yet, each with its code and reason.
+func completeArgs(inv *cli.Invocation, max int) cobra.CompletionFunc {
+	tenants := conn.CompleteTenant(inv)
+	return func(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return tenants(cmd, args, prefix)
+		}
+		if (max >= 0 && len(args) > max) || !event.ValidTenant(args[0]) {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		given := map[string]bool{}
+		for _, a := range args[1:] {
+			given[a] = true
+		}
+		return conn.Complete(cmd, inv, func(ctx context.Context, c *conn.Conn) ([]cobra.Completion, error) {
+			items, err := collect(ctx, c.DLQ(), args[0], "", 0)
+			var out []cobra.Completion
+			for _, d := range items {
+				if seq := strconv.FormatUint(d.Seq, 10); !given[seq] && strings.HasPrefix(seq, prefix) {
+					out = append(out, cobra.CompletionWithDesc(seq, d.Code+": "+shorten(strings.Join(strings.Fields(d.Reason), " "), 60)))
+				}
+			}
+			return out, err
+		})
 	}
 }
 

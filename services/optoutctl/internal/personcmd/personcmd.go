@@ -8,11 +8,11 @@
 package personcmd
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -23,20 +23,20 @@ import (
 )
 
 // Command is the "person" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "person",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "person",
 		Short: "a person's opt-out state and full history; export a tenant's audit trail",
-		Sub:   []*cli.Command{showCmd(), exportCmd()},
 	}
+	cmd.AddCommand(showCmd(inv), exportCmd(inv))
+	return cmd
 }
 
-func showCmd() *cli.Command {
+func showCmd(inv *cli.Invocation) *cobra.Command {
 	by := "auto"
-	return &cli.Command{
-		Name:  "show",
+	cmd := &cobra.Command{
+		Use:   "show <tenant> <sales-connect-id|salesforce-id|email> [--by auto|sc|sf|email]",
 		Short: "a person's ledger entry and every change to it",
-		Usage: "<tenant> <sales-connect-id|salesforce-id|email> [--by auto|sc|sf|email]",
 		Long: `A 15- or 18-character Contact (003…) or Lead (00Q…) id is read as a Salesforce
 id, an address with an @ as an email (matched through its keyed hash: the
 install's OPTOUT_EMAIL_HASH_KEY_FILE must be set), anything else as a Sales
@@ -44,11 +44,10 @@ Connect id; --by sc, sf or email decides for ids that could be either. Every led
 first: an entry made when an early event carried only the Salesforce id is
 merged into the person's entry and retired, and a converted Lead's person
 moves to its Contact. Reads the tenant's whole audit trail.`,
-		Args: cli.ExactArgs("tenant", "id"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect), sf (Salesforce) or email")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant", "id"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, id := args[0], args[1]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -113,6 +112,10 @@ moves to its Contact. Reads the tenant's whole audit trail.`,
 			return nil
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&by, "by", "auto", "how to read the id: auto, sc (Sales Connect), sf (Salesforce) or email")
+	cli.CompleteFlag(cmd, "by", "auto", "sc", "sf", "email")
+	return cmd
 }
 
 func writePerson(w io.Writer, p proof.Person, said map[string]*optout.Event) error {
@@ -221,21 +224,19 @@ func fieldText(e optout.Entry) string {
 	return s
 }
 
-func exportCmd() *cli.Command {
+func exportCmd(inv *cli.Invocation) *cobra.Command {
 	var current bool
-	return &cli.Command{
-		Name:  "export",
+	cmd := &cobra.Command{
+		Use:   "export <tenant> [-o csv|json] [--current]",
 		Short: "a tenant's whole audit trail (or, with --current, every person's current state) as CSV or JSON",
-		Usage: "<tenant> [-o csv|json] [--current]",
 		Long: `Writes every change to every person of the tenant, oldest first, as CSV (the
 default) or a JSON array, streamed so any size fits. --current writes one row
 per person instead: their ledger entry now, in storage order. CSV values that
 a spreadsheet would run as a formula get a leading apostrophe.`,
-		Args: cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&current, "current", false, "export each person's current entry instead of every change")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -252,15 +253,29 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 				return err
 			}
 			defer c.Close()
-			sink, err := proof.NewSink[proof.Row](inv.Stdout, format, proof.RowHeader)
+			// The count is not known ahead: a row count and rate. The rows
+			// go to the same terminal: each is flushed whole, above the bar.
+			prog := inv.Progress(-1, "exporting "+t, "rows")
+			defer prog.Done()
+			sink, err := proof.NewSink[proof.Row](prog.Above(inv.Stdout), format, proof.RowHeader)
 			if err != nil {
 				return err
 			}
+			write := sink.Write
+			if prog != nil {
+				write = func(r proof.Row) error {
+					defer prog.Add(1)
+					if err := sink.Write(r); err != nil {
+						return err
+					}
+					return sink.Flush()
+				}
+			}
 			src := proof.Source{Ledger: c.Ledger, JS: c.JS, Topology: c.Topology}
 			if current {
-				err = proof.Current(ctx, src, t, sink.Write)
+				err = proof.Current(ctx, src, t, write)
 			} else {
-				err = proof.Trail(ctx, src, t, sink.Write)
+				err = proof.Trail(ctx, src, t, write)
 			}
 			if err != nil {
 				return conn.Wrap(err, "export "+t)
@@ -268,6 +283,9 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 			return sink.Close()
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&current, "current", false, "export each person's current entry instead of every change")
+	return cmd
 }
 
 func plural(n int, one, many string) string {

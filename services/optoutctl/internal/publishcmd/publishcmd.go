@@ -4,10 +4,8 @@
 package publishcmd
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,10 +13,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
+
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
@@ -31,12 +31,11 @@ type flags struct {
 }
 
 // Command is "publish".
-func Command() *cli.Command {
+func Command(inv *cli.Invocation) *cobra.Command {
 	var f flags
-	return &cli.Command{
-		Name:  "publish",
+	cmd := &cobra.Command{
+		Use:   "publish [<tenant>] [--sc ID] [--sf ID] [--object contact|lead] [--email ADDR] [--action unsubscribe|resubscribe] [--source SOURCE] [--reason TEXT] [--occurred-at RFC3339] [--event-id ID] [--json] | --file FILE",
 		Short: "send a test opt-out (from flags or a JSON file) and print its event id and trace id",
-		Usage: "[<tenant>] [--sc ID] [--sf ID] [--object contact|lead] [--email ADDR] [--action unsubscribe|resubscribe] [--source SOURCE] [--reason TEXT] [--occurred-at RFC3339] [--event-id ID] [--json] | --file FILE",
 		Long: `Builds an optout.v1.OptOutEvent from the flags, or reads one in protojson from
 --file (- for stdin), validates it as the pusher will, and publishes it to
 optout.v1.events.<tenant> with its event id as Nats-Msg-Id and a new trace.
@@ -44,21 +43,10 @@ The trace id finds the opt-out in Jaeger; the event id finds it with
 'optoutctl person show'. Protobuf is sent unless --json.
 
 Sources: email-link, sales-user, import, api (default), salesforce.`,
-		Args: cli.RangeArgs(0, 1, "at most one argument (tenant)"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&f.file, "file", "", "read the event from this protojson file (- for stdin)")
-			fs.StringVar(&f.sc, "sc", "", "the person's Sales Connect id")
-			fs.StringVar(&f.sf, "sf", "", "the person's Salesforce id (15 or 18 characters; 003… Contact, 00Q… Lead)")
-			fs.StringVar(&f.object, "object", "", "contact or lead (default: from the Salesforce id)")
-			fs.StringVar(&f.email, "email", "", "the person's email (used only to find people without a Salesforce id)")
-			fs.StringVar(&f.action, "action", "unsubscribe", "unsubscribe or resubscribe")
-			fs.StringVar(&f.source, "source", "api", "email-link, sales-user, import, api or salesforce")
-			fs.StringVar(&f.reason, "reason", "sent with optoutctl publish", "free text for the audit trail")
-			fs.StringVar(&f.occurredAt, "occurred-at", "", "when the person acted, RFC 3339 (default now)")
-			fs.StringVar(&f.eventID, "event-id", "", "the event id (default optoutctl-<random>)")
-			fs.BoolVar(&f.asJSON, "json", false, "send protojson instead of protobuf")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.RangeArgs(0, 1, "at most one argument (tenant)"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			tenantArg := ""
 			if len(args) == 1 {
 				tenantArg = args[0]
@@ -97,6 +85,22 @@ Sources: email-link, sales-user, import, api (default), salesforce.`,
 			return out.write(inv.Stdout)
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.file, "file", "", "read the event from this protojson file (- for stdin)")
+	fs.StringVar(&f.sc, "sc", "", "the person's Sales Connect id")
+	fs.StringVar(&f.sf, "sf", "", "the person's Salesforce id (15 or 18 characters; 003… Contact, 00Q… Lead)")
+	fs.StringVar(&f.object, "object", "", "contact or lead (default: from the Salesforce id)")
+	fs.StringVar(&f.email, "email", "", "the person's email (used only to find people without a Salesforce id)")
+	fs.StringVar(&f.action, "action", "unsubscribe", "unsubscribe or resubscribe")
+	fs.StringVar(&f.source, "source", "api", "email-link, sales-user, import, api or salesforce")
+	fs.StringVar(&f.reason, "reason", "sent with optoutctl publish", "free text for the audit trail")
+	fs.StringVar(&f.occurredAt, "occurred-at", "", "when the person acted, RFC 3339 (default now)")
+	fs.StringVar(&f.eventID, "event-id", "", "the event id (default optoutctl-<random>)")
+	fs.BoolVar(&f.asJSON, "json", false, "send protojson instead of protobuf")
+	cli.CompleteFlag(cmd, "object", "contact", "lead")
+	cli.CompleteFlag(cmd, "action", "unsubscribe", "resubscribe")
+	cli.CompleteFlag(cmd, "source", "email-link", "sales-user", "import", "api", "salesforce")
+	return cmd
 }
 
 type result struct {

@@ -6,7 +6,6 @@ package reconcilecmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -26,12 +26,13 @@ import (
 var PollInterval = 250 * time.Millisecond
 
 // Command is the "reconcile" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "reconcile",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reconcile",
 		Short: "nightly reconciler: run or dry-run a tenant now, its progress, past runs",
-		Sub:   []*cli.Command{startCmd("run", false), startCmd("dry-run", true), statusCmd(), historyCmd()},
 	}
+	cmd.AddCommand(startCmd(inv, "run", false), startCmd(inv, "dry-run", true), statusCmd(inv), historyCmd(inv))
+	return cmd
 }
 
 const startLong = `Asks the reconciler (any replica) to run the tenant now, then shows its
@@ -42,22 +43,20 @@ Exit codes: 0 succeeded (or started, with --detach); 1 failed or abandoned;
 4 stopped by the mass-resubscribe guard or the API budget, or refused
 (sync disabled, a run already in progress, no reconciler answering).`
 
-func startCmd(name string, dry bool) *cli.Command {
+func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 	var detach bool
 	short := "run a tenant's reconcile now and follow it to its report"
 	if dry {
 		short = "compute a tenant's reconcile now without changing anything, and report"
 	}
-	return &cli.Command{
-		Name:  name,
-		Short: short,
-		Usage: "<tenant> [--detach]",
-		Long:  startLong,
-		Args:  cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&detach, "detach", false, "return once the run has started; follow it with 'reconcile status'")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+	cmd := &cobra.Command{
+		Use:               name + " <tenant> [--detach]",
+		Short:             short,
+		Long:              startLong,
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -91,7 +90,7 @@ func startCmd(name string, dry bool) *cli.Command {
 			if inv.Output != cli.FormatJSON {
 				fmt.Fprintf(inv.Stderr, "%s %s %s of tenant %s on replica %s; following it (Ctrl-C stops following, not the run).\n",
 					startedWord(rep), kind(rep.DryRun), rep.RunID, t, rep.Replica)
-				prog = newProgress(inv.Stderr)
+				prog = newProgress(inv.Stderr, inv.StderrTerminal)
 			}
 			final, err := follow(ctx, store, t, rep.RunID, prog)
 			if err != nil {
@@ -103,6 +102,9 @@ func startCmd(name string, dry bool) *cli.Command {
 			return outcome(final)
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&detach, "detach", false, "return once the run has started; follow it with 'reconcile status'")
+	return cmd
 }
 
 func startedWord(rep runs.ControlReply) string {
@@ -211,13 +213,14 @@ func user(inv *cli.Invocation) string {
 	return "unknown"
 }
 
-func statusCmd() *cli.Command {
-	return &cli.Command{
-		Name:  "status",
-		Short: "the current run's progress (if any) and the last finished run's report",
-		Usage: "<tenant>",
-		Args:  cli.ExactArgs("tenant"),
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+func statusCmd(inv *cli.Invocation) *cobra.Command {
+	return &cobra.Command{
+		Use:               "status <tenant>",
+		Short:             "the current run's progress (if any) and the last finished run's report",
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -295,17 +298,15 @@ func mustKnow(ctx context.Context, inv *cli.Invocation, c *conn.Conn, t string) 
 	return nil
 }
 
-func historyCmd() *cli.Command {
+func historyCmd(inv *cli.Invocation) *cobra.Command {
 	var limit int
-	return &cli.Command{
-		Name:  "history",
-		Short: "a tenant's past runs, newest first",
-		Usage: "<tenant> [--limit N]",
-		Args:  cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.IntVar(&limit, "limit", 20, "show at most this many (0: all)")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+	cmd := &cobra.Command{
+		Use:               "history <tenant> [--limit N]",
+		Short:             "a tenant's past runs, newest first",
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -341,6 +342,9 @@ func historyCmd() *cli.Command {
 			return inv.Print(tbl, hist)
 		},
 	}
+	fs := cmd.Flags()
+	fs.IntVar(&limit, "limit", 20, "show at most this many (0: all)")
+	return cmd
 }
 
 // history is the tenant's reports, newest start first, at most limit (0:

@@ -3,7 +3,6 @@ package reconcilecmd
 import (
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -193,14 +192,10 @@ type progress struct {
 // PlainEvery is the least time between two plain progress lines of one phase.
 var PlainEvery = 3 * time.Second
 
-func newProgress(w io.Writer) *progress {
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.tty = true
-		}
-	}
-	return p
+// newProgress draws on w; tty is whether it is a terminal (main asks the
+// real file: w may be the secret scrubber wrapping it).
+func newProgress(w io.Writer, tty bool) *progress {
+	return &progress{w: w, tty: tty}
 }
 
 func bar(f float64) string {

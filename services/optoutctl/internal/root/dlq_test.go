@@ -1,6 +1,7 @@
 package root_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,28 @@ func TestDLQCommands(t *testing.T) {
 	s.Run("dlq", "show", "acme", "3").Expect(t, 0).Golden(t, "dlq_show_garbage")
 	s.Run("dlq", "show", "globex", "1").Expect(t, 3).Golden(t, "dlq_show_other_tenant")
 	s.Run("dlq", "show", "acme", "x").Expect(t, 2)
+	// The shell completes a tenant's dead letters by sequence, with code
+	// and reason, leaving out those already typed.
+	seqs := func(args ...string) string {
+		var got []string
+		for _, l := range strings.Split(s.Run(append([]string{"__complete"}, args...)...).Expect(t, 0).Stdout, "\n") {
+			seq, desc, _ := strings.Cut(l, "\t")
+			if desc != "" {
+				seq += " " + strings.Fields(desc)[0]
+			}
+			got = append(got, seq)
+		}
+		return strings.Join(got, ", ")
+	}
+	if got := seqs("dlq", "show", "acme", ""); got != "1 ENTITY_IS_DELETED:, 2 undecodable:, 3 undecodable:, :4, " {
+		t.Errorf("dlq show acme <TAB>: %s", got)
+	}
+	if got := seqs("dlq", "replay", "acme", "1", ""); got != "2 undecodable:, 3 undecodable:, :4, " {
+		t.Errorf("dlq replay acme 1 <TAB>: %s", got)
+	}
+	if got := seqs("dlq", "show", "acme", "1", ""); got != ":4, " {
+		t.Errorf("dlq show acme 1 <TAB>: %s", got)
+	}
 
 	// The admin restores the record; the replay then goes through.
 	if err := s.Sandbox.Org("acme").Undelete(contact); err != nil {
@@ -67,7 +90,20 @@ func TestDLQCommands(t *testing.T) {
 		return r.HasOptedOutOfEmail && e.State == optout.StateSynced
 	})
 	s.Run("person", "show", "acme", "sc-d1").Expect(t, 0).Golden(t, "dlq_replayed_person")
-	s.Run("dlq", "replay", "acme", "2").Expect(t, 4).Golden(t, "dlq_replay_invalid")
+	invalid := s.Run("dlq", "replay", "acme", "2").Expect(t, 4).Golden(t, "dlq_replay_invalid")
+	// At a terminal a bar on stderr follows the replays and is cleared
+	// before the table; stdout and the error line are the same. Never with
+	// -o json.
+	s.Terminal = true
+	bar := s.Run("dlq", "replay", "acme", "2").Expect(t, 4)
+	if bar.Stdout != invalid.Stdout || !strings.Contains(bar.Stderr, "replaying dead letters of acme") || !strings.Contains(bar.Stderr, "(0/1, ") ||
+		!strings.HasSuffix(bar.Stderr, "\r"+invalid.Stderr) {
+		t.Errorf("dlq replay at a terminal:\nstdout %q\nstderr %q", bar.Stdout, bar.Stderr)
+	}
+	if r := s.Run("dlq", "replay", "acme", "2", "-o", "json").Expect(t, 4); strings.Contains(r.Stderr, "replaying") {
+		t.Errorf("a bar with -o json: %q", r.Stderr)
+	}
+	s.Terminal = false
 	s.Run("dlq", "replay", "acme", "1").Expect(t, 3).Golden(t, "dlq_replay_gone")
 	s.Run("dlq", "replay", "acme").Expect(t, 2)
 

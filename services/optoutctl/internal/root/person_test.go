@@ -82,8 +82,19 @@ func TestPublishAndPersonHistory(t *testing.T) {
 	s.Run("person", "show", "acme", "003000000000001", "--by", "sf").Expect(t, 3)
 	s.Run("person", "show", "acme", "sc-1", "--by", "sf").Expect(t, 2).Golden(t, "person_show_not_sf")
 
-	s.Run("person", "export", "acme").Expect(t, 0).Golden(t, "person_export_csv")
-	s.Run("person", "export", "acme", "-o", "json").Expect(t, 0).Golden(t, "person_export_json")
+	csv := s.Run("person", "export", "acme").Expect(t, 0).Golden(t, "person_export_csv")
+	json := s.Run("person", "export", "acme", "-o", "json").Expect(t, 0).Golden(t, "person_export_json")
+	// At a terminal a row count runs on stderr while the rows are written,
+	// and is cleared at the end; the rows are the same. Never with -o json.
+	s.Terminal = true
+	if r := s.Run("person", "export", "acme").Expect(t, 0); r.Stdout != csv.Stdout || !strings.Contains(r.Stderr, "exporting acme") ||
+		!strings.Contains(r.Stderr, "rows") || !strings.HasSuffix(r.Stderr, "\r") {
+		t.Errorf("export at a terminal:\nstdout %q\nstderr %q", r.Stdout, r.Stderr)
+	}
+	if r := s.Run("person", "export", "acme", "-o", "json").Expect(t, 0); r.Stdout != json.Stdout || r.Stderr != "" {
+		t.Errorf("export -o json at a terminal:\nstderr %q", r.Stderr)
+	}
+	s.Terminal = false
 	s.Run("person", "export", "acme", "--current").Expect(t, 0).Golden(t, "person_export_current")
 	s.Run("person", "export", "acme", "-o", "table").Expect(t, 2)
 	s.Run("person", "export", "empty", "-o", "json").Expect(t, 0).Golden(t, "person_export_empty")

@@ -1,8 +1,10 @@
 // Package root assembles optoutctl's command tree. A new command group is
-// one more entry in Commands.
+// one more AddCommand.
 package root
 
 import (
+	"github.com/spf13/cobra"
+
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/dlqcmd"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/personcmd"
@@ -11,21 +13,22 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/tenantcmd"
 )
 
-// Command returns a fresh tree (flag values live in it, so each run builds
-// its own).
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "optoutctl",
+// Command returns a fresh tree for one invocation (flag values live in it
+// and in inv, so each run builds its own).
+func Command(inv *cli.Invocation) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "optoutctl",
 		Short: "operate optout-sync: tenants, test opt-outs, people's opt-out history, dead letters, reconcile runs",
 		Long:  help,
-		Sub: []*cli.Command{
-			tenantcmd.Command(),
-			publishcmd.Command(),
-			personcmd.Command(),
-			dlqcmd.Command(),
-			reconcilecmd.Command(),
-		},
 	}
+	root.AddCommand(
+		tenantcmd.Command(inv),
+		publishcmd.Command(inv),
+		personcmd.Command(inv),
+		dlqcmd.Command(inv),
+		reconcilecmd.Command(inv),
+	)
+	return cli.Setup(root, inv)
 }
 
 const help = `Output is a table by default; -o json prints JSON for scripts (and -o csv
@@ -45,4 +48,6 @@ Environment (the services' variables; flags override):
   NATS_URL (--server), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE,
   NATS_CREDS_FILE (--creds), NATS_TLS_CA/CERT/KEY, NATS_CONNECT_TIMEOUT,
   OPTOUT_NAMESPACE (--namespace), OPTOUT_SF_CREDENTIALS_DIR (--sf-credentials-dir)
-  and SF_<TENANT>_* for Salesforce credentials, OTEL_* for traces.`
+  and SF_<TENANT>_* for Salesforce credentials, OTEL_* for traces.
+
+Shell completion (commands, flags, tenant names): optoutctl completion bash|zsh|fish.`

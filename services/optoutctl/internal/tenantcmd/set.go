@@ -1,12 +1,12 @@
 package tenantcmd
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -28,15 +28,19 @@ func (o *optional) Set(v string) error {
 	o.value, o.set = v, true
 	return nil
 }
-func (o *optional) IsBoolFlag() bool { return o.bool }
+func (o *optional) Type() string {
+	if o.bool {
+		return "bool"
+	}
+	return "string"
+}
 
-func setCmd() *cli.Command {
+func setCmd(inv *cli.Invocation) *cobra.Command {
 	sync := &optional{bool: true}
 	field, custom, at, zone, policy := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
-	return &cli.Command{
-		Name:  "set",
+	cmd := &cobra.Command{
+		Use:   "set <tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins]",
 		Short: "change a tenant's settings (creates them from the defaults for a new tenant)",
-		Usage: "<tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins]",
 		Long: `Only the settings named by flags change. The write is a compare-and-set, so a
 change made meanwhile on the admin page is kept, not overwritten. The pusher
 applies the new settings to the next opt-out, without a restart.
@@ -44,16 +48,10 @@ applies the new settings to the next opt-out, without a restart.
 With sync off, unsubscribes still go to HasOptedOutOfEmail whatever the field
 choice; the choice applies while sync is on. After choosing sales-opt-out, run
 'optoutctl tenant check <tenant>' to see that Salesforce is ready for it.`,
-		Args: cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.Var(sync, "sync", "sync with Salesforce (the nightly reconcile): true or false")
-			fs.Var(field, "field", "opt-out field: email-opt-out (HasOptedOutOfEmail, shared with marketing) or sales-opt-out (the custom field)")
-			fs.Var(custom, "custom-field", "API name of the sales opt-out field (default "+tenant.DefaultCustomField+")")
-			fs.Var(at, "schedule-time", "time of the nightly sync, HH:MM 24-hour")
-			fs.Var(zone, "schedule-zone", "IANA time zone of the schedule, e.g. America/Los_Angeles")
-			fs.Var(policy, "conflict-policy", "nightly conflict policy: optout-wins or latest-wins")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t := args[0]
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
@@ -129,4 +127,16 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 			return nil
 		},
 	}
+	fs := cmd.Flags()
+	fs.Var(sync, "sync", "sync with Salesforce (the nightly reconcile): true or false")
+	fs.Lookup("sync").NoOptDefVal = "true"
+	fs.Var(field, "field", "opt-out field: email-opt-out (HasOptedOutOfEmail, shared with marketing) or sales-opt-out (the custom field)")
+	fs.Var(custom, "custom-field", "API name of the sales opt-out field (default "+tenant.DefaultCustomField+")")
+	fs.Var(at, "schedule-time", "time of the nightly sync, HH:MM 24-hour")
+	fs.Var(zone, "schedule-zone", "IANA time zone of the schedule, e.g. America/Los_Angeles")
+	fs.Var(policy, "conflict-policy", "nightly conflict policy: optout-wins or latest-wins")
+	cli.CompleteFlag(cmd, "sync", "true", "false")
+	cli.CompleteFlag(cmd, "field", tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
+	cli.CompleteFlag(cmd, "conflict-policy", tenant.PolicyOptOutWins, tenant.PolicyLatestWins)
+	return cmd
 }

@@ -4,11 +4,12 @@ package tenantcmd
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
@@ -18,21 +19,23 @@ import (
 )
 
 // Command is the "tenant" group.
-func Command() *cli.Command {
-	return &cli.Command{
-		Name:  "tenant",
+func Command(inv *cli.Invocation) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tenant",
 		Short: "list tenants, show one's health, check its Salesforce setup, change its settings",
-		Sub:   []*cli.Command{listCmd(), showCmd(), checkCmd(), setCmd()},
 	}
+	cmd.AddCommand(listCmd(inv), showCmd(inv), checkCmd(inv), setCmd(inv))
+	return cmd
 }
 
-func listCmd() *cli.Command {
-	return &cli.Command{
-		Name:  "list",
-		Short: "every tenant with settings, events, dead letters or a recorded health",
-		Usage: "[flags]",
-		Args:  cli.ExactArgs(),
-		Run: func(ctx context.Context, inv *cli.Invocation, _ []string) error {
+func listCmd(inv *cli.Invocation) *cobra.Command {
+	return &cobra.Command{
+		Use:               "list [flags]",
+		Short:             "every tenant with settings, events, dead letters or a recorded health",
+		Args:              cli.ExactArgs(),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
 			c, err := conn.Open(ctx, inv)
 			if err != nil {
 				return err
@@ -61,21 +64,18 @@ func listCmd() *cli.Command {
 	}
 }
 
-func showCmd() *cli.Command {
+func showCmd(inv *cli.Invocation) *cobra.Command {
 	var noCheck, noLedger bool
-	return &cli.Command{
-		Name:  "show",
+	cmd := &cobra.Command{
+		Use:   "show <tenant> [--no-check] [--no-ledger]",
 		Short: "a tenant's settings, health, backlog, oldest unpushed opt-out and live Salesforce check",
-		Usage: "<tenant> [--no-check] [--no-ledger]",
 		Long: `The live check asks Salesforce for a token and describes Contact and Lead
 (three API calls); --no-check skips it. The ledger scan reads every person of
 the tenant to count parked and pending opt-outs; --no-ledger skips it.`,
-		Args: cli.ExactArgs("tenant"),
-		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&noCheck, "no-check", false, "skip the live Salesforce check")
-			fs.BoolVar(&noLedger, "no-ledger", false, "skip the ledger scan")
-		},
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			st, err := inspect(ctx, inv, args[0], tenantstatus.Options{CheckSalesforce: !noCheck, ScanLedger: !noLedger})
 			if err != nil {
 				return err
@@ -86,18 +86,23 @@ the tenant to count parked and pending opt-outs; --no-ledger skips it.`,
 			return writeStatus(inv.Stdout, st)
 		},
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&noCheck, "no-check", false, "skip the live Salesforce check")
+	fs.BoolVar(&noLedger, "no-ledger", false, "skip the ledger scan")
+	return cmd
 }
 
-func checkCmd() *cli.Command {
-	return &cli.Command{
-		Name:  "check",
+func checkCmd(inv *cli.Invocation) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check <tenant>",
 		Short: "live Salesforce prerequisite check; exit code 4 when one fails",
-		Usage: "<tenant>",
 		Long: `Checks the tenant's credentials, gets a token, and describes Contact and Lead
 to see that the opt-out field in use is present, a checkbox and writable.
 Exits 0 when ready, 4 when a prerequisite fails (each with what to do).`,
-		Args: cli.ExactArgs("tenant"),
-		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			st, err := inspect(ctx, inv, args[0], tenantstatus.Options{CheckSalesforce: true})
 			if err != nil {
 				return err

@@ -53,6 +53,9 @@ type Stack struct {
 	// recon is what the reconciler replicas share (nil before
 	// StartReconciler).
 	recon *reconstack.Stack
+	// Terminal makes the runs see a terminal on stdout and stderr (their
+	// output still goes to buffers), as an operator at a shell would.
+	Terminal bool
 }
 
 // New provisions a namespace, starts the sandbox and sets the credentials
@@ -109,10 +112,12 @@ func (s *Stack) Run(args ...string) Result { return s.RunStdin("", args...) }
 func (s *Stack) RunStdin(stdin string, args ...string) Result {
 	s.T.Helper()
 	var out, errOut bytes.Buffer
-	code := cli.Main(s.Ctx, root.Command(), args, &cli.Invocation{
+	inv := &cli.Invocation{
 		Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader(stdin), Env: s.Env.Map(),
-		Now: func() time.Time { return T0 },
-	})
+		Now:            func() time.Time { return T0 },
+		StdoutTerminal: s.Terminal, StderrTerminal: s.Terminal,
+	}
+	code := cli.Main(s.Ctx, root.Command(inv), args, inv)
 	return Result{Args: args, Code: code, Stdout: out.String(), Stderr: errOut.String()}
 }
 

@@ -198,6 +198,14 @@ func (cl *cluster) chaos(ctx context.Context, sent func() int64, total int64) ([
 	if err := waitFor(0.65); err != nil {
 		return done, err
 	}
+	// Kill mid-write: once sales-field writes are in flight (their claims
+	// are in the ledger), so the survivor has persons to take over.
+	_ = poll(ctx, 20*time.Second, 10*time.Millisecond, func(ctx context.Context) error {
+		if len(cl.claims(ctx)) == 0 {
+			return errors.New("no write in flight")
+		}
+		return nil
+	})
 	work := cl.pending()
 	cl.pushers[0].Kill()
 	cl.killedAt = time.Now()

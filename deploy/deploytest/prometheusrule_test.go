@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -96,10 +97,24 @@ func TestPrometheusRule(t *testing.T) {
 				}
 			}
 			if label(vf) == "default" {
-				promtoolRules(t, pr.Spec)
+				if err := promtoolRules(t, pr.Spec); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}
+	// The unit tests bite, and the values reach the rules: with the
+	// compliance warning at 30 h, acme's 25-hour wait must no longer fire.
+	t.Run("threshold moved", func(t *testing.T) {
+		_, o := renderChecked(t, nil, []string{"prometheusRule.enabled=true", "prometheusRule.complianceWarnHours=30"})
+		if len(o.PrometheusRules) != 1 {
+			t.Fatalf("%d PrometheusRules rendered, want 1", len(o.PrometheusRules))
+		}
+		err := promtoolRules(t, o.PrometheusRules[0].Spec)
+		if err == nil || !strings.Contains(err.Error(), "OptoutComplianceClockWarning") {
+			t.Errorf("the rule unit tests passed with the warning moved to 30 h: %v", err)
+		}
+	})
 }
 
 func checkAlert(t *testing.T, r Rule, anchors map[string]bool) {
@@ -158,8 +173,9 @@ type alertTests struct {
 }
 
 // promtoolRules writes the rendered rules as a Prometheus rule file beside
-// the unit tests and runs promtool on both.
-func promtoolRules(t *testing.T, spec RuleSpec) {
+// the unit tests and runs promtool on both; the error holds what promtool
+// said.
+func promtoolRules(t *testing.T, spec RuleSpec) error {
 	t.Helper()
 	const testsFile = "testdata/alerts_test.yaml"
 	raw, err := os.ReadFile(testsFile)
@@ -210,9 +226,9 @@ func promtoolRules(t *testing.T, spec RuleSpec) {
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Errorf("promtool %s: %v\n%s\nrules.yaml:\n%s", strings.Join(args, " "), err, out, rules)
-		} else {
-			t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
+			return fmt.Errorf("promtool %s: %v\n%s\nrules.yaml:\n%s", strings.Join(args, " "), err, out, rules)
 		}
+		t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
 	}
+	return nil
 }

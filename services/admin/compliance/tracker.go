@@ -40,7 +40,7 @@ type Tracker struct {
 	tenants map[string]map[string]int64
 	// loaded is set once the follower has read the whole ledger: until
 	// then the clock is unknown, not 0, and no metric is reported (a
-	// restart must not clear a firing alert).
+	// restarted replica must not claim that nothing waits).
 	loaded   atomic.Bool
 	follower atomic.Pointer[ledger.Follower]
 	log      zerolog.Logger

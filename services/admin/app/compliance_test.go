@@ -98,7 +98,7 @@ func TestComplianceClockShowsTheOldestUnhonouredOptOut(t *testing.T) {
 		t.Fatalf("tenant page: %d\n%s", code, body)
 	}
 	for _, want := range []string{
-		"Compliance clock", "<strong>2</strong> opt-out(s) not yet honoured", asked.Format(time.RFC3339),
+		"Compliance clock", `<p class="notice warn"><strong>2</strong> opt-out(s) not yet honoured`, asked.Format(time.RFC3339),
 		"48 hours", asked.Add(48 * time.Hour).Format(time.RFC3339), "10 business days", "CAN-SPAM", res.Key,
 	} {
 		if !strings.Contains(body, want) {

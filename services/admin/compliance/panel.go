@@ -22,6 +22,10 @@ func (Panel) ID() string { return "compliance-clock" }
 // Heading implements page.Panel.
 func (Panel) Heading() string { return "Compliance clock" }
 
+// warnAfter is when the page starts to warn: half the 48 hours, as the
+// chart's alert does by default.
+const warnAfter = 24 * time.Hour
+
 type deadlineView struct {
 	Name, Rule, Deadline, Left string
 	Overdue                    bool
@@ -30,14 +34,17 @@ type deadlineView struct {
 type clockView struct {
 	Loaded     bool
 	Unhonoured int
+	// Class is the notice's colour: "error" past a deadline, "warn" past
+	// a day's wait, "" before.
+	Class      string
 	Since, Age string
 	Key        string
 	Deadlines  []deadlineView
 }
 
 var tmpl = template.Must(template.New("clock").Parse(`{{if not .Loaded}}<p>Reading the ledger; the clock shows once it is read.</p>
-{{else if eq .Unhonoured 0}}<p class="ok">Every opt-out is honoured in Salesforce: nothing is on the clock.</p>
-{{else}}<p><strong>{{.Unhonoured}}</strong> opt-out(s) not yet honoured in Salesforce. The oldest was asked for {{.Since}}, <strong>{{.Age}} ago</strong> (ledger key <code>{{.Key}}</code>).</p>
+{{else if eq .Unhonoured 0}}<p class="notice ok" role="status">Every opt-out is honoured in Salesforce: nothing is on the clock.</p>
+{{else}}<p class="notice{{with .Class}} {{.}}{{end}}"><strong>{{.Unhonoured}}</strong> opt-out(s) not yet honoured in Salesforce. The oldest was asked for {{.Since}}, <strong>{{.Age}} ago</strong> (ledger key <code>{{.Key}}</code>).</p>
 <table>
 <thead><tr><th scope="col">Deadline</th><th scope="col">Rule</th><th scope="col">Due</th><th scope="col">Left</th></tr></thead>
 <tbody>
@@ -70,6 +77,12 @@ func view(c compliance.Clock, loaded bool) clockView {
 	}
 	add("48 hours", "the large mailbox providers' unsubscribe rule", c.MailboxDeadline)
 	add("10 business days", "CAN-SPAM", c.BusinessDaysDeadline)
+	switch {
+	case c.MailboxOverdue() || c.BusinessDaysOverdue():
+		v.Class = "error"
+	case c.Age() >= warnAfter:
+		v.Class = "warn"
+	}
 	return v
 }
 

@@ -1,6 +1,8 @@
 package compliance
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +49,25 @@ func TestUnknownUntilTheLedgerIsRead(t *testing.T) {
 	tr.Apply(ledger.Change{Key: "t.sf.A", Entry: optout.Entry{OptedOut: true, State: optout.StatePending, DecidedAt: time.Now()}})
 	if _, ok := tr.Clock("t"); ok || tr.Clocks() != nil {
 		t.Fatal("a clock before the ledger is read")
+	}
+}
+
+// TestPanelShowsBothDeadlines: past 48 hours the page says the deadline is
+// overdue and by how much, and how long is left of the 10 business days.
+func TestPanelShowsBothDeadlines(t *testing.T) {
+	asked := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC) // a Tuesday
+	tr := NewTracker(zerolog.Nop())
+	tr.Now = func() time.Time { return asked.Add(50 * time.Hour) }
+	tr.loaded.Store(true)
+	tr.Apply(ledger.Change{Key: "t.sf.A", Entry: optout.Entry{OptedOut: true, State: optout.StatePending, DecidedAt: asked}})
+	var b strings.Builder
+	if err := (Panel{Tracker: tr}).Render(context.Background(), &b, "t"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`class="notice error"`, "2 d 2 h ago", "2026-12-03T09:00:00Z", "overdue by 2 h 0 min",
+		"2026-12-15T09:00:00Z", "11 d 22 h", "t.sf.A"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the panel does not show %q:\n%s", want, b.String())
+		}
 	}
 }

@@ -270,6 +270,9 @@ func checkPromises(t *testing.T, r *Rendered, o *Objects) {
 	if boolean("serviceMonitor.enabled") != (len(o.ServiceMonitors) == 1) {
 		t.Errorf("serviceMonitor.enabled=%v but %d rendered", boolean("serviceMonitor.enabled"), len(o.ServiceMonitors))
 	}
+	if boolean("prometheusRule.enabled") != (len(o.PrometheusRules) == 1) {
+		t.Errorf("prometheusRule.enabled=%v but %d rendered", boolean("prometheusRule.enabled"), len(o.PrometheusRules))
+	}
 
 	// NOTES.txt: how to publish a test opt-out and open Jaeger.
 	for _, want := range []string{"optoutctl publish acme", "nats pub optout.v1.events.acme", `"eventId":"evt-0001"`, "svc/" + full + "-admin", "/admin/"} {

@@ -30,6 +30,7 @@ type Objects struct {
 	PDBs            []*policyv1.PodDisruptionBudget
 	HPAs            []*autoscalingv2.HorizontalPodAutoscaler
 	ServiceMonitors []*unstructured.Unstructured
+	PrometheusRules []*PrometheusRule
 	Secrets         []*corev1.Secret
 	All             []metav1.Object
 }
@@ -90,6 +91,13 @@ func decodeObjects(docs []string) (*Objects, []string) {
 			v.Object = m
 			obj = v
 			o.ServiceMonitors = append(o.ServiceMonitors, v)
+		case "monitoring.coreos.com/v1/PrometheusRule":
+			// No Go type in our dependencies: decoded strictly into the
+			// fields of the operator's type that the chart uses
+			// (PrometheusRule, prometheusrule_test.go).
+			v := &PrometheusRule{}
+			err, obj = yaml.UnmarshalStrict([]byte(doc), v), v
+			o.PrometheusRules = append(o.PrometheusRules, v)
 		default:
 			problems = append(problems, fmt.Sprintf("unexpected object %s %s: add a strict decoder for it", tm.APIVersion, tm.Kind))
 			continue

@@ -4,10 +4,13 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/services/admin/compliance"
 	"github.com/optout-sync/optout-sync/services/admin/page"
 	"github.com/optout-sync/optout-sync/services/admin/page/chartspanel"
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
@@ -60,7 +63,10 @@ type App struct {
 	// Suppression serves GET /v1/tenants/{tenant}/suppression from an
 	// index of the ledger it keeps in memory while Run runs.
 	Suppression *suppression.API
-	ledger      *ledger.Ledger
+	// Compliance is the compliance clock, kept from the ledger while Run
+	// runs: on the tenant page and in the metrics.
+	Compliance *compliance.Tracker
+	ledger     *ledger.Ledger
 }
 
 // New connects, provisions and mounts the page; Run then serves it.
@@ -79,6 +85,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		return nil, err
 	}
 	trail := proof.Source{Ledger: led, JS: prov.JS, Topology: cfg.Topology}
+	clock := compliance.NewTracker(log)
+	if err := clock.Register(p.Tel.MeterProvider); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("compliance clock metrics: %w", err)
+	}
 	// Without credentials the page answers 503 with setup instructions; the
 	// probes stay open either way.
 	p.Admin.Handle("/admin/", page.New(page.Deps{
@@ -86,6 +97,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
 		Panels: []page.Panel{
+			compliance.Panel{Tracker: clock},
 			chartspanel.Panel{Proof: trail, Runs: runs.Store{KV: prov.Runs}},
 			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}},
 		},
@@ -94,7 +106,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 	api := suppression.New(cfg.Suppression, log)
 	p.Admin.Handle(suppression.Pattern, api)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")
-	return &App{Process: p, Suppression: api, ledger: led}, nil
+	return &App{Process: p, Suppression: api, Compliance: clock, ledger: led}, nil
 }
 
 // Listen binds the port and serves until ctx ends; after it Admin.Addr()
@@ -115,13 +127,11 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = a.Suppression.Run(ctx, a.ledger)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = a.Suppression.Run(ctx, a.ledger) })
+	wg.Go(func() { _ = a.Compliance.Run(ctx, a.ledger) })
 	<-ctx.Done()
-	<-done
+	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return a.Admin.Shutdown(sctx)

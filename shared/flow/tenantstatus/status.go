@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/adapter/eventstream"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/domain/compliance"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
@@ -72,7 +73,11 @@ type Status struct {
 	DeadLetters    uint64              `json:"deadLetters"`
 	Ledger         *LedgerSummary      `json:"ledger,omitempty"`
 	OldestUnpushed *Waiting            `json:"oldestUnpushed,omitempty"`
-	Salesforce     *Check              `json:"salesforce,omitempty"`
+	// Compliance is the compliance clock (the oldest opt-out not yet
+	// honoured in Salesforce against 48 hours and 10 business days), from
+	// the ledger scan: nil without Options.ScanLedger.
+	Compliance *compliance.Clock `json:"compliance,omitempty"`
+	Salesforce *Check            `json:"salesforce,omitempty"`
 }
 
 // LedgerSummary counts a tenant's people by state.
@@ -90,6 +95,8 @@ type LedgerSummary struct {
 	// Unreadable lists entries that could not be decoded (never silently
 	// left out of the counts).
 	Unreadable []string `json:"unreadable,omitempty"`
+	// clock is the compliance clock the same pass found (Status.Compliance).
+	clock *compliance.Clock
 }
 
 // Where an unpushed change waits.
@@ -149,6 +156,7 @@ func (in *Inspector) Inspect(ctx context.Context, tenantID string, opt Options) 
 		if w := st.Ledger.OldestWaiting; w != nil && (st.OldestUnpushed == nil || w.Since.Before(st.OldestUnpushed.Since)) {
 			st.OldestUnpushed = w
 		}
+		st.Compliance = st.Ledger.clock
 	}
 	st.Known = st.Stored || st.Health != nil || st.Backlog.Stored > 0 ||
 		st.DeadLetters > 0 || (st.Ledger != nil && st.Ledger.People > 0)
@@ -192,10 +200,20 @@ func (in *Inspector) oldestInBacklog(b eventstream.Backlog) *Waiting {
 
 func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSummary, error) {
 	sum := &LedgerSummary{ByState: map[optout.State]int{}}
+	var (
+		owed      int
+		oldest    time.Time
+		oldestKey string
+	)
 	err := in.Ledger.Scan(ctx, tenantID, func(it ledger.ScanItem) error {
 		key, e := it.Key, it.Entry
 		sum.People++
 		sum.ByState[e.State]++
+		if since, ok := compliance.Unhonoured(e); ok {
+			if owed++; oldestKey == "" || since.Before(oldest) {
+				oldest, oldestKey = since, key
+			}
+		}
 		if !e.OptedOut {
 			return nil
 		}
@@ -222,6 +240,8 @@ func (in *Inspector) scanLedger(ctx context.Context, tenantID string) (*LedgerSu
 	if w := sum.OldestWaiting; w != nil {
 		w.AgeSeconds = in.now().Sub(w.Since).Seconds()
 	}
+	c := compliance.NewClock(in.now(), owed, oldest, oldestKey)
+	sum.clock = &c
 	return sum, nil
 }
 

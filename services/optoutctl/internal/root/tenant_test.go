@@ -1,10 +1,12 @@
 package root_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
+	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -43,6 +45,18 @@ func TestTenantCommands(t *testing.T) {
 	s.Run("publish", "initech", "--sc", "sc-9", "--occurred-at", testkit.T0.Add(-26*time.Hour).Format(time.RFC3339), "--event-id", "evt-i1").Expect(t, 0)
 	s.Run("tenant", "show", "initech", "--no-ledger").Expect(t, 0).Golden(t, "tenant_show_no_credentials")
 	s.Run("tenant", "show", "acme", "--no-check").Expect(t, 0).Golden(t, "tenant_show_no_check")
+
+	// umbrella has two opt-outs Salesforce has not confirmed, the older 30
+	// hours old (asked on a Saturday: no business day has passed yet).
+	w := s.Ledger.Writer("umbrella", tenant.Default("umbrella").TargetField())
+	for i, age := range []time.Duration{time.Hour, 30 * time.Hour} {
+		if _, err := w.Ingest(s.Ctx, optout.EventInput{ID: fmt.Sprintf("evt-u%d", i), Action: optout.OptOut, OccurredAt: testkit.T0.Add(-age),
+			Source: "EMAIL_LINK", SalesforceID: fmt.Sprintf("00300000000000%dAAA", i+1), ObjectType: "Contact"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Run("tenant", "show", "umbrella", "--no-check").Expect(t, 0).Golden(t, "tenant_show_compliance_clock")
+	s.Run("tenant", "show", "umbrella", "--no-check", "-o", "json").Expect(t, 0).Golden(t, "tenant_show_compliance_clock_json")
 
 	s.Run("tenant", "show", "nobody").Expect(t, 3).Golden(t, "tenant_show_not_found")
 	s.Run("tenant", "show", "not.a.tenant").Expect(t, 2)

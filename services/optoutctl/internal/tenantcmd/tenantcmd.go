@@ -8,11 +8,13 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
+	"github.com/optout-sync/optout-sync/shared/domain/compliance"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -178,6 +180,9 @@ func writeStatus(w io.Writer, st *tenantstatus.Status) error {
 	} else {
 		kv.Add("Oldest unpushed", "none: every opt-out is in Salesforce")
 	}
+	if c := st.Compliance; c != nil {
+		kv.Add("Compliance", complianceText(c))
+	}
 	if l := st.Ledger; l != nil {
 		people := fmt.Sprintf("%d in the ledger: %d opted out, %d parked without a Salesforce id, %d pending", l.People, l.OptedOut, l.Parked, l.Pending)
 		if len(l.Unreadable) > 0 {
@@ -198,6 +203,23 @@ func writeStatus(w io.Writer, st *tenantstatus.Status) error {
 		return writeCheck(w, st)
 	}
 	return nil
+}
+
+// complianceText is the compliance clock in one line: the oldest unhonoured
+// opt-out's wait against 48 hours and 10 business days.
+func complianceText(c *compliance.Clock) string {
+	if c.Unhonoured == 0 {
+		return "0: every opt-out is honoured in Salesforce"
+	}
+	due := func(name string, at time.Time, overdue bool) string {
+		if overdue {
+			return fmt.Sprintf("%s OVERDUE since %s", name, tenantstatus.FormatTime(at))
+		}
+		return fmt.Sprintf("%s due %s (in %s)", name, tenantstatus.FormatTime(at), tenantstatus.FormatAge(at.Sub(c.At)))
+	}
+	return fmt.Sprintf("%d %s waiting, the oldest %s (%.1f business days, %s); %s; %s",
+		c.Unhonoured, plural(uint64(c.Unhonoured), "opt-out", "opt-outs"), tenantstatus.FormatAge(c.Age()), c.BusinessDays, c.Key,
+		due("48 h", c.MailboxDeadline, c.MailboxOverdue()), due("10 business days", c.BusinessDaysDeadline, c.BusinessDaysOverdue()))
 }
 
 func writeCheck(w io.Writer, st *tenantstatus.Status) error {

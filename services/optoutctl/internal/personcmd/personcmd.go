@@ -8,9 +8,11 @@
 package personcmd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,9 +28,9 @@ import (
 func Command(inv *cli.Invocation) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "person",
-		Short: "a person's opt-out state and full history; export a tenant's audit trail",
+		Short: "a person's opt-out state and full history; export a tenant's audit trail and compliance record",
 	}
-	cmd.AddCommand(showCmd(inv), exportCmd(inv))
+	cmd.AddCommand(showCmd(inv), exportCmd(inv), complianceCmd(inv))
 	return cmd
 }
 
@@ -241,51 +243,113 @@ a spreadsheet would run as a formula get a leading apostrophe.`,
 			if !event.ValidTenant(t) {
 				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
 			}
-			format := inv.Output
-			if !inv.OutputSet {
-				format = cli.FormatCSV
-			}
-			if format == cli.FormatTable {
-				return cli.Usagef("person export writes csv or json; pass -o csv or -o json")
-			}
-			c, err := conn.Open(ctx, inv)
+			format, err := exportFormat(inv, "person export")
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			// The count is not known ahead: a row count and rate. The rows
-			// go to the same terminal: each is flushed whole, above the bar.
-			prog := inv.Progress(-1, "exporting "+t, "rows")
-			defer prog.Done()
-			sink, err := proof.NewSink[proof.Row](prog.Above(inv.Stdout), format, proof.RowHeader)
-			if err != nil {
-				return err
-			}
-			write := sink.Write
-			if prog != nil {
-				write = func(r proof.Row) error {
-					defer prog.Add(1)
-					if err := sink.Write(r); err != nil {
-						return err
-					}
-					return sink.Flush()
+			return export(ctx, inv, t, format, proof.RowHeader, func(ctx context.Context, src proof.Source, write func(proof.Row) error) error {
+				if current {
+					return proof.Current(ctx, src, t, write)
 				}
-			}
-			src := proof.Source{Ledger: c.Ledger, JS: c.JS, Topology: c.Topology}
-			if current {
-				err = proof.Current(ctx, src, t, write)
-			} else {
-				err = proof.Trail(ctx, src, t, write)
-			}
-			if err != nil {
-				return conn.Wrap(err, "export "+t)
-			}
-			return sink.Close()
+				return proof.Trail(ctx, src, t, write)
+			})
 		},
 	}
 	fs := cmd.Flags()
 	fs.BoolVar(&current, "current", false, "export each person's current entry instead of every change")
 	return cmd
+}
+
+func complianceCmd(inv *cli.Invocation) *cobra.Command {
+	var from, to string
+	cmd := &cobra.Command{
+		Use:   "compliance <tenant> [--from YYYY-MM-DD] [--to YYYY-MM-DD] [-o csv|json]",
+		Short: "each opt-out received in a date range and how long Salesforce took to honour it, as CSV or JSON",
+		Long: `Writes one row per opt-out the tenant received between --from and --to (UTC
+dates, both included; either may be left out): when the person asked, when it
+was received, when Salesforce confirmed the opt-out field, how (pushed by
+optout-sync, written by the nightly reconcile, already opted out in
+Salesforce, opted out in Salesforce itself), its status (honoured, pending,
+failed, superseded by a later resubscribe) and the seconds to honour it.
+Settled rows come first, then the pending and failed ones. The same export
+as the admin page's "Compliance export".`,
+		Args:              cli.ExactArgs("tenant"),
+		ValidArgsFunction: conn.CompleteTenant(inv),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t := args[0]
+			if !event.ValidTenant(t) {
+				return cli.Usagef("tenant %q: want 1-64 characters of A-Z a-z 0-9 _ -", t)
+			}
+			var bounds [2]time.Time
+			for i, v := range [...]struct{ flag, value string }{{"--from", from}, {"--to", to}} {
+				if v.value == "" {
+					continue
+				}
+				d, err := time.Parse(time.DateOnly, v.value)
+				if err != nil {
+					return cli.Usagef("%s %q: want a date as YYYY-MM-DD", v.flag, v.value)
+				}
+				bounds[i] = d
+			}
+			if !bounds[1].IsZero() {
+				bounds[1] = bounds[1].AddDate(0, 0, 1) // --to is included
+			}
+			format, err := exportFormat(inv, "person compliance")
+			if err != nil {
+				return err
+			}
+			return export(cmd.Context(), inv, t, format, proof.HonourHeader, func(ctx context.Context, src proof.Source, write func(proof.Honour) error) error {
+				return proof.Compliance(ctx, src, t, bounds[0], bounds[1], write)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&from, "from", "", "the first day (UTC, YYYY-MM-DD) of opt-outs received")
+	fs.StringVar(&to, "to", "", "the last day (UTC, YYYY-MM-DD, included)")
+	return cmd
+}
+
+// exportFormat is an export's format: CSV unless -o says json.
+func exportFormat(inv *cli.Invocation, what string) (string, error) {
+	if !inv.OutputSet {
+		return cli.FormatCSV, nil
+	}
+	if inv.Output == cli.FormatTable {
+		return "", cli.Usagef("%s writes csv or json; pass -o csv or -o json", what)
+	}
+	return inv.Output, nil
+}
+
+// export streams rows of tenant t as CSV or JSON, with a progress bar on a
+// terminal (the count is not known ahead: a row count and rate; each row is
+// flushed whole above the bar).
+func export[R interface{ CSV() []string }](ctx context.Context, inv *cli.Invocation, t, format string, header []string,
+	read func(context.Context, proof.Source, func(R) error) error) error {
+	c, err := conn.Open(ctx, inv)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	prog := inv.Progress(-1, "exporting "+t, "rows")
+	defer prog.Done()
+	sink, err := proof.NewSink[R](prog.Above(inv.Stdout), format, header)
+	if err != nil {
+		return err
+	}
+	write := sink.Write
+	if prog != nil {
+		write = func(r R) error {
+			defer prog.Add(1)
+			if err := sink.Write(r); err != nil {
+				return err
+			}
+			return sink.Flush()
+		}
+	}
+	if err := read(ctx, proof.Source{Ledger: c.Ledger, JS: c.JS, Topology: c.Topology}, write); err != nil {
+		return conn.Wrap(err, "export "+t)
+	}
+	return sink.Close()
 }
 
 func plural(n int, one, many string) string {

@@ -1,6 +1,7 @@
 package root_test
 
 import (
+	encsv "encoding/csv"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -98,6 +99,27 @@ func TestPublishAndPersonHistory(t *testing.T) {
 	s.Run("person", "export", "acme", "--current").Expect(t, 0).Golden(t, "person_export_current")
 	s.Run("person", "export", "acme", "-o", "table").Expect(t, 2)
 	s.Run("person", "export", "empty", "-o", "json").Expect(t, 0).Golden(t, "person_export_empty")
+
+	// The compliance record: evt-1 honoured by the push, sc-2's opt-out
+	// parked (no Salesforce id) still pending.
+	comp := s.Run("person", "compliance", "acme").Expect(t, 0)
+	rows, err := encsv.NewReader(strings.NewReader(comp.Stdout)).ReadAll()
+	if err != nil || len(rows) < 3 || rows[0][len(rows[0])-1] != "seconds_to_honour" {
+		t.Fatalf("person compliance: %v\n%s", err, comp.Stdout)
+	}
+	status := map[string]string{}
+	for _, r := range rows[1:] {
+		status[r[1]] = r[10] + " / " + r[11]
+	}
+	if status["evt-1"] != "honoured / pushed by optout-sync" {
+		t.Errorf("evt-1 in the compliance record: %q\n%s", status["evt-1"], comp.Stdout)
+	}
+	if js := s.Run("person", "compliance", "acme", "--to", "2020-01-01", "-o", "json").Expect(t, 0); strings.TrimSpace(js.Stdout) != "[]" {
+		t.Errorf("a range before every opt-out: %s", js.Stdout)
+	}
+	if bad := s.Run("person", "compliance", "acme", "--from", "yesterday").Expect(t, 2); !strings.Contains(bad.Stderr, `--from "yesterday": want a date as YYYY-MM-DD`) {
+		t.Errorf("bad date: %s", bad.Stderr)
+	}
 }
 
 // TestPersonShowFollowsAMerge: an opt-out that carried only the Salesforce

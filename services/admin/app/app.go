@@ -15,6 +15,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/admin/page/chartspanel"
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/services/admin/suppression"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
@@ -102,6 +103,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}},
 		},
 		Proof: &trail,
+		DLQ:   &deadletter.DLQ{JS: prov.JS, Topology: cfg.Topology},
 		Auth:  cfg.Auth, Log: log}))
 	api := suppression.New(cfg.Suppression, log)
 	p.Admin.Handle(suppression.Pattern, api)

@@ -20,6 +20,7 @@
 //	POST /admin/tenants/{tenant}/person   the same from the search form (an address stays out of URLs)
 //	                                      a person's proof: every change with when, source, reason,
 //	                                      trace and the value Salesforce confirmed (or its download)
+//	POST /admin/tenants/{tenant}/dead-letters/retry  replay the dead letters of one cause (303 back; 403 CSRF)
 //	GET  /admin/tenants/{tenant}/compliance?from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv|json]
 //	                                      each opt-out received in the range and its time to honour
 //	GET  /admin/style.css
@@ -47,6 +48,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
@@ -68,6 +70,9 @@ type Deps struct {
 	// Proof reads people's trails for the proof and compliance pages (nil:
 	// those pages answer 404).
 	Proof *proof.Source
+	// DLQ lists a tenant's dead letters by cause, with what fixes each and
+	// a "Retry these" button (nil: only their count is shown).
+	DLQ *deadletter.DLQ
 	// CheckTTL is how long a live Salesforce check is reused (default 1m):
 	// each check costs the org a token request and two describe calls, and
 	// "Check again" on the page forces a fresh one.
@@ -106,6 +111,9 @@ func New(d Deps) http.Handler {
 		mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}/person", h.person)
 		mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/person", h.person)
 		mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}/compliance", h.compliance)
+	}
+	if d.DLQ != nil {
+		mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/dead-letters/retry", h.retryDeadLetters)
 	}
 	mux.HandleFunc("GET "+h.prefix+"/style.css", serveCSS)
 	var out http.Handler = mux
@@ -311,6 +319,12 @@ func (h *handler) page(r *http.Request, t string, recheck bool) (tenantPage, err
 		Form:   formOf(st.Settings, st.Revision),
 		CSRF:   csrfToken(sess.creds.csrfKey, sess.actor, t, time.Now()),
 		Proof:  h.d.Proof != nil,
+	}
+	if h.d.DLQ != nil {
+		if p.DeadLetters, err = tenantstatus.GroupDeadLetters(ctx, *h.d.DLQ, t); err != nil {
+			return tenantPage{}, err
+		}
+		p.Retry = retryResult(r.URL.Query())
 	}
 	if h.d.Status.Salesforce != nil {
 		p.Check = h.checks.get(st.Settings, h.d.CheckTTL, recheck, func() *tenantstatus.Check {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
+	"github.com/optout-sync/optout-sync/shared/adapter/deadletter"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
@@ -80,6 +81,9 @@ func newUI(t *testing.T, opts ...option) *ui {
 	}
 	for _, o := range opts {
 		o(&d)
+	}
+	if d.DLQ != nil { // withDLQ: this test's dead letters
+		d.DLQ = &deadletter.DLQ{JS: p.JS, Topology: p.Topology}
 	}
 	if d.Proof != nil { // withProof: the proof pages read this test's ledger
 		l, err := ledger.New(ctx, p)
@@ -442,8 +446,9 @@ func TestTenantListAndHeaders(t *testing.T) {
 // language, unique ids, references that resolve, and no scripts.
 func TestPagesAreAccessible(t *testing.T) {
 	t.Parallel()
-	u := newUI(t, withProof)
+	u := newUI(t, withProof, withDLQ)
 	u.optOut("evt-1", "sc-42", "003RO0000035WQgYAM", "pat@example.com", true)
+	u.deadLetter("evt-dl", "ENTITY_IS_DELETED", nil)
 	v := formValues(t, u.get("/admin/tenants/acme"))
 	v.Set("custom-field", "bad")
 	_, _, invalid := u.do("POST", "/admin/tenants/acme", v, nil)

@@ -38,6 +38,10 @@ type tenantPage struct {
 	Panels   []panelView
 	// Proof: the person and compliance pages are served.
 	Proof bool
+	// DeadLetters are the tenant's dead letters by cause (with Deps.DLQ);
+	// Retry what the last "Retry these" did.
+	DeadLetters []tenantstatus.DeadLetterGroup
+	Retry       *retryView
 }
 
 // ErrorFor returns the problem with one form control, for its inline message.

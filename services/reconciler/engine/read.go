@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -138,6 +139,9 @@ func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
 	cl.Resolve(func(id idset.ID) (diff.Found, bool) { f, ok := found[id]; return f, ok })
 
 	plan := cl.Plan // not &cl.Plan: the true-set can be collected now
+	if err := r.settleInFlight(ctx, &plan, res.Set); err != nil {
+		return nil, err
+	}
 	r.update(func(rep *runs.Report) {
 		if !r.diffComplete {
 			// The first complete diff is the run's; a resumed attempt's
@@ -146,6 +150,7 @@ func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
 			rep.Counts.MalformedIDs += bad
 			rep.Writes.PlannedSalesforce = int64(plan.SFRecords())
 			rep.Writes.PlannedSalesConnect = int64(len(plan.LedgerOps))
+			rep.Writes.PlannedConfirmations = int64(confirmations(plan.LedgerOps))
 		}
 		rep.Guard = &runs.Guard{Resubscribes: cl.Resubscribes(), OptOuts: cl.Counts.LedgerOptOuts}
 		r.diffComplete = true
@@ -157,6 +162,98 @@ func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
 	}
 	e.hook(ctx, "after-diff")
 	return &plan, nil
+}
+
+func confirmations(ops []diff.LedgerOp) int {
+	n := 0
+	for _, op := range ops {
+		if op.Kind == diff.Confirm {
+			n++
+		}
+	}
+	return n
+}
+
+// settleInFlight counts the batch an interrupted attempt was writing when
+// it stopped (its counts died with it): what of it the new diff no longer
+// plans was written by that attempt. A Sales Connect change counts when
+// its entry carries the change's event (published before the entry is
+// written, so the event went out too); a Salesforce write when the record
+// now shows the opt-out. What is still planned is written, and counted, by
+// this attempt.
+func (r *run) settleInFlight(ctx context.Context, plan *diff.Plan, set *idset.Set) error {
+	f := r.resumed
+	if f == nil {
+		return nil
+	}
+	var changes, events, confirms, sfWritten int64
+	switch f.Side {
+	case runs.SideSalesConnect:
+		planned := make(map[string]bool, len(f.Ops))
+		for _, op := range f.Ops {
+			planned[op.Key] = false
+		}
+		for _, op := range plan.LedgerOps {
+			if _, ok := planned[op.Key]; ok {
+				planned[op.Key] = true
+			}
+		}
+		for _, op := range f.Ops {
+			if planned[op.Key] {
+				continue
+			}
+			if op.EventID == "" {
+				confirms++
+				continue
+			}
+			it, err := r.e.Ledger.Get(ctx, op.Key)
+			if errors.Is(err, ledger.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("count the interrupted batch: %w", err)
+			}
+			if it.Entry.DecidedBy == op.EventID {
+				changes++
+				events++
+			}
+		}
+	case runs.SideSalesforce:
+		planned := make(map[idset.ID]bool, len(f.Ops))
+		for _, w := range plan.SFWrites {
+			planned[w.ID] = true
+		}
+		// A write whose confirmation the stopped attempt did not record
+		// is planned again as a confirmation, counted when made.
+		toConfirm := make(map[idset.ID]bool)
+		for _, op := range plan.LedgerOps {
+			if op.Kind == diff.Confirm {
+				toConfirm[op.ID] = true
+			}
+		}
+		for _, op := range f.Ops {
+			id, err := idset.Parse(op.SalesforceID)
+			if err != nil || planned[id] || set == nil {
+				continue
+			}
+			if _, ok := set.Find(id); ok {
+				sfWritten++
+				if !toConfirm[id] {
+					confirms++
+				}
+			}
+		}
+	}
+	r.update(func(rep *runs.Report) {
+		rep.Writes.LedgerWritten += changes + confirms
+		rep.Writes.LedgerConfirmations += confirms
+		rep.Writes.EventsPublished += events
+		rep.Writes.SalesforceWritten += sfWritten
+	})
+	r.log.Info().Str("side", f.Side).Int("batch", len(f.Ops)).Int64("changes", changes).Int64("confirmations", confirms).
+		Int64("salesforce_written", sfWritten).Msg("counted the batch the interrupted attempt was writing")
+	r.resumed = nil
+	return nil
 }
 
 func setLen(s *idset.Set) int {

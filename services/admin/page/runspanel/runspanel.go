@@ -12,11 +12,11 @@ import (
 	"html/template"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
 
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
@@ -127,32 +127,21 @@ func trigger(t runs.Trigger) string {
 }
 
 func report(r runs.Report) runView {
-	c, w, a := r.Counts, r.Writes, r.API
 	v := runView{
 		Kind: kind(r.DryRun), Status: cmp.Or(statusWords[r.Status], string(r.Status)), Trigger: trigger(r.Trigger),
 		Started: tenantstatus.FormatTime(r.StartedAt), Finished: tenantstatus.FormatTime(r.FinishedAt), Reason: r.Reason,
 		Failed: r.Status != runs.StatusSucceeded && r.Status != runs.StatusRunning,
-		Counts: fmt.Sprintf("%d opted out in Salesforce, %d in the ledger; %d in both, %d only in Sales Connect, %d only in Salesforce",
-			c.SalesforceOptOuts, c.LedgerOptOuts, c.InBoth, c.SalesConnectOnly, c.SalesforceOnly+c.KnownToSalesforceOnly),
-		API: fmt.Sprintf("%d of a budget of %d", a.Spent, a.Budget),
+		// The counts in the words optoutctl uses (runview, one home).
+		Counts: runview.Totals(r) + ". " + runview.Compared(r),
+		API:    fmt.Sprintf("%d of a budget of %d", r.API.Spent, r.API.Budget),
 	}
 	if r.DurationSeconds > 0 {
 		v.Duration = tenantstatus.FormatAge(time.Duration(r.DurationSeconds * float64(time.Second)))
 	}
 	if r.DryRun {
-		v.Writes = fmt.Sprintf("would write %d to Salesforce and %d to Sales Connect", w.PlannedSalesforce, w.PlannedSalesConnect)
+		v.Writes = "Would make: " + runview.Planned(r)
 	} else {
-		v.Writes = fmt.Sprintf("%d written to Salesforce, %d to Sales Connect", w.SalesforceWritten, w.LedgerWritten)
-		var extra []string
-		if n := w.SalesforceFailed + w.LedgerFailed; n > 0 {
-			extra = append(extra, fmt.Sprintf("%d failed", n))
-		}
-		if w.Remaining > 0 {
-			extra = append(extra, fmt.Sprintf("%d left for the next run", w.Remaining))
-		}
-		if len(extra) > 0 {
-			v.Writes += " (" + strings.Join(extra, ", ") + ")"
-		}
+		v.Writes = runview.Written(r)
 	}
 	return v
 }
@@ -160,14 +149,8 @@ func report(r runs.Report) runView {
 func active(cp runs.Checkpoint) *activeView {
 	r := cp.Report
 	v := &activeView{Kind: kind(r.DryRun), Trigger: trigger(r.Trigger), Started: tenantstatus.FormatTime(r.StartedAt),
-		Phase: strings.ReplaceAll(string(cmp.Or(r.Phase, runs.PhaseStarting)), "_", " "), LastError: cp.LastError}
-	if cp.DiffComplete {
-		v.Progress = fmt.Sprintf("Written %d of %d to Salesforce and %d of %d to Sales Connect; %d API requests of a budget of %d.",
-			r.Writes.SalesforceWritten, r.Writes.PlannedSalesforce, r.Writes.LedgerWritten, r.Writes.PlannedSalesConnect, r.API.Spent, r.API.Budget)
-	} else {
-		v.Progress = fmt.Sprintf("Comparing: %d Salesforce opt-outs and %d ledger entries read so far; %d API requests of a budget of %d.",
-			r.Counts.SalesforceOptOuts, r.Counts.LedgerEntries, r.API.Spent, r.API.Budget)
-	}
+		Phase: runview.PhaseWord(r.Phase), LastError: cp.LastError}
+	v.Progress = runview.Progress(cp) + "."
 	if !cp.RetryAt.IsZero() {
 		v.Retry = tenantstatus.FormatTime(cp.RetryAt)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
@@ -151,7 +152,7 @@ func outcome(r runs.Report) error {
 	case runs.StatusStoppedGuard:
 		return cli.Prereqf("run %s stopped by the mass-resubscribe guard before any write: %s; check the resubscribes in Salesforce, then run again", r.RunID, orDash(r.Reason))
 	case runs.StatusStoppedBudget:
-		return cli.Prereqf("run %s stopped when its API budget ran out (%d changes remain): %s", r.RunID, r.Writes.Remaining, orDash(r.Reason))
+		return cli.Prereqf("run %s stopped when its API budget ran out (changes remaining: %s): %s", r.RunID, runview.Remaining(r), orDash(r.Reason))
 	case runs.StatusAbandoned:
 		return cli.Failf(nil, "dry run %s was interrupted and abandoned; start it again", r.RunID)
 	}
@@ -328,15 +329,13 @@ func historyCmd() *cli.Command {
 				}
 			}
 			tbl := &cli.Table{
-				Header: []string{"RUN", "STARTED", "KIND", "TRIGGER", "STATUS", "DURATION", "SF OPT-OUTS", "TO SF", "TO SC", "WRITTEN", "API", "REASON"},
+				Header: slices.Concat([]string{"RUN", "STARTED", "KIND", "TRIGGER", "STATUS", "DURATION"}, runview.Columns, []string{"API", "REASON"}),
 				Empty:  "No runs of tenant " + t + " yet.",
 			}
 			for _, r := range hist {
-				tbl.Rows = append(tbl.Rows, []string{
-					r.RunID, fmtTime(r.StartedAt), kind(r.DryRun), trigger(r.Trigger), string(r.Status), fmtDuration(r),
-					fmt.Sprint(r.Counts.SalesforceOptOuts), fmt.Sprint(r.Writes.PlannedSalesforce), fmt.Sprint(r.Writes.PlannedSalesConnect),
-					fmt.Sprint(r.Writes.SalesforceWritten + r.Writes.LedgerWritten), fmt.Sprint(r.API.Spent), r.Reason,
-				})
+				tbl.Rows = append(tbl.Rows, slices.Concat(
+					[]string{r.RunID, fmtTime(r.StartedAt), kind(r.DryRun), trigger(r.Trigger), string(r.Status), fmtDuration(r)},
+					runview.Cells(r), []string{fmt.Sprint(r.API.Spent), r.Reason}))
 			}
 			return inv.Print(tbl, hist)
 		},

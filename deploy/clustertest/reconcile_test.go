@@ -14,7 +14,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
@@ -105,7 +105,7 @@ func (cl *cluster) reconcileAcrossRedisRestart() string {
 		t.Fatal(err)
 	}
 	st := cache.Get(tenants[0].name)
-	clk, err := schedule.Parse(st)
+	clk, err := schedule.Parse(st.ScheduleTime, st.ScheduleZone)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		Status: &tenantstatus.Inspector{JS: prov.JS, Topology: cfg.Topology,
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
-		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}}},
+		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: tenant.Store{KV: prov.Tenants}}},
 		Auth:   cfg.Auth, Log: log}))
 	led, err := ledger.New(ctx, prov)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // DefaultLimit is how many reports the panel lists.
@@ -27,6 +28,10 @@ const DefaultLimit = 5
 // Panel shows a tenant's nightly runs.
 type Panel struct {
 	Runs runs.Store
+	// Settings, when set, tell the panel when the next run is.
+	Settings tenant.Store
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 	// Limit is how many reports to list (default DefaultLimit).
 	Limit int
 }
@@ -50,11 +55,13 @@ type activeView struct {
 }
 
 type view struct {
+	Next   string
 	Active *activeView
 	Runs   []runView
 }
 
-var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
+var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Next run:</strong> {{.}}</p>
+{{end}}{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
 <p>{{.Progress}}</p>
 {{if .Retry}}<p>Interrupted{{if .LastError}} ({{.LastError}}){{end}}; it resumes at {{.Retry}}.</p>
 {{end}}{{end}}{{if .Runs}}<table>
@@ -63,7 +70,7 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>
 {{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}</td><td>{{.API}}</td></tr>
 {{end}}</tbody>
 </table>
-{{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time once "Sync with Salesforce" is on.</p>
+{{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time after "Sync with Salesforce" is turned on.</p>
 {{end}}{{end}}`))
 
 // Render implements page.Panel.
@@ -81,6 +88,11 @@ func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 	if err != nil {
 		return err
 	}
+	if p.Settings.KV != nil {
+		if v.Next, err = p.next(ctx, tenant); err != nil {
+			return err
+		}
+	}
 	// Run ids order runs only to the second; order by start time.
 	slices.SortStableFunc(hist, func(a, b runs.Report) int { return b.StartedAt.Compare(a.StartedAt) })
 	for _, r := range hist {
@@ -93,6 +105,33 @@ func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 		v.Runs = append(v.Runs, report(r))
 	}
 	return tmpl.Execute(w, v)
+}
+
+// next says when the next run is, by the reconciler's own rule.
+func (p Panel) next(ctx context.Context, t string) (string, error) {
+	st, err := p.Settings.Get(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	claim, err := p.Runs.Slot(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	var last *runs.LastSuccess
+	if l, err := p.Runs.LastSuccess(ctx, t); err == nil {
+		last = &l
+	} else if !errors.Is(err, runs.ErrNotFound) {
+		return "", err
+	}
+	now := time.Now()
+	if p.Now != nil {
+		now = p.Now()
+	}
+	n := runview.NextRun(st, claim, last, now)
+	if st.SyncEnabled && !n.Due {
+		return n.Text + "; an operator can start one now with 'optoutctl reconcile run " + t + "'.", nil
+	}
+	return n.Text + ".", nil
 }
 
 func kind(dry bool) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 var (
@@ -103,5 +104,40 @@ func TestPanelShowsReportsAndProgress(t *testing.T) {
 	}
 	if p.ID() != "nightly-runs" || p.Heading() != "Last nightly runs" {
 		t.Errorf("id %q heading %q", p.ID(), p.Heading())
+	}
+}
+
+// A tenant whose sync was just turned on has no run yet: the panel says
+// when the first will be (the next slot, by the reconciler's rule) and how
+// to have one now.
+func TestPanelSaysWhenTheNextRunIs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	la, err := time.LoadLocation(tenant.DefaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 10, 9, 0, 0, 0, la)
+	settings := tenant.Store{KV: prov.Tenants, Now: func() time.Time { return now }}
+	p := runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: settings, Now: func() time.Time { return now }}
+
+	render := func() string {
+		t.Helper()
+		var b bytes.Buffer
+		if err := p.Render(ctx, &b, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		return text(b.String())
+	}
+	if got := render(); !strings.Contains(got, "Next run: none: sync with Salesforce is off.") {
+		t.Errorf("sync off: %s", got)
+	}
+	if _, _, err := settings.Update(ctx, "acme", func(s *tenant.Settings) error { s.SyncEnabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := "Next run: 2026-03-11 03:00:00 UTC (20:00 America/Los_Angeles), the first since sync was turned on at 2026-03-10 16:00:00 UTC; an operator can start one now with 'optoutctl reconcile run acme'."
+	if got := render(); !strings.Contains(got, want) {
+		t.Errorf("panel lacks %q\ngot: %s", want, got)
 	}
 }

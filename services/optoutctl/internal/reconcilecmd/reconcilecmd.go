@@ -236,19 +236,35 @@ func statusCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
+			settings, err := c.Tenants.Get(ctx, t)
+			if err != nil {
+				return conn.Wrap(err, "read the tenant's settings")
+			}
+			var claim runs.SlotClaim
+			if st.Slot != nil {
+				claim = *st.Slot
+			}
+			next := runview.NextRun(settings, claim, st.LastSuccess, time.Now())
 			if inv.Output == cli.FormatJSON {
 				return cli.WriteJSON(inv.Stdout, struct {
 					runs.TenantStatus
 					LastFinished *runs.Report `json:"lastFinished,omitempty"`
-				}{st, last})
+					NextRun      runview.Next `json:"nextRun"`
+				}{st, last, next})
+			}
+			nextLine := "Next run: " + next.Text
+			if settings.SyncEnabled && !next.Due {
+				nextLine += fmt.Sprintf("; start one now with 'optoutctl reconcile run %s'", t)
 			}
 			if st.Active == nil && last == nil {
 				if err := mustKnow(ctx, inv, c, t); err != nil {
 					return err
 				}
 				fmt.Fprintf(inv.Stdout, "No runs of tenant %s yet. Start one with 'optoutctl reconcile dry-run %s'.\n", t, t)
+				fmt.Fprintln(inv.Stdout, nextLine)
 				return nil
 			}
+			fmt.Fprintln(inv.Stdout, nextLine)
 			if st.Active != nil {
 				fmt.Fprintln(inv.Stdout, "Current run")
 				if err := activeBlock(*st.Active).Write(inv.Stdout); err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
-	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"

@@ -26,9 +26,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
 	"github.com/optout-sync/optout-sync/shared/store/runs"

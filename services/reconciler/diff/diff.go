@@ -33,6 +33,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -70,6 +71,9 @@ const (
 	ApplyResubscribe
 	// Confirm: in both; the ledger records Salesforce's confirmation.
 	Confirm
+	// FollowConversion: the person's Lead was converted into the Contact
+	// ID; the entry only follows it (any other op carries FromLead).
+	FollowConversion
 )
 
 func (k OpKind) String() string {
@@ -82,6 +86,8 @@ func (k OpKind) String() string {
 		return "apply-resubscribe"
 	case Confirm:
 		return "confirm"
+	case FollowConversion:
+		return "follow-conversion"
 	}
 	return "unknown"
 }
@@ -92,7 +98,13 @@ type LedgerOp struct {
 	Key  string
 	ID   idset.ID
 	At   int64 // Salesforce's SystemModstamp, Unix ms (ApplyOptOut, RecordOptOut, ApplyResubscribe)
+	// FromLead, when set, is the converted Lead the entry points at: the
+	// entry follows the conversion to the Contact ID before the op applies.
+	FromLead idset.ID
 }
+
+// Follows reports whether op first follows a Lead's conversion.
+func (op LedgerOp) Follows() bool { return op.FromLead != idset.ID{} }
 
 // Lookup is a confirmed opt-out absent from the true-set, to be read by id.
 type Lookup struct {
@@ -178,6 +190,75 @@ func (c *Classifier) Add(key string, e optout.Entry) {
 			c.Counts.ResubscribedInSalesConnect++
 		}
 	}
+}
+
+// UnreferencedContacts lists the Contacts of the true-set no entry
+// referred to (call before Finish): one may be a Lead the ledger knows,
+// converted (see Converted).
+func (c *Classifier) UnreferencedContacts() []idset.ID {
+	var out []idset.ID
+	c.sf.Unmarked(func(i int) {
+		if id, _ := c.sf.At(i); id.Type() == sfid.Contact {
+			out = append(out, id)
+		}
+	})
+	return out
+}
+
+// Converted classifies the person under key, whose entry e points at lead,
+// which Salesforce converted into contact (a member of the true-set no
+// entry referred to; call before Finish): the person follows the
+// conversion, as the push does, and is then compared on the Contact. The
+// person was already counted by Add when the Lead itself was in the
+// true-set; otherwise it is counted here, in the class the Contact puts it.
+func (c *Classifier) Converted(lead, contact idset.ID, key string, e optout.Entry) {
+	i, ok := c.sf.Find(contact)
+	if !ok || c.sf.Marked(i) || e.MergedInto != "" || !sameID(e.SalesforceID, lead) {
+		return
+	}
+	c.sf.Mark(i)
+	c.Counts.LeadsConverted++
+	_, leadInSF := c.sf.Find(lead)
+	_, mod := c.sf.At(i)
+	op := LedgerOp{Key: key, ID: contact, FromLead: lead}
+	// What Add planned for the person against the Lead is replaced.
+	mine := func(k string) bool { return k == key }
+	hadWrite := slices.ContainsFunc(c.Plan.SFWrites, func(w SFWrite) bool { return mine(w.Key) })
+	hadConfirm := slices.ContainsFunc(c.Plan.LedgerOps, func(o LedgerOp) bool { return mine(o.Key) && o.Kind == Confirm })
+	c.Plan.SFWrites = slices.DeleteFunc(c.Plan.SFWrites, func(w SFWrite) bool { return mine(w.Key) })
+	c.Plan.LedgerOps = slices.DeleteFunc(c.Plan.LedgerOps, func(o LedgerOp) bool { return mine(o.Key) })
+	c.Plan.Lookups = slices.DeleteFunc(c.Plan.Lookups, func(l Lookup) bool { return mine(l.Key) })
+	switch {
+	case e.Wanted(c.field):
+		// Opted out on both sides once it points at the Contact, where its
+		// confirmation is recorded (following clears the Lead's).
+		if !leadInSF {
+			if hadWrite {
+				c.Counts.SalesConnectOnly--
+			}
+			c.Counts.InBoth++
+		}
+		if !hadConfirm {
+			c.Counts.Unconfirmed++
+		}
+		op.Kind = Confirm
+	case mod > e.DecidedAt.UnixMilli():
+		if !leadInSF {
+			c.Counts.SalesforceOnly++
+		}
+		op.Kind, op.At = ApplyOptOut, mod
+	default:
+		if !leadInSF {
+			c.Counts.ResubscribedInSalesConnect++
+		}
+		op.Kind = FollowConversion
+	}
+	c.Plan.LedgerOps = append(c.Plan.LedgerOps, op)
+}
+
+func sameID(s string, id idset.ID) bool {
+	k, err := idset.Parse(s)
+	return err == nil && k == id
 }
 
 // Finish turns the true-set members no entry referred to into

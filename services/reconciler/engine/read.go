@@ -117,6 +117,9 @@ func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read ledger: %w", err)
 	}
+	if err := r.followConversions(ctx, sfctx, cl); err != nil {
+		return nil, err
+	}
 	cl.Finish()
 
 	// Confirmed opt-outs missing from the true-set: deleted, or really
@@ -162,6 +165,42 @@ func (r *run) diff(ctx, sfctx context.Context) (*diff.Plan, error) {
 	}
 	e.hook(ctx, "after-diff")
 	return &plan, nil
+}
+
+// followConversions finds the Contacts of the true-set no entry referred
+// to that Salesforce converted from a Lead the ledger knows (by the Lead's
+// alias), and has the diff compare that person on its Contact.
+func (r *run) followConversions(ctx, sfctx context.Context, cl *diff.Classifier) error {
+	contacts := cl.UnreferencedContacts()
+	if len(contacts) == 0 {
+		return nil
+	}
+	kctx, span := r.e.tracer().Start(sfctx, "reconcile.follow_conversions", trace.WithAttributes(attribute.Int("reconcile.contacts", len(contacts))))
+	type conv struct{ lead, contact idset.ID }
+	var found []conv
+	err := sfread.ConvertedInto(kctx, r.client, contacts, func(lead, contact idset.ID) { found = append(found, conv{lead, contact}) })
+	endSpan(span, err)
+	if err != nil {
+		return err
+	}
+	for _, c := range found {
+		key, ok, err := r.e.Ledger.KeyOf(ctx, r.job.Tenant, c.lead.String())
+		if err != nil {
+			return fmt.Errorf("follow a converted Lead: %w", err)
+		}
+		if !ok {
+			continue // a Lead the ledger never knew: its Contact is a new person
+		}
+		it, err := r.e.Ledger.Get(ctx, key, ledger.FollowMerges())
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("follow a converted Lead: %w", err)
+		}
+		cl.Converted(c.lead, c.contact, it.Key, it.Entry)
+	}
+	return nil
 }
 
 func confirmations(ops []diff.LedgerOp) int {

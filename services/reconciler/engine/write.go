@@ -76,7 +76,7 @@ func (r *run) ledgerInFlight(batch []diff.LedgerOp) *runs.InFlight {
 	f := &runs.InFlight{Side: runs.SideSalesConnect, Ops: make([]runs.InFlightOp, len(batch))}
 	for i, op := range batch {
 		f.Ops[i] = runs.InFlightOp{Key: op.Key, SalesforceID: op.ID.String()}
-		if op.Kind != diff.Confirm {
+		if op.Kind != diff.Confirm && op.Kind != diff.FollowConversion {
 			f.Ops[i].EventID = eventID(r.job.Tenant, op.ID, opAction(op.Kind), op.At)
 		}
 	}
@@ -100,6 +100,21 @@ func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Obse
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	e := r.e
 	field := r.field
+	if op.Follows() {
+		// The Lead was converted: the person follows it to the Contact
+		// first, the way every writer does (sfwrite.FollowConversion).
+		res, err := sfwrite.FollowConversion(ctx, r.ledger, op.Key, op.FromLead.String(), op.ID.String())
+		if err != nil {
+			r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
+			return fmt.Errorf("follow Lead %s to Contact %s: %w", op.FromLead, op.ID, err)
+		}
+		if res.Changed {
+			r.update(func(rep *runs.Report) { rep.Writes.LeadsFollowed++ })
+		}
+		if op.Kind == diff.FollowConversion {
+			return nil
+		}
+	}
 	if op.Kind == diff.Confirm {
 		e.hook(ctx, "before-ledger-write")
 		res, err := r.ledger.Update(ctx, op.Key, optout.ObservedStep(op.ID.String(), field, true))
@@ -284,9 +299,25 @@ func (r *run) reread(ctx context.Context, batch []sfTarget) ([]*sfwrite.Person, 
 // call loop (WriteAttempts), and a write that still fails is recorded as
 // unconfirmed, the person left dirty for the push.
 func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
+	// A Lead converted since the diff is refused by Salesforce and the
+	// protocol follows the person to its Contact, which a second round
+	// writes now, as the push's next round would.
+	for round := 1; round <= 2 && len(batch) > 0; round++ {
+		next, err := r.writeRound(ctx, batch, round == 2)
+		if err != nil {
+			return err
+		}
+		batch = next
+	}
+	return nil
+}
+
+// writeRound writes one round of a batch and returns the persons followed
+// from a converted Lead to its Contact (to write next), unless last.
+func (r *run) writeRound(ctx context.Context, batch []sfTarget, last bool) ([]sfTarget, error) {
 	people, err := r.reread(ctx, batch)
 	if err != nil || len(people) == 0 {
-		return err
+		return nil, err
 	}
 	cfg := sfwrite.Config{
 		Field: r.field, ClaimTTL: r.e.Cfg.ClaimTTL, Now: r.e.now, Workers: r.e.Cfg.LedgerWorkers,
@@ -302,14 +333,26 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 	rep, err := sfwrite.Batch(budget.WithKind(ctx, budget.Write), cfg, r.ledger, r.client, people)
 	// Counted per record (persons of one record share its write).
 	okIDs, failedIDs := map[string]bool{}, map[string]bool{}
-	var ledgerWritten, confirmed, ledgerFailed int64
+	var ledgerWritten, confirmed, ledgerFailed, followed int64
 	var recordErr error
+	var next []sfTarget
 	for i, o := range rep.Outcomes {
 		id := people[i].At.Entry.SalesforceID
 		switch o.Kind {
 		case sfwrite.Confirmed:
 			okIDs[id] = true
-		case sfwrite.Unconfirmed, sfwrite.Converted:
+		case sfwrite.Converted:
+			followed++
+			t, ok, err := r.followed(ctx, people[i].Key)
+			if err != nil && recordErr == nil {
+				recordErr = err
+			}
+			if !ok || last {
+				failedIDs[id] = true
+				break
+			}
+			next = append(next, t)
+		case sfwrite.Unconfirmed:
 			failedIDs[id] = true
 		case sfwrite.LedgerFailed:
 			ledgerFailed++
@@ -331,13 +374,31 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 		rep.Writes.LedgerWritten += ledgerWritten
 		rep.Writes.LedgerConfirmations += confirmed
 		rep.Writes.LedgerFailed += ledgerFailed
+		rep.Writes.LeadsFollowed += followed
 	})
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "written", ok)
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "failed", failed)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return recordErr
+	return next, recordErr
+}
+
+// followed is the write due for a person the protocol just followed from
+// a converted Lead to its Contact.
+func (r *run) followed(ctx context.Context, key string) (sfTarget, bool, error) {
+	it, err := r.e.Ledger.Get(ctx, key)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return sfTarget{}, false, nil
+	}
+	if err != nil {
+		return sfTarget{}, false, err
+	}
+	id, err := idset.Parse(it.Entry.SalesforceID)
+	if err != nil {
+		return sfTarget{}, false, nil
+	}
+	return sfTarget{id: id, keys: []string{key}, why: diff.SalesConnectOnly}, true, nil
 }
 
 func sameID(s string, id idset.ID) bool {

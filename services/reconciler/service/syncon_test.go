@@ -55,6 +55,7 @@ func TestTurningSyncOnRunsAtTheNextSlotUnlessAskedNow(t *testing.T) {
 	if r := h.WaitFinal("acme", rep.RunID); r.Status != runs.StatusSucceeded || r.Trigger.Kind != runs.TriggerManual {
 		t.Fatalf("requested run: %s %s (%s)", r.Trigger.Kind, r.Status, r.Reason)
 	}
+	svc.Wait() // its lease released
 
 	// The slot comes: the scheduled run.
 	clock.Set(slot.Add(5 * time.Second))

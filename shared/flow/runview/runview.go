@@ -46,8 +46,12 @@ func Compared(r runs.Report) string {
 		return NotCompared
 	}
 	c := r.Counts
-	return fmt.Sprintf("opted out on both sides %d (of which %d confirmations to record); only in Sales Connect %d; only in Salesforce %d (%d known to the ledger, %d new to it); opted out without a Salesforce id %d; malformed Salesforce ids %d",
+	s := fmt.Sprintf("opted out on both sides %d (of which %d confirmations to record); only in Sales Connect %d; only in Salesforce %d (%d known to the ledger, %d new to it); opted out without a Salesforce id %d; malformed Salesforce ids %d",
 		c.InBoth, c.Unconfirmed, c.SalesConnectOnly, c.SalesforceOnly+c.KnownToSalesforceOnly, c.SalesforceOnly, c.KnownToSalesforceOnly, c.ParkedNoID, c.MalformedIDs)
+	if c.LeadsConverted > 0 {
+		s += fmt.Sprintf("; of all these, %d known by a Lead Salesforce converted, compared on its Contact", c.LeadsConverted)
+	}
+	return s
 }
 
 // Conflicts are the disagreements the run decided by the policy.
@@ -84,8 +88,12 @@ func Written(r runs.Report) string {
 	if r.DryRun {
 		return "nothing (dry run); remaining " + Remaining(r)
 	}
-	return fmt.Sprintf("Salesforce: %d set, %d failed; Sales Connect: %d changes (%d events), %d failed, %d confirmations recorded; remaining %s",
+	s := fmt.Sprintf("Salesforce: %d set, %d failed; Sales Connect: %d changes (%d events), %d failed, %d confirmations recorded; remaining %s",
 		w.SalesforceWritten, w.SalesforceFailed, changesWritten(w), w.EventsPublished, w.LedgerFailed, w.LedgerConfirmations, Remaining(r))
+	if w.LeadsFollowed > 0 {
+		s += fmt.Sprintf("; %d people followed from a converted Lead to its Contact", w.LeadsFollowed)
+	}
+	return s
 }
 
 // API is the run's use of its API budget.

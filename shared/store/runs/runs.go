@@ -149,6 +149,12 @@ type Counts struct {
 	// MissingInSalesforce: confirmed true, and the record can no longer be
 	// read (deleted, merged, no access). Never reverted by absence.
 	MissingInSalesforce int64 `json:"missingInSalesforce"`
+
+	// LeadsConverted: persons the ledger knew by a Lead that Salesforce
+	// converted into a Contact of the true-set; followed to the Contact (as
+	// the push follows them) and compared there, never taken for a new
+	// person known to Salesforce only.
+	LeadsConverted int64 `json:"leadsConverted"`
 }
 
 // Writes are the changes a run made, or, for a dry run, planned.
@@ -175,6 +181,9 @@ type Writes struct {
 	// optout.v1.applied (one per change written, whichever attempt
 	// published it).
 	EventsPublished int64 `json:"eventsPublished"`
+	// LeadsFollowed: ledger entries moved from a converted Lead to its
+	// Contact (by the diff's finding, or by a write Salesforce refused).
+	LeadsFollowed int64 `json:"leadsFollowed"`
 	// EventsFolded: Sales Connect events the pusher had not folded yet (it
 	// was down or behind) that the run folded into the ledger first.
 	EventsFolded int64 `json:"eventsFolded,omitempty"`

@@ -78,7 +78,10 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 			Settings: tenant.Store{KV: prov.Tenants}, Health: tenant.HealthStore{KV: prov.Health},
 			Salesforce: tenantstatus.SourceClients{Source: sfcreds.Source{Dir: cfg.CredentialsDir, Policy: cfg.SFEndpoints}}},
 		Panels: []page.Panel{runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: tenant.Store{KV: prov.Tenants}}},
-		Auth:   cfg.Auth, Log: log}))
+		Reconcile: func(ctx context.Context, t string, req runs.ControlRequest) (runs.ControlReply, error) {
+			return runs.Request(ctx, p.NC, cfg.Topology, t, req)
+		},
+		Auth: cfg.Auth, Log: log}))
 	led, err := ledger.New(ctx, prov)
 	if err != nil {
 		p.Close()

@@ -16,6 +16,7 @@
 //	GET  /admin/tenants/{tenant}          one tenant's settings page
 //	POST /admin/tenants/{tenant}          save (303 to ?saved=1; 422 invalid; 409 changed meanwhile; 403 CSRF)
 //	POST /admin/tenants/{tenant}/recheck  fresh live check (303 back to the page; 403 CSRF)
+//	POST /admin/tenants/{tenant}/reconcile  run the nightly sync now (303 to ?run=<id>; 409 refused; 403 CSRF)
 //	GET  /admin/style.css
 //
 // Every request, reads included, needs credentials (AuthFromEnv): HTTP basic
@@ -44,6 +45,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -58,6 +60,9 @@ type Deps struct {
 	Log    zerolog.Logger
 	// Prefix is the path the page is mounted under (default "/admin").
 	Prefix string
+	// Reconcile, when set, asks the nightly reconciler to run a tenant now
+	// (runs.Request on its control subject): the page's "Run now".
+	Reconcile func(ctx context.Context, tenant string, req runs.ControlRequest) (runs.ControlReply, error)
 	// CheckTTL is how long a live Salesforce check is reused (default 1m):
 	// each check costs the org a token request and two describe calls, and
 	// "Check again" on the page forces a fresh one.
@@ -92,6 +97,7 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET "+h.prefix+"/tenants/{tenant}", h.show)
 	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}", h.save)
 	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/recheck", h.recheck)
+	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/reconcile", h.reconcile)
 	mux.HandleFunc("GET "+h.prefix+"/style.css", serveCSS)
 	var out http.Handler = mux
 	out = http.NewCrossOriginProtection().Handler(out)
@@ -203,6 +209,40 @@ func (h *handler) recheck(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, h.prefix+"/tenants/"+t+"#prereq-h", http.StatusSeeOther)
 }
 
+// reconcile asks the reconciler to run the tenant now (the first run after
+// sync is turned on is otherwise the next slot), then shows the page with
+// the run in progress.
+func (h *handler) reconcile(w http.ResponseWriter, r *http.Request) {
+	t := r.PathValue("tenant")
+	if !event.ValidTenant(t) {
+		h.message(w, http.StatusNotFound, "No such tenant", "A tenant id has 1-64 characters of A-Z, a-z, 0-9, _ and -.")
+		return
+	}
+	if h.d.Reconcile == nil {
+		h.message(w, http.StatusNotFound, "Not available", "This page cannot start runs of the nightly sync.")
+		return
+	}
+	if !h.formTokenValid(w, r, t) {
+		return
+	}
+	actor := sessionOf(r.Context()).actor
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	rep, err := h.d.Reconcile(ctx, t, runs.ControlRequest{By: "admin-page:" + actor})
+	if err != nil {
+		h.d.Log.Warn().Err(err).Str("tenant", t).Msg("run-now request failed")
+		h.message(w, http.StatusServiceUnavailable, "No run started",
+			"The nightly reconciler did not answer; check that it is running, then try again.")
+		return
+	}
+	if !rep.Accepted {
+		h.message(w, http.StatusConflict, "No run started", "The reconciler refused to start a run now: "+rep.Error+".")
+		return
+	}
+	h.d.Log.Info().Str("tenant", t).Str("actor", actor).Str("run_id", rep.RunID).Msg("nightly sync run started from the page")
+	http.Redirect(w, r, h.prefix+"/tenants/"+t+"?run="+rep.RunID+"#nightly-runs", http.StatusSeeOther)
+}
+
 // formTokenValid reads a posted form and checks its CSRF token; when either
 // fails it has answered the request.
 func (h *handler) formTokenValid(w http.ResponseWriter, r *http.Request, t string) bool {
@@ -287,6 +327,8 @@ func (h *handler) page(r *http.Request, t string, recheck bool) (tenantPage, err
 		Status: st,
 		Form:   formOf(st.Settings, st.Revision),
 		CSRF:   csrfToken(sess.creds.csrfKey, sess.actor, t, time.Now()),
+		RunNow: h.d.Reconcile != nil && st.Settings.SyncEnabled,
+		RunID:  r.URL.Query().Get("run"),
 	}
 	if h.d.Status.Salesforce != nil {
 		p.Check = h.checks.get(st.Settings, h.d.CheckTTL, recheck, func() *tenantstatus.Check {

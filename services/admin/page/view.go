@@ -36,6 +36,10 @@ type tenantPage struct {
 	Conflict bool
 	CSRF     string
 	Panels   []panelView
+	// RunNow offers "Run now" (sync on, and the page can ask the
+	// reconciler); RunID is the run it just started.
+	RunNow bool
+	RunID  string
 }
 
 // ErrorFor returns the problem with one form control, for its inline message.

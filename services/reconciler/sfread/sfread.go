@@ -343,7 +343,7 @@ func ConvertedInto(ctx context.Context, c sfcreds.Client, contacts []idset.ID, f
 			}
 			contact, err := idset.Parse(rec.String("ConvertedContactId"))
 			if err != nil {
-				return fmt.Errorf("Lead %s: malformed ConvertedContactId from Salesforce: %w", rec.ID, err)
+				return fmt.Errorf("converted Lead %s: malformed ConvertedContactId from Salesforce: %w", rec.ID, err)
 			}
 			fn(lead, contact)
 		}

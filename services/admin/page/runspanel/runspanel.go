@@ -129,7 +129,7 @@ func (p Panel) next(ctx context.Context, t string) (string, error) {
 	}
 	n := runview.NextRun(st, claim, last, now)
 	if st.SyncEnabled && !n.Due {
-		return n.Text + "; an operator can start one now with 'optoutctl reconcile run " + t + "'.", nil
+		return n.Text + "; to have one now, use Run now (or 'optoutctl reconcile run " + t + "').", nil
 	}
 	return n.Text + ".", nil
 }

@@ -136,7 +136,7 @@ func TestPanelSaysWhenTheNextRunIs(t *testing.T) {
 	if _, _, err := settings.Update(ctx, "acme", func(s *tenant.Settings) error { s.SyncEnabled = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	want := "Next run: 2026-03-11 03:00:00 UTC (20:00 America/Los_Angeles), the first since sync was turned on at 2026-03-10 16:00:00 UTC; an operator can start one now with 'optoutctl reconcile run acme'."
+	want := "Next run: 2026-03-11 03:00:00 UTC (20:00 America/Los_Angeles), the first since sync was turned on at 2026-03-10 16:00:00 UTC; to have one now, use Run now (or 'optoutctl reconcile run acme')."
 	if got := render(); !strings.Contains(got, want) {
 		t.Errorf("panel lacks %q\ngot: %s", want, got)
 	}

@@ -396,6 +396,9 @@ func (r *run) do(ctx context.Context) error {
 		return r.finish(ctx, runs.StatusFailed, fmt.Sprintf("gave up after %d transient failures in a row; last: %v", r.failures, err))
 	}
 	wait := r.e.Cfg.RetryBackoff << min(r.failures-1, 5)
+	// This attempt is alive and counted what it wrote of its last batch:
+	// the attempt that resumes must not count it again.
+	r.setInFlight(nil)
 	if serr := r.save(context.WithoutCancel(ctx), r.e.now().Add(wait), err.Error()); serr != nil {
 		return fmt.Errorf("%w: %w (and %w)", ErrInterrupted, err, serr)
 	}

@@ -455,6 +455,8 @@ func (r *run) finish(ctx context.Context, status runs.Status, reason string) err
 		Int64("in_both", rep.Counts.InBoth).Int64("sales_connect_only", rep.Counts.SalesConnectOnly).
 		Int64("salesforce_only", rep.Counts.SalesforceOnly).Int64("known_to_salesforce_only", rep.Counts.KnownToSalesforceOnly).
 		Int64("salesforce_written", rep.Writes.SalesforceWritten).Int64("ledger_written", rep.Writes.LedgerWritten).
+		Int64("ledger_confirmations", rep.Writes.LedgerConfirmations).Int64("events_published", rep.Writes.EventsPublished).
+		Bool("not_compared", rep.NotCompared).
 		Int64("api_spent", rep.API.Spent).Float64("duration_s", rep.DurationSeconds).Msg("reconcile run finished")
 	return nil
 }

@@ -24,7 +24,10 @@
 //	no id:                  parked (opted out) or nothing.
 //
 // Members of S no entry referred to are known to Salesforce only: recorded
-// as sf.<X> entries and announced to Sales Connect.
+// as sf.<X> entries and announced to Sales Connect; except a Contact a
+// Lead of the ledger was converted into (the engine finds them, Converted
+// classifies them): that person follows the conversion and is compared on
+// the Contact, as above.
 package diff
 
 import (
@@ -136,6 +139,8 @@ type Classifier struct {
 	field  string
 	policy string
 	sf     *idset.Set
+	// converted are the persons Converted found, by key.
+	converted map[string]conversion
 }
 
 // New starts a diff of tenant's ledger against sf (the true-set of field).
@@ -220,40 +225,77 @@ func (c *Classifier) Converted(lead, contact idset.ID, key string, e optout.Entr
 	c.Counts.LeadsConverted++
 	_, leadInSF := c.sf.Find(lead)
 	_, mod := c.sf.At(i)
-	op := LedgerOp{Key: key, ID: contact, FromLead: lead}
-	// What Add planned for the person against the Lead is replaced.
-	mine := func(k string) bool { return k == key }
-	hadWrite := slices.ContainsFunc(c.Plan.SFWrites, func(w SFWrite) bool { return mine(w.Key) })
-	hadConfirm := slices.ContainsFunc(c.Plan.LedgerOps, func(o LedgerOp) bool { return mine(o.Key) && o.Kind == Confirm })
-	c.Plan.SFWrites = slices.DeleteFunc(c.Plan.SFWrites, func(w SFWrite) bool { return mine(w.Key) })
-	c.Plan.LedgerOps = slices.DeleteFunc(c.Plan.LedgerOps, func(o LedgerOp) bool { return mine(o.Key) })
-	c.Plan.Lookups = slices.DeleteFunc(c.Plan.Lookups, func(l Lookup) bool { return mine(l.Key) })
-	switch {
-	case e.Wanted(c.field):
-		// Opted out on both sides once it points at the Contact, where its
-		// confirmation is recorded (following clears the Lead's).
-		if !leadInSF {
-			if hadWrite {
-				c.Counts.SalesConnectOnly--
-			}
-			c.Counts.InBoth++
-		}
-		if !hadConfirm {
-			c.Counts.Unconfirmed++
-		}
-		op.Kind = Confirm
-	case mod > e.DecidedAt.UnixMilli():
-		if !leadInSF {
-			c.Counts.SalesforceOnly++
-		}
-		op.Kind, op.At = ApplyOptOut, mod
-	default:
-		if !leadInSF {
-			c.Counts.ResubscribedInSalesConnect++
-		}
-		op.Kind = FollowConversion
+	if c.converted == nil {
+		c.converted = map[string]conversion{}
 	}
-	c.Plan.LedgerOps = append(c.Plan.LedgerOps, op)
+	c.converted[key] = conversion{op: LedgerOp{Key: key, ID: contact, FromLead: lead, At: mod},
+		wanted: e.Wanted(c.field), decided: e.DecidedAt.UnixMilli(), leadInSF: leadInSF}
+}
+
+// conversion is a person Converted found, applied to the plan by Finish.
+type conversion struct {
+	op       LedgerOp
+	wanted   bool
+	decided  int64
+	leadInSF bool
+	// What Add planned for the person against the Lead.
+	hadWrite, hadConfirm bool
+}
+
+// applyConversions replaces, in one pass over the plan, what Add planned
+// for the converted persons against their Leads with their ops on the
+// Contacts, and counts them in the class the Contact puts them.
+func (c *Classifier) applyConversions() {
+	if len(c.converted) == 0 {
+		return
+	}
+	c.Plan.SFWrites = slices.DeleteFunc(c.Plan.SFWrites, func(w SFWrite) bool {
+		cv, ok := c.converted[w.Key]
+		if ok {
+			cv.hadWrite = true
+			c.converted[w.Key] = cv
+		}
+		return ok
+	})
+	c.Plan.LedgerOps = slices.DeleteFunc(c.Plan.LedgerOps, func(o LedgerOp) bool {
+		cv, ok := c.converted[o.Key]
+		if ok && o.Kind == Confirm {
+			cv.hadConfirm = true
+			c.converted[o.Key] = cv
+		}
+		return ok
+	})
+	c.Plan.Lookups = slices.DeleteFunc(c.Plan.Lookups, func(l Lookup) bool { _, ok := c.converted[l.Key]; return ok })
+	for _, cv := range c.converted {
+		op := cv.op
+		switch {
+		case cv.wanted:
+			// Opted out on both sides once it points at the Contact, where
+			// its confirmation is recorded (following clears the Lead's).
+			if !cv.leadInSF {
+				if cv.hadWrite {
+					c.Counts.SalesConnectOnly--
+				}
+				c.Counts.InBoth++
+			}
+			if !cv.hadConfirm {
+				c.Counts.Unconfirmed++
+			}
+			op.Kind, op.At = Confirm, 0
+		case op.At > cv.decided:
+			if !cv.leadInSF {
+				c.Counts.SalesforceOnly++
+			}
+			op.Kind = ApplyOptOut
+		default:
+			if !cv.leadInSF {
+				c.Counts.ResubscribedInSalesConnect++
+			}
+			op.Kind, op.At = FollowConversion, 0
+		}
+		c.Plan.LedgerOps = append(c.Plan.LedgerOps, op)
+	}
+	c.converted = nil
 }
 
 func sameID(s string, id idset.ID) bool {
@@ -261,9 +303,10 @@ func sameID(s string, id idset.ID) bool {
 	return err == nil && k == id
 }
 
-// Finish turns the true-set members no entry referred to into
-// known-to-Salesforce-only records.
+// Finish applies the conversions found, then turns the true-set members no
+// entry referred to into known-to-Salesforce-only records.
 func (c *Classifier) Finish() {
+	c.applyConversions()
 	c.sf.Unmarked(func(i int) {
 		id, mod := c.sf.At(i)
 		c.Counts.KnownToSalesforceOnly++

@@ -150,7 +150,9 @@ func (st Store) Get(ctx context.Context, tenant string) (Settings, error) {
 	return decode(tenant, e.Value())
 }
 
-// Put validates and stores settings.
+// Put validates and stores settings as given, SyncSince included (a blind
+// write cannot tell whether it turns sync on: the writes of people, which
+// stamp it, are Update and PutIfRevision).
 func (st Store) Put(ctx context.Context, s Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("tenant settings: %w", err)

@@ -14,12 +14,12 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -105,7 +105,7 @@ func (cl *cluster) reconcileAcrossRedisRestart() string {
 		t.Fatal(err)
 	}
 	st := cache.Get(tenants[0].name)
-	clk, err := schedule.Parse(st)
+	clk, err := schedule.Parse(st.ScheduleTime, st.ScheduleZone)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,11 +100,14 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		Panels: []page.Panel{
 			compliance.Panel{Tracker: clock},
 			chartspanel.Panel{Proof: trail, Runs: runs.Store{KV: prov.Runs}},
-			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}},
+			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: tenant.Store{KV: prov.Tenants}},
 		},
 		Proof: &trail,
 		DLQ:   &deadletter.DLQ{JS: prov.JS, Topology: cfg.Topology},
-		Auth:  cfg.Auth, Log: log}))
+		Reconcile: func(ctx context.Context, t string, req runs.ControlRequest) (runs.ControlReply, error) {
+			return runs.Request(ctx, p.NC, cfg.Topology, t, req)
+		},
+		Auth: cfg.Auth, Log: log}))
 	api := suppression.New(cfg.Suppression, log)
 	p.Admin.Handle(suppression.Pattern, api)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")

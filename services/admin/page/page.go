@@ -23,6 +23,8 @@
 //	POST /admin/tenants/{tenant}/dead-letters/retry  replay the dead letters of one cause (303 back; 403 CSRF)
 //	GET  /admin/tenants/{tenant}/compliance?from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv|json]
 //	                                      each opt-out received in the range and its time to honour
+
+//	POST /admin/tenants/{tenant}/reconcile  run the nightly sync now (303 to ?run=<id>; 409 refused; 403 CSRF)
 //	GET  /admin/style.css
 //
 // Every request, reads included, needs credentials (AuthFromEnv): HTTP basic
@@ -53,6 +55,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/flow/proof"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -73,6 +76,10 @@ type Deps struct {
 	// DLQ lists a tenant's dead letters by cause, with what fixes each and
 	// a "Retry these" button (nil: only their count is shown).
 	DLQ *deadletter.DLQ
+
+	// Reconcile, when set, asks the nightly reconciler to run a tenant now
+	// (runs.Request on its control subject): the page's "Run now".
+	Reconcile func(ctx context.Context, tenant string, req runs.ControlRequest) (runs.ControlReply, error)
 	// CheckTTL is how long a live Salesforce check is reused (default 1m):
 	// each check costs the org a token request and two describe calls, and
 	// "Check again" on the page forces a fresh one.
@@ -115,6 +122,8 @@ func New(d Deps) http.Handler {
 	if d.DLQ != nil {
 		mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/dead-letters/retry", h.retryDeadLetters)
 	}
+
+	mux.HandleFunc("POST "+h.prefix+"/tenants/{tenant}/reconcile", h.reconcile)
 	mux.HandleFunc("GET "+h.prefix+"/style.css", serveCSS)
 	var out http.Handler = mux
 	out = http.NewCrossOriginProtection().Handler(out)
@@ -235,6 +244,39 @@ func (h *handler) tenant(w http.ResponseWriter, r *http.Request) (string, bool) 
 	return t, true
 }
 
+// reconcile asks the reconciler to run the tenant now (the first run after
+// sync is turned on is otherwise the next slot), then shows the page with
+// the run in progress.
+func (h *handler) reconcile(w http.ResponseWriter, r *http.Request) {
+	t, ok := h.tenant(w, r)
+	if !ok {
+		return
+	}
+	if h.d.Reconcile == nil {
+		h.message(w, http.StatusNotFound, "Not available", "This page cannot start runs of the nightly sync.")
+		return
+	}
+	if !h.formTokenValid(w, r, t) {
+		return
+	}
+	actor := sessionOf(r.Context()).actor
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	rep, err := h.d.Reconcile(ctx, t, runs.ControlRequest{By: "admin-page:" + actor})
+	if err != nil {
+		h.d.Log.Warn().Err(err).Str("tenant", t).Msg("run-now request failed")
+		h.message(w, http.StatusServiceUnavailable, "No run started",
+			"The nightly reconciler did not answer; check that it is running, then try again.")
+		return
+	}
+	if !rep.Accepted {
+		h.message(w, http.StatusConflict, "No run started", "The reconciler refused to start a run now: "+rep.Error+".")
+		return
+	}
+	h.d.Log.Info().Str("tenant", t).Str("actor", actor).Str("run_id", rep.RunID).Msg("nightly sync run started from the page")
+	http.Redirect(w, r, h.prefix+"/tenants/"+t+"?run="+rep.RunID+"#nightly-runs", http.StatusSeeOther)
+}
+
 // formTokenValid reads a posted form and checks its CSRF token; when either
 // fails it has answered the request.
 func (h *handler) formTokenValid(w http.ResponseWriter, r *http.Request, t string) bool {
@@ -319,6 +361,8 @@ func (h *handler) page(r *http.Request, t string, recheck bool) (tenantPage, err
 		Form:   formOf(st.Settings, st.Revision),
 		CSRF:   csrfToken(sess.creds.csrfKey, sess.actor, t, time.Now()),
 		Proof:  h.d.Proof != nil,
+		RunNow: h.d.Reconcile != nil && st.Settings.SyncEnabled,
+		RunID:  r.URL.Query().Get("run"),
 	}
 	if h.d.DLQ != nil {
 		if p.DeadLetters, err = tenantstatus.GroupDeadLetters(ctx, *h.d.DLQ, t); err != nil {

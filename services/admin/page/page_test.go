@@ -2,6 +2,7 @@ package page_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,9 +11,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"golang.org/x/net/html"
 
@@ -27,6 +30,8 @@ import (
 	"github.com/optout-sync/optout-sync/shared/platform/adminhttp"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
+
+	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
@@ -551,5 +556,73 @@ func TestAuthFromEnv(t *testing.T) {
 	page.AuthFromEnv(l)
 	if l.Err() == nil {
 		t.Fatal("a missing users file was accepted")
+	}
+}
+
+// "Run now" asks the reconciler (over its real control subject) for a run
+// of the tenant, as the admin, and shows the run started; a refusal says
+// why. It is offered only while sync is on.
+func TestRunNowAsksTheReconcilerForARun(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t)
+	var by []string
+	var mu sync.Mutex
+	refuse := false
+	u := newUI(t, func(d *page.Deps) {
+		d.Reconcile = func(ctx context.Context, tn string, req runs.ControlRequest) (runs.ControlReply, error) {
+			return runs.Request(ctx, nc, d.Status.Topology, tn, req)
+		}
+	})
+	sub, err := nc.Subscribe(u.p.Topology.ControlSubject(runs.ControlVerb, "acme"), func(m *nats.Msg) {
+		var req runs.ControlRequest
+		_ = json.Unmarshal(m.Data, &req)
+		mu.Lock()
+		by = append(by, req.By)
+		rep := runs.ControlReply{Tenant: "acme", Accepted: !refuse, RunID: "20260310T160000000Z-abcdef"}
+		if refuse {
+			rep = runs.ControlReply{Tenant: "acme", Code: runs.CodeBusy, Error: "run 20260310T160000000Z-abcdef of tenant acme is in progress"}
+		}
+		mu.Unlock()
+		data, _ := json.Marshal(rep)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	if body := u.get("/admin/tenants/acme"); strings.Contains(body, "Run now") {
+		t.Error("Run now is offered while sync is off")
+	}
+	if _, _, err := u.store.Update(u.ctx, "acme", func(s *tenant.Settings) error { s.SyncEnabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	body := u.get("/admin/tenants/acme")
+	if !strings.Contains(body, "Run now") {
+		t.Fatal("Run now is not offered with sync on")
+	}
+	v := url.Values{"csrf": {formValues(t, body).Get("csrf")}}
+	code, h, out := u.do("POST", "/admin/tenants/acme/reconcile", v, nil)
+	if code != http.StatusSeeOther || h.Get("Location") != "/admin/tenants/acme?run=20260310T160000000Z-abcdef#nightly-runs" {
+		t.Fatalf("run now: %d %v\n%s", code, h, out)
+	}
+	if after := u.get("/admin/tenants/acme?run=20260310T160000000Z-abcdef"); !strings.Contains(after, "Run 20260310T160000000Z-abcdef started") {
+		t.Error("the page does not say the run started")
+	}
+	mu.Lock()
+	refuse = true
+	mu.Unlock()
+	code, _, out = u.do("POST", "/admin/tenants/acme/reconcile", v, nil)
+	if code != http.StatusConflict || !strings.Contains(out, "is in progress") {
+		t.Errorf("refused run now: %d\n%s", code, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(by) != 2 || by[0] != "admin-page:alice" {
+		t.Errorf("requests by %v; want two by admin-page:alice", by)
+	}
+	// Without the form token nothing is asked.
+	if code, _, _ := u.do("POST", "/admin/tenants/acme/reconcile", url.Values{}, nil); code != http.StatusForbidden {
+		t.Errorf("run now without the form token: %d; want 403", code)
 	}
 }

@@ -42,6 +42,11 @@ type tenantPage struct {
 	// Retry what the last "Retry these" did.
 	DeadLetters []tenantstatus.DeadLetterGroup
 	Retry       *retryView
+
+	// RunNow offers "Run now" (sync on, and the page can ask the
+	// reconciler); RunID is the run it just started.
+	RunNow bool
+	RunID  string
 }
 
 // ErrorFor returns the problem with one form control, for its inline message.

@@ -24,7 +24,10 @@
 //	no id:                  parked (opted out) or nothing.
 //
 // Members of S no entry referred to are known to Salesforce only: recorded
-// as sf.<X> entries and announced to Sales Connect.
+// as sf.<X> entries and announced to Sales Connect; except a Contact a
+// Lead of the ledger was converted into (the engine finds them, Converted
+// classifies them): that person follows the conversion and is compared on
+// the Contact, as above.
 package diff
 
 import (
@@ -33,6 +36,7 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -70,6 +74,9 @@ const (
 	ApplyResubscribe
 	// Confirm: in both; the ledger records Salesforce's confirmation.
 	Confirm
+	// FollowConversion: the person's Lead was converted into the Contact
+	// ID; the entry only follows it (any other op carries FromLead).
+	FollowConversion
 )
 
 func (k OpKind) String() string {
@@ -82,6 +89,8 @@ func (k OpKind) String() string {
 		return "apply-resubscribe"
 	case Confirm:
 		return "confirm"
+	case FollowConversion:
+		return "follow-conversion"
 	}
 	return "unknown"
 }
@@ -92,7 +101,13 @@ type LedgerOp struct {
 	Key  string
 	ID   idset.ID
 	At   int64 // Salesforce's SystemModstamp, Unix ms (ApplyOptOut, RecordOptOut, ApplyResubscribe)
+	// FromLead, when set, is the converted Lead the entry points at: the
+	// entry follows the conversion to the Contact ID before the op applies.
+	FromLead idset.ID
 }
+
+// Follows reports whether op first follows a Lead's conversion.
+func (op LedgerOp) Follows() bool { return op.FromLead != idset.ID{} }
 
 // Lookup is a confirmed opt-out absent from the true-set, to be read by id.
 type Lookup struct {
@@ -124,6 +139,8 @@ type Classifier struct {
 	field  string
 	policy string
 	sf     *idset.Set
+	// converted are the persons Converted found, by key.
+	converted map[string]conversion
 }
 
 // New starts a diff of tenant's ledger against sf (the true-set of field).
@@ -180,9 +197,116 @@ func (c *Classifier) Add(key string, e optout.Entry) {
 	}
 }
 
-// Finish turns the true-set members no entry referred to into
-// known-to-Salesforce-only records.
+// UnreferencedContacts lists the Contacts of the true-set no entry
+// referred to (call before Finish): one may be a Lead the ledger knows,
+// converted (see Converted).
+func (c *Classifier) UnreferencedContacts() []idset.ID {
+	var out []idset.ID
+	c.sf.Unmarked(func(i int) {
+		if id, _ := c.sf.At(i); id.Type() == sfid.Contact {
+			out = append(out, id)
+		}
+	})
+	return out
+}
+
+// Converted classifies the person under key, whose entry e points at lead,
+// which Salesforce converted into contact (a member of the true-set no
+// entry referred to; call before Finish): the person follows the
+// conversion, as the push does, and is then compared on the Contact. The
+// person was already counted by Add when the Lead itself was in the
+// true-set; otherwise it is counted here, in the class the Contact puts it.
+func (c *Classifier) Converted(lead, contact idset.ID, key string, e optout.Entry) {
+	i, ok := c.sf.Find(contact)
+	if !ok || c.sf.Marked(i) || e.MergedInto != "" || !sameID(e.SalesforceID, lead) {
+		return
+	}
+	c.sf.Mark(i)
+	c.Counts.LeadsConverted++
+	_, leadInSF := c.sf.Find(lead)
+	_, mod := c.sf.At(i)
+	if c.converted == nil {
+		c.converted = map[string]conversion{}
+	}
+	c.converted[key] = conversion{op: LedgerOp{Key: key, ID: contact, FromLead: lead, At: mod},
+		wanted: e.Wanted(c.field), decided: e.DecidedAt.UnixMilli(), leadInSF: leadInSF}
+}
+
+// conversion is a person Converted found, applied to the plan by Finish.
+type conversion struct {
+	op       LedgerOp
+	wanted   bool
+	decided  int64
+	leadInSF bool
+	// What Add planned for the person against the Lead.
+	hadWrite, hadConfirm bool
+}
+
+// applyConversions replaces, in one pass over the plan, what Add planned
+// for the converted persons against their Leads with their ops on the
+// Contacts, and counts them in the class the Contact puts them.
+func (c *Classifier) applyConversions() {
+	if len(c.converted) == 0 {
+		return
+	}
+	c.Plan.SFWrites = slices.DeleteFunc(c.Plan.SFWrites, func(w SFWrite) bool {
+		cv, ok := c.converted[w.Key]
+		if ok {
+			cv.hadWrite = true
+			c.converted[w.Key] = cv
+		}
+		return ok
+	})
+	c.Plan.LedgerOps = slices.DeleteFunc(c.Plan.LedgerOps, func(o LedgerOp) bool {
+		cv, ok := c.converted[o.Key]
+		if ok && o.Kind == Confirm {
+			cv.hadConfirm = true
+			c.converted[o.Key] = cv
+		}
+		return ok
+	})
+	c.Plan.Lookups = slices.DeleteFunc(c.Plan.Lookups, func(l Lookup) bool { _, ok := c.converted[l.Key]; return ok })
+	for _, cv := range c.converted {
+		op := cv.op
+		switch {
+		case cv.wanted:
+			// Opted out on both sides once it points at the Contact, where
+			// its confirmation is recorded (following clears the Lead's).
+			if !cv.leadInSF {
+				if cv.hadWrite {
+					c.Counts.SalesConnectOnly--
+				}
+				c.Counts.InBoth++
+			}
+			if !cv.hadConfirm {
+				c.Counts.Unconfirmed++
+			}
+			op.Kind, op.At = Confirm, 0
+		case op.At > cv.decided:
+			if !cv.leadInSF {
+				c.Counts.SalesforceOnly++
+			}
+			op.Kind = ApplyOptOut
+		default:
+			if !cv.leadInSF {
+				c.Counts.ResubscribedInSalesConnect++
+			}
+			op.Kind, op.At = FollowConversion, 0
+		}
+		c.Plan.LedgerOps = append(c.Plan.LedgerOps, op)
+	}
+	c.converted = nil
+}
+
+func sameID(s string, id idset.ID) bool {
+	k, err := idset.Parse(s)
+	return err == nil && k == id
+}
+
+// Finish applies the conversions found, then turns the true-set members no
+// entry referred to into known-to-Salesforce-only records.
 func (c *Classifier) Finish() {
+	c.applyConversions()
 	c.sf.Unmarked(func(i int) {
 		id, mod := c.sf.At(i)
 		c.Counts.KnownToSalesforceOnly++

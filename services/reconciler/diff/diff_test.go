@@ -139,3 +139,48 @@ func TestDuplicateEntriesWriteOnce(t *testing.T) {
 		t.Fatalf("writes %d records %d; want 2 entries, 1 record", len(c.Plan.SFWrites), c.Plan.SFRecords())
 	}
 }
+
+// A person the ledger knows by a Lead Salesforce converted is compared on
+// the Contact it became: an opted-out person's write to the Lead gives way
+// to a confirmation on the Contact, a subscribed person opted out on the
+// Contact since gets the opt-out; neither Contact is taken for a new person.
+func TestAConvertedLeadIsComparedOnItsContact(t *testing.T) {
+	lead := func(n int) idset.ID { return idset.MustParse("00Q000000" + string(rune('0'+n)) + "00AAA") }
+	var b idset.Builder
+	b.Add(id(1), t1.UnixMilli()) // the Contact of Lead 1 (opted out in Sales Connect, not yet written)
+	b.Add(id(2), t1.UnixMilli()) // the Contact of Lead 2, opted out in Salesforce after the decision
+	b.Add(id(3), t1.UnixMilli()) // a Contact nobody knows
+	c := diff.New("acme", tenant.StandardField, tenant.PolicyOptOutWins, b.Build())
+	pending := optout.Entry{Tenant: "acme", SalesforceID: lead(1).String(), OptedOut: true, DecidedAt: t0, State: optout.StatePending}
+	subscribed := optout.Entry{Tenant: "acme", SalesforceID: lead(2).String(), DecidedAt: t0, State: optout.StateSynced}
+	c.Add("acme.sc.one", pending)
+	c.Add("acme.sc.two", subscribed)
+	if got := c.UnreferencedContacts(); len(got) != 3 {
+		t.Fatalf("unreferenced Contacts %v; want all three", got)
+	}
+	c.Converted(lead(1), id(1), "acme.sc.one", pending)
+	c.Converted(lead(2), id(2), "acme.sc.two", subscribed)
+	c.Finish()
+	c.Resolve(func(idset.ID) (diff.Found, bool) { return diff.Found{}, false })
+
+	want := runs.Counts{SalesforceOptOuts: 3, LedgerEntries: 2, LedgerOptOuts: 1, InBoth: 1, Unconfirmed: 1, SalesforceOnly: 1, KnownToSalesforceOnly: 1, LeadsConverted: 2}
+	if c.Counts != want {
+		t.Errorf("counts\n got %+v\nwant %+v", c.Counts, want)
+	}
+	if len(c.Plan.SFWrites) != 0 {
+		t.Errorf("Salesforce writes %+v; want none (the Lead's write gives way to the Contact's opt-out)", c.Plan.SFWrites)
+	}
+	ops := map[string]diff.LedgerOp{}
+	for _, op := range c.Plan.LedgerOps {
+		ops[op.Key] = op
+	}
+	if op := ops["acme.sc.one"]; op.Kind != diff.Confirm || op.ID != id(1) || op.FromLead != lead(1) || !op.Follows() {
+		t.Errorf("op of person one %+v; want a confirmation on Contact 1 after following Lead 1", op)
+	}
+	if op := ops["acme.sc.two"]; op.Kind != diff.ApplyOptOut || op.ID != id(2) || op.FromLead != lead(2) || op.At != t1.UnixMilli() {
+		t.Errorf("op of person two %+v; want the opt-out applied on Contact 2 after following Lead 2", op)
+	}
+	if op, ok := ops["acme."+"sf."+id(3).String()]; ok && op.Kind != diff.RecordOptOut {
+		t.Errorf("op of the unknown Contact %+v", op)
+	}
+}

@@ -122,9 +122,11 @@ func (f runFence) CheckFence(ctx context.Context) error {
 }
 
 // Hooks are seams for tests: At is called at named points of a run
-// ("after-read", "after-diff", "before-ledger-batch", "before-sf-batch",
-// "before-finish", and "interrupted" when an attempt stops unfinished) so a
-// test can pause or crash the run there.
+// ("after-read", "after-diff", "before-ledger-batch", "before-applied",
+// "before-ledger-write", "before-sf-batch", "after-sf-call" (the call
+// answered, its outcomes not yet recorded), "before-finish", and
+// "interrupted" when an attempt stops unfinished) so a test can pause or
+// crash the run there.
 type Hooks struct {
 	At func(ctx context.Context, point string)
 }
@@ -205,6 +207,10 @@ type run struct {
 	rep          runs.Report
 	diffComplete bool
 	failures     int
+	// inFlight is the batch being written (saved with the checkpoint);
+	// resumed is the one an interrupted attempt left uncounted.
+	inFlight *runs.InFlight
+	resumed  *runs.InFlight
 }
 
 // Run carries out job under its lease and returns the run's report. A nil
@@ -258,6 +264,7 @@ func (r *run) init(span trace.Span) {
 		r.diffComplete = cp.DiffComplete
 		r.failures = cp.Failures
 		r.prior = cp.Report.API
+		r.resumed = cp.InFlight
 	} else {
 		r.rep = runs.Report{
 			RunID: j.RunID, Tenant: j.Tenant, DryRun: j.DryRun, Trigger: j.Trigger,
@@ -335,7 +342,10 @@ func (r *run) enter(ctx context.Context, p runs.Phase) error {
 func (r *run) save(ctx context.Context, retryAt time.Time, lastErr string) error {
 	rep := r.report()
 	r.mu.Lock()
-	cp := runs.Checkpoint{Report: rep, DiffComplete: r.diffComplete, RetryAt: retryAt, Failures: r.failures, LastError: lastErr}
+	cp := runs.Checkpoint{Report: rep, DiffComplete: r.diffComplete, RetryAt: retryAt, Failures: r.failures, LastError: lastErr, InFlight: r.inFlight}
+	if cp.InFlight == nil {
+		cp.InFlight = r.resumed // not yet counted by this attempt either
+	}
 	r.mu.Unlock()
 	if err := r.e.Runs.SaveCheckpoint(ctx, cp); err != nil {
 		return fmt.Errorf("save checkpoint: %w", err)
@@ -386,6 +396,9 @@ func (r *run) do(ctx context.Context) error {
 		return r.finish(ctx, runs.StatusFailed, fmt.Sprintf("gave up after %d transient failures in a row; last: %v", r.failures, err))
 	}
 	wait := r.e.Cfg.RetryBackoff << min(r.failures-1, 5)
+	// This attempt is alive and counted what it wrote of its last batch:
+	// the attempt that resumes must not count it again.
+	r.setInFlight(nil)
 	if serr := r.save(context.WithoutCancel(ctx), r.e.now().Add(wait), err.Error()); serr != nil {
 		return fmt.Errorf("%w: %w (and %w)", ErrInterrupted, err, serr)
 	}
@@ -411,6 +424,9 @@ func (r *run) finish(ctx context.Context, status runs.Status, reason string) err
 	now := r.e.now()
 	r.update(func(rep *runs.Report) {
 		rep.Status, rep.Reason, rep.Phase = status, reason, runs.PhaseDone
+		// A run that never finished its diff knows nothing of what
+		// remains: it says so rather than "0 remain".
+		rep.NotCompared = !r.diffComplete
 		rep.FinishedAt = now
 		rep.DurationSeconds = now.Sub(rep.StartedAt).Seconds()
 	})
@@ -439,6 +455,8 @@ func (r *run) finish(ctx context.Context, status runs.Status, reason string) err
 		Int64("in_both", rep.Counts.InBoth).Int64("sales_connect_only", rep.Counts.SalesConnectOnly).
 		Int64("salesforce_only", rep.Counts.SalesforceOnly).Int64("known_to_salesforce_only", rep.Counts.KnownToSalesforceOnly).
 		Int64("salesforce_written", rep.Writes.SalesforceWritten).Int64("ledger_written", rep.Writes.LedgerWritten).
+		Int64("ledger_confirmations", rep.Writes.LedgerConfirmations).Int64("events_published", rep.Writes.EventsPublished).
+		Bool("not_compared", rep.NotCompared).
 		Int64("api_spent", rep.API.Spent).Float64("duration_s", rep.DurationSeconds).Msg("reconcile run finished")
 	return nil
 }

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -193,4 +195,39 @@ func TestAPIBudgetStopsAReadAtTheLimit(t *testing.T) {
 		t.Fatalf("next run %s (%s)", next.Status, next.Reason)
 	}
 	s.CheckFinal()
+}
+
+// A run stopped by its budget before it had read Salesforce could not
+// compare: its report says "not compared" wherever it would say what
+// remains, never 0; a run stopped after comparing says what remains.
+func TestABudgetStopBeforeTheReadSaysNotCompared(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	h.Seed("acme", false, tenant.PolicyOptOutWins)
+	org := h.Org("acme")
+	org.SetDailyAPILimit(1000)
+	org.SetAPIUsage(975) // a budget of 4: spent before the read ends
+	svc := h.replica(recontest.ReplicaOpts{Name: "replica-a", Cfg: func(c *engine.Config) { c.Read.Mode = "soql" }})
+	rep := h.runNow(svc, "acme", false)
+	if rep.Status != runs.StatusStoppedBudget {
+		t.Fatalf("report %s (%s); want stopped by the budget", rep.Status, rep.Reason)
+	}
+	if !rep.NotCompared {
+		t.Error("report of a run stopped while reading is not marked notCompared")
+	}
+	for what, got := range map[string]string{"remaining": runview.Remaining(rep), "compared": runview.Compared(rep),
+		"planned": runview.Planned(rep), "written": runview.Written(rep)} {
+		if !strings.Contains(got, "not compared") || strings.Contains(got, "remaining 0") {
+			t.Errorf("%s says %q; want \"not compared\"", what, got)
+		}
+	}
+
+	org.SetAPIUsage(960) // enough to compare, not to write everything
+	cmp := h.runNow(h.replica(recontest.ReplicaOpts{Name: "replica-b", Cfg: func(c *engine.Config) { c.Read.Mode = "soql"; c.WriteBatch = 1 }}), "acme", false)
+	if cmp.NotCompared || cmp.Status != runs.StatusStoppedBudget || cmp.Writes.Remaining == 0 {
+		t.Fatalf("second run %s (%s), notCompared %t, writes %+v; want stopped by the budget after comparing, with changes left", cmp.Status, cmp.Reason, cmp.NotCompared, cmp.Writes)
+	}
+	if got, want := runview.Remaining(cmp), fmt.Sprint(cmp.Writes.Remaining); got != want {
+		t.Errorf("remaining after comparing = %q; want %q", got, want)
+	}
 }

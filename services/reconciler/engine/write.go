@@ -43,6 +43,12 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The batch is recorded as in flight first: an attempt stopped in
+		// its middle cannot count it, the one that resumes does.
+		r.setInFlight(r.ledgerInFlight(batch))
+		if err := r.save(ctx, time.Time{}, ""); err != nil {
+			return err
+		}
 		bctx, span := r.e.tracer().Start(ctx, "reconcile.write_ledger_batch", traceAttrs(attribute.Int("reconcile.changes", len(batch))))
 		err := each(bctx, r.e.Cfg.LedgerWorkers, batch, r.applyOp)
 		endSpan(span, err)
@@ -50,11 +56,38 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 			return err
 		}
 		// Recorded at once, so a resumed attempt reports this batch too.
+		r.setInFlight(nil)
 		if err := r.save(ctx, time.Time{}, ""); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (r *run) setInFlight(f *runs.InFlight) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inFlight = f
+}
+
+// ledgerInFlight names a Sales Connect batch's writes and the events its
+// changes announce.
+func (r *run) ledgerInFlight(batch []diff.LedgerOp) *runs.InFlight {
+	f := &runs.InFlight{Side: runs.SideSalesConnect, Ops: make([]runs.InFlightOp, len(batch))}
+	for i, op := range batch {
+		f.Ops[i] = runs.InFlightOp{Key: op.Key, SalesforceID: op.ID.String()}
+		if op.Kind != diff.Confirm && op.Kind != diff.FollowConversion {
+			f.Ops[i].EventID = eventID(r.job.Tenant, op.ID, opAction(op.Kind), op.At)
+		}
+	}
+	return f
+}
+
+func opAction(k diff.OpKind) optoutv1.Action {
+	if k == diff.ApplyResubscribe {
+		return optoutv1.Action_RESUBSCRIBE
+	}
+	return optoutv1.Action_UNSUBSCRIBE
 }
 
 // observation is what op learnt from Salesforce, as the state machine
@@ -67,6 +100,21 @@ func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Obse
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	e := r.e
 	field := r.field
+	if op.Follows() {
+		// The Lead was converted: the person follows it to the Contact
+		// first, the way every writer does (sfwrite.FollowConversion).
+		res, err := sfwrite.FollowConversion(ctx, r.ledger, op.Key, op.FromLead.String(), op.ID.String())
+		if err != nil {
+			r.update(func(rep *runs.Report) { rep.Writes.LedgerFailed++ })
+			return fmt.Errorf("follow Lead %s to Contact %s: %w", op.FromLead, op.ID, err)
+		}
+		if res.Changed {
+			r.update(func(rep *runs.Report) { rep.Writes.LeadsFollowed++ })
+		}
+		if op.Kind == diff.FollowConversion {
+			return nil
+		}
+	}
 	if op.Kind == diff.Confirm {
 		e.hook(ctx, "before-ledger-write")
 		res, err := r.ledger.Update(ctx, op.Key, optout.ObservedStep(op.ID.String(), field, true))
@@ -75,16 +123,16 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 			return err
 		}
 		if res.Changed {
-			r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
+			r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++; rep.Writes.LedgerConfirmations++ })
 			e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 		}
 		return nil
 	}
 	value := op.Kind != diff.ApplyResubscribe
-	action := optoutv1.Action_UNSUBSCRIBE
+	action := opAction(op.Kind)
 	reason := "Salesforce shows " + field + " true (nightly reconcile)"
 	if !value {
-		action, reason = optoutv1.Action_RESUBSCRIBE, "Salesforce cleared "+field+" after the opt-out (latest-wins, nightly reconcile)"
+		reason = "Salesforce cleared " + field + " after the opt-out (latest-wins, nightly reconcile)"
 	}
 	evID := eventID(r.job.Tenant, op.ID, action, op.At)
 	o := r.observation(op, evID, value)
@@ -102,14 +150,14 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	if !changed {
 		return nil
 	}
-	if next.DecidedBy == evID && (!exists || cur.OptedOut != value) {
+	announce := next.DecidedBy == evID && (!exists || cur.OptedOut != value)
+	if announce {
 		e.hook(ctx, "before-applied")
-		stored, err := r.publishApplied(ctx, evID, op.ID, cur.SalesConnectID, action, op.At, reason)
-		if err != nil {
+		// A duplicate is this change's event published by an attempt
+		// stopped before the entry was written: it is counted below, with
+		// the entry, once.
+		if _, err := r.publishApplied(ctx, evID, op.ID, cur.SalesConnectID, action, op.At, reason); err != nil {
 			return err
-		}
-		if stored {
-			r.update(func(rep *runs.Report) { rep.Writes.EventsPublished++ })
 		}
 	}
 	e.hook(ctx, "before-ledger-write")
@@ -119,7 +167,12 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 		return err
 	}
 	if res.Changed {
-		r.update(func(rep *runs.Report) { rep.Writes.LedgerWritten++ })
+		r.update(func(rep *runs.Report) {
+			rep.Writes.LedgerWritten++
+			if announce {
+				rep.Writes.EventsPublished++
+			}
+		})
 		e.Metrics.write(ctx, r.job.Tenant, "ledger", op.Kind.String(), 1)
 	}
 	return nil
@@ -167,7 +220,8 @@ func (r *run) writeSalesforce(ctx, sfctx context.Context, writes []diff.SFWrite)
 			return fmt.Errorf("%w before writing %d records", budget.ErrExhausted, left)
 		}
 		// The checkpoint is written before each call (the protocol checks
-		// the writer's fence right before it).
+		// the writer's fence right before it), naming the batch in flight.
+		r.setInFlight(sfInFlight(batch))
 		if err := r.save(ctx, time.Time{}, ""); err != nil {
 			return err
 		}
@@ -179,12 +233,21 @@ func (r *run) writeSalesforce(ctx, sfctx context.Context, writes []diff.SFWrite)
 			return err
 		}
 		// Recorded at once, so a resumed attempt reports these writes too.
+		r.setInFlight(nil)
 		if err := r.save(ctx, time.Time{}, ""); err != nil {
 			return err
 		}
 	}
 	r.update(func(rep *runs.Report) { rep.Writes.Remaining = 0 })
 	return nil
+}
+
+func sfInFlight(batch []sfTarget) *runs.InFlight {
+	f := &runs.InFlight{Side: runs.SideSalesforce, Ops: make([]runs.InFlightOp, len(batch))}
+	for i, t := range batch {
+		f.Ops[i] = runs.InFlightOp{SalesforceID: t.id.String()}
+	}
+	return f
 }
 
 // reread keeps the persons whose entries still want the opt-out written
@@ -236,26 +299,60 @@ func (r *run) reread(ctx context.Context, batch []sfTarget) ([]*sfwrite.Person, 
 // call loop (WriteAttempts), and a write that still fails is recorded as
 // unconfirmed, the person left dirty for the push.
 func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
+	// A Lead converted since the diff is refused by Salesforce and the
+	// protocol follows the person to its Contact, which a second round
+	// writes now, as the push's next round would.
+	for round := 1; round <= 2 && len(batch) > 0; round++ {
+		next, err := r.writeRound(ctx, batch, round == 2)
+		if err != nil {
+			return err
+		}
+		batch = next
+	}
+	return nil
+}
+
+// writeRound writes one round of a batch and returns the persons followed
+// from a converted Lead to its Contact (to write next), unless last.
+func (r *run) writeRound(ctx context.Context, batch []sfTarget, last bool) ([]sfTarget, error) {
 	people, err := r.reread(ctx, batch)
 	if err != nil || len(people) == 0 {
-		return err
+		return nil, err
 	}
 	cfg := sfwrite.Config{
 		Field: r.field, ClaimTTL: r.e.Cfg.ClaimTTL, Now: r.e.now, Workers: r.e.Cfg.LedgerWorkers,
 		Attempts: r.e.Cfg.WriteAttempts, AttemptBackoff: r.e.Cfg.WriteBackoff,
 		Final: func(err error) bool { return errors.Is(err, budget.ErrExhausted) },
+		// A seam for tests: the call is made, its outcomes not yet recorded.
+		Timed: func(stage string, _ time.Duration) {
+			if stage == sfwrite.StageWrite {
+				r.e.hook(ctx, "after-sf-call")
+			}
+		},
 	}
 	rep, err := sfwrite.Batch(budget.WithKind(ctx, budget.Write), cfg, r.ledger, r.client, people)
 	// Counted per record (persons of one record share its write).
 	okIDs, failedIDs := map[string]bool{}, map[string]bool{}
-	var ledgerWritten, ledgerFailed int64
+	var ledgerWritten, confirmed, ledgerFailed, followed int64
 	var recordErr error
+	var next []sfTarget
 	for i, o := range rep.Outcomes {
 		id := people[i].At.Entry.SalesforceID
 		switch o.Kind {
 		case sfwrite.Confirmed:
 			okIDs[id] = true
-		case sfwrite.Unconfirmed, sfwrite.Converted:
+		case sfwrite.Converted:
+			followed++
+			t, ok, err := r.followed(ctx, people[i].Key)
+			if err != nil && recordErr == nil {
+				recordErr = err
+			}
+			if !ok || last {
+				failedIDs[id] = true
+				break
+			}
+			next = append(next, t)
+		case sfwrite.Unconfirmed:
 			failedIDs[id] = true
 		case sfwrite.LedgerFailed:
 			ledgerFailed++
@@ -265,6 +362,9 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 		}
 		if o.Changed {
 			ledgerWritten++
+			if o.Kind == sfwrite.Confirmed || o.Kind == sfwrite.FoundSet {
+				confirmed++
+			}
 		}
 	}
 	ok, failed := int64(len(okIDs)), int64(len(failedIDs))
@@ -272,14 +372,33 @@ func (r *run) writeBatch(ctx context.Context, batch []sfTarget) error {
 		rep.Writes.SalesforceWritten += ok
 		rep.Writes.SalesforceFailed += failed
 		rep.Writes.LedgerWritten += ledgerWritten
+		rep.Writes.LedgerConfirmations += confirmed
 		rep.Writes.LedgerFailed += ledgerFailed
+		rep.Writes.LeadsFollowed += followed
 	})
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "written", ok)
 	r.e.Metrics.write(ctx, r.job.Tenant, "salesforce", "failed", failed)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return recordErr
+	return next, recordErr
+}
+
+// followed is the write due for a person the protocol just followed from
+// a converted Lead to its Contact.
+func (r *run) followed(ctx context.Context, key string) (sfTarget, bool, error) {
+	it, err := r.e.Ledger.Get(ctx, key)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return sfTarget{}, false, nil
+	}
+	if err != nil {
+		return sfTarget{}, false, err
+	}
+	id, err := idset.Parse(it.Entry.SalesforceID)
+	if err != nil {
+		return sfTarget{}, false, nil
+	}
+	return sfTarget{id: id, keys: []string{key}, why: diff.SalesConnectOnly}, true, nil
 }
 
 func sameID(s string, id idset.ID) bool {

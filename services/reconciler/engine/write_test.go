@@ -89,8 +89,9 @@ func TestARunWhoseWriteLandsUnansweredLeavesTheMarkOurs(t *testing.T) {
 
 // A run whose write meets a Lead converted since Sales Connect learnt of it
 // follows the conversion, as the push does (one write protocol): the person
-// now points at the Contact the Lead became, where its opt-out is written
-// next, and the Lead's write counts as not made.
+// now points at the Contact the Lead became, and the same run writes the
+// opt-out there (the push's next round would), so the record planned is
+// written.
 func TestARunFollowsALeadConvertedBeforeItsWrite(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "acme")
@@ -109,14 +110,17 @@ func TestARunFollowsALeadConvertedBeforeItsWrite(t *testing.T) {
 	if rep.Status != runs.StatusSucceeded {
 		t.Fatalf("run %s (%s); want it to succeed", rep.Status, rep.Reason)
 	}
-	if w := rep.Writes; w.SalesforceWritten != 0 || w.SalesforceFailed != 1 {
-		t.Fatalf("writes %+v; want the Lead's write counted as not made", w)
+	if w := rep.Writes; w.SalesforceWritten != 1 || w.SalesforceFailed != 0 || w.LeadsFollowed != 1 {
+		t.Fatalf("writes %+v; want the person followed to the Contact and the Contact written", w)
 	}
 	e, _ := h.Entry(key)
 	if e.SalesforceID != contact.ID || e.ObjectType != "Contact" {
 		t.Fatalf("entry points at %s %s; want the Contact %s the Lead became", e.ObjectType, e.SalesforceID, contact.ID)
 	}
-	if v, due := e.Target(optout.StandardField); !v || !due {
-		t.Fatalf("Target = (%t, %t); want the Contact's opt-out due", v, due)
+	if v, due := e.Target(optout.StandardField); !v || due || e.Confirmed == nil || !*e.Confirmed {
+		t.Fatalf("Target = (%t, %t), confirmed %v; want the Contact's opt-out written and confirmed", v, due, e.Confirmed)
+	}
+	if r, _ := h.Org("acme").Get(contact.ID); !r.HasOptedOutOfEmail {
+		t.Fatal("the Contact is not opted out in Salesforce after the run")
 	}
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
-	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -21,7 +21,7 @@ import (
 func serve(h *harness, svc *service.Service, clock *recontest.FakeClock, tenants ...string) {
 	h.T.Helper()
 	for _, tn := range tenants {
-		c, err := schedule.Parse(h.Cache.Get(tn))
+		c, err := schedule.Parse(h.Cache.Get(tn).ScheduleTime, h.Cache.Get(tn).ScheduleZone)
 		if err != nil {
 			h.T.Fatal(err)
 		}

@@ -26,9 +26,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 	"github.com/optout-sync/optout-sync/shared/platform/telemetry"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
@@ -146,8 +146,9 @@ type candidate struct {
 }
 
 // RunDue starts (in the background) every run that is due at Now: each
-// sync-enabled tenant whose latest slot has not been claimed, and each
-// interrupted run whose retry time has come.
+// sync-enabled tenant whose latest slot has not been claimed and was not
+// before sync was turned on (schedule.NextRun), and each interrupted run
+// whose retry time has come.
 func (s *Service) RunDue(ctx context.Context) error {
 	s.init()
 	now := s.now()
@@ -169,18 +170,18 @@ func (s *Service) RunDue(ctx context.Context) error {
 		if !st.SyncEnabled || unfinished[t] {
 			continue
 		}
-		clock, err := schedule.Parse(st)
+		clock, err := schedule.Parse(st.ScheduleTime, st.ScheduleZone)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", t, err))
 			continue
 		}
-		slot := clock.Latest(now)
 		claim, err := s.Runs.Slot(ctx, t)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if slot.After(claim.Slot) {
+		// A slot from before sync was turned on is never caught up.
+		if slot, due := schedule.NextRun(clock, claim.Slot, st.SyncSince, now); due {
 			cands = append(cands, candidate{tenant: t, slot: slot})
 		}
 	}

@@ -316,3 +316,37 @@ func Lookup(ctx context.Context, c sfcreds.Client, field string, ids []idset.ID,
 	}
 	return nil
 }
+
+// convertedChunk bounds the ids of one ConvertedInto query: about 11 KB
+// of URL-encoded SOQL, under the 16 KB a GET query allows.
+const convertedChunk = 400
+
+// ConvertedInto finds, for Contacts, the Leads converted into them
+// (Lead.ConvertedContactId), so a person the ledger knows by a Lead id is
+// followed to its Contact (issue 22) rather than taken for a stranger.
+func ConvertedInto(ctx context.Context, c sfcreds.Client, contacts []idset.ID, fn func(lead, contact idset.ID)) error {
+	ctx = budget.WithKind(ctx, budget.Lookup)
+	for start := 0; start < len(contacts); start += convertedChunk {
+		chunk := contacts[start:min(start+convertedChunk, len(contacts))]
+		quoted := make([]string, len(chunk))
+		for i, id := range chunk {
+			quoted[i] = "'" + id.String() + "'"
+		}
+		soql := "SELECT Id, ConvertedContactId FROM Lead WHERE IsConverted = true AND ConvertedContactId IN (" + strings.Join(quoted, ",") + ")"
+		for rec, err := range c.Query(ctx, soql) {
+			if err != nil {
+				return fmt.Errorf("find Leads converted into %d Contacts: %w", len(chunk), err)
+			}
+			lead, err := idset.Parse(rec.ID)
+			if err != nil {
+				return fmt.Errorf("converted Lead: malformed id from Salesforce: %w", err)
+			}
+			contact, err := idset.Parse(rec.String("ConvertedContactId"))
+			if err != nil {
+				return fmt.Errorf("converted Lead %s: malformed ConvertedContactId from Salesforce: %w", rec.ID, err)
+			}
+			fn(lead, contact)
+		}
+	}
+	return nil
+}

@@ -518,11 +518,21 @@ func (b *batchRun) followConversion(ctx context.Context, p *Person) {
 			Message: "converted lead has no ConvertedContactId", Class: salesforce.PermanentRecord})
 		return
 	}
-	if _, err := b.w.Update(ctx, p.Key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID)); err != nil {
+	if _, err := FollowConversion(ctx, b.w, p.Key, leadID, contactID); err != nil {
 		b.set(p, Outcome{Kind: LedgerFailed, Cause: fmt.Errorf("record a Lead conversion: %w", err), Wait: b.wait(1, nil)})
 		return
 	}
 	b.set(p, Outcome{Kind: Converted})
+}
+
+// FollowConversion records that the person under key, whose Lead leadID
+// was converted into the Contact contactID, now points at the Contact (the
+// state machine's ConversionStep; both ids stay aliases of the person, so
+// the Lead's later events reach it). It is the one way every writer follows
+// a conversion: the push and the reconcile's writes when Salesforce refuses
+// a converted Lead, the nightly run when it finds the Contact opted out.
+func FollowConversion(ctx context.Context, w Ledger, key, leadID, contactID string) (ledger.Result, error) {
+	return w.Update(ctx, key, optout.ConversionStep(leadID, contactID), ledger.Alias(contactID, leadID))
 }
 
 // CodeOf is a failure's Salesforce code, "error" when it has none.

@@ -100,6 +100,12 @@ func (l *Ledger) resolve(ctx context.Context, tenant, salesConnectID, salesforce
 	return optout.Key(tenant, "", salesforceID), nil
 }
 
+// KeyOf returns the key of the person a Salesforce id is linked to (its
+// alias), ok false when no person is.
+func (l *Ledger) KeyOf(ctx context.Context, tenant, salesforceID string) (key string, ok bool, err error) {
+	return l.aliasOf(ctx, tenant, salesforceID)
+}
+
 func aliasKey(tenant, salesforceID string) string { return tenant + "." + salesforceID }
 
 func (l *Ledger) aliasOf(ctx context.Context, tenant, salesforceID string) (string, bool, error) {

@@ -149,19 +149,41 @@ type Counts struct {
 	// MissingInSalesforce: confirmed true, and the record can no longer be
 	// read (deleted, merged, no access). Never reverted by absence.
 	MissingInSalesforce int64 `json:"missingInSalesforce"`
+
+	// LeadsConverted: persons the ledger knew by a Lead that Salesforce
+	// converted into a Contact of the true-set; followed to the Contact (as
+	// the push follows them) and compared there, never taken for a new
+	// person known to Salesforce only.
+	LeadsConverted int64 `json:"leadsConverted"`
 }
 
 // Writes are the changes a run made, or, for a dry run, planned.
 type Writes struct {
 	// Planned changes, from the diff (what a dry run would have done).
 	PlannedSalesforce   int64 `json:"plannedSalesforce"`   // records to set true
-	PlannedSalesConnect int64 `json:"plannedSalesConnect"` // ledger entries (with events) to change
-	// Made.
+	PlannedSalesConnect int64 `json:"plannedSalesConnect"` // ledger entries to write
+	// PlannedConfirmations: of PlannedSalesConnect, the entries that only
+	// record Salesforce's confirmation of an opt-out both sides hold (no
+	// change, no event); the rest are changes, each announced by an event.
+	PlannedConfirmations int64 `json:"plannedConfirmations"`
+	// Made, by every attempt of the run: an attempt interrupted in the
+	// middle of a batch has its batch counted by the attempt that resumes
+	// it (Checkpoint.InFlight), so written + failed + remaining = planned.
 	SalesforceWritten int64 `json:"salesforceWritten"`
 	SalesforceFailed  int64 `json:"salesforceFailed"`
-	LedgerWritten     int64 `json:"ledgerWritten"`
-	LedgerFailed      int64 `json:"ledgerFailed"`
-	EventsPublished   int64 `json:"eventsPublished"`
+	// LedgerWritten counts every ledger entry the run wrote, of which
+	// LedgerConfirmations only recorded Salesforce's confirmation (of an
+	// opt-out in both, or of the run's own Salesforce write).
+	LedgerWritten       int64 `json:"ledgerWritten"`
+	LedgerConfirmations int64 `json:"ledgerConfirmations"`
+	LedgerFailed        int64 `json:"ledgerFailed"`
+	// EventsPublished: the changes announced to Sales Connect on
+	// optout.v1.applied (one per change written, whichever attempt
+	// published it).
+	EventsPublished int64 `json:"eventsPublished"`
+	// LeadsFollowed: ledger entries moved from a converted Lead to its
+	// Contact (by the diff's finding, or by a write Salesforce refused).
+	LeadsFollowed int64 `json:"leadsFollowed"`
 	// EventsFolded: Sales Connect events the pusher had not folded yet (it
 	// was down or behind) that the run folded into the ledger first.
 	EventsFolded int64 `json:"eventsFolded,omitempty"`
@@ -169,7 +191,8 @@ type Writes struct {
 	// incomplete); a run that writes folds them all first.
 	EventsWaiting int64 `json:"eventsWaiting,omitempty"`
 	// Remaining: planned changes this run did not get to (budget, guard,
-	// dry run); the next run recomputes and makes them.
+	// dry run); the next run recomputes and makes them. Meaningless when
+	// the report is NotCompared (nothing was planned): never read it as 0.
 	Remaining int64 `json:"remaining"`
 }
 
@@ -219,10 +242,14 @@ type Report struct {
 	FinishedAt      time.Time `json:"finishedAt,omitzero"`
 	DurationSeconds float64   `json:"durationSeconds"`
 
-	Counts Counts `json:"counts"`
-	Writes Writes `json:"writes"`
-	API    API    `json:"api"`
-	Guard  *Guard `json:"guard,omitempty"`
+	// NotCompared: the run ended (budget, failure) before it had compared
+	// both sides, so Counts are partial and nothing is known of what
+	// remains: not "0 changes remain".
+	NotCompared bool   `json:"notCompared,omitempty"`
+	Counts      Counts `json:"counts"`
+	Writes      Writes `json:"writes"`
+	API         API    `json:"api"`
+	Guard       *Guard `json:"guard,omitempty"`
 
 	// Attempts is 1, plus one per resumption after an interruption.
 	Attempts int `json:"attempts"`
@@ -247,6 +274,35 @@ type Checkpoint struct {
 	Failures  int       `json:"failures,omitempty"`
 	LastError string    `json:"lastError,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt"`
+	// InFlight is the batch being written when this checkpoint was saved:
+	// an attempt that stops in its middle has not counted it; the attempt
+	// that resumes counts what of it was written.
+	InFlight *InFlight `json:"inFlight,omitempty"`
+}
+
+// InFlight is a batch of writes started and not yet counted.
+type InFlight struct {
+	// Side is "salesforce" or "sales_connect".
+	Side string `json:"side"`
+	// Ops are the batch's ledger writes (Sales Connect side) or the
+	// records written (Salesforce side).
+	Ops []InFlightOp `json:"ops"`
+}
+
+// The sides of an InFlight batch.
+const (
+	SideSalesforce   = "salesforce"
+	SideSalesConnect = "sales_connect"
+)
+
+// InFlightOp is one write of an in-flight batch.
+type InFlightOp struct {
+	Key string `json:"key,omitempty"` // the ledger entry
+	// SalesforceID is the record (Salesforce side).
+	SalesforceID string `json:"salesforceId,omitempty"`
+	// EventID is the applied event a Sales Connect change announces; empty
+	// for a confirmation.
+	EventID string `json:"eventId,omitempty"`
 }
 
 // FenceRecord is the newest fencing token of a tenant.

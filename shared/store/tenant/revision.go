@@ -35,6 +35,14 @@ func (st Store) PutIfRevision(ctx context.Context, s Settings, rev uint64) (uint
 	if err := s.Validate(); err != nil {
 		return 0, fmt.Errorf("tenant settings: %w", err)
 	}
+	prev, cur, err := st.GetRevision(ctx, s.Tenant)
+	if err != nil {
+		return 0, err
+	}
+	if cur != rev {
+		return 0, ErrChanged
+	}
+	s.stampSync(prev, rev != 0, st.now())
 	data, err := json.Marshal(s)
 	if err != nil {
 		return 0, err
@@ -64,10 +72,12 @@ func (st Store) Update(ctx context.Context, tenant string, fn func(*Settings) er
 				return nil, false, inner
 			}
 		}
+		prev := s
 		if inner = fn(&s); inner != nil {
 			return nil, false, inner
 		}
 		s.Tenant = tenant
+		s.stampSync(prev, c.Exists, st.now())
 		if err := s.Validate(); err != nil {
 			inner = fmt.Errorf("tenant settings: %w", err)
 			return nil, false, inner

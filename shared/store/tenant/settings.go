@@ -50,6 +50,26 @@ type Settings struct {
 	ScheduleTime   string `json:"scheduleTime"` // HH:MM in ScheduleZone
 	ScheduleZone   string `json:"scheduleZone"`
 	ConflictPolicy string `json:"conflictPolicy"`
+	// SyncSince is when sync was last turned on (set by Update and
+	// PutIfRevision, the writes of optoutctl and the admin page; zero while
+	// sync is off, and for settings stored before it was recorded). The
+	// nightly schedule never catches up a slot from before it: the first
+	// run is the next slot, unless an admin asks for one now.
+	SyncSince time.Time `json:"syncSince,omitzero"`
+}
+
+// stampSync carries SyncSince over from the stored settings prev (existed:
+// any were stored): set to now when this write turns sync on, kept while
+// sync stays on, cleared when it goes off.
+func (s *Settings) stampSync(prev Settings, existed bool, now time.Time) {
+	switch {
+	case !s.SyncEnabled:
+		s.SyncSince = time.Time{}
+	case existed && prev.SyncEnabled:
+		s.SyncSince = prev.SyncSince
+	default:
+		s.SyncSince = now.UTC().Truncate(time.Second)
+	}
 }
 
 // Default returns the settings of a tenant nobody configured: sync off,
@@ -107,6 +127,15 @@ func (s Settings) Validate() error {
 // Store reads and writes settings.
 type Store struct {
 	KV jetstream.KeyValue
+	// Now stamps SyncSince (default time.Now).
+	Now func() time.Time
+}
+
+func (st Store) now() time.Time {
+	if st.Now != nil {
+		return st.Now()
+	}
+	return time.Now()
 }
 
 // Get returns a tenant's settings, or the defaults when none are stored.
@@ -121,7 +150,9 @@ func (st Store) Get(ctx context.Context, tenant string) (Settings, error) {
 	return decode(tenant, e.Value())
 }
 
-// Put validates and stores settings.
+// Put validates and stores settings as given, SyncSince included (a blind
+// write cannot tell whether it turns sync on: the writes of people, which
+// stamp it, are Update and PutIfRevision).
 func (st Store) Put(ctx context.Context, s Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("tenant settings: %w", err)

@@ -12,13 +12,14 @@ import (
 	"html/template"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
 
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // DefaultLimit is how many reports the panel lists.
@@ -27,6 +28,10 @@ const DefaultLimit = 5
 // Panel shows a tenant's nightly runs.
 type Panel struct {
 	Runs runs.Store
+	// Settings, when set, tell the panel when the next run is.
+	Settings tenant.Store
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 	// Limit is how many reports to list (default DefaultLimit).
 	Limit int
 }
@@ -50,11 +55,13 @@ type activeView struct {
 }
 
 type view struct {
+	Next   string
 	Active *activeView
 	Runs   []runView
 }
 
-var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
+var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Next run:</strong> {{.}}</p>
+{{end}}{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
 <p>{{.Progress}}</p>
 {{if .Retry}}<p>Interrupted{{if .LastError}} ({{.LastError}}){{end}}; it resumes at {{.Retry}}.</p>
 {{end}}{{end}}{{if .Runs}}<table>
@@ -63,7 +70,7 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>
 {{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}</td><td>{{.API}}</td></tr>
 {{end}}</tbody>
 </table>
-{{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time once "Sync with Salesforce" is on.</p>
+{{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time after "Sync with Salesforce" is turned on.</p>
 {{end}}{{end}}`))
 
 // Render implements page.Panel.
@@ -81,6 +88,11 @@ func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 	if err != nil {
 		return err
 	}
+	if p.Settings.KV != nil {
+		if v.Next, err = p.next(ctx, tenant); err != nil {
+			return err
+		}
+	}
 	// Run ids order runs only to the second; order by start time.
 	slices.SortStableFunc(hist, func(a, b runs.Report) int { return b.StartedAt.Compare(a.StartedAt) })
 	for _, r := range hist {
@@ -93,6 +105,33 @@ func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 		v.Runs = append(v.Runs, report(r))
 	}
 	return tmpl.Execute(w, v)
+}
+
+// next says when the next run is, by the reconciler's own rule.
+func (p Panel) next(ctx context.Context, t string) (string, error) {
+	st, err := p.Settings.Get(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	claim, err := p.Runs.Slot(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	var last *runs.LastSuccess
+	if l, err := p.Runs.LastSuccess(ctx, t); err == nil {
+		last = &l
+	} else if !errors.Is(err, runs.ErrNotFound) {
+		return "", err
+	}
+	now := time.Now()
+	if p.Now != nil {
+		now = p.Now()
+	}
+	n := runview.NextRun(st, claim, last, now)
+	if st.SyncEnabled && !n.Due {
+		return n.Text + "; to have one now, use Run now (or 'optoutctl reconcile run " + t + "').", nil
+	}
+	return n.Text + ".", nil
 }
 
 func kind(dry bool) string {
@@ -127,32 +166,21 @@ func trigger(t runs.Trigger) string {
 }
 
 func report(r runs.Report) runView {
-	c, w, a := r.Counts, r.Writes, r.API
 	v := runView{
 		Kind: kind(r.DryRun), Status: cmp.Or(statusWords[r.Status], string(r.Status)), Trigger: trigger(r.Trigger),
 		Started: tenantstatus.FormatTime(r.StartedAt), Finished: tenantstatus.FormatTime(r.FinishedAt), Reason: r.Reason,
 		Failed: r.Status != runs.StatusSucceeded && r.Status != runs.StatusRunning,
-		Counts: fmt.Sprintf("%d opted out in Salesforce, %d in the ledger; %d in both, %d only in Sales Connect, %d only in Salesforce",
-			c.SalesforceOptOuts, c.LedgerOptOuts, c.InBoth, c.SalesConnectOnly, c.SalesforceOnly+c.KnownToSalesforceOnly),
-		API: fmt.Sprintf("%d of a budget of %d", a.Spent, a.Budget),
+		// The counts in the words optoutctl uses (runview, one home).
+		Counts: runview.Totals(r) + ". " + runview.Compared(r),
+		API:    fmt.Sprintf("%d of a budget of %d", r.API.Spent, r.API.Budget),
 	}
 	if r.DurationSeconds > 0 {
 		v.Duration = tenantstatus.FormatAge(time.Duration(r.DurationSeconds * float64(time.Second)))
 	}
 	if r.DryRun {
-		v.Writes = fmt.Sprintf("would write %d to Salesforce and %d to Sales Connect", w.PlannedSalesforce, w.PlannedSalesConnect)
+		v.Writes = "Would make: " + runview.Planned(r)
 	} else {
-		v.Writes = fmt.Sprintf("%d written to Salesforce, %d to Sales Connect", w.SalesforceWritten, w.LedgerWritten)
-		var extra []string
-		if n := w.SalesforceFailed + w.LedgerFailed; n > 0 {
-			extra = append(extra, fmt.Sprintf("%d failed", n))
-		}
-		if w.Remaining > 0 {
-			extra = append(extra, fmt.Sprintf("%d left for the next run", w.Remaining))
-		}
-		if len(extra) > 0 {
-			v.Writes += " (" + strings.Join(extra, ", ") + ")"
-		}
+		v.Writes = runview.Written(r)
 	}
 	return v
 }
@@ -160,14 +188,8 @@ func report(r runs.Report) runView {
 func active(cp runs.Checkpoint) *activeView {
 	r := cp.Report
 	v := &activeView{Kind: kind(r.DryRun), Trigger: trigger(r.Trigger), Started: tenantstatus.FormatTime(r.StartedAt),
-		Phase: strings.ReplaceAll(string(cmp.Or(r.Phase, runs.PhaseStarting)), "_", " "), LastError: cp.LastError}
-	if cp.DiffComplete {
-		v.Progress = fmt.Sprintf("Written %d of %d to Salesforce and %d of %d to Sales Connect; %d API requests of a budget of %d.",
-			r.Writes.SalesforceWritten, r.Writes.PlannedSalesforce, r.Writes.LedgerWritten, r.Writes.PlannedSalesConnect, r.API.Spent, r.API.Budget)
-	} else {
-		v.Progress = fmt.Sprintf("Comparing: %d Salesforce opt-outs and %d ledger entries read so far; %d API requests of a budget of %d.",
-			r.Counts.SalesforceOptOuts, r.Counts.LedgerEntries, r.API.Spent, r.API.Budget)
-	}
+		Phase: runview.PhaseWord(r.Phase), LastError: cp.LastError}
+	v.Progress = runview.Progress(cp) + "."
 	if !cp.RetryAt.IsZero() {
 		v.Retry = tenantstatus.FormatTime(cp.RetryAt)
 	}

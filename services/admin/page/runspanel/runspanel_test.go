@@ -12,6 +12,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx/natstest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 var (
@@ -55,9 +56,13 @@ func TestPanelShowsReportsAndProgress(t *testing.T) {
 	}
 	save(runs.Report{RunID: "20260302T020000Z-aaaaaa", Status: runs.StatusStoppedBudget, Reason: "API budget of 200 requests spent",
 		Trigger: runs.Trigger{Kind: runs.TriggerSchedule, Slot: t0}, StartedAt: t0, FinishedAt: t0.Add(95 * time.Second), DurationSeconds: 95,
-		Counts: runs.Counts{SalesforceOptOuts: 40, LedgerOptOuts: 52, InBoth: 38, SalesConnectOnly: 12, SalesforceOnly: 1, KnownToSalesforceOnly: 1},
-		Writes: runs.Writes{PlannedSalesforce: 12, SalesforceWritten: 7, SalesforceFailed: 1, LedgerWritten: 2, Remaining: 4},
-		API:    runs.API{Spent: 200, Budget: 200}})
+		Counts: runs.Counts{SalesforceOptOuts: 40, LedgerEntries: 60, LedgerOptOuts: 52, InBoth: 38, Unconfirmed: 3, SalesConnectOnly: 12, SalesforceOnly: 1, KnownToSalesforceOnly: 1},
+		Writes: runs.Writes{PlannedSalesforce: 12, PlannedSalesConnect: 5, PlannedConfirmations: 3, SalesforceWritten: 7, SalesforceFailed: 1,
+			LedgerWritten: 5, LedgerConfirmations: 3, EventsPublished: 2, Remaining: 4},
+		API: runs.API{Spent: 200, Budget: 200}})
+	save(runs.Report{RunID: "20260302T010000Z-dddddd", Status: runs.StatusStoppedBudget, Reason: "API budget of 4 requests spent", NotCompared: true,
+		Trigger: runs.Trigger{Kind: runs.TriggerSchedule, Slot: t0.Add(-time.Hour)}, StartedAt: t0.Add(-time.Hour), FinishedAt: t0.Add(-time.Hour + 5*time.Second), DurationSeconds: 5,
+		API: runs.API{Spent: 4, Budget: 4}})
 	save(runs.Report{RunID: "20260302T030000Z-bbbbbb", Status: runs.StatusSucceeded, DryRun: true,
 		Trigger: runs.Trigger{Kind: runs.TriggerManual, By: "optoutctl:ops"}, StartedAt: t0.Add(time.Hour), FinishedAt: t0.Add(time.Hour + 3*time.Second), DurationSeconds: 3,
 		Writes: runs.Writes{PlannedSalesforce: 4, PlannedSalesConnect: 1}, API: runs.API{Spent: 6, Budget: 190}})
@@ -77,10 +82,18 @@ func TestPanelShowsReportsAndProgress(t *testing.T) {
 	got := text(b.String())
 	for _, want := range []string{
 		"Running now: a run (started by admin-page:jdoe), started 2026-03-02 04:00:00 UTC, writing salesforce.",
-		"Written 1 of 4 to Salesforce and 0 of 0 to Sales Connect; 9 API requests of a budget of 180.",
+		"step 6/6 writing salesforce; Salesforce 1 of 4 records set, Sales Connect 0 of 0 changes made; API 9/180.",
 		"Started Run Result People compared Changes API requests",
-		"2026-03-02 03:00:00 UTC dry run, started by optoutctl:ops, took 3s succeeded 0 opted out in Salesforce, 0 in the ledger; 0 in both, 0 only in Sales Connect, 0 only in Salesforce would write 4 to Salesforce and 1 to Sales Connect 6 of a budget of 190",
-		"2026-03-02 02:00:00 UTC run, scheduled, took 1m stopped: API budget spent: API budget of 200 requests spent 40 opted out in Salesforce, 52 in the ledger; 38 in both, 12 only in Sales Connect, 2 only in Salesforce 7 written to Salesforce, 2 to Sales Connect (1 failed, 4 left for the next run) 200 of a budget of 200",
+		"2026-03-02 03:00:00 UTC dry run, started by optoutctl:ops, took 3s succeeded",
+		"Would make: Salesforce: 4 records to set; Sales Connect: 1 changes (each with an event), 0 confirmations to record 6 of a budget of 190",
+		// A total and its parts: 2 only in Salesforce, 1 of them known to the ledger, 1 new to it.
+		"2026-03-02 02:00:00 UTC run, scheduled, took 1m stopped: API budget spent: API budget of 200 requests spent 40 opted out in Salesforce; ledger: 60 people, 52 opted out. " +
+			"opted out on both sides 38 (of which 3 confirmations to record); only in Sales Connect 12; only in Salesforce 2 (1 known to the ledger, 1 new to it)",
+		// Confirmations are not changes.
+		"Salesforce: 7 set, 1 failed; Sales Connect: 2 changes (2 events), 0 failed, 3 confirmations recorded; remaining 4 200 of a budget of 200",
+		// A run that could not compare says so, not "0 remain".
+		"2026-03-02 01:00:00 UTC run, scheduled, took 5s stopped: API budget spent: API budget of 4 requests spent 0 opted out in Salesforce; ledger: 0 people, 0 opted out (read before the run stopped). not compared: the run stopped before it had read both sides",
+		"remaining not known (not compared) 4 of a budget of 4",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("panel lacks %q\ngot: %s", want, got)
@@ -91,5 +104,40 @@ func TestPanelShowsReportsAndProgress(t *testing.T) {
 	}
 	if p.ID() != "nightly-runs" || p.Heading() != "Last nightly runs" {
 		t.Errorf("id %q heading %q", p.ID(), p.Heading())
+	}
+}
+
+// A tenant whose sync was just turned on has no run yet: the panel says
+// when the first will be (the next slot, by the reconciler's rule) and how
+// to have one now.
+func TestPanelSaysWhenTheNextRunIs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	la, err := time.LoadLocation(tenant.DefaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 10, 9, 0, 0, 0, la)
+	settings := tenant.Store{KV: prov.Tenants, Now: func() time.Time { return now }}
+	p := runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: settings, Now: func() time.Time { return now }}
+
+	render := func() string {
+		t.Helper()
+		var b bytes.Buffer
+		if err := p.Render(ctx, &b, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		return text(b.String())
+	}
+	if got := render(); !strings.Contains(got, "Next run: none: sync with Salesforce is off.") {
+		t.Errorf("sync off: %s", got)
+	}
+	if _, _, err := settings.Update(ctx, "acme", func(s *tenant.Settings) error { s.SyncEnabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := "Next run: 2026-03-11 03:00:00 UTC (20:00 America/Los_Angeles), the first since sync was turned on at 2026-03-10 16:00:00 UTC; to have one now, use Run now (or 'optoutctl reconcile run acme')."
+	if got := render(); !strings.Contains(got, want) {
+		t.Errorf("panel lacks %q\ngot: %s", want, got)
 	}
 }

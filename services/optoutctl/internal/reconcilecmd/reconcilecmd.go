@@ -18,6 +18,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/conn"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
@@ -153,7 +154,7 @@ func outcome(r runs.Report) error {
 	case runs.StatusStoppedGuard:
 		return cli.Prereqf("run %s stopped by the mass-resubscribe guard before any write: %s; check the resubscribes in Salesforce, then run again", r.RunID, orDash(r.Reason))
 	case runs.StatusStoppedBudget:
-		return cli.Prereqf("run %s stopped when its API budget ran out (%d changes remain): %s", r.RunID, r.Writes.Remaining, orDash(r.Reason))
+		return cli.Prereqf("run %s stopped when its API budget ran out (changes remaining: %s): %s", r.RunID, runview.Remaining(r), orDash(r.Reason))
 	case runs.StatusAbandoned:
 		return cli.Failf(nil, "dry run %s was interrupted and abandoned; start it again", r.RunID)
 	}
@@ -238,19 +239,35 @@ func statusCmd(inv *cli.Invocation) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			settings, err := c.Tenants.Get(ctx, t)
+			if err != nil {
+				return conn.Wrap(err, "read the tenant's settings")
+			}
+			var claim runs.SlotClaim
+			if st.Slot != nil {
+				claim = *st.Slot
+			}
+			next := runview.NextRun(settings, claim, st.LastSuccess, time.Now())
 			if inv.Output == cli.FormatJSON {
 				return cli.WriteJSON(inv.Stdout, struct {
 					runs.TenantStatus
 					LastFinished *runs.Report `json:"lastFinished,omitempty"`
-				}{st, last})
+					NextRun      runview.Next `json:"nextRun"`
+				}{st, last, next})
+			}
+			nextLine := "Next run: " + next.Text
+			if settings.SyncEnabled && !next.Due {
+				nextLine += fmt.Sprintf("; start one now with 'optoutctl reconcile run %s'", t)
 			}
 			if st.Active == nil && last == nil {
 				if err := mustKnow(ctx, inv, c, t); err != nil {
 					return err
 				}
 				fmt.Fprintf(inv.Stdout, "No runs of tenant %s yet. Start one with 'optoutctl reconcile dry-run %s'.\n", t, t)
+				fmt.Fprintln(inv.Stdout, nextLine)
 				return nil
 			}
+			fmt.Fprintln(inv.Stdout, nextLine)
 			if st.Active != nil {
 				fmt.Fprintln(inv.Stdout, "Current run")
 				if err := activeBlock(*st.Active).Write(inv.Stdout); err != nil {
@@ -329,15 +346,13 @@ func historyCmd(inv *cli.Invocation) *cobra.Command {
 				}
 			}
 			tbl := &cli.Table{
-				Header: []string{"RUN", "STARTED", "KIND", "TRIGGER", "STATUS", "DURATION", "SF OPT-OUTS", "TO SF", "TO SC", "WRITTEN", "API", "REASON"},
+				Header: slices.Concat([]string{"RUN", "STARTED", "KIND", "TRIGGER", "STATUS", "DURATION"}, runview.Columns, []string{"API", "REASON"}),
 				Empty:  "No runs of tenant " + t + " yet.",
 			}
 			for _, r := range hist {
-				tbl.Rows = append(tbl.Rows, []string{
-					r.RunID, fmtTime(r.StartedAt), kind(r.DryRun), trigger(r.Trigger), string(r.Status), fmtDuration(r),
-					fmt.Sprint(r.Counts.SalesforceOptOuts), fmt.Sprint(r.Writes.PlannedSalesforce), fmt.Sprint(r.Writes.PlannedSalesConnect),
-					fmt.Sprint(r.Writes.SalesforceWritten + r.Writes.LedgerWritten), fmt.Sprint(r.API.Spent), r.Reason,
-				})
+				tbl.Rows = append(tbl.Rows, slices.Concat(
+					[]string{r.RunID, fmtTime(r.StartedAt), kind(r.DryRun), trigger(r.Trigger), string(r.Status), fmtDuration(r)},
+					runview.Cells(r), []string{fmt.Sprint(r.API.Spent), r.Reason}))
 			}
 			return inv.Print(tbl, hist)
 		},

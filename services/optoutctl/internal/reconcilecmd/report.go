@@ -3,11 +3,12 @@ package reconcilecmd
 import (
 	"fmt"
 	"io"
-	"slices"
+
 	"strings"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/cli"
+	"github.com/optout-sync/optout-sync/shared/flow/runview"
 	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 )
@@ -64,20 +65,9 @@ func reportBlock(r runs.Report) *cli.KV {
 	kv.Add("Finished:", fmtTime(r.FinishedAt))
 	kv.Add("Duration:", fmtDuration(r))
 	kv.Add("Attempts:", fmt.Sprintf("%d, last on %s (fence %d)", r.Attempts, orDash(r.Holder), r.Fence))
-	c := r.Counts
-	kv.Add("Salesforce:", fmt.Sprintf("%d opted out", c.SalesforceOptOuts))
-	kv.Add("Ledger:", fmt.Sprintf("%d entries, %d opted out", c.LedgerEntries, c.LedgerOptOuts))
-	kv.Add("Compared:", fmt.Sprintf("in both %d (unconfirmed %d); Sales Connect only %d; Salesforce only %d (unknown to the ledger %d); parked without id %d; malformed ids %d",
-		c.InBoth, c.Unconfirmed, c.SalesConnectOnly, c.SalesforceOnly, c.KnownToSalesforceOnly, c.ParkedNoID, c.MalformedIDs))
-	kv.Add("Conflicts:", fmt.Sprintf("resubscribed in Salesforce %d (applied %d, written back %d); cleared before the opt-out %d; resubscribed in Sales Connect %d; missing in Salesforce %d",
-		c.ResubscribedInSalesforce, c.ResubscribesApplied, c.ResubscribesWrittenBack, c.ClearedBeforeOptOut, c.ResubscribedInSalesConnect, c.MissingInSalesforce))
-	w := r.Writes
-	kv.Add("Planned:", fmt.Sprintf("%d to Salesforce, %d to Sales Connect", w.PlannedSalesforce, w.PlannedSalesConnect))
-	kv.Add("Written:", fmt.Sprintf("Salesforce %d (failed %d); ledger %d (failed %d); events %d; remaining %d",
-		w.SalesforceWritten, w.SalesforceFailed, w.LedgerWritten, w.LedgerFailed, w.EventsPublished, w.Remaining))
-	a := r.API
-	kv.Add("API:", fmt.Sprintf("spent %d of a budget of %d (reads %d, lookups %d, writes %d, pages %d)%s",
-		a.Spent, a.Budget, a.Reads, a.Lookups, a.Writes, a.Pages, readPath(a.ReadPath)))
+	for _, l := range runview.Counts(r) {
+		kv.Add(l.Label, l.Text)
+	}
 	if g := r.Guard; g != nil {
 		verdict := "not tripped"
 		if g.Tripped {
@@ -87,18 +77,6 @@ func reportBlock(r runs.Report) *cli.KV {
 	}
 	kv.Add("Trace:", r.TraceID)
 	return &kv
-}
-
-func readPath(m map[string]string) string {
-	if len(m) == 0 {
-		return ""
-	}
-	var parts []string
-	for k, v := range m {
-		parts = append(parts, k+" "+v)
-	}
-	slices.Sort(parts)
-	return "; read " + strings.Join(parts, ", ")
 }
 
 // activeBlock is the progress of an unfinished run.
@@ -120,58 +98,13 @@ func activeBlock(cp runs.Checkpoint) *cli.KV {
 	return &kv
 }
 
-var phaseOrder = []runs.Phase{
-	runs.PhaseStarting, runs.PhaseReadingSalesforce, runs.PhaseReadingLedger, runs.PhaseLookingUp,
-	runs.PhaseWritingSalesConnect, runs.PhaseWritingSalesforce, runs.PhaseDone,
-}
+func phaseWord(p runs.Phase) string { return runview.PhaseWord(p) }
 
-func phaseWord(p runs.Phase) string {
-	if p == "" {
-		return "starting"
-	}
-	return strings.ReplaceAll(string(p), "_", " ")
-}
-
-// fraction estimates how far a run is (0..1): the phase, and within the
-// writing phases the share of planned writes made.
-func fraction(cp runs.Checkpoint) float64 {
-	r := cp.Report
-	i := slices.Index(phaseOrder, r.Phase)
-	if i < 0 {
-		i = 0
-	}
-	steps := float64(len(phaseOrder) - 1)
-	f := float64(i) / steps
-	within := func(done, planned int64) float64 {
-		if planned <= 0 {
-			return 0
-		}
-		return min(1, float64(done)/float64(planned)) / steps
-	}
-	switch r.Phase {
-	case runs.PhaseWritingSalesConnect:
-		f += within(r.Writes.LedgerWritten+r.Writes.LedgerFailed, r.Writes.PlannedSalesConnect)
-	case runs.PhaseWritingSalesforce:
-		f += within(r.Writes.SalesforceWritten+r.Writes.SalesforceFailed, r.Writes.PlannedSalesforce)
-	}
-	return min(1, f)
-}
+func fraction(cp runs.Checkpoint) float64 { return runview.Fraction(cp) }
 
 // progressLine is one line of a running run's progress.
 func progressLine(cp runs.Checkpoint) string {
-	r := cp.Report
-	i := max(0, slices.Index(phaseOrder, r.Phase))
-	s := fmt.Sprintf("step %d/%d %s", i+1, len(phaseOrder)-1, phaseWord(r.Phase))
-	if cp.DiffComplete {
-		s += fmt.Sprintf("; to Salesforce %d/%d, to Sales Connect %d/%d",
-			r.Writes.SalesforceWritten, r.Writes.PlannedSalesforce, r.Writes.LedgerWritten, r.Writes.PlannedSalesConnect)
-	} else if r.Counts.SalesforceOptOuts > 0 || r.Counts.LedgerEntries > 0 {
-		s += fmt.Sprintf("; read %d Salesforce opt-outs, %d ledger entries", r.Counts.SalesforceOptOuts, r.Counts.LedgerEntries)
-	}
-	s += fmt.Sprintf("; API %d", r.API.Spent)
-	if r.API.Budget > 0 {
-		s += fmt.Sprintf("/%d", r.API.Budget)
-	}
+	s := runview.Progress(cp)
 	if !cp.RetryAt.IsZero() {
 		s += "; interrupted, resumes at " + fmtTime(cp.RetryAt)
 	}

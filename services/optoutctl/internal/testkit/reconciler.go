@@ -61,3 +61,14 @@ func (s *Stack) PutSettings(st tenant.Settings) {
 		s.recon.WaitSettings(st)
 	}
 }
+
+// WaitReconcilerSees waits until the running reconciler sees the tenant's
+// stored settings (as optoutctl or the page last wrote them).
+func (s *Stack) WaitReconcilerSees(t string) {
+	s.T.Helper()
+	st, err := s.Settings.Get(s.Ctx, t)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	s.recon.WaitSettings(st)
+}

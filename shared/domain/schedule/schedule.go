@@ -1,5 +1,7 @@
-// Package schedule computes a tenant's daily reconcile slots: ScheduleTime
-// (HH:MM) on each local date in ScheduleZone, so 20:00 America/Los_Angeles
+// Package schedule computes a tenant's daily reconcile slots, and when its
+// next scheduled run is (NextRun: one rule for the reconciler, which starts
+// runs by it, and for optoutctl and the admin page, which say when):
+// ScheduleTime (HH:MM) on each local date in ScheduleZone, so 20:00 America/Los_Angeles
 // is 04:00 UTC in winter and 03:00 UTC in summer. Dates are stepped as
 // calendar dates, never as 24-hour durations, so a slot never drifts across
 // a daylight-saving change.
@@ -15,8 +17,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 var zones sync.Map // name → *time.Location; LoadLocation reads tzdata each call
@@ -39,15 +39,15 @@ type Clock struct {
 	Loc          *time.Location
 }
 
-// Parse reads a tenant's ScheduleTime and ScheduleZone.
-func Parse(s tenant.Settings) (Clock, error) {
-	loc, err := zone(s.ScheduleZone)
+// Parse reads a tenant's ScheduleTime (HH:MM) and ScheduleZone.
+func Parse(hhmm, zoneName string) (Clock, error) {
+	loc, err := zone(zoneName)
 	if err != nil {
 		return Clock{}, err
 	}
 	var h, m int
-	if n, err := fmt.Sscanf(s.ScheduleTime, "%2d:%2d", &h, &m); err != nil || n != 2 || h < 0 || h > 23 || m < 0 || m > 59 || len(s.ScheduleTime) != 5 {
-		return Clock{}, fmt.Errorf("schedule time %q: want HH:MM (24 h)", s.ScheduleTime)
+	if n, err := fmt.Sscanf(hhmm, "%2d:%2d", &h, &m); err != nil || n != 2 || h < 0 || h > 23 || m < 0 || m > 59 || len(hhmm) != 5 {
+		return Clock{}, fmt.Errorf("schedule time %q: want HH:MM (24 h)", hhmm)
 	}
 	return Clock{Hour: h, Minute: m, Loc: loc}, nil
 }
@@ -76,4 +76,19 @@ func (c Clock) Next(t time.Time) time.Time {
 			return s
 		}
 	}
+}
+
+// NextRun says when a tenant's next scheduled run is. The latest slot is
+// due (due true) when no run claimed it or a newer one yet (claimed is the
+// newest claimed slot) and sync was on at that slot: a slot from before
+// syncSince (when sync was last turned on; zero when unknown, for settings
+// stored before it was recorded) is never caught up, so turning sync on
+// never starts a catch-up run at once. Otherwise the next run is the first
+// slot after now.
+func NextRun(c Clock, claimed, syncSince, now time.Time) (slot time.Time, due bool) {
+	latest := c.Latest(now)
+	if latest.After(claimed) && !latest.Before(syncSince) {
+		return latest, true
+	}
+	return c.Next(now), false
 }

@@ -4,15 +4,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/optout-sync/optout-sync/services/reconciler/schedule"
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
+	"github.com/optout-sync/optout-sync/shared/domain/schedule"
 )
+
+// The tenant defaults (shared/store/tenant), which the domain cannot import.
+const defaultTime, defaultZone = "20:00", "America/Los_Angeles"
 
 func clock(t *testing.T, hhmm, zone string) schedule.Clock {
 	t.Helper()
-	s := tenant.Default("acme")
-	s.ScheduleTime, s.ScheduleZone = hhmm, zone
-	c, err := schedule.Parse(s)
+	c, err := schedule.Parse(hhmm, zone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func clock(t *testing.T, hhmm, zone string) schedule.Clock {
 // The default slot, 20:00 America/Los_Angeles, on the days around the 2026
 // changes (8 March: PST→PDT; 1 November: PDT→PST), in UTC.
 func TestDefaultSlotAcrossDST(t *testing.T) {
-	c := clock(t, tenant.DefaultTime, tenant.DefaultZone)
+	c := clock(t, defaultTime, defaultZone)
 	for _, tc := range []struct {
 		date string
 		utc  string
@@ -49,7 +49,7 @@ func TestDefaultSlotAcrossDST(t *testing.T) {
 // Walking minute by minute through a week around each change, Latest
 // advances exactly once a local day, at 20:00 local, and Next agrees.
 func TestLatestAndNextStepOncePerLocalDay(t *testing.T) {
-	c := clock(t, tenant.DefaultTime, tenant.DefaultZone)
+	c := clock(t, defaultTime, defaultZone)
 	for _, start := range []string{"2026-03-05T00:00:00Z", "2026-10-29T00:00:00Z"} {
 		now, _ := time.Parse(time.RFC3339, start)
 		end := now.Add(6 * 24 * time.Hour)
@@ -81,7 +81,7 @@ func TestLatestAndNextStepOncePerLocalDay(t *testing.T) {
 // fires exactly once that day.
 func TestSlotsInTheGapAndTheOverlapFireOnce(t *testing.T) {
 	for _, hhmm := range []string{"02:30", "01:30"} {
-		c := clock(t, hhmm, tenant.DefaultZone)
+		c := clock(t, hhmm, defaultZone)
 		for _, day := range []string{"2026-03-08", "2026-11-01"} {
 			d, _ := time.Parse("2006-01-02", day)
 			from := time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, c.Loc)
@@ -99,9 +99,7 @@ func TestSlotsInTheGapAndTheOverlapFireOnce(t *testing.T) {
 
 func TestParseRejectsBadSettings(t *testing.T) {
 	for _, tc := range []struct{ hhmm, zone string }{{"24:00", "UTC"}, {"8:00", "UTC"}, {"20:00", "Mars/Olympus"}, {"20:00", ""}} {
-		s := tenant.Default("acme")
-		s.ScheduleTime, s.ScheduleZone = tc.hhmm, tc.zone
-		if _, err := schedule.Parse(s); err == nil {
+		if _, err := schedule.Parse(tc.hhmm, tc.zone); err == nil {
 			t.Errorf("%q in %q accepted", tc.hhmm, tc.zone)
 		}
 	}

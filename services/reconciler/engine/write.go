@@ -82,9 +82,13 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	}
 	value := op.Kind != diff.ApplyResubscribe
 	action := optoutv1.Action_UNSUBSCRIBE
-	reason := "Salesforce shows " + field + " true (nightly reconcile)"
+	via := "nightly reconcile"
+	if r.live {
+		via = "Change Data Capture"
+	}
+	reason := "Salesforce shows " + field + " true (" + via + ")"
 	if !value {
-		action, reason = optoutv1.Action_RESUBSCRIBE, "Salesforce cleared "+field+" after the opt-out (latest-wins, nightly reconcile)"
+		action, reason = optoutv1.Action_RESUBSCRIBE, "Salesforce cleared "+field+" after the opt-out (latest-wins, "+via+")"
 	}
 	evID := eventID(r.job.Tenant, op.ID, action, op.At)
 	o := r.observation(op, evID, value)

@@ -76,6 +76,9 @@ const (
 	TriggerCatchUp TriggerKind = "catch-up"
 	// TriggerManual: a control request (optoutctl, the admin page).
 	TriggerManual TriggerKind = "manual"
+	// TriggerCDC: changes a Change Data Capture stream delivered, applied
+	// between runs (engine.Apply); never a run of its own.
+	TriggerCDC TriggerKind = "cdc"
 )
 
 // Trigger is who or what started a run.

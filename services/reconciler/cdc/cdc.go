@@ -203,6 +203,7 @@ type stream struct {
 	lease  *lock.Lease
 	fence  uint64
 	log    zerolog.Logger
+	sf     *salesforce.Client // the session's
 
 	failures int
 }
@@ -299,6 +300,7 @@ func (st *stream) session(ctx context.Context) time.Duration {
 	if !ok {
 		return st.fallback(ctx, "the tenant's Salesforce client cannot open a Pub/Sub stream")
 	}
+	st.sf = sf
 	pc, err := pubsub.New(sf, s.Cfg.PubSub)
 	if err != nil {
 		return st.fallback(ctx, "the Pub/Sub endpoint is refused: "+err.Error())
@@ -395,7 +397,16 @@ func (st *stream) failed(ctx context.Context, err error, stalled *bool) time.Dur
 		st.setState(ctx, runs.CDCStalled, reason, time.Time{})
 		return 0
 	case salesforce.ClassOf(err) == salesforce.Quota:
-		_, _ = st.record(ctx, func(c *runs.CDC) { c.UsedRatio = 1 })
+		alloc := int64(0)
+		if lim, lerr := st.sf.Limits(ctx); lerr == nil {
+			alloc = lim["DailyDeliveredPlatformEvents"].Max // the org's, which may have changed since the stream began
+		}
+		_, _ = st.record(ctx, func(c *runs.CDC) {
+			c.UsedRatio = 1
+			if alloc > 0 {
+				c.Allocation = alloc
+			}
+		})
 		st.s.Metrics.used(ctx, st.tenant, 1)
 		return st.fallback(ctx, "the org's delivered-event allocation is spent (Salesforce: "+err.Error()+"); the stream resumes from its stored position when it has room again")
 	case salesforce.ClassOf(err) == salesforce.PermanentTenant || salesforce.ClassOf(err) == salesforce.Auth:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
-	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/internal/sandboxproc"
+	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
 	"github.com/optout-sync/optout-sync/services/reconciler/cdc"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
@@ -25,6 +26,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/tenantstatus"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
 	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
@@ -393,9 +395,9 @@ func TestReplayLostSchedulesReconcile(t *testing.T) {
 	rq := h.nextControl()
 	assert.Equal(t, "cdc:replay-lost", rq.By)
 	var c runs.CDC
-	h.until("the reconcile request is recorded", func() bool {
+	h.until("the reconcile request is recorded and the stream is up again", func() bool {
 		c = h.cdcRecord()
-		return c.Reconcile != nil
+		return c.Reconcile != nil && c.State == runs.CDCStreaming && len(c.ReplayID) > 0
 	})
 	assert.Contains(t, c.Reconcile.Reason, "refused the stored replay id")
 	b := h.sb.Put("Contact", "b@x.test")
@@ -443,6 +445,11 @@ func TestAllocationExhaustedFallsBack(t *testing.T) {
 	assert.Contains(t, c.Reason, "nightly run")
 	assert.InDelta(t, 1.0, c.UsedRatio, 1e-9)
 	assert.False(t, c.Until.IsZero(), "says when it tries again")
+	// What optoutctl reconcile status and the admin page show.
+	words := strings.Join(tenantstatus.CDCLines(&c, time.Now()), "\n")
+	assert.Contains(t, words, "off since")
+	assert.Contains(t, words, "allocation")
+	assert.Contains(t, words, "100% of its allocation of 3")
 }
 
 // A tenant whose org does not publish the topic (CDC not enabled for the
@@ -480,4 +487,3 @@ func TestTwoReplicasNeverBothSubscribe(t *testing.T) {
 	h.optOut(id)
 	h.appliedFor(id)
 }
-

@@ -50,11 +50,13 @@ type activeView struct {
 }
 
 type view struct {
+	CDC    []string
 	Active *activeView
 	Runs   []runView
 }
 
-var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
+var tmpl = template.Must(template.New("runs").Parse(`{{range .CDC}}<p>{{.}}</p>
+{{end}}{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
 <p>{{.Progress}}</p>
 {{if .Retry}}<p>Interrupted{{if .LastError}} ({{.LastError}}){{end}}; it resumes at {{.Retry}}.</p>
 {{end}}{{end}}{{if .Runs}}<table>
@@ -70,6 +72,11 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Active}}<p><strong>
 func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 	limit := cmp.Or(p.Limit, DefaultLimit)
 	var v view
+	if c, err := p.Runs.CDC(ctx, tenant); err == nil {
+		v.CDC = tenantstatus.CDCLines(&c, time.Now())
+	} else if !errors.Is(err, runs.ErrNotFound) {
+		return err
+	}
 	cp, err := p.Runs.Active(ctx, tenant)
 	switch {
 	case err == nil:

@@ -259,6 +259,12 @@ func statusCmd() *cli.Command {
 			if st.LastSuccess != nil {
 				fmt.Fprintf(inv.Stdout, "Last success: run %s, finished %s\n", st.LastSuccess.RunID, fmtTime(st.LastSuccess.FinishedAt))
 			}
+			if st.CDC != nil {
+				fmt.Fprintln(inv.Stdout)
+				for _, line := range tenantstatus.CDCLines(st.CDC, time.Now()) {
+					fmt.Fprintln(inv.Stdout, line)
+				}
+			}
 			if last != nil {
 				fmt.Fprintln(inv.Stdout, "\nLast report")
 				return reportBlock(*last).Write(inv.Stdout)

@@ -31,12 +31,12 @@ func (o *optional) Set(v string) error {
 func (o *optional) IsBoolFlag() bool { return o.bool }
 
 func setCmd() *cli.Command {
-	sync := &optional{bool: true}
-	field, custom, at, zone, policy := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
+	sync, cdc := &optional{bool: true}, &optional{bool: true}
+	field, custom, at, zone, policy, topic := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
 	return &cli.Command{
 		Name:  "set",
 		Short: "change a tenant's settings (creates them from the defaults for a new tenant)",
-		Usage: "<tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins]",
+		Usage: "<tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins] [--cdc=true|false] [--cdc-topic TOPIC]",
 		Long: `Only the settings named by flags change. The write is a compare-and-set, so a
 change made meanwhile on the admin page is kept, not overwritten. The pusher
 applies the new settings to the next opt-out, without a restart.
@@ -52,6 +52,8 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 			fs.Var(at, "schedule-time", "time of the nightly sync, HH:MM 24-hour")
 			fs.Var(zone, "schedule-zone", "IANA time zone of the schedule, e.g. America/Los_Angeles")
 			fs.Var(policy, "conflict-policy", "nightly conflict policy: optout-wins or latest-wins")
+			fs.Var(cdc, "cdc", "stream Salesforce-side changes in seconds (Change Data Capture, needs --sync): true or false")
+			fs.Var(topic, "cdc-topic", "CDC topic or channel (default "+tenant.DefaultCDCTopic+"; e.g. /data/OptOutSync__chn)")
 		},
 		Run: func(ctx context.Context, inv *cli.Invocation, args []string) error {
 			t := args[0]
@@ -66,6 +68,14 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				}
 				syncOn = b
 			}
+			var cdcOn bool
+			if cdc.set {
+				b, err := strconv.ParseBool(cdc.value)
+				if err != nil {
+					return cli.Usagef("--cdc=%q: want true or false", cdc.value)
+				}
+				cdcOn = b
+			}
 			var f tenant.Field
 			if field.set {
 				var ok bool
@@ -73,8 +83,8 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 					return cli.Usagef("--field %q: want %s or %s", field.value, tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
 				}
 			}
-			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set {
-				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy")
+			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set && !cdc.set && !topic.set {
+				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy, --cdc, --cdc-topic")
 			}
 			c, err := conn.Open(ctx, inv)
 			if err != nil {
@@ -100,6 +110,12 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				if policy.set {
 					s.ConflictPolicy = policy.value
 				}
+				if cdc.set {
+					s.CDCEnabled = cdcOn
+				}
+				if topic.set {
+					s.CDCTopic = topic.value
+				}
 				if err := s.Validate(); err != nil {
 					return cli.Usagef("tenant %s: %s", t, strings.ReplaceAll(err.Error(), "\n", "; "))
 				}
@@ -123,6 +139,10 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 			fmt.Fprintf(inv.Stdout, "tenant %s updated (revision %d): sync %s, field %s (%s), nightly at %s %s, conflict policy %s\n",
 				t, rev, onOff(s.SyncEnabled), tenantstatus.FieldFlag(s.Field), fieldName(s), s.ScheduleTime, s.ScheduleZone, s.ConflictPolicy)
 			fmt.Fprintf(inv.Stdout, "opt-outs are now written to %s\n", s.TargetField())
+			if s.CDCEnabled {
+				fmt.Fprintf(inv.Stdout, "Salesforce-side changes stream in seconds from %s (Change Data Capture%s); see optoutctl reconcile status %s\n",
+					s.Topic(), map[bool]string{true: "", false: ", once sync is on"}[s.SyncEnabled], t)
+			}
 			if s.TargetField() != tenant.StandardField {
 				fmt.Fprintf(inv.Stdout, "check that Salesforce is ready for it: optoutctl tenant check %s\n", t)
 			}

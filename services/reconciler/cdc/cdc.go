@@ -229,6 +229,7 @@ func (st *stream) record(ctx context.Context, fn func(c *runs.CDC)) (runs.CDC, e
 // Since stamp moves only when the state does) and the stalled gauge.
 func (st *stream) setState(ctx context.Context, state runs.CDCState, reason string, until time.Time) {
 	now := st.s.now()
+	st.s.Metrics.stall(ctx, st.tenant, state != runs.CDCStreaming)
 	_, err := st.record(ctx, func(c *runs.CDC) {
 		if c.State != state {
 			c.Since = now
@@ -238,7 +239,6 @@ func (st *stream) setState(ctx context.Context, state runs.CDCState, reason stri
 	if err != nil && ctx.Err() == nil {
 		st.log.Warn().Err(err).Msg("recording the CDC state failed")
 	}
-	st.s.Metrics.stall(ctx, st.tenant, state != runs.CDCStreaming)
 	ev := st.log.Info()
 	if state != runs.CDCStreaming {
 		ev = st.log.Warn()

@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/optout-sync/optout-sync/internal/sandboxproc"
@@ -72,6 +75,8 @@ type harness struct {
 	settings tenant.Settings
 	applied  chan *optoutv1.OptOutEvent
 	control  chan runs.ControlRequest
+	metrics  *cdc.Metrics
+	reg      *prometheus.Registry
 }
 
 func newHarness(t *testing.T, behavior string, edit func(*tenant.Settings)) *harness {
@@ -94,6 +99,14 @@ func newHarness(t *testing.T, behavior string, edit func(*tenant.Settings)) *har
 	h := &harness{t: t, ctx: ctx, sb: sb, nc: nc, prov: prov, lg: lg, store: runs.Store{KV: prov.Runs}, cache: cache,
 		prefix: locktest.Prefix(t), settings: st,
 		applied: make(chan *optoutv1.OptOutEvent, 1000), control: make(chan runs.ControlRequest, 100)}
+	// The metrics as Prometheus scrapes them (counters get _total).
+	h.reg = prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(h.reg))
+	require.NoError(t, err)
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	h.metrics, err = cdc.NewMetrics(mp)
+	require.NoError(t, err)
 	sub, err := nc.Subscribe(prov.Topology.AppliedSubject(tn), func(m *nats.Msg) {
 		ev := &optoutv1.OptOutEvent{}
 		if err := proto.Unmarshal(m.Data, ev); err != nil {
@@ -142,7 +155,7 @@ func (h *harness) replica(name string) *replica {
 	cfg.PubSub = pubsub.Config{Addr: h.sb.PubSubAddr, Plaintext: true}
 	cfg.Watchdog, cfg.Tick, cfg.Backoff, cfg.Retry = watchdog, 200*time.Millisecond, 100*time.Millisecond, 2*time.Second
 	s := &cdc.Subscriber{Cfg: cfg, Engine: eng, Locker: locker, Runs: h.store, Settings: h.cache, Clients: clients,
-		NC: h.nc, Topology: h.prov.Topology, Replica: name, Log: log}
+		NC: h.nc, Topology: h.prov.Topology, Replica: name, Log: log, Metrics: h.metrics}
 	ctx, cancel := context.WithCancel(h.ctx)
 	r := &replica{sub: s, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(r.done); _ = s.Run(ctx) }()
@@ -165,6 +178,31 @@ func (h *harness) until(what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// metric is the tenant's value of a metric as scraped (ok false: absent).
+func (h *harness) metric(name string) (float64, bool) {
+	h.t.Helper()
+	fams, err := h.reg.Gather()
+	require.NoError(h.t, err)
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "tenant" && l.GetValue() == tn {
+					switch {
+					case m.GetCounter() != nil:
+						return m.GetCounter().GetValue(), true
+					case m.GetGauge() != nil:
+						return m.GetGauge().GetValue(), true
+					}
+				}
+			}
+		}
+	}
+	return 0, false
 }
 
 func (h *harness) cdcRecord() runs.CDC {
@@ -264,7 +302,56 @@ func TestEditReachesAppliedSubjectAndLedger(t *testing.T) {
 	h.optedOutInLedger(id)
 	h.until("the applied change is counted", func() bool { return h.cdcRecord().Applied >= 1 })
 	assert.Empty(t, h.cdcRecord().Reason)
+	h.until("the metrics count it", func() bool { v, _ := h.metric("optout_cdc_applied_total"); return v >= 1 })
+	events, _ := h.metric("optout_cdc_events_total")
+	assert.GreaterOrEqual(t, events, 1.0)
+	stalled, ok := h.metric("optout_cdc_stalled")
+	assert.True(t, ok)
+	assert.Zero(t, stalled)
+	_, ok = h.metric("optout_cdc_allocation_used_ratio")
+	assert.True(t, ok)
 }
+
+// A Salesforce-side clear of an opt-out Salesforce had confirmed follows the
+// tenant's conflict policy as the nightly run does: under optout-wins it is
+// written back (and nothing tells Sales Connect of a resubscribe); under
+// latest-wins Sales Connect hears of the resubscribe.
+func TestClearFollowsConflictPolicy(t *testing.T) {
+	for _, policy := range []string{tenant.PolicyOptOutWins, tenant.PolicyLatestWins} {
+		t.Run(policy, func(t *testing.T) {
+			h := newHarness(t, "", func(s *tenant.Settings) { s.ConflictPolicy = policy })
+			id := h.sb.Put("Contact", "clear@x.test")
+			h.replica("r1")
+			h.streaming()
+			h.optOut(id)
+			require.Equal(t, optoutv1.Action_UNSUBSCRIBE, last(h.appliedFor(id)).GetAction())
+			h.optedOutInLedger(id)
+
+			h.sb.Ctl("PATCH", "/records/"+id, map[string]any{"HasOptedOutOfEmail": false}, nil) // a user un-ticks it
+			if policy == tenant.PolicyOptOutWins {
+				h.until("the opt-out is written back to Salesforce", func() bool {
+					var rec struct{ HasOptedOutOfEmail bool }
+					h.sb.Ctl("GET", "/records/"+id, nil, &rec)
+					return rec.HasOptedOutOfEmail
+				})
+				marker := h.sb.Put("Contact", "marker@x.test")
+				h.optOut(marker)
+				evs := h.appliedFor(marker)
+				assert.Len(t, evs, 1, "no resubscribe reached Sales Connect")
+				h.optedOutInLedger(id)
+				return
+			}
+			ev := last(h.appliedFor(id))
+			assert.Equal(t, optoutv1.Action_RESUBSCRIBE, ev.GetAction())
+			h.until("the ledger records the resubscribe", func() bool {
+				it, err := h.lg.Get(h.ctx, optout.Key(tn, "", id), ledger.ViaAlias(), ledger.FollowMerges())
+				return err == nil && !it.Entry.OptedOut
+			})
+		})
+	}
+}
+
+func last(evs []*optoutv1.OptOutEvent) *optoutv1.OptOutEvent { return evs[len(evs)-1] }
 
 // Our own push of 200 opt-outs (sObject Collections carrying our client id
 // in Sforce-Call-Options) comes back as a change event and is ignored: no
@@ -418,6 +505,8 @@ func TestStallPastWatchdog(t *testing.T) {
 	c := h.cdcRecord()
 	assert.Equal(t, runs.CDCStalled, c.State)
 	assert.Contains(t, c.Reason, "sent nothing")
+	stalled, _ := h.metric("optout_cdc_stalled")
+	assert.Equal(t, 1.0, stalled)
 	h.sb.Ctl("DELETE", "/pubsub/faults/"+fault.ID, nil, nil)
 	h.streaming()
 	id := h.sb.Put("Contact", "after-stall@x.test")
@@ -450,6 +539,10 @@ func TestAllocationExhaustedFallsBack(t *testing.T) {
 	assert.Contains(t, words, "off since")
 	assert.Contains(t, words, "allocation")
 	assert.Contains(t, words, "100% of its allocation of 3")
+	ratio, _ := h.metric("optout_cdc_allocation_used_ratio")
+	assert.Equal(t, 1.0, ratio)
+	stalled, _ := h.metric("optout_cdc_stalled")
+	assert.Equal(t, 1.0, stalled, "in fallback")
 }
 
 // A tenant whose org does not publish the topic (CDC not enabled for the

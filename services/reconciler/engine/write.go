@@ -60,8 +60,12 @@ func (r *run) writeSalesConnect(ctx context.Context, ops []diff.LedgerOp) error 
 // observation is what op learnt from Salesforce, as the state machine
 // takes it.
 func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Observation {
-	return optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
+	o := optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
 		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
+	if r.live {
+		o.Via = "Change Data Capture"
+	}
+	return o
 }
 
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {

@@ -260,6 +260,12 @@ func (st *stream) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+	if !Wanted(st.s.Settings.Get(st.tenant)) && st.lease.Valid() {
+		// Turned off: say so, rather than leave "streaming" on the record.
+		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		st.setState(octx, runs.CDCFallback, "Change Data Capture is off in the tenant's settings (cdcEnabled, or sync off); the nightly run keeps Salesforce-side changes in step", time.Time{})
+		cancel()
+	}
 	st.log.Info().Err(context.Cause(ctx)).Msg("CDC subscriber stopped")
 }
 

@@ -559,6 +559,23 @@ func TestNotEnabledFallsBack(t *testing.T) {
 	assert.Contains(t, c.Reason, "nightly run")
 }
 
+// Turning CDC off in the tenant's settings stops the stream and says so.
+func TestTurnedOffSaysSo(t *testing.T) {
+	h := newHarness(t, "", nil)
+	r := h.replica("r1")
+	h.streaming()
+	st := h.settings
+	st.CDCEnabled = false
+	require.NoError(t, tenant.Store{KV: h.prov.Tenants}.Put(h.ctx, st))
+	var c runs.CDC
+	h.until("the tenant falls back", func() bool {
+		c = h.cdcRecord()
+		return c.State == runs.CDCFallback
+	})
+	assert.Contains(t, c.Reason, "off in the tenant's settings")
+	h.until("the replica no longer streams", func() bool { return !r.sub.Streaming(tn) })
+}
+
 // Two replicas never both subscribe a tenant; when the holder stops, the
 // other takes over from the stored position.
 func TestTwoReplicasNeverBothSubscribe(t *testing.T) {

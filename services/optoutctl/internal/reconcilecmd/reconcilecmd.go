@@ -261,7 +261,7 @@ func statusCmd() *cli.Command {
 			}
 			if st.CDC != nil {
 				fmt.Fprintln(inv.Stdout)
-				for _, line := range tenantstatus.CDCLines(st.CDC, time.Now()) {
+				for _, line := range tenantstatus.CDCLines(st.CDC, inv.Clock()) {
 					fmt.Fprintln(inv.Stdout, line)
 				}
 			}

@@ -318,8 +318,11 @@ func (st *stream) session(ctx context.Context) time.Duration {
 		if ctx.Err() != nil {
 			return 0
 		}
-		if c := salesforce.ClassOf(err); c == salesforce.PermanentTenant || c == salesforce.Auth {
+		switch salesforce.ClassOf(err) {
+		case salesforce.PermanentTenant:
 			return st.fallback(ctx, fmt.Sprintf("Change Data Capture is not enabled for this org on %s (select Contact and Lead in Setup › Change Data Capture, or fix the channel): %v", topic, err))
+		case salesforce.Auth:
+			return st.fallback(ctx, "Salesforce refused the integration user's session for the Pub/Sub API: "+err.Error())
 		}
 		st.setState(ctx, runs.CDCStalled, "the Pub/Sub API cannot be reached: "+err.Error(), time.Time{})
 		return st.backoff()
@@ -498,9 +501,14 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 	if len(changes)+len(reread) > 0 {
 		res, err := s.Engine.Apply(ctx, engine.Changes{Tenant: st.tenant, Settings: settings, Lease: st.lease,
 			Check: st.check, Records: changes, Reread: reread})
-		switch {
+		switch c := salesforce.ClassOf(err); {
 		case errors.Is(err, engine.ErrGuard):
 			guard = "a batch would apply many Salesforce-side resubscribes (" + err.Error() + "); left to the reconcile and its guard"
+		case err != nil && ctx.Err() == nil && !fenced(err) && (c == salesforce.PermanentTenant || c == salesforce.PermanentRecord || c == salesforce.Auth || c == salesforce.Quota):
+			// Retrying the batch cannot help (the field read-only, the
+			// allowance spent): the stream goes on and the run, which
+			// reports such failures to admins, takes these records.
+			guard = "applying a batch failed (" + err.Error() + "); left to the reconcile"
 		case err != nil:
 			return 0, err
 		}
@@ -539,6 +547,11 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 		return st.fallback(ctx, fmt.Sprintf("this tenant's stream delivered %d events in 24 h, the org's whole allocation (%d); the stream resumes from its stored position when it has room again", rec.Delivered24h(now), alloc)), nil
 	}
 	return 0, nil
+}
+
+// fenced reports a lost lease: nothing more may be written.
+func fenced(err error) bool {
+	return errors.Is(err, ledger.ErrLeaseExpired) || errors.Is(err, ledger.ErrFenced) || errors.Is(err, runs.ErrFenced)
 }
 
 // reconcile asks the reconciler (any replica) for a run of the tenant and

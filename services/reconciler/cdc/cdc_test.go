@@ -351,6 +351,31 @@ func TestClearFollowsConflictPolicy(t *testing.T) {
 	}
 }
 
+// A batch that cannot be applied for a reason retrying will not fix (here
+// the org's daily API allowance spent before a write-back) does not hold
+// the stream up: a reconcile is asked for with the reason, and later
+// changes still arrive.
+func TestBatchFailingForGoodAsksForAReconcile(t *testing.T) {
+	h := newHarness(t, "", nil)
+	id, marker := h.sb.Put("Contact", "spent@x.test"), h.sb.Put("Contact", "marker@x.test")
+	h.replica("r1")
+	h.streaming()
+	h.optOut(id)
+	h.appliedFor(id)
+	h.optedOutInLedger(id)
+
+	h.sb.Ctl("PUT", "/api-usage", map[string]any{"used": 100000, "max": 100000}, nil)
+	h.sb.Ctl("PATCH", "/records/"+id, map[string]any{"HasOptedOutOfEmail": false}, nil) // to be written back: refused
+	rq := h.nextControl()
+	assert.Equal(t, "cdc:events", rq.By)
+	h.until("the reason is recorded", func() bool {
+		c := h.cdcRecord()
+		return c.Reconcile != nil && strings.Contains(c.Reconcile.Reason, "applying a batch failed")
+	})
+	h.optOut(marker)
+	h.appliedFor(marker)
+}
+
 func last(evs []*optoutv1.OptOutEvent) *optoutv1.OptOutEvent { return evs[len(evs)-1] }
 
 // Our own push of 200 opt-outs (sObject Collections carrying our client id

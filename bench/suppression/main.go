@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/optout-sync/optout-sync/internal/harness"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/domain/sfid"
@@ -184,27 +185,18 @@ func run(o options) error {
 	}
 	startup := time.Since(startAt)
 	runtime.GC()
-	cpu0, _ := cpuTime(cmd.Process.Pid)
-	rssLoaded, _ := procStatus(cmd.Process.Pid, "VmRSS")
+	cpu0, _ := harness.CPUTime(cmd.Process.Pid)
+	rssLoaded, _ := harness.StatusMiB(cmd.Process.Pid, "VmRSS")
 
 	fmt.Fprintf(os.Stderr, "bench: index ready in %s; driving %d req/s for %s\n", startup.Round(time.Millisecond), o.rate, o.duration)
-	load0 := loadavg()
+	load0 := harness.LoadAvg()
 	res := drive(client, base, o)
-	load1 := loadavg()
-	cpu1, _ := cpuTime(cmd.Process.Pid)
-	rss, _ := procStatus(cmd.Process.Pid, "VmRSS")
-	hwm, _ := procStatus(cmd.Process.Pid, "VmHWM")
+	load1 := harness.LoadAvg()
+	cpu1, _ := harness.CPUTime(cmd.Process.Pid)
+	rss, _ := harness.StatusMiB(cmd.Process.Pid, "VmRSS")
+	hwm, _ := harness.StatusMiB(cmd.Process.Pid, "VmHWM")
 	cpuShare := (cpu1 - cpu0).Seconds() / res.elapsed.Seconds()
 	return report(o, seedTime, startup, res, cpuShare, rssLoaded, rss, hwm, load0+" → "+load1)
-}
-
-// loadavg is the machine's 1-minute load average.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(b))[0]
 }
 
 // seed publishes the entries straight to the ledger bucket's subjects, as
@@ -342,34 +334,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// cpuTime is the process's user plus system time (/proc/<pid>/stat).
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
-}
-
-// procStatus returns a kB field of /proc/<pid>/status in MiB.
-func procStatus(pid int, field string) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no %s", field)
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {

@@ -429,6 +429,8 @@ func describeChange(old, s tenant.Settings) string {
 	add("scheduleTime", old.ScheduleTime, s.ScheduleTime)
 	add("scheduleZone", old.ScheduleZone, s.ScheduleZone)
 	add("conflictPolicy", old.ConflictPolicy, s.ConflictPolicy)
+	add("cdc", strconv.FormatBool(old.CDCEnabled), strconv.FormatBool(s.CDCEnabled))
+	add("cdcTopic", old.CDCTopic, s.CDCTopic)
 	if len(parts) == 0 {
 		return "none"
 	}

@@ -245,6 +245,48 @@ func TestSaveChangesTheSettingsAndRedirects(t *testing.T) {
 	}
 }
 
+// Change Data Capture is a setting of the page too, so saving the form
+// never turns it off behind the admin's back.
+func TestSaveKeepsAndChangesCDC(t *testing.T) {
+	t.Parallel()
+	u := newUI(t)
+	v := formValues(t, u.get("/admin/tenants/acme"))
+	v.Set("sync", "on")
+	v.Set("cdc", "on")
+	v.Set("cdc-topic", "/data/OptOutSync__chn")
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusSeeOther {
+		t.Fatalf("save: %d\n%s", code, body)
+	}
+	s, err := u.store.Get(u.ctx, "acme")
+	if err != nil || !s.CDCEnabled || s.Topic() != "/data/OptOutSync__chn" {
+		t.Fatalf("stored settings = %+v, %v", s, err)
+	}
+	// The form as shown now (CDC on, its channel), submitted with another
+	// change as a browser would, keeps CDC on.
+	page := u.get("/admin/tenants/acme")
+	for _, want := range []string{`id="cdc" name="cdc" value="on" checked`, `name="cdc-topic" value="/data/OptOutSync__chn"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	v = formValues(t, page)
+	v.Set("sync", "on")
+	v.Set("cdc", "on")
+	v.Set("cdc-topic", "/data/OptOutSync__chn")
+	v.Set("schedule-time", "22:00")
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusSeeOther {
+		t.Fatalf("second save: %d\n%s", code, body)
+	}
+	if s, err = u.store.Get(u.ctx, "acme"); err != nil || !s.CDCEnabled || s.CDCTopic != "/data/OptOutSync__chn" || s.ScheduleTime != "22:00" {
+		t.Fatalf("after a second save: %+v, %v", s, err)
+	}
+	v = formValues(t, u.get("/admin/tenants/acme"))
+	v.Set("cdc-topic", "/event/Nope__e")
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusUnprocessableEntity || !strings.Contains(body, "Change Data Capture topic") {
+		t.Fatalf("bad topic: %d\n%s", code, body)
+	}
+}
+
 func TestInvalidInputIsExplainedAndNotStored(t *testing.T) {
 	t.Parallel()
 	u := newUI(t)

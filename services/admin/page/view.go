@@ -82,6 +82,8 @@ type form struct {
 	ScheduleTime   string
 	ScheduleZone   string
 	ConflictPolicy string
+	CDC            bool
+	CDCTopic       string
 	Revision       uint64
 }
 
@@ -89,6 +91,7 @@ func formOf(s tenant.Settings, rev uint64) form {
 	return form{
 		Sync: s.SyncEnabled, Field: tenantstatus.FieldFlag(s.Field), CustomField: s.CustomField,
 		ScheduleTime: s.ScheduleTime, ScheduleZone: s.ScheduleZone, ConflictPolicy: s.ConflictPolicy, Revision: rev,
+		CDC: s.CDCEnabled, CDCTopic: s.CDCTopic,
 	}
 }
 
@@ -101,6 +104,8 @@ func formFrom(v url.Values) form {
 		ScheduleTime:   strings.TrimSpace(v.Get("schedule-time")),
 		ScheduleZone:   strings.TrimSpace(v.Get("schedule-zone")),
 		ConflictPolicy: v.Get("conflict-policy"),
+		CDC:            v.Get("cdc") == "on",
+		CDCTopic:       strings.TrimSpace(v.Get("cdc-topic")),
 		Revision:       rev,
 	}
 }
@@ -136,6 +141,9 @@ func (f form) settings(t string) (tenant.Settings, []fieldError) {
 		func(p *tenant.Settings) { p.ScheduleZone = f.ScheduleZone })
 	check("policy-optout-wins", "Choose what wins when the two sides disagree.",
 		func(p *tenant.Settings) { p.ConflictPolicy = f.ConflictPolicy })
+	s.CDCEnabled = f.CDC
+	check("cdc-topic", "Enter a Change Data Capture topic such as /data/ChangeEvents or a channel such as /data/OptOutSync__chn, or leave it empty.",
+		func(p *tenant.Settings) { p.CDCTopic = f.CDCTopic })
 	return s, errs
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"os"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/budget"
+	"github.com/optout-sync/optout-sync/services/reconciler/cdc"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/service"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
 	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
+	"github.com/optout-sync/optout-sync/shared/adapter/pubsub"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
@@ -41,6 +44,7 @@ type Config struct {
 	Tick           time.Duration
 	MaxConcurrent  int
 	Engine         engine.Config
+	CDC            cdc.Config
 }
 
 // Load reads the configuration; check l.Err() (or call l.Exit) afterwards.
@@ -93,6 +97,15 @@ func Load(l *config.Loader) Config {
 	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up (failed)")
 	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles, up to 32×)")
 	c.Engine = e
+
+	dc := cdc.DefaultConfig()
+	dc.PubSub.Addr = l.HostPort("OPTOUT_PUBSUB_ADDR", pubsub.DefaultAddr, "Salesforce's Pub/Sub API (Change Data Capture) for tenants with cdcEnabled; api.deu.pubsub.salesforce.com:7443 for orgs processed in Germany")
+	dc.PubSub.Plaintext = l.Bool("OPTOUT_PUBSUB_PLAINTEXT", false, "dial the Pub/Sub API without TLS: only to loopback (the sandbox) or a host in OPTOUT_SF_INSECURE_HTTP_HOSTS")
+	dc.Watchdog = l.Duration("OPTOUT_CDC_WATCHDOG", dc.Watchdog, time.Second, time.Hour, "a CDC stream that sends nothing (no event, no keepalive) for this long is resubscribed and a reconcile requested (keepalives come within 270s)")
+	dc.Retry = l.Duration("OPTOUT_CDC_RETRY", dc.Retry, time.Second, 24*time.Hour, "how long a tenant whose CDC fell back to the nightly run (not enabled, allocation spent) waits before trying again")
+	dc.Allocation = int64(l.Int("OPTOUT_CDC_ALLOCATION", int(dc.Allocation), 1, 100_000_000, "the org's delivered-event allocation per 24 h when GET /limits does not say (Enterprise 25000, Performance and Unlimited 50000)"))
+	dc.Tick = c.Tick
+	c.CDC = dc
 	if c.LeaseTTL < 3*time.Second {
 		l.Invalid("OPTOUT_LEASE_TTL", c.LeaseTTL.String(), "want at least 3s: renewals every third of it need room")
 	}
@@ -109,6 +122,7 @@ func randomSuffix() string {
 type App struct {
 	*process.Process
 	Service *service.Service
+	CDC     *cdc.Subscriber
 }
 
 // New connects, provisions and wires everything; Run then reconciles.
@@ -170,16 +184,30 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error
 		Engine: eng, Locker: locker, Runs: store, Settings: settings, NC: nc, Topology: cfg.Topology,
 		Replica: cfg.Replica, Log: log, Tick: cfg.Tick, MaxConcurrent: cfg.MaxConcurrent,
 	}
+	cdcMetrics, err := cdc.NewMetrics(tel.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
+	a.CDC = &cdc.Subscriber{
+		Cfg: cfg.CDC, Engine: eng, Locker: locker, Runs: store, Settings: settings, Clients: clients,
+		NC: nc, Topology: cfg.Topology, Replica: cfg.Replica, Log: log, Metrics: cdcMetrics,
+	}
 	log.Info().Str("traces", tel.TracesExport).Str("admin", cfg.AdminAddr).Str("replica", cfg.Replica).
 		Dur("lease_ttl", cfg.LeaseTTL).Msg("reconciler started")
 	return a, nil
 }
 
-// Run serves the admin port and reconciles until ctx ends and the runs in
-// flight have stopped.
+// Run serves the admin port, reconciles and streams the CDC tenants until
+// ctx ends and the runs and streams in flight have stopped.
 func (a *App) Run(ctx context.Context) error {
 	if err := a.Admin.Start(ctx); err != nil {
 		return err
 	}
-	return a.Service.Run(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.CDC.Run(ctx) }()
+	err := a.Service.Run(ctx)
+	cancel() // the service stopping ends the streams too
+	return errors.Join(err, <-done)
 }

@@ -211,6 +211,10 @@ type run struct {
 	// resumed is the one an interrupted attempt left uncounted.
 	inFlight *runs.InFlight
 	resumed  *runs.InFlight
+
+	// live: a batch of Change Data Capture (Apply), not a run: no
+	// checkpoint, report or run fence.
+	live bool
 }
 
 // Run carries out job under its lease and returns the run's report. A nil
@@ -338,8 +342,11 @@ func (r *run) enter(ctx context.Context, p runs.Phase) error {
 	return r.save(ctx, time.Time{}, "")
 }
 
-// save writes the checkpoint (fenced).
+// save writes the checkpoint (fenced); a live batch has none.
 func (r *run) save(ctx context.Context, retryAt time.Time, lastErr string) error {
+	if r.live {
+		return nil
+	}
 	rep := r.report()
 	r.mu.Lock()
 	cp := runs.Checkpoint{Report: rep, DiffComplete: r.diffComplete, RetryAt: retryAt, Failures: r.failures, LastError: lastErr, InFlight: r.inFlight}

@@ -93,8 +93,12 @@ func opAction(k diff.OpKind) optoutv1.Action {
 // observation is what op learnt from Salesforce, as the state machine
 // takes it.
 func (r *run) observation(op diff.LedgerOp, evID string, value bool) optout.Observation {
-	return optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
+	o := optout.Observation{EventID: evID, SalesforceID: op.ID.String(), ObjectType: op.ID.Type(), Field: r.field,
 		Value: value, At: time.UnixMilli(op.At).UTC(), Now: r.e.now()}
+	if r.live {
+		o.Via = "Change Data Capture"
+	}
+	return o
 }
 
 func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
@@ -130,9 +134,13 @@ func (r *run) applyOp(ctx context.Context, op diff.LedgerOp) error {
 	}
 	value := op.Kind != diff.ApplyResubscribe
 	action := opAction(op.Kind)
-	reason := "Salesforce shows " + field + " true (nightly reconcile)"
+	via := "nightly reconcile"
+	if r.live {
+		via = "Change Data Capture"
+	}
+	reason := "Salesforce shows " + field + " true (" + via + ")"
 	if !value {
-		reason = "Salesforce cleared " + field + " after the opt-out (latest-wins, nightly reconcile)"
+		reason = "Salesforce cleared " + field + " after the opt-out (latest-wins, " + via + ")"
 	}
 	evID := eventID(r.job.Tenant, op.ID, action, op.At)
 	o := r.observation(op, evID, value)

@@ -79,3 +79,8 @@ func (c *Client) InvalidatePubSubAuth(a PubSubAuth) {
 		c.tokens.invalidate(a.sess)
 	}
 }
+
+// CallClient is the Sforce-Call-Options client this client's writes carry:
+// a Change Data Capture subscriber recognises its own writes by it
+// (changeOrigin, spec §9.6).
+func (c *Client) CallClient() string { return c.s.callClient }

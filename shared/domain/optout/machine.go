@@ -3,6 +3,7 @@ package optout
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -480,6 +481,9 @@ type Observation struct {
 	Value        bool
 	At           time.Time // the record's SystemModstamp
 	Now          time.Time
+	// Via names how it was learnt, for the entry's reasons (default "the
+	// nightly reconcile"; the CDC subscriber's is "Change Data Capture").
+	Via string
 }
 
 // Learnt folds what Salesforce shows into the person as a wish of
@@ -504,10 +508,14 @@ func Learnt(e Entry, exists bool, o Observation, field string) (Entry, bool) {
 	if !o.Value {
 		action = Resubscribe
 	}
+	via := o.Via
+	if via == "" {
+		via = "the nightly reconcile"
+	}
 	e.LastEvent = &Event{ID: o.EventID, Action: string(action), Source: sourceSalesforce, OccurredAt: at,
-		Reason: fmt.Sprintf("nightly reconcile: %s is %t in Salesforce", o.Field, o.Value)}
+		Reason: fmt.Sprintf("%s: %s is %t in Salesforce", strings.TrimPrefix(via, "the "), o.Field, o.Value)}
 	e, _ = Observed(e, o.SalesforceID, o.Field, o.Value, o.Now, field)
-	reason := fmt.Sprintf("learnt from Salesforce by the nightly reconcile: %s %t since %s", o.Field, o.Value, stamp(at))
+	reason := fmt.Sprintf("learnt from Salesforce by %s: %s %t since %s", via, o.Field, o.Value, stamp(at))
 	if !won {
 		reason += "; the person's newer wish stands"
 	}

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -85,11 +86,16 @@ type Item struct {
 // ReadOption changes a Get.
 type ReadOption func(*readOptions)
 
-type readOptions struct{ follow bool }
+type readOptions struct{ follow, alias bool }
 
 // FollowMerges reads the person a retired (merged) entry now lives under;
 // Item.Key is then that entry's key.
 func FollowMerges() ReadOption { return func(o *readOptions) { o.follow = true } }
+
+// ViaAlias reads a Salesforce-id key (optout.Key(tenant, "", id)) through
+// the alias index: the person the id is linked to, when it is (a Change
+// Data Capture event names records by Salesforce id only).
+func ViaAlias() ReadOption { return func(o *readOptions) { o.alias = true } }
 
 // Get returns the entry under key as stored (a retired one too, unless
 // FollowMerges); ErrNotFound when there is none.
@@ -97,6 +103,17 @@ func (l *Ledger) Get(ctx context.Context, key string, opts ...ReadOption) (Item,
 	var o readOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.alias {
+		if tenant, id, ok := strings.Cut(key, ".sf."); ok {
+			target, found, err := l.aliasOf(ctx, tenant, id)
+			if err != nil {
+				return Item{Key: key}, err
+			}
+			if found {
+				key = target
+			}
+		}
 	}
 	for range 4 {
 		c, err := kv.Get(ctx, l.kv, key)

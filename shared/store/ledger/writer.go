@@ -39,13 +39,21 @@ type Writer struct {
 	tenant string
 	field  string
 	fence  Fence
+	stamp  bool // the fence's token is stamped on entries and compared
 }
 
 // WriterOption configures a Writer.
 type WriterOption func(*Writer)
 
 // Fenced makes every write of the writer fenced by f.
-func Fenced(f Fence) WriterOption { return func(w *Writer) { w.fence = f } }
+func Fenced(f Fence) WriterOption { return func(w *Writer) { w.fence, w.stamp = f, true } }
+
+// Guarded checks f before every write, as Fenced does, but stamps no token
+// and compares none: for a holder of another lease than the nightly run's
+// (the Change Data Capture subscriber), whose fence counter is its own, so
+// its tokens cannot be ordered against the run's. It writes as the pusher
+// does (no stamp), through the same compare-and-set and state machine.
+func Guarded(f Fence) WriterOption { return func(w *Writer) { w.fence, w.stamp = f, false } }
 
 // FenceChecker is a fence that can also say, with a round trip, that no
 // newer holder has raised it (the reconciler's lease and its tenant's
@@ -216,6 +224,8 @@ func (w *Writer) update(ctx context.Context, key string, step optout.Step, u *up
 				if !w.fence.Valid() {
 					return nil, false, ErrLeaseExpired
 				}
+			}
+			if w.fence != nil && w.stamp {
 				stamp = w.fence.Fence()
 				if cur.Fence > stamp {
 					return nil, false, fmt.Errorf("%w (%s: entry fence %d, writer fence %d)", ErrFenced, key, cur.Fence, stamp)

@@ -17,6 +17,9 @@
 //	slot.<tenant>         SlotClaim: the newest schedule slot a run was
 //	                      started for (exactly one run per slot)
 //	last.<tenant>         LastSuccess: the last run that succeeded
+//	cdc.<tenant>          CDC: the tenant's Change Data Capture stream (its
+//	                      replay id, state and reason, delivered events),
+//	                      written under the CDC lease's own fence
 //
 // Every finished run is also published as a JSON Report on
 // optout.v1.runs.<tenant> (stream OPTOUT_RUNS), Nats-Msg-Id "<runID>".
@@ -76,6 +79,9 @@ const (
 	TriggerCatchUp TriggerKind = "catch-up"
 	// TriggerManual: a control request (optoutctl, the admin page).
 	TriggerManual TriggerKind = "manual"
+	// TriggerCDC: changes a Change Data Capture stream delivered, applied
+	// between runs (engine.Apply); never a run of its own.
+	TriggerCDC TriggerKind = "cdc"
 )
 
 // Trigger is who or what started a run.

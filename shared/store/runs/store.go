@@ -356,6 +356,8 @@ type TenantStatus struct {
 	LastSuccess *LastSuccess `json:"lastSuccess,omitempty"`
 	Slot        *SlotClaim   `json:"slot,omitempty"`
 	Fence       uint64       `json:"fence"`
+	// CDC is the tenant's Change Data Capture stream (nil: never subscribed).
+	CDC *CDC `json:"cdc,omitempty"`
 }
 
 // Status gathers a tenant's status.
@@ -388,5 +390,10 @@ func (s Store) Status(ctx context.Context, tenant string) (TenantStatus, error) 
 		return st, err
 	}
 	st.Fence = f.Fence
+	if c, err := s.CDC(ctx, tenant); err == nil {
+		st.CDC = &c
+	} else if !errors.Is(err, ErrNotFound) {
+		return st, err
+	}
 	return st, nil
 }

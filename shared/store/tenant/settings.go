@@ -56,6 +56,11 @@ type Settings struct {
 	// nightly schedule never catches up a slot from before it: the first
 	// run is the next slot, unless an admin asks for one now.
 	SyncSince time.Time `json:"syncSince,omitzero"`
+	// CDCEnabled streams Salesforce-side changes in seconds (Change Data
+	// Capture over the Pub/Sub API) besides the nightly run; CDCTopic is the
+	// topic or custom channel (default DefaultCDCTopic).
+	CDCEnabled bool   `json:"cdcEnabled,omitempty"`
+	CDCTopic   string `json:"cdcTopic,omitempty"`
 }
 
 // stampSync carries SyncSince over from the stored settings prev (existed:
@@ -70,6 +75,19 @@ func (s *Settings) stampSync(prev Settings, existed bool, now time.Time) {
 	default:
 		s.SyncSince = now.UTC().Truncate(time.Second)
 	}
+}
+
+// DefaultCDCTopic carries the changes of every entity selected for CDC
+// (Contact and Lead): one stream per tenant (spec §9.5). A filtered custom
+// channel (/data/OptOutSync__chn) spends less of the allocation.
+const DefaultCDCTopic = "/data/ChangeEvents"
+
+// Topic is the CDC topic the tenant subscribes to.
+func (s Settings) Topic() string {
+	if s.CDCTopic != "" {
+		return s.CDCTopic
+	}
+	return DefaultCDCTopic
 }
 
 // Default returns the settings of a tenant nobody configured: sync off,
@@ -97,6 +115,7 @@ func (s Settings) TargetField() string {
 var (
 	tenantRe      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	customFieldRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*__c$`)
+	cdcTopicRe    = regexp.MustCompile(`^/data/(ChangeEvents|[A-Za-z][A-Za-z0-9_]*ChangeEvent|[A-Za-z][A-Za-z0-9_]*__chn)$`)
 	clockRe       = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]$`)
 )
 
@@ -120,6 +139,9 @@ func (s Settings) Validate() error {
 	}
 	if s.ConflictPolicy != PolicyOptOutWins && s.ConflictPolicy != PolicyLatestWins {
 		errs = append(errs, fmt.Errorf("conflictPolicy %q: want %s or %s", s.ConflictPolicy, PolicyOptOutWins, PolicyLatestWins))
+	}
+	if s.CDCTopic != "" && !cdcTopicRe.MatchString(s.CDCTopic) {
+		errs = append(errs, fmt.Errorf("cdcTopic %q: want /data/ChangeEvents, /data/<Entity>ChangeEvent or /data/<Name>__chn", s.CDCTopic))
 	}
 	return errors.Join(errs...)
 }

@@ -25,13 +25,26 @@ func TestTargetField(t *testing.T) {
 	}
 }
 
+func TestCDCTopic(t *testing.T) {
+	s := tenant.Default("acme")
+	if got := s.Topic(); got != "/data/ChangeEvents" {
+		t.Errorf("default CDC topic = %s", got)
+	}
+	for _, ok := range []string{"/data/ChangeEvents", "/data/ContactChangeEvent", "/data/OptOutSync__chn"} {
+		s.CDCTopic = ok
+		if err := s.Validate(); err != nil || s.Topic() != ok {
+			t.Errorf("topic %s: %v", ok, err)
+		}
+	}
+}
+
 func TestValidateNamesEachBadField(t *testing.T) {
-	s := tenant.Settings{Tenant: "a.b", Field: "EMAIL", CustomField: "Foo", ScheduleTime: "8pm", ScheduleZone: "Mars/Olympus", ConflictPolicy: "x"}
+	s := tenant.Settings{Tenant: "a.b", Field: "EMAIL", CustomField: "Foo", ScheduleTime: "8pm", ScheduleZone: "Mars/Olympus", ConflictPolicy: "x", CDCTopic: "/event/Foo__e"}
 	err := s.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{`tenant "a.b"`, `field "EMAIL"`, `customField "Foo"`, `scheduleTime "8pm"`, `scheduleZone "Mars/Olympus"`, `conflictPolicy "x"`} {
+	for _, want := range []string{`tenant "a.b"`, `field "EMAIL"`, `customField "Foo"`, `scheduleTime "8pm"`, `scheduleZone "Mars/Olympus"`, `conflictPolicy "x"`, `cdcTopic "/event/Foo__e"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %s", err, want)
 		}

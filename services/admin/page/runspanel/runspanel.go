@@ -56,11 +56,13 @@ type activeView struct {
 
 type view struct {
 	Next   string
+	CDC    []string
 	Active *activeView
 	Runs   []runView
 }
 
 var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Next run:</strong> {{.}}</p>
+{{end}}{{range .CDC}}<p>{{.}}</p>
 {{end}}{{with .Active}}<p><strong>Running now:</strong> a {{.Kind}} ({{.Trigger}}), started {{.Started}}, {{.Phase}}.</p>
 <p>{{.Progress}}</p>
 {{if .Retry}}<p>Interrupted{{if .LastError}} ({{.LastError}}){{end}}; it resumes at {{.Retry}}.</p>
@@ -77,6 +79,11 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Ne
 func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 	limit := cmp.Or(p.Limit, DefaultLimit)
 	var v view
+	if c, err := p.Runs.CDC(ctx, tenant); err == nil {
+		v.CDC = tenantstatus.CDCLines(&c, time.Now())
+	} else if !errors.Is(err, runs.ErrNotFound) {
+		return err
+	}
 	cp, err := p.Runs.Active(ctx, tenant)
 	switch {
 	case err == nil:

@@ -141,3 +141,29 @@ func TestPanelSaysWhenTheNextRunIs(t *testing.T) {
 		t.Errorf("panel lacks %q\ngot: %s", want, got)
 	}
 }
+
+// TestPanelShowsTheCDCStream: a tenant whose stream fell back to the
+// nightly run shows why, above its runs.
+func TestPanelShowsTheCDCStream(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	store := runs.Store{KV: prov.Runs}
+	if _, err := store.UpdateCDC(ctx, "acme", 1, func(c *runs.CDC) bool {
+		c.State, c.Since = runs.CDCFallback, time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+		c.Reason = "Change Data Capture is not enabled for this org on /data/ChangeEvents; the nightly run keeps Salesforce-side changes in step meanwhile"
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := (runspanel.Panel{Runs: store}).Render(ctx, &b, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	got := text(b.String())
+	for _, want := range []string{"Near real time (Change Data Capture): off since 2026-03-02", "not enabled for this org", "the nightly run keeps"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("panel lacks %q: %q", want, got)
+		}
+	}
+}

@@ -279,6 +279,12 @@ func statusCmd(inv *cli.Invocation) *cobra.Command {
 			if st.LastSuccess != nil {
 				fmt.Fprintf(inv.Stdout, "Last success: run %s, finished %s\n", st.LastSuccess.RunID, fmtTime(st.LastSuccess.FinishedAt))
 			}
+			if st.CDC != nil {
+				fmt.Fprintln(inv.Stdout)
+				for _, line := range tenantstatus.CDCLines(st.CDC, inv.Clock()) {
+					fmt.Fprintln(inv.Stdout, line)
+				}
+			}
 			if last != nil {
 				fmt.Fprintln(inv.Stdout, "\nLast report")
 				return reportBlock(*last).Write(inv.Stdout)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/optout-sync/optout-sync/services/optoutctl/internal/testkit"
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
@@ -95,6 +96,17 @@ func TestReconcileCommands(t *testing.T) {
 	stable(s.Run("reconcile", "status", "acme").Expect(t, 0)).Golden(t, "reconcile_status")
 	columns(stable(s.Run("reconcile", "history", "acme").Expect(t, 0))).Golden(t, "reconcile_history")
 	stable(s.Run("reconcile", "history", "acme", "--limit", "1", "-o", "json").Expect(t, 0)).Golden(t, "reconcile_history_json")
+
+	// The tenant's CDC stream fell back to the nightly run: status says why.
+	c := runs.CDC{State: runs.CDCFallback, Since: testkit.T0.Add(-time.Hour), Until: testkit.T0.Add(14 * time.Minute),
+		Reason: "the org's delivered-event allocation (25000 a day) is spent; the stream resumes from its stored position when it has room again; the nightly run keeps Salesforce-side changes in step meanwhile",
+		Topic:  "/data/ChangeEvents", Allocation: 25000, UsedRatio: 1, Applied: 12, LastAt: testkit.T0.Add(-2 * time.Hour),
+		Reconcile: &runs.CDCReconcile{At: testkit.T0.Add(-3 * time.Hour), Reason: "Salesforce sent GAP_OVERFLOW for Contact (a transaction changed more records than CDC carries)", RunID: "20250601T090000Z-abcdef"}}
+	c.CountDelivered(testkit.T0.Add(-2*time.Hour), 240)
+	if _, err := s.Runs().UpdateCDC(s.Ctx, "acme", 1, func(cur *runs.CDC) bool { *cur = c; return true }); err != nil {
+		t.Fatal(err)
+	}
+	stable(s.Run("reconcile", "status", "acme").Expect(t, 0)).Golden(t, "reconcile_status_cdc")
 
 	// No Salesforce credentials: the run fails, exit 1.
 	s.EnableSync("initech")

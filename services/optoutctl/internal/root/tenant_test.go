@@ -64,4 +64,10 @@ func TestTenantCommands(t *testing.T) {
 	s.Run("tenant", "list").Expect(t, 0).Golden(t, "tenant_list")
 	s.Run("tenant", "list", "-o", "json").Expect(t, 0).Golden(t, "tenant_list_json")
 	s.Run("tenant", "list", "-o", "csv").Expect(t, 0).Golden(t, "tenant_list_csv")
+
+	s.Run("tenant", "set", "acme", "--cdc=true", "--cdc-topic", "/data/OptOutSync__chn").Expect(t, 0).Golden(t, "tenant_set_cdc")
+	if got, err := s.Settings.Get(s.Ctx, "acme"); err != nil || !got.CDCEnabled || got.Topic() != "/data/OptOutSync__chn" {
+		t.Fatalf("stored settings after --cdc: %+v, %v", got, err)
+	}
+	s.Run("tenant", "set", "acme", "--cdc-topic", "/event/Nope__e").Expect(t, 2)
 }

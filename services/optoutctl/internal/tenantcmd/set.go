@@ -36,10 +36,10 @@ func (o *optional) Type() string {
 }
 
 func setCmd(inv *cli.Invocation) *cobra.Command {
-	sync := &optional{bool: true}
-	field, custom, at, zone, policy := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
+	sync, cdc := &optional{bool: true}, &optional{bool: true}
+	field, custom, at, zone, policy, topic := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
 	cmd := &cobra.Command{
-		Use:   "set <tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins]",
+		Use:   "set <tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins] [--cdc=true|false] [--cdc-topic TOPIC]",
 		Short: "change a tenant's settings (creates them from the defaults for a new tenant)",
 		Long: `Only the settings named by flags change. The write is a compare-and-set, so a
 change made meanwhile on the admin page is kept, not overwritten. The pusher
@@ -64,6 +64,14 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				}
 				syncOn = b
 			}
+			var cdcOn bool
+			if cdc.set {
+				b, err := strconv.ParseBool(cdc.value)
+				if err != nil {
+					return cli.Usagef("--cdc=%q: want true or false", cdc.value)
+				}
+				cdcOn = b
+			}
 			var f tenant.Field
 			if field.set {
 				var ok bool
@@ -71,8 +79,8 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 					return cli.Usagef("--field %q: want %s or %s", field.value, tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
 				}
 			}
-			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set {
-				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy")
+			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set && !cdc.set && !topic.set {
+				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy, --cdc, --cdc-topic")
 			}
 			c, err := conn.Open(ctx, inv)
 			if err != nil {
@@ -97,6 +105,12 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				}
 				if policy.set {
 					s.ConflictPolicy = policy.value
+				}
+				if cdc.set {
+					s.CDCEnabled = cdcOn
+				}
+				if topic.set {
+					s.CDCTopic = topic.value
 				}
 				if err := s.Validate(); err != nil {
 					return cli.Usagef("tenant %s: %s", t, strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -124,6 +138,10 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 			if s.TargetField() != tenant.StandardField {
 				fmt.Fprintf(inv.Stdout, "check that Salesforce is ready for it: optoutctl tenant check %s\n", t)
 			}
+			if s.CDCEnabled {
+				fmt.Fprintf(inv.Stdout, "Salesforce-side changes stream in seconds from %s (Change Data Capture%s); see optoutctl reconcile status %s\n",
+					s.Topic(), map[bool]string{true: "", false: ", once sync is on"}[s.SyncEnabled], t)
+			}
 			return nil
 		},
 	}
@@ -135,7 +153,11 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 	fs.Var(at, "schedule-time", "time of the nightly sync, HH:MM 24-hour")
 	fs.Var(zone, "schedule-zone", "IANA time zone of the schedule, e.g. America/Los_Angeles")
 	fs.Var(policy, "conflict-policy", "nightly conflict policy: optout-wins or latest-wins")
+	fs.Var(cdc, "cdc", "stream Salesforce-side changes in seconds (Change Data Capture, needs --sync): true or false")
+	fs.Lookup("cdc").NoOptDefVal = "true"
+	fs.Var(topic, "cdc-topic", "CDC topic or channel (default "+tenant.DefaultCDCTopic+"; e.g. /data/OptOutSync__chn)")
 	cli.CompleteFlag(cmd, "sync", "true", "false")
+	cli.CompleteFlag(cmd, "cdc", "true", "false")
 	cli.CompleteFlag(cmd, "field", tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
 	cli.CompleteFlag(cmd, "conflict-policy", tenant.PolicyOptOutWins, tenant.PolicyLatestWins)
 	return cmd

@@ -135,12 +135,12 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 			fmt.Fprintf(inv.Stdout, "tenant %s updated (revision %d): sync %s, field %s (%s), nightly at %s %s, conflict policy %s\n",
 				t, rev, onOff(s.SyncEnabled), tenantstatus.FieldFlag(s.Field), fieldName(s), s.ScheduleTime, s.ScheduleZone, s.ConflictPolicy)
 			fmt.Fprintf(inv.Stdout, "opt-outs are now written to %s\n", s.TargetField())
-			if s.TargetField() != tenant.StandardField {
-				fmt.Fprintf(inv.Stdout, "check that Salesforce is ready for it: optoutctl tenant check %s\n", t)
-			}
 			if s.CDCEnabled {
 				fmt.Fprintf(inv.Stdout, "Salesforce-side changes stream in seconds from %s (Change Data Capture%s); see optoutctl reconcile status %s\n",
 					s.Topic(), map[bool]string{true: "", false: ", once sync is on"}[s.SyncEnabled], t)
+			}
+			if s.TargetField() != tenant.StandardField {
+				fmt.Fprintf(inv.Stdout, "check that Salesforce is ready for it: optoutctl tenant check %s\n", t)
 			}
 			return nil
 		},

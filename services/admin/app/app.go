@@ -5,12 +5,12 @@ package app
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/optout-sync/optout-sync/services/admin/compliance"
+	"github.com/optout-sync/optout-sync/services/admin/ledgerfeed"
 	"github.com/optout-sync/optout-sync/services/admin/page"
 	"github.com/optout-sync/optout-sync/services/admin/page/chartspanel"
 	"github.com/optout-sync/optout-sync/services/admin/page/runspanel"
@@ -67,7 +67,9 @@ type App struct {
 	// Compliance is the compliance clock, kept from the ledger while Run
 	// runs: on the tenant page and in the metrics.
 	Compliance *compliance.Tracker
-	ledger     *ledger.Ledger
+	// Ledger is the one reader of the whole ledger feeding both (and the
+	// readiness check "ledger": ready once it has read every entry).
+	Ledger *ledgerfeed.Feed
 }
 
 // New connects, provisions and mounts the page; Run then serves it.
@@ -109,9 +111,23 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		},
 		Auth: cfg.Auth, Log: log}))
 	api := suppression.New(cfg.Suppression, log)
+	if err := api.Register(p.Tel.MeterProvider); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("suppression metrics: %w", err)
+	}
 	p.Admin.Handle(suppression.Pattern, api)
+	sinks := []ledgerfeed.Sink{clock}
+	if api.Enabled() {
+		sinks = append(sinks, api.Index())
+	} else {
+		log.Info().Msg("suppression API off (OPTOUT_SUPPRESSION_TOKENS_FILE unset): no index of the ledger is kept")
+	}
+	feed := ledgerfeed.New(led, log, sinks...)
+	// Not ready until the ledger is read: before, the API could only answer
+	// "unknown" and the compliance clock is not known.
+	p.Admin.AddCheck("ledger", feed.Check)
 	log.Info().Str("admin", cfg.AdminAddr).Msg("admin service started")
-	return &App{Process: p, Suppression: api, Compliance: clock, ledger: led}, nil
+	return &App{Process: p, Suppression: api, Compliance: clock, Ledger: feed}, nil
 }
 
 // Listen binds the port and serves until ctx ends; after it Admin.Addr()
@@ -132,11 +148,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = a.Suppression.Run(ctx, a.ledger) })
-	wg.Go(func() { _ = a.Compliance.Run(ctx, a.ledger) })
-	<-ctx.Done()
-	wg.Wait()
+	_ = a.Ledger.Run(ctx)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return a.Admin.Shutdown(sctx)

@@ -68,7 +68,27 @@ func startApp(t *testing.T, env map[string]string) (string, *app.App) {
 		}
 		a.Close()
 	})
-	return "http://" + a.Admin.Addr(), a
+	base := "http://" + a.Admin.Addr()
+	// As a Service routes to it: once ready (the ledger read, the
+	// dependencies answering).
+	waitReady(t, base)
+	return base, a
+}
+
+// waitReady polls /readyz until it answers 200.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := get(t, base+"/readyz", "")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never ready: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func get(t *testing.T, url, auth string) (int, string) {

@@ -4,7 +4,8 @@
 // the tenant's page (Panel) and exported as metrics (Tracker.Register).
 //
 // Why a ledger follower and not the dirty set or a scan: the follower
-// (ledger.Follower) reads every entry once at start and then each change as
+// (ledger.Follower, shared with the suppression index through
+// services/admin/ledgerfeed) reads every entry once at start and then each change as
 // it is stored, so a scrape costs a walk over the unhonoured opt-outs held
 // in memory (a handful normally, the backlog after an outage) and no NATS
 // request; the dirty set would need a KV watch per scrape and a read of each
@@ -18,7 +19,6 @@
 package compliance
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,8 +30,8 @@ import (
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
-// Tracker holds every tenant's unhonoured opt-outs, fed by a ledger
-// follower (Run).
+// Tracker holds every tenant's unhonoured opt-outs, fed by the admin
+// service's ledger feed (Apply, MarkCurrent).
 type Tracker struct {
 	mu sync.Mutex
 	// tenants: every tenant the ledger holds an entry of, each with its
@@ -41,14 +41,13 @@ type Tracker struct {
 	// loaded is set once the follower has read the whole ledger: until
 	// then the clock is unknown, not 0, and no metric is reported (a
 	// restarted replica must not claim that nothing waits).
-	loaded   atomic.Bool
-	follower atomic.Pointer[ledger.Follower]
-	log      zerolog.Logger
+	loaded atomic.Bool
+	log    zerolog.Logger
 	// Now is the clock (tests set it).
 	Now func() time.Time
 }
 
-// NewTracker returns an empty tracker; Run fills it.
+// NewTracker returns an empty tracker; the ledger feed fills it.
 func NewTracker(log zerolog.Logger) *Tracker {
 	return &Tracker{tenants: map[string]map[string]int64{}, log: log}
 }
@@ -137,57 +136,11 @@ func oldestOf(owed map[string]int64) (n int, oldest time.Time, key string) {
 	return n, time.Unix(0, min).UTC(), key
 }
 
-// currencyEvery is how often Run asks whether the initial read is done.
-const currencyEvery = 200 * time.Millisecond
-
-// Run keeps the tracker up to date from the ledger until ctx ends; a failed
-// follow starts again after a pause (what the tracker holds stays, and
-// the new follower's initial read brings it up to date).
-func (t *Tracker) Run(ctx context.Context, led *ledger.Ledger) error {
-	go t.watchLoaded(ctx)
-	for ctx.Err() == nil {
-		f, err := led.Follow(ctx)
-		if err == nil {
-			t.follower.Store(f)
-			err = f.Run(ctx, t.Apply, func(key string, err error) {
-				t.log.Error().Err(err).Str("key", key).Msg("compliance clock: an undecodable ledger entry is left as it was")
-			})
-			t.follower.Store(nil)
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		t.log.Error().Err(err).Msg("compliance clock: following the ledger failed; starting again")
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
-}
-
-func (t *Tracker) watchLoaded(ctx context.Context) {
-	tick := time.NewTicker(currencyEvery)
-	defer tick.Stop()
-	for !t.Loaded() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		f := t.follower.Load()
-		if f == nil {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := f.Current(cctx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			t.log.Warn().Err(err).Msg("compliance clock: cannot tell whether the ledger is read")
-		}
-		if ok {
-			t.loaded.Store(true)
-			t.log.Info().Msg("compliance clock: read the whole ledger")
-		}
+// MarkCurrent is told by the ledger feed (services/admin/ledgerfeed) that
+// every change stored before at is applied: from the first call on, the
+// tracker has read the whole ledger and its clocks are known.
+func (t *Tracker) MarkCurrent(time.Time) {
+	if !t.loaded.Swap(true) {
+		t.log.Info().Msg("compliance clock: read the whole ledger")
 	}
 }

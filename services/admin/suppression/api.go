@@ -1,16 +1,13 @@
 package suppression
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/mail"
 	"net/url"
-	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -19,7 +16,6 @@ import (
 	"github.com/optout-sync/optout-sync/shared/domain/sfid"
 	"github.com/optout-sync/optout-sync/shared/platform/config"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
-	"github.com/optout-sync/optout-sync/shared/store/ledger"
 )
 
 // Pattern is where the API is mounted on the admin port.
@@ -44,20 +40,21 @@ func ConfigFromEnv(l *config.Loader) Config {
 
 // API serves the suppression lookups from an Index it keeps up to date.
 type API struct {
-	cfg    Config
-	idx    *Index
-	tokens *tokenFile
-	log    zerolog.Logger
-	// follower is the one Run is reading (nil between two).
-	follower atomic.Pointer[ledger.Follower]
+	cfg     Config
+	idx     *Index
+	tokens  *tokenFile
+	log     zerolog.Logger
+	metrics *metrics
+	started time.Time
 	// HashKeyed reports whether the email-hash key of the install is
 	// configured: without it an address hashes to nothing the ledger holds.
 	HashKeyed func() bool
 }
 
-// New returns the API over an empty index; Run fills it.
+// New returns the API over an empty index; the ledger feed fills it
+// (when Enabled).
 func New(cfg Config, log zerolog.Logger) *API {
-	a := &API{cfg: cfg, idx: NewIndex(), log: log, HashKeyed: logx.EmailHashKeyed}
+	a := &API{cfg: cfg, idx: NewIndex(), log: log, HashKeyed: logx.EmailHashKeyed, started: time.Now()}
 	if cfg.TokensFile != "" {
 		a.tokens = &tokenFile{path: cfg.TokensFile}
 	}
@@ -67,82 +64,12 @@ func New(cfg Config, log zerolog.Logger) *API {
 // Index is the API's index.
 func (a *API) Index() *Index { return a.idx }
 
-// currencyEvery is how often Run asks how far the index has got.
-const currencyEvery = 200 * time.Millisecond
-
-// Run keeps the index up to date from the ledger until ctx ends: it reads
-// every entry, then follows every change, and several times a second notes
-// the time up to which the index is current. A failed follow starts a new
-// one after a pause; the index keeps answering from what it has, and AsOf
-// stays where it was until the new one has caught up.
-//
-// Without a tokens file the API is off (it answers 503) and Run holds no
-// index: the index costs memory in proportion to the ledger (about 0.5 KB
-// an entry), which an admin service serving only the page should not pay.
-func (a *API) Run(ctx context.Context, led *ledger.Ledger) error {
-	if a.tokens == nil {
-		a.log.Info().Msg("suppression API off (OPTOUT_SUPPRESSION_TOKENS_FILE unset): no index of the ledger is kept")
-		return nil
-	}
-	go a.watchCurrency(ctx)
-	for ctx.Err() == nil {
-		start := time.Now()
-		f, err := led.Follow(ctx)
-		if err == nil {
-			a.follower.Store(f)
-			a.log.Info().Msg("suppression index: reading the ledger")
-			err = f.Run(ctx, a.idx.Apply, func(key string, err error) {
-				a.log.Error().Err(err).Str("key", key).Msg("suppression index: an undecodable ledger entry is left as it was")
-			})
-			a.follower.Store(nil)
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		a.log.Error().Err(err).Dur("after", time.Since(start)).Msg("suppression index: following the ledger failed; starting again")
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
-}
-
-func (a *API) watchCurrency(ctx context.Context) {
-	t := time.NewTicker(currencyEvery)
-	defer t.Stop()
-	loaded := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		f := a.follower.Load()
-		if f == nil {
-			continue
-		}
-		at := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := f.Current(cctx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			a.log.Warn().Err(err).Msg("suppression index: cannot tell how current it is")
-		}
-		if ok && !loaded {
-			loaded = true
-			// The start-up read decoded every entry: give the garbage back
-			// before answering (a forced collection of a large index while
-			// serving would stall answers), rather than hold the peak for
-			// the process's life.
-			debug.FreeOSMemory()
-			a.log.Info().Int("persons", a.idx.Size()).Msg("suppression index: read the whole ledger; answering")
-		}
-		if ok {
-			a.idx.MarkCurrent(at)
-		}
-	}
-}
+// Enabled reports whether the API is configured (a tokens file): only then
+// is an index kept, fed by the admin service's ledger feed
+// (services/admin/ledgerfeed). The index costs memory in proportion to the
+// ledger (bench/suppression.md), which an admin service serving only the
+// page should not pay.
+func (a *API) Enabled() bool { return a.tokens != nil }
 
 // Answer is the API's answer (openapi.yaml, SuppressionAnswer).
 type Answer struct {
@@ -198,45 +125,55 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w = &timed{ResponseWriter: w, start: start}
 	if a.tokens == nil {
+		a.count("", "not_configured")
 		fail(w, http.StatusServiceUnavailable, "not_configured", "the suppression API has no tokens: set OPTOUT_SUPPRESSION_TOKENS_FILE to a file of tenant:token lines")
 		return
 	}
 	toks, err := a.tokens.load()
 	if err != nil {
 		a.log.Error().Err(err).Msg("suppression API: tokens unreadable")
+		a.count("", "not_configured")
 		fail(w, http.StatusServiceUnavailable, "not_configured", "the suppression API's tokens file is unreadable or invalid; the admin service's log says why")
 		return
 	}
 	bearer, ok := cutPrefixFold(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || strings.TrimSpace(bearer) == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="optout-sync suppression"`)
+		a.count("", "unauthorized")
 		fail(w, http.StatusUnauthorized, "unauthorized", "send the tenant's API token as Authorization: Bearer <token>")
 		return
 	}
 	scope, ok := toks.tenantOf(strings.TrimSpace(bearer))
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="optout-sync suppression", error="invalid_token"`)
+		a.count("", "unauthorized")
 		fail(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 		return
 	}
 	tenant := r.PathValue("tenant")
 	if tenant != scope {
+		// Counted under the token's tenant: the path's is whatever the
+		// caller typed, and a label must not grow with that.
+		a.count(scope, "forbidden")
 		fail(w, http.StatusForbidden, "forbidden", "the token is not valid for tenant "+quote(tenant))
 		return
 	}
 	kind, value, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
+		a.count(tenant, "bad_request")
 		fail(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	if kind == ByEmail {
 		if a.HashKeyed != nil && !a.HashKeyed() {
+			a.count(tenant, "not_configured")
 			fail(w, http.StatusServiceUnavailable, "not_configured", "email lookups need the install's email-hash key: set OPTOUT_EMAIL_HASH_KEY_FILE on the admin service, the same Secret the pusher has")
 			return
 		}
 		value = logx.HashEmail(value)
 	}
 	status, ans := a.answer(tenant, kind, value)
+	a.count(tenant, ans.Result)
 	writeJSON(w, status, ans)
 }
 

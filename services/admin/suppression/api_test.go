@@ -132,19 +132,15 @@ func TestTokensFile(t *testing.T) {
 	}
 }
 
-// TestWithoutTokensNoIndexIsKept: with the API off (no tokens file), Run
-// returns at once without reading the ledger (here none: a read would
-// panic), so an admin service serving only the page holds no index.
+// TestWithoutTokensNoIndexIsKept: with the API off (no tokens file) it is
+// not Enabled, so the admin service feeds it nothing and holds no index
+// (app's TestOneLedgerFeedServesTheIndexAndTheClock checks the wiring).
 func TestWithoutTokensNoIndexIsKept(t *testing.T) {
 	a := New(Config{MaxLag: 2 * time.Second}, zerolog.Nop())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(t.Context(), nil) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run without tokens: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run without tokens is still following the ledger")
+	if a.Enabled() {
+		t.Fatal("an API without tokens is enabled")
+	}
+	if !testAPI(t).Enabled() {
+		t.Fatal("an API with tokens is not enabled")
 	}
 }

@@ -65,7 +65,25 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 1000, "requests a second")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to drive requests")
 	flag.StringVar(&o.natsURL, "nats", envOr("NATS_URL", "nats://127.0.0.1:4322"), "NATS server")
+	heapOnly := flag.Bool("heap-only", false, "only measure the index's own heap in this process (no NATS, no service) and print it")
 	flag.Parse()
+	if *heapOnly {
+		logx.SetEmailHashKey([]byte(hashKey))
+		dir, err := os.MkdirTemp("", "optout-bench-suppression-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-suppression:", err)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(dir)
+		h, err := measureIndex(o, dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-suppression:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("index of %d persons: %.1f MiB live heap, %.0f bytes an entry, built in %s\n%s\n",
+			h.entries, float64(h.bytes)/(1<<20), float64(h.bytes)/float64(h.entries), h.build.Round(time.Millisecond), h.profileTop)
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-suppression:", err)
 		os.Exit(1)
@@ -207,21 +225,13 @@ func seed(ctx context.Context, nc *nats.Conn, topo natsx.Topology, o options) er
 		return err
 	}
 	subject := "$KV." + topo.LedgerBucket() + "."
-	decided := time.Now().Add(-30 * 24 * time.Hour).UTC()
-	yes := true
 	for i := range o.entries {
-		tenant, sc, sf, email := person(o, i)
-		e := optout.Entry{Tenant: tenant, SalesConnectID: sc, SalesforceID: sf, ObjectType: sfid.ObjectType(sf),
-			EmailHash: logx.HashEmail(email), OptedOut: i%10 != 9, DecidedAt: decided, DecidedBy: fmt.Sprintf("evt-%d", i),
-			Source: "EMAIL_LINK", State: optout.StateSynced, Reason: "Salesforce confirmed HasOptedOutOfEmail=true",
-			ChangedAt: decided, Field: optout.StandardField, Confirmed: &yes, ConfirmedAt: decided, SetByUs: true,
-			LastEvent:    &optout.Event{ID: fmt.Sprintf("evt-%d", i), Action: "UNSUBSCRIBE", Source: "EMAIL_LINK", Reason: "unsubscribe link", OccurredAt: decided},
-			RecentEvents: []string{fmt.Sprintf("evt-%d", i)}, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Version: 3}
-		data, err := json.Marshal(e)
+		tenant, sc, _, _ := person(o, i)
+		data, err := json.Marshal(seedEntry(o, i))
 		if err != nil {
 			return err
 		}
-		if _, err := js.PublishAsync(subject+optout.Key(tenant, sc, ""), data); err != nil {
+		if _, err := js.PublishAsync(subject+keyOf(tenant, sc), data); err != nil {
 			return err
 		}
 		if i%5000 == 4999 {
@@ -239,6 +249,23 @@ func seed(ctx context.Context, nc *nats.Conn, topo natsx.Topology, o options) er
 	}
 
 	return nil
+}
+
+// decided is when the seed's persons decided, a month before the run.
+var decided = time.Now().Add(-30 * 24 * time.Hour).UTC().Truncate(time.Second)
+
+func keyOf(tenant, sc string) string { return optout.Key(tenant, sc, "") }
+
+// seedEntry is person i's ledger entry as the pusher would have left it.
+func seedEntry(o options, i int) optout.Entry {
+	tenant, sc, sf, email := person(o, i)
+	yes := true
+	return optout.Entry{Tenant: tenant, SalesConnectID: sc, SalesforceID: sf, ObjectType: sfid.ObjectType(sf),
+		EmailHash: logx.HashEmail(email), OptedOut: i%10 != 9, DecidedAt: decided, DecidedBy: fmt.Sprintf("evt-%d", i),
+		Source: "EMAIL_LINK", State: optout.StateSynced, Reason: "Salesforce confirmed HasOptedOutOfEmail=true",
+		ChangedAt: decided, Field: optout.StandardField, Confirmed: &yes, ConfirmedAt: decided, SetByUs: true,
+		LastEvent:    &optout.Event{ID: fmt.Sprintf("evt-%d", i), Action: "UNSUBSCRIBE", Source: "EMAIL_LINK", Reason: "unsubscribe link", OccurredAt: decided},
+		RecentEvents: []string{fmt.Sprintf("evt-%d", i)}, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Version: 3}
 }
 
 type result struct {

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,57 @@ func TestWithoutTokensNoIndexIsKept(t *testing.T) {
 	}
 	if !testAPI(t).Enabled() {
 		t.Fatal("an API with tokens is not enabled")
+	}
+}
+
+// TestPersonsSharingAnAddressOrAnId: several persons of one address, one
+// leaving from the middle of them, and a Contact found by the id of the
+// Lead it was converted from; another tenant's persons never match.
+func TestPersonsSharingAnAddressOrAnId(t *testing.T) {
+	x := NewIndex()
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	h := logx.HashEmail("shared@example.com")
+	for i, sc := range []string{"sc-1", "sc-2", "sc-3"} {
+		x.Apply(ledger.Change{Key: optout.Key("acme", sc, ""), Entry: entry(sc, "", "shared@example.com", i != 1, at)})
+	}
+	x.Apply(ledger.Change{Key: optout.Key("beta", "sc-9", ""), Entry: entry("sc-9", "", "shared@example.com", true, at)})
+	scs := func() (out []string) {
+		for _, r := range x.Lookup("acme", ByEmail, h) {
+			out = append(out, r.SalesConnectID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := scs(); !slices.Equal(got, []string{"sc-1", "sc-2", "sc-3"}) {
+		t.Fatalf("by the shared address: %v", got)
+	}
+	x.Apply(ledger.Change{Key: optout.Key("acme", "sc-2", ""), Deleted: true})
+	if got := scs(); !slices.Equal(got, []string{"sc-1", "sc-3"}) {
+		t.Fatalf("after the middle one left: %v", got)
+	}
+	// Reused record numbers carry nothing of their former person.
+	x.Apply(ledger.Change{Key: optout.Key("acme", "sc-4", ""), Entry: entry("sc-4", "", "other@example.com", false, time.Time{})})
+	if r := x.Lookup("acme", BySalesConnectID, "sc-4"); len(r) != 1 || r[0].Suppressed || !r[0].Since.IsZero() || r[0].Reason != "" {
+		t.Errorf("a new person in a freed record: %+v", r)
+	}
+	if got := scs(); !slices.Equal(got, []string{"sc-1", "sc-3"}) {
+		t.Fatalf("after a new person: %v", got)
+	}
+	lead, contact := "00Q000000000001EAA", "003000000000001AAA"
+	conv := entry("sc-5", contact, "", true, at)
+	conv.ConvertedFrom = []string{lead}
+	x.Apply(ledger.Change{Key: optout.Key("acme", "sc-5", ""), Entry: conv})
+	for _, id := range []string{lead, contact} {
+		if r := x.Lookup("acme", BySalesforceID, id); len(r) != 1 || r[0].SalesConnectID != "sc-5" || r[0].SalesforceID != contact {
+			t.Errorf("by %s: %+v, want the converted Contact", id, r)
+		}
+	}
+	conv.ConvertedFrom = nil
+	x.Apply(ledger.Change{Key: optout.Key("acme", "sc-5", ""), Entry: conv})
+	if r := x.Lookup("acme", BySalesforceID, lead); len(r) != 0 {
+		t.Errorf("the Lead's id no longer named still matches: %+v", r)
+	}
+	if x.Size() != 5 || len(x.Lookup("beta", ByEmail, h)) != 1 {
+		t.Errorf("size %d, beta %d", x.Size(), len(x.Lookup("beta", ByEmail, h)))
 	}
 }

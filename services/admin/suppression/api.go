@@ -33,7 +33,7 @@ type Config struct {
 // ConfigFromEnv reads OPTOUT_SUPPRESSION_TOKENS_FILE and OPTOUT_SUPPRESSION_MAX_LAG.
 func ConfigFromEnv(l *config.Loader) Config {
 	return Config{
-		TokensFile: l.File("OPTOUT_SUPPRESSION_TOKENS_FILE", "file of tenant:token lines (a mounted Secret; tokens of at least 16 characters, several per tenant allowed) for the suppression API GET /v1/tenants/{tenant}/suppression on the admin port: a token answers for its own tenant only. Re-read when it changes. Unset: the API answers 503 and the service keeps no index of the ledger (about 0.5 KB of memory an entry when set)"),
+		TokensFile: l.File("OPTOUT_SUPPRESSION_TOKENS_FILE", "file of tenant:token lines (a mounted Secret; tokens of at least 16 characters, several per tenant allowed) for the suppression API GET /v1/tenants/{tenant}/suppression on the admin port: a token answers for its own tenant only. Re-read when it changes. Unset: the API answers 503 and the service keeps no index of the ledger (when set, about 0.25 KiB of memory an entry, twice that during the start-up read: bench/suppression.md)"),
 		MaxLag:     l.Duration("OPTOUT_SUPPRESSION_MAX_LAG", 5*time.Second, 500*time.Millisecond, time.Hour, "how far behind the ledger the suppression API's in-memory index may be and still answer allowed; further behind, a person it does not find suppressed is answered 503 unknown"),
 	}
 }

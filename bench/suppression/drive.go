@@ -8,7 +8,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -203,4 +206,23 @@ func (c *conn) roundTrip(req []byte) (code int, server time.Duration, result str
 		}
 	}
 	return code, server, result, nil
+}
+
+// runqueueWait is how long pid's threads have waited for a CPU while
+// runnable (/proc/<pid>/task/*/schedstat, second field; Linux): over a drive,
+// the part of the latency that is the machine's other work, not the code.
+func runqueueWait(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			total += time.Duration(n)
+		}
+	}
+	return total
 }

@@ -241,6 +241,7 @@ func run(o options) error {
 	fmt.Fprintf(os.Stderr, "bench: driving %d req/s for %s (load %s)\n", o.rate, duration, harness.LoadAvg())
 	cpu0, _ := harness.CPUTime(cmd.Process.Pid)
 	self0 := selfCPU()
+	wait0, selfWait0 := runqueueWait(cmd.Process.Pid), runqueueWait(os.Getpid())
 	load0 := harness.LoadAvg()
 	res, err := drive(addr, reqs, o.rate)
 	if err != nil {
@@ -248,12 +249,14 @@ func run(o options) error {
 	}
 	load1 := harness.LoadAvg()
 	self1 := selfCPU()
+	wait1, selfWait1 := runqueueWait(cmd.Process.Pid), runqueueWait(os.Getpid())
 	cpu1, _ := harness.CPUTime(cmd.Process.Pid)
 	rss, _ := harness.StatusMiB(cmd.Process.Pid, "VmRSS")
 	hwm, _ := harness.StatusMiB(cmd.Process.Pid, "VmHWM")
 	m := measures{seedTime: seedTime, startup: startup, res: res, cpu: (cpu1 - cpu0).Seconds() / res.elapsed.Seconds(),
 		selfCPU: (self1 - self0).Seconds() / res.elapsed.Seconds(), rssLoaded: rssLoaded, hwmLoaded: hwmLoaded, rss: rss, hwm: hwm,
-		load: load0 + " → " + load1, quiet: quiet, waited: waited, heap: heap}
+		load: load0 + " → " + load1, quiet: quiet, waited: waited, heap: heap,
+		runqueue: (wait1 - wait0).Seconds() / res.elapsed.Seconds(), selfRunqueue: (selfWait1 - selfWait0).Seconds() / res.elapsed.Seconds()}
 	return report(o, m)
 }
 
@@ -365,13 +368,16 @@ type measures struct {
 	seedTime, startup time.Duration
 	res               result
 	cpu, selfCPU      float64 // shares of one core while driven: the admin service, this program
-	rssLoaded         float64 // MiB once the index is built
-	hwmLoaded         float64 // peak RSS up to then (the start-up read)
-	rss, hwm          float64 // after the drive
-	load              string
-	quiet             bool
-	waited            time.Duration
-	heap              heapResult
+	// runqueue, selfRunqueue: how long their threads waited for a CPU while
+	// runnable, per second of the drive (the machine's other work)
+	runqueue, selfRunqueue float64
+	rssLoaded              float64 // MiB once the index is built
+	hwmLoaded              float64 // peak RSS up to then (the start-up read)
+	rss, hwm               float64 // after the drive
+	load                   string
+	quiet                  bool
+	waited                 time.Duration
+	heap                   heapResult
 }
 
 // waitQuiet waits until the 1-minute load average is below max, up to
@@ -454,6 +460,7 @@ in the ledger.
 | the scheduler's worst lateness releasing a request | %s |
 | admin CPU while driven | %.1f%% of one core |
 | this load generator's CPU while driven | %.1f%% of one core |
+| time the admin's / this program's threads waited for a CPU while runnable (schedstat), per second of the drive | %.0f ms / %.0f ms |
 | admin RSS once ready / peak during the start-up read | %.0f MiB / %.0f MiB |
 | admin RSS after the drive / peak | %.0f MiB / %.0f MiB |
 
@@ -469,7 +476,7 @@ The index's heap, by allocation site (`+"`go tool pprof -sample_index=inuse_spac
 		ms(pct(total, 0.5)), ms(pct(total, 0.9)), ms(p99), ms(pct(total, 0.999)), ms(total[len(total)-1]),
 		ms(pct(service, 0.5)), ms(pct(service, 0.99)), ms(service[len(service)-1]),
 		ms(pct(server, 0.5)), ms(pct(server, 0.99)), ms(pct(server, 0.999)), ms(server[len(server)-1]),
-		ms(r.schedulerLate), m.cpu*100, m.selfCPU*100, m.rssLoaded, m.hwmLoaded, m.rss, m.hwm, trimPaths(m.heap.profileTop))
+		ms(r.schedulerLate), m.cpu*100, m.selfCPU*100, m.runqueue*1000, m.selfRunqueue*1000, m.rssLoaded, m.hwmLoaded, m.rss, m.hwm, trimPaths(m.heap.profileTop))
 	if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
 		return err
 	}

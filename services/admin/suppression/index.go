@@ -10,7 +10,7 @@
 //     entry change is stored in, as the audit trail is, with no second write
 //     on ingest's hot path that a crash could separate from the first, and
 //     no migration to build an index for the entries already stored;
-//   - the price is memory (a compact record per person, about 150 bytes
+//   - the price is memory (a compact record per person, under 200 bytes
 //     with its lookups; bench/suppression.md measures it at 1,000,000
 //     entries) and a start-up read of the whole ledger, during which the
 //     replica is not ready (services/admin/ledgerfeed).

@@ -126,12 +126,12 @@ func scrape(t *testing.T, base string) (map[string]*dto.MetricFamily, string) {
 	return fams, body
 }
 
-// sample is the value of name's sample whose labels include want (nil
-// when there is none).
-func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) *float64 {
+// sample is the value of name's sample whose labels include want (ok
+// false when there is none).
+func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) (v float64, ok bool) {
 	f := fams[name]
 	if f == nil {
-		return nil
+		return 0, false
 	}
 next:
 	for _, m := range f.GetMetric() {
@@ -144,16 +144,15 @@ next:
 				continue next
 			}
 		}
-		var v float64
 		switch {
 		case m.Counter != nil:
 			v = m.Counter.GetValue()
 		case m.Gauge != nil:
 			v = m.Gauge.GetValue()
 		}
-		return &v
+		return v, true
 	}
-	return nil
+	return 0, false
 }
 
 // TestSuppressionMetricsAsPrometheusScrapesThem: the index's size and lag
@@ -174,11 +173,11 @@ func TestSuppressionMetricsAsPrometheusScrapesThem(t *testing.T) {
 		suppressionGet(t, base, c.tenant, c.query, c.token)
 	}
 	fams, body := scrape(t, base)
-	if v := sample(fams, "optout_suppression_index_entries", nil); v == nil || *v != 3 {
-		t.Errorf("optout_suppression_index_entries: %v, want 3 (Ada's Contact and Lead, Bob)", v)
+	if v, ok := sample(fams, "optout_suppression_index_entries", nil); !ok || v != 3 {
+		t.Errorf("optout_suppression_index_entries: %v (found %v), want 3 (Ada's Contact and Lead, Bob)", v, ok)
 	}
-	if v := sample(fams, "optout_suppression_index_lag_seconds", nil); v == nil || *v < 0 || *v > 60 {
-		t.Errorf("optout_suppression_index_lag_seconds: %v, want a small lag", v)
+	if v, ok := sample(fams, "optout_suppression_index_lag_seconds", nil); !ok || v < 0 || v > 60 {
+		t.Errorf("optout_suppression_index_lag_seconds: %v (found %v), want a small lag", v, ok)
 	}
 	// suppressionStack asked about Bob until the index had him: at least one
 	// more "allowed" of tenant a than asked here.
@@ -189,9 +188,9 @@ func TestSuppressionMetricsAsPrometheusScrapesThem(t *testing.T) {
 		{"a", "suppressed", 2, 2}, {"a", "allowed", 2, 1e9}, {"b", "allowed", 1, 1}, {"a", "bad_request", 1, 1},
 		{"a", "forbidden", 1, 1}, {"", "unauthorized", 1, 1},
 	} {
-		v := sample(fams, "optout_suppression_requests_total", map[string]string{"tenant": c.tenant, "outcome": c.outcome})
-		if v == nil || *v < c.min || *v > c.max {
-			t.Errorf("optout_suppression_requests_total{tenant=%q,outcome=%q}: %v, want %v..%v", c.tenant, c.outcome, v, c.min, c.max)
+		v, ok := sample(fams, "optout_suppression_requests_total", map[string]string{"tenant": c.tenant, "outcome": c.outcome})
+		if !ok || v < c.min || v > c.max {
+			t.Errorf("optout_suppression_requests_total{tenant=%q,outcome=%q}: %v (found %v), want %v..%v", c.tenant, c.outcome, v, ok, c.min, c.max)
 		}
 	}
 	// No address, id or unauthenticated path in any sample (HELP text aside).

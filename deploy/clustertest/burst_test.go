@@ -239,7 +239,7 @@ func (cl *cluster) claims(ctx context.Context) map[string]optout.Claim {
 // taken over by the survivor (a writer of the same value need not wait for
 // the claim), and how long after the kill the last was.
 func (cl *cluster) failover(ctx context.Context) string {
-	last, late := time.Duration(0), 0
+	last, late, lateOther := time.Duration(0), 0, 0
 	for key, c := range cl.claimedAtKill {
 		it, err := cl.lg.Get(ctx, key)
 		if err != nil {
@@ -257,10 +257,13 @@ func (cl *cluster) failover(ctx context.Context) string {
 		last = max(last, d)
 		if d > 30*time.Second {
 			late++
+			if c.Value != *e.Confirmed {
+				lateOther++ // the other value waits for the whole claim, by design
+			}
 		}
 	}
-	return fmt.Sprintf("%d persons under a claim at the kill, the last confirmed %s after it, %d later than 30 s (claims last %s, taken over by a writer of the same value after %s; the killed replica's events come back after the consumer's AckWait)",
-		len(cl.claimedAtKill), last.Round(time.Millisecond), late, optout.DefaultClaimTTL, optout.DefaultClaimTakeover)
+	return fmt.Sprintf("%d persons under a claim at the kill, the last confirmed %s after it; %d later than 30 s, %d of them writing the other value than the claim (which waits for the claim, %s); a writer of the same value takes over after %s, once the killed replica's events come back (the consumer's AckWait)",
+		len(cl.claimedAtKill), last.Round(time.Millisecond), late, lateOther, optout.DefaultClaimTTL, optout.DefaultClaimTakeover)
 }
 
 // killLeader kill -9s the server leading stream, waits for another leader,

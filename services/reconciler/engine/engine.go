@@ -511,6 +511,7 @@ func (r *run) attempt(ctx context.Context) error {
 	if j.DryRun {
 		r.update(func(rep *runs.Report) {
 			rep.Writes.Remaining = int64(plan.SFRecords() + len(plan.LedgerOps))
+			rep.Preview = plan.Preview(runs.PreviewLimit)
 		})
 		return nil
 	}

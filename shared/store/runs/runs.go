@@ -221,6 +221,35 @@ type API struct {
 	ReadPath map[string]string `json:"readPath,omitempty"`
 }
 
+// Preview is what a dry run would change, record by record: the first
+// PreviewLimit changes of its plan (Total is all of them), so an admin sees
+// them before a run is allowed to make them.
+type Preview struct {
+	Total   int      `json:"total"`
+	Changes []Change `json:"changes"`
+}
+
+// PreviewLimit bounds a dry run's listed changes (the report stays small).
+const PreviewLimit = 200
+
+// Change is one planned change.
+type Change struct {
+	// Side is where it is made: ChangeSalesforce or ChangeSalesConnect.
+	Side         string `json:"side"`
+	SalesforceID string `json:"salesforceId,omitempty"`
+	Key          string `json:"key,omitempty"` // the ledger entry
+	// What: for Salesforce, why the field is set (sales-connect-only,
+	// written-back, cleared-before-opt-out); for Sales Connect, the change
+	// (apply-opt-out, record-opt-out, apply-resubscribe, confirm, follow-conversion).
+	What string `json:"what"`
+}
+
+// Sides of a Change.
+const (
+	ChangeSalesforce   = "salesforce"
+	ChangeSalesConnect = "sales_connect"
+)
+
 // Guard is the mass-resubscribe guard's verdict.
 type Guard struct {
 	Resubscribes int64   `json:"resubscribes"` // the run would apply this many
@@ -256,6 +285,8 @@ type Report struct {
 	Writes      Writes `json:"writes"`
 	API         API    `json:"api"`
 	Guard       *Guard `json:"guard,omitempty"`
+	// Preview lists a dry run's planned changes (nil for a real run).
+	Preview *Preview `json:"preview,omitempty"`
 
 	// Attempts is 1, plus one per resumption after an interruption.
 	Attempts int `json:"attempts"`

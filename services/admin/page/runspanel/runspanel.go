@@ -54,6 +54,9 @@ type runView struct {
 	Failed                                                     bool
 	Counts, Writes, API                                        string
 	Trace                                                      string // the run's trace in Jaeger
+	// PreviewHeading and Preview list a dry run's planned changes.
+	PreviewHeading string
+	Preview        []string
 }
 
 type activeView struct {
@@ -75,7 +78,7 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Ne
 {{end}}{{end}}{{if .Runs}}<table>
 <thead><tr><th scope="col">Started</th><th scope="col">Run</th><th scope="col">Result</th><th scope="col">People compared</th><th scope="col">Changes</th><th scope="col">API requests</th></tr></thead>
 <tbody>
-{{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}{{with .Trace}}; <a href="{{.}}">its trace</a>{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}</td><td>{{.API}}</td></tr>
+{{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}{{with .Trace}}; <a href="{{.}}">its trace</a>{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}{{if .Preview}}<details><summary>{{.PreviewHeading}}</summary><ul>{{range .Preview}}<li>{{.}}</li>{{end}}</ul></details>{{end}}</td><td>{{.API}}</td></tr>
 {{end}}</tbody>
 </table>
 {{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time after "Sync with Salesforce" is turned on.</p>
@@ -195,6 +198,7 @@ func (p Panel) report(r runs.Report) runView {
 	}
 	if r.DryRun {
 		v.Writes = "Would make: " + runview.Planned(r)
+		v.PreviewHeading, v.Preview = runview.PreviewHeading(r), runview.PreviewLines(r)
 	} else {
 		v.Writes = runview.Written(r)
 	}

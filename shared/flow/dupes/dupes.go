@@ -185,6 +185,12 @@ func (f Flow) group(ctx context.Context, recs map[string]Record, done map[string
 		if m.found && (m.key == source.key || m.entry.OptedOut || done[m.key]) {
 			continue
 		}
+		if m.found && m.entry.DecidedAt.After(source.entry.DecidedAt) {
+			// The record's own wish is newer (it resubscribed itself after
+			// the person's opt-out): it stands, and folding the older
+			// opt-out would still set Email Opt Out, which is never cleared.
+			continue
+		}
 		if m.found && m.entry.SalesforceID != m.rec.ID {
 			// The record is an alias of a person living on another record
 			// (a converted Lead): that record is the one that counts.

@@ -51,3 +51,23 @@ func TestNewRecordOfASuppressedAddressOptedOutFromTheStream(t *testing.T) {
 	_, err = h.lg.Get(h.ctx, optout.Key(tn, "", other), ledger.ViaAlias())
 	assert.True(t, errors.Is(err, ledger.ErrNotFound), "a Lead of another address entered the ledger: %v", err)
 }
+
+// Off by default: without the setting, a new Lead of an opted-out address
+// is left as it was created.
+func TestNewRecordOfASuppressedAddressLeftAloneByDefault(t *testing.T) {
+	h := newHarness(t, "", nil)
+	orig := h.sb.Put("Contact", "ann@dupes.test")
+	_, err := h.lg.Writer(tn, optout.StandardField).Ingest(h.ctx, optout.EventInput{ID: "evt-ann", Action: optout.OptOut,
+		OccurredAt: time.Now().Add(-time.Hour), Source: "EMAIL_LINK", SalesConnectID: "sc-ann", SalesforceID: orig, ObjectType: "Contact"})
+	require.NoError(t, err)
+	marker := h.sb.Put("Contact", "marker@dupes.test")
+	h.replica("r1")
+	h.streaming()
+
+	lead := h.sb.Put("Lead", "ann@dupes.test")
+	h.optOut(marker) // after the Lead: once its edit is applied, the Lead's event was too
+	h.appliedFor(marker)
+	assert.False(t, h.recordOptedOut(lead), "a duplicate opted out with the setting off")
+	_, err = h.lg.Get(h.ctx, optout.Key(tn, "", lead), ledger.ViaAlias())
+	assert.True(t, errors.Is(err, ledger.ErrNotFound), "a duplicate entered the ledger with the setting off: %v", err)
+}

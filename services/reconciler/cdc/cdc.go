@@ -37,6 +37,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/pubsub"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
@@ -455,6 +456,7 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 	var changes []engine.Change
 	var reread []string
 	var reconcile []string
+	var created []dupes.Record
 	own := 0
 	for i := range b.Events {
 		ev := &b.Events[i]
@@ -482,6 +484,18 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 				reread = append(reread, id)
 			}
 		case h.ChangeType == pubsub.ChangeCreate || h.ChangeType == pubsub.ChangeUpdate || h.ChangeType == pubsub.ChangeUndelete:
+			if settings.DuplicatesByEmail {
+				// A record of an address already opted out (a list import, a
+				// web form) is its duplicate: its address, known only while
+				// this event is processed, is looked up now.
+				if addr, ok := ev.String("Email"); ok && addr != "" && (h.ChangeType != pubsub.ChangeUpdate || ev.Changed("Email")) {
+					for _, id := range h.RecordIDs {
+						if !strings.HasSuffix(id, "*") {
+							created = append(created, dupes.Record{ID: id, Type: h.EntityName, Email: addr})
+						}
+					}
+				}
+			}
 			v, has := ev.Bool(field)
 			changed := ev.Changed(field) || ev.Nulled(field) || (h.ChangeType != pubsub.ChangeUpdate && has)
 			if !changed {
@@ -498,9 +512,9 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 	}
 	var applied int64
 	var guard string
-	if len(changes)+len(reread) > 0 {
+	if len(changes)+len(reread)+len(created) > 0 {
 		res, err := s.Engine.Apply(ctx, engine.Changes{Tenant: st.tenant, Settings: settings, Lease: st.lease,
-			Check: st.check, Records: changes, Reread: reread})
+			Check: st.check, Records: changes, Reread: reread, New: created})
 		switch c := salesforce.ClassOf(err); {
 		case errors.Is(err, engine.ErrGuard):
 			guard = "a batch would apply many Salesforce-side resubscribes (" + err.Error() + "); left to the reconcile and its guard"

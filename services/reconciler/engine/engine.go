@@ -39,6 +39,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/flow/ingest"
 	"github.com/optout-sync/optout-sync/shared/flow/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
@@ -501,6 +502,9 @@ func (r *run) attempt(ctx context.Context) error {
 	if err := r.foldWaiting(ctx); err != nil {
 		return err
 	}
+	if err := r.duplicates(ctx, sfctx); err != nil {
+		return err
+	}
 	plan, err := r.diff(ctx, sfctx)
 	if err != nil {
 		return err
@@ -550,6 +554,57 @@ func (r *run) foldWaiting(ctx context.Context) error {
 	if d.Folded > 0 || d.Invalid > 0 {
 		r.log.Info().Int("events", d.Folded).Int("already_folded", d.AlreadyFolded).Int("invalid", d.Invalid).
 			Msg("folded Sales Connect events the pusher had not settled (invalid ones are left for the pusher to dead-letter)")
+	}
+	return nil
+}
+
+// dupesChunk is how many opted-out persons' records one lookup of
+// duplicates takes (a few Salesforce queries each).
+const dupesChunk = 500
+
+// duplicates records, with the tenant's DuplicatesByEmail, the opt-out of
+// every Lead and Contact sharing its address with a person who opted out
+// and not opted out yet: the ones the push and the CDC stream missed (a
+// lookup that failed, a record created while CDC was off or behind). The
+// diff that follows finds them opted out in Sales Connect only and writes
+// them, as any other. A dry run looks for none: it changes nothing.
+func (r *run) duplicates(ctx, sfctx context.Context) error {
+	e, j := r.e, r.job
+	if j.DryRun || !j.Settings.DuplicatesByEmail {
+		return nil
+	}
+	f := dupes.Flow{Tenant: j.Tenant, SF: r.client, Ledger: e.Ledger, Writer: r.ledger}
+	var ids []string
+	found := 0
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		res, err := f.Apply(sfctx, nil, ids)
+		ids = ids[:0]
+		found += len(res.Keys)
+		return err
+	}
+	err := e.Ledger.Scan(ctx, j.Tenant, func(it ledger.ScanItem) error {
+		if !dupes.IsSource(it.Entry) {
+			return nil
+		}
+		ids = append(ids, it.Entry.SalesforceID)
+		if len(ids) < dupesChunk {
+			return nil
+		}
+		return flush()
+	}, func(key string, err error) {
+		r.log.Warn().Err(err).Str("key", key).Msg("undecodable ledger entry skipped")
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("duplicates by email: %w", err)
+	}
+	if found > 0 {
+		r.log.Info().Int("duplicates", found).Msg("duplicates by email opted out by the run")
 	}
 	return nil
 }

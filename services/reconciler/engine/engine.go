@@ -277,7 +277,7 @@ func (r *run) chooseScan(ctx context.Context) error {
 		full(fmt.Sprintf("periodic full scan: the last one completed %s, every %s", wm.FullAt.Format(time.RFC3339), every))
 	default:
 		r.rep.Scan = &runs.Scan{Kind: runs.ScanIncremental,
-			Why: fmt.Sprintf("changes since the last complete run %s; next full scan after %s", wm.RunID, wm.FullAt.Add(every).Format(time.RFC3339))}
+			Why: fmt.Sprintf("changes since the last complete run %s; the last full scan completed %s, the next is due %s after it", wm.RunID, wm.FullAt.UTC().Format(time.RFC3339), every)}
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func Scan(r runs.Report) string {
 	switch sc.Kind {
 	case runs.ScanIncremental:
 		return fmt.Sprintf("incremental (%s): read %d Salesforce records changed since %s (Salesforce's clock, overlap included) and %d ledger changes",
-			sc.Why, sc.SalesforceRead, sc.Since.UTC().Format("2006-01-02 15:04:05Z"), sc.LedgerRead)
+			sc.Why, sc.SalesforceRead, sc.Since.UTC().Format("2006-01-02 15:04:05 UTC"), sc.LedgerRead)
 	default:
 		return fmt.Sprintf("full (%s): read %d Salesforce opt-outs and %d ledger entries", sc.Why, sc.SalesforceRead, sc.LedgerRead)
 	}

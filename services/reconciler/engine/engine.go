@@ -383,6 +383,10 @@ func (r *run) report() runs.Report {
 	rep := r.rep
 	rep.API.ReadPath = cloneMap(r.rep.API.ReadPath)
 	rep.Guard = cloneGuard(r.rep.Guard)
+	if r.rep.Scan != nil {
+		sc := *r.rep.Scan // saved while the run goes on changing it
+		rep.Scan = &sc
+	}
 	return rep
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/services/sfsandbox/sandbox"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
@@ -310,5 +311,52 @@ func TestGuardsHoldInIncrementalRuns(t *testing.T) {
 	}
 	if got, _ := h.watermark("acme"); !reflect.DeepEqual(got, wm) {
 		t.Fatalf("a run stopped by its budget moved the watermark: %+v", got)
+	}
+}
+
+// An incremental run interrupted (its holder's lease gone) is resumed by
+// another replica as the same incremental run, from the same watermark,
+// and completes it: the watermark moves only then.
+func TestInterruptedIncrementalRunIsResumedIncremental(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	h.SetSettings("acme", nil)
+	_, a, b := agreedOrg(h, 30)
+	first := h.replica(recontest.ReplicaOpts{Name: "replica-0"})
+	if rep := h.runNow(first, "acme", false); rep.Status != runs.StatusSucceeded {
+		t.Fatalf("first run: %s (%s)", rep.Status, rep.Reason)
+	}
+	wm, _ := h.watermark("acme")
+	if err := h.Org("acme").Edit(a, func(r *sandbox.Record) { r.HasOptedOutOfEmail = true }); err != nil {
+		t.Fatal(err)
+	}
+	h.putPerson(optout.Key("acme", "sc-"+b, ""), optout.Entry{Tenant: "acme", SalesConnectID: "sc-" + b, SalesforceID: b, ObjectType: "Contact",
+		OptedOut: true, DecidedAt: time.Now().UTC(), Source: "EMAIL_LINK", DecidedBy: "evt-b", Field: tenant.StandardField, State: optout.StatePending})
+
+	rdbA := locktest.Client(t)
+	stop := recontest.NewStopAt("before-sf-batch", 1)
+	ra := h.replica(recontest.ReplicaOpts{Name: "replica-a", TTL: time.Second, Renew: 100 * time.Millisecond, RDB: rdbA, Hooks: stop.Hooks()})
+	rb := h.replica(recontest.ReplicaOpts{Name: "replica-b"})
+	t.Cleanup(stop.Let)
+	started := ra.start("acme", false)
+	<-stop.Reached
+	if got, _ := h.watermark("acme"); !reflect.DeepEqual(got, wm) {
+		t.Fatalf("an unfinished run moved the watermark: %+v", got)
+	}
+	if err := rdbA.Del(h.Ctx, h.Prefix+"{acme}:lease").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep := takeOver(h, rb, "acme", started)
+	stop.Let()
+	ra.wait()
+	if rep.Status != runs.StatusSucceeded || rep.Attempts != 2 || rep.Scan == nil || rep.Scan.Kind != runs.ScanIncremental ||
+		rep.Counts.SalesforceOnly != 1 || rep.Counts.SalesConnectOnly != 1 || rep.Writes.SalesforceWritten != 1 {
+		t.Fatalf("resumed run: %s (%s) attempts %d scan %+v counts %+v writes %+v", rep.Status, rep.Reason, rep.Attempts, rep.Scan, rep.Counts, rep.Writes)
+	}
+	if r, _ := h.Org("acme").Get(b); !r.HasOptedOutOfEmail {
+		t.Error("b not written by the resumed run")
+	}
+	if got, _ := h.watermark("acme"); got.RunID != started {
+		t.Errorf("the completed run did not move the watermark: %+v", got)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -294,58 +293,104 @@ func (r *run) readIncremental(ctx, sfctx context.Context, th *throttle, save fun
 	}
 	lctx, span := e.tracer().Start(ctx, "reconcile.read_ledger", trace.WithAttributes(attribute.Int64("reconcile.after", int64(wm.LedgerSeq))))
 	// The persons to compare, by key: memory in proportion to the changes.
-	persons := map[string]optout.Entry{}
+	// The persons to compare, each fed to the diff once, at its latest
+	// revision. Only keys are held (a person's entry is decoded and
+	// classified as it streams by), so memory follows the number of
+	// changes, at tens of bytes each: first the newest position of each
+	// key changed since the mark (the bucket keeps 16 revisions, so a
+	// key may come more than once), then the changes again, classifying
+	// each key at that position. A key changed between the two passes is
+	// classified at the revision the first saw, or, if that one is gone,
+	// left to the next run (its change is after this run's mark).
+	const added = 0
+	latest := map[string]uint64{}
 	var bad, ledgerRead int64
+	undecodable := func(key string, err error) {
+		bad++
+		r.log.Warn().Str("key", key).Err(err).Msg("undecodable ledger entry skipped")
+	}
 	err = e.Ledger.Scan(lctx, j.Tenant, func(it ledger.ScanItem) error {
 		ledgerRead++
 		if it.Gone {
-			delete(persons, it.Key)
+			delete(latest, it.Key)
 			return nil
 		}
-		persons[it.Key] = it.Entry
+		latest[it.Key] = it.Revision
 		return nil
-	}, func(key string, err error) {
-		bad++
-		r.log.Warn().Str("key", key).Err(err).Msg("undecodable ledger entry skipped")
-	}, ledger.Since(wm.LedgerSeq))
+	}, undecodable, ledger.Since(wm.LedgerSeq))
+	cl := diff.New(j.Tenant, field, policy, ch.Set)
+	var mu sync.Mutex // cl and latest, fed from the workers below
+	if err == nil && len(latest) > 0 {
+		err = e.Ledger.Scan(lctx, j.Tenant, func(it ledger.ScanItem) error {
+			if rev, ok := latest[it.Key]; ok && rev == it.Revision && !it.Gone {
+				cl.Add(it.Key, it.Entry)
+				latest[it.Key] = added
+			}
+			return nil
+		}, nil, ledger.Since(wm.LedgerSeq))
+	}
 	// Every person a changed record belongs to (by its alias, as a Change
-	// Data Capture batch finds them).
-	get := func(id idset.ID) error {
-		if err != nil {
-			return err
+	// Data Capture batch finds them), read by a few workers.
+	if err == nil {
+		ids := make(chan idset.ID)
+		gctx, cancel := context.WithCancel(lctx)
+		var wg sync.WaitGroup
+		var firstErr error
+		for range max(1, e.Cfg.LedgerWorkers) {
+			wg.Go(func() {
+				for id := range ids {
+					it, err := e.Ledger.Get(gctx, optout.Key(j.Tenant, "", id.String()), ledger.ViaAlias(), ledger.FollowMerges())
+					if errors.Is(err, ledger.ErrNotFound) {
+						continue
+					}
+					mu.Lock()
+					rev, seen := latest[it.Key]
+					switch {
+					case err != nil:
+						if firstErr == nil {
+							firstErr = fmt.Errorf("read the person of a changed record: %w", err)
+							cancel()
+						}
+					case !seen || rev != added:
+						cl.Add(it.Key, it.Entry)
+						latest[it.Key] = added
+					}
+					mu.Unlock()
+				}
+			})
 		}
-		it, gerr := e.Ledger.Get(lctx, optout.Key(j.Tenant, "", id.String()), ledger.ViaAlias(), ledger.FollowMerges())
-		if errors.Is(gerr, ledger.ErrNotFound) {
-			return nil
+		send := func(id idset.ID) bool {
+			select {
+			case ids <- id:
+				return true
+			case <-gctx.Done():
+				return false
+			}
 		}
-		if gerr != nil {
-			return fmt.Errorf("read the person of a changed record: %w", gerr)
+		func() {
+			defer close(ids)
+			for i := range ch.Set.Len() {
+				if id, _ := ch.Set.At(i); !send(id) {
+					return
+				}
+			}
+			for id := range ch.Cleared {
+				if !send(id) {
+					return
+				}
+			}
+		}()
+		wg.Wait()
+		cancel()
+		err = firstErr
+		if err == nil {
+			err = lctx.Err()
 		}
-		if _, ok := persons[it.Key]; !ok {
-			persons[it.Key] = it.Entry
-		}
-		return nil
 	}
-	for i := range ch.Set.Len() {
-		id, _ := ch.Set.At(i)
-		err = get(id)
-	}
-	for id := range ch.Cleared {
-		err = get(id)
-	}
-	span.SetAttributes(attribute.Int("reconcile.ledger_entries", len(persons)), attribute.Int64("reconcile.undecodable", bad))
+	span.SetAttributes(attribute.Int64("reconcile.ledger_entries", cl.Counts.LedgerEntries), attribute.Int64("reconcile.undecodable", bad))
 	endSpan(span, err)
 	if err != nil {
 		return source{}, fmt.Errorf("read ledger: %w", err)
-	}
-	keys := make([]string, 0, len(persons))
-	for k := range persons {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	cl := diff.New(j.Tenant, field, policy, ch.Set)
-	for _, k := range keys {
-		cl.Add(k, persons[k])
 	}
 	return source{cl: cl, set: ch.Set, cleared: ch.Cleared, bad: bad, sfRead: int64(ch.Rows), ledgerRead: ledgerRead,
 		guardBase: wm.LedgerOptOuts}, nil

@@ -360,3 +360,34 @@ func TestInterruptedIncrementalRunIsResumedIncremental(t *testing.T) {
 		t.Errorf("the completed run did not move the watermark: %+v", got)
 	}
 }
+
+// Over the Bulk API 2.0 threshold the incremental read is a Bulk query job
+// with the same filter, and decides alike.
+func TestIncrementalRunOverBulkAPI(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "acme")
+	h.SetSettings("acme", nil)
+	ids, a, _ := agreedOrg(h, 10)
+	svc := h.replica(recontest.ReplicaOpts{Name: "replica-a", Cfg: func(c *engine.Config) { c.Read.BulkThreshold = 0 }})
+	if rep := h.runNow(svc, "acme", false); rep.Status != runs.StatusSucceeded || rep.API.ReadPath["Contact"] != "bulk" {
+		t.Fatalf("first run: %s (%s), paths %v", rep.Status, rep.Reason, rep.API.ReadPath)
+	}
+	if err := h.Org("acme").Edit(a, func(r *sandbox.Record) { r.HasOptedOutOfEmail = true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Org("acme").Edit(ids[0], func(r *sandbox.Record) { r.HasOptedOutOfEmail = false }); err != nil {
+		t.Fatal(err)
+	}
+	rep := h.runNow(svc, "acme", false)
+	if rep.Status != runs.StatusSucceeded || rep.Scan.Kind != runs.ScanIncremental || rep.API.ReadPath["Contact"] != "bulk" ||
+		rep.Scan.SalesforceRead != 2 || rep.Counts.SalesforceOnly != 1 || rep.Counts.ResubscribesWrittenBack != 1 || rep.API.Lookups != 0 {
+		t.Fatalf("incremental run over Bulk: %s (%s) paths %v scan %+v counts %+v lookups %d",
+			rep.Status, rep.Reason, rep.API.ReadPath, rep.Scan, rep.Counts, rep.API.Lookups)
+	}
+	if r, _ := h.Org("acme").Get(ids[0]); !r.HasOptedOutOfEmail {
+		t.Error("the cleared opt-out was not written back")
+	}
+	if e, _ := h.Entry(optout.Key("acme", "sc-"+a, "")); !e.OptedOut {
+		t.Error("the Salesforce-side opt-out was not applied")
+	}
+}

@@ -181,6 +181,11 @@ func report(r runs.Report) runView {
 		Counts: runview.Totals(r) + ". " + runview.Compared(r),
 		API:    fmt.Sprintf("%d of a budget of %d", r.API.Spent, r.API.Budget),
 	}
+	if sc := runview.Scan(r); sc != "" {
+		// Which kind of run, and why: an incremental run's counts are of
+		// what changed.
+		v.Counts = "Scan: " + sc + ". " + v.Counts
+	}
 	if r.DurationSeconds > 0 {
 		v.Duration = tenantstatus.FormatAge(time.Duration(r.DurationSeconds * float64(time.Second)))
 	}

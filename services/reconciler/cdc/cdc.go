@@ -577,7 +577,7 @@ func (st *stream) reconcile(ctx context.Context, code, reason string) {
 		rq.Refused = "no reconciler to ask"
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rep, err := runs.Request(rctx, s.NC, s.Topology, st.tenant, runs.ControlRequest{By: "cdc:" + code})
+		rep, err := runs.Request(rctx, s.NC, s.Topology, st.tenant, reconcileRequest(code))
 		cancel()
 		switch {
 		case err != nil:
@@ -594,6 +594,16 @@ func (st *stream) reconcile(ctx context.Context, code, reason string) {
 		st.log.Warn().Err(err).Msg("recording the reconcile request failed")
 	}
 	st.log.Warn().Str("reason", reason).Str("run_id", rq.RunID).Str("refused", rq.Refused).Msg("CDC asked for a reconcile")
+}
+
+// reconcileRequest is the run the subscriber asks for: a full scan when
+// changes were lost and nobody knows which or since when (an overflow or
+// an undecodable event names no records, a lost position skips an unknown
+// stretch), as only a full scan assumes nothing about when they changed;
+// the run after a stall is the default kind (the stored position resumes
+// the stream, nothing was skipped).
+func reconcileRequest(code string) runs.ControlRequest {
+	return runs.ControlRequest{By: "cdc:" + code, Full: code == "events" || code == "replay-lost"}
 }
 
 // Streaming reports whether this replica holds the tenant's lease and runs

@@ -193,6 +193,11 @@ func (p Panel) report(r runs.Report) runView {
 	if p.JaegerURL != "" && r.TraceID != "" {
 		v.Trace = strings.TrimSuffix(p.JaegerURL, "/") + "/trace/" + url.PathEscape(r.TraceID)
 	}
+	if sc := runview.Scan(r); sc != "" {
+		// Which kind of run, and why: an incremental run's counts are of
+		// what changed.
+		v.Counts = "Scan: " + sc + ". " + v.Counts
+	}
 	if r.DurationSeconds > 0 {
 		v.Duration = tenantstatus.FormatAge(time.Duration(r.DurationSeconds * float64(time.Second)))
 	}

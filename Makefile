@@ -43,10 +43,11 @@ bin/nats-server: go.work $(addsuffix /go.mod,$(MODULES))
 	go build -trimpath -o bin/nats-server github.com/nats-io/nats-server/v2
 
 ## e2e-traces: build Jaeger, run publisher -> pusher -> sandbox, assert one trace in Jaeger's API
-## (on the same NATS as make test).
+## (on the same NATS as make test). Jaeger's first build takes minutes on 2 cores (more under load),
+## hence its own timeout beyond go test's default 10 minutes.
 e2e-traces: bin/nats-server
 	scripts/test-prereqs
-	NATS_URL=$(NATS_TEST_URL) OPTOUT_E2E=1 go test -count=1 -v -run 'Jaeger' ./deploy/e2e/
+	NATS_URL=$(NATS_TEST_URL) OPTOUT_E2E=1 go test -count=1 -timeout 30m -v -run 'Jaeger' ./deploy/e2e/
 
 
 ## test-cluster: a 3-node JetStream cluster of separate nats-server processes on loopback (file

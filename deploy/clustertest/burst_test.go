@@ -239,7 +239,7 @@ func (cl *cluster) claims(ctx context.Context) map[string]optout.Claim {
 // taken over by the survivor (a writer of the same value need not wait for
 // the claim), and how long after the kill the last was.
 func (cl *cluster) failover(ctx context.Context) string {
-	last := time.Duration(0)
+	last, late, lateOther := time.Duration(0), 0, 0
 	for key, c := range cl.claimedAtKill {
 		it, err := cl.lg.Get(ctx, key)
 		if err != nil {
@@ -253,9 +253,17 @@ func (cl *cluster) failover(ctx context.Context) string {
 		if c.Value == *e.Confirmed && !e.ConfirmedAt.Before(c.Until) {
 			cl.t.Errorf("person %s: %s=%t confirmed at %s, after the claim held at the kill ended (%s): not taken over", key, e.Field, *e.Confirmed, e.ConfirmedAt.Format(time.RFC3339Nano), c.Until.Format(time.RFC3339Nano))
 		}
-		last = max(last, e.ConfirmedAt.Sub(cl.killedAt))
+		d := e.ConfirmedAt.Sub(cl.killedAt)
+		last = max(last, d)
+		if d > 30*time.Second {
+			late++
+			if c.Value != *e.Confirmed {
+				lateOther++ // the other value waits for the whole claim, by design
+			}
+		}
 	}
-	return fmt.Sprintf("%d persons under a claim at the kill, the last confirmed %s after it (claims last %s)", len(cl.claimedAtKill), last.Round(time.Millisecond), optout.DefaultClaimTTL)
+	return fmt.Sprintf("%d persons under a claim at the kill, the last confirmed %s after it; %d later than 30 s, %d of them writing the other value than the claim (which waits for the claim, %s); a writer of the same value takes over after %s, once the killed replica's events come back (the consumer's AckWait)",
+		len(cl.claimedAtKill), last.Round(time.Millisecond), late, lateOther, optout.DefaultClaimTTL, optout.DefaultClaimTakeover)
 }
 
 // killLeader kill -9s the server leading stream, waits for another leader,

@@ -42,6 +42,8 @@ type Config struct {
 	SFEndpoints salesforce.EndpointPolicy
 	// Suppression is the "may I email this address?" API's.
 	Suppression suppression.Config
+	// JaegerURL is the Jaeger UI the page links runs' traces to ("": none).
+	JaegerURL string
 }
 
 // Load reads the configuration; check l.Err() afterwards.
@@ -54,6 +56,7 @@ func Load(l *config.Loader) Config {
 		CredentialsDir: l.String("OPTOUT_SF_CREDENTIALS_DIR", "/etc/optout/salesforce", "directory with one Secret per tenant: <dir>/<tenant>/{token_url,client_id,client_secret,...}"),
 		SFEndpoints:    sfcreds.PolicyFromEnv(l),
 		Suppression:    suppression.ConfigFromEnv(l),
+		JaegerURL:      l.String("OPTOUT_JAEGER_URL", "", "base URL of the Jaeger UI operators open (e.g. https://jaeger.example.com); the admin page links each nightly run to its trace there. Unset: no links"),
 	}
 }
 
@@ -102,7 +105,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*App, error) {
 		Panels: []page.Panel{
 			compliance.Panel{Tracker: clock},
 			chartspanel.Panel{Proof: trail, Runs: runs.Store{KV: prov.Runs}},
-			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: tenant.Store{KV: prov.Tenants}},
+			runspanel.Panel{Runs: runs.Store{KV: prov.Runs}, Settings: tenant.Store{KV: prov.Tenants}, JaegerURL: cfg.JaegerURL},
 		},
 		Proof: &trail,
 		DLQ:   &deadletter.DLQ{JS: prov.JS, Topology: cfg.Topology},

@@ -431,6 +431,7 @@ func describeChange(old, s tenant.Settings) string {
 	add("conflictPolicy", old.ConflictPolicy, s.ConflictPolicy)
 	add("cdc", strconv.FormatBool(old.CDCEnabled), strconv.FormatBool(s.CDCEnabled))
 	add("cdcTopic", old.CDCTopic, s.CDCTopic)
+	add("duplicatesByEmail", strconv.FormatBool(old.DuplicatesByEmail), strconv.FormatBool(s.DuplicatesByEmail))
 	if len(parts) == 0 {
 		return "none"
 	}

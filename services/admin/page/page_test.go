@@ -287,6 +287,48 @@ func TestSaveKeepsAndChangesCDC(t *testing.T) {
 	}
 }
 
+// Duplicates by email is off by default and a switch of the page: saved
+// on, shown on, kept on when the form is saved again with another change,
+// turned off by unchecking it.
+func TestSaveKeepsAndChangesDuplicatesByEmail(t *testing.T) {
+	t.Parallel()
+	u := newUI(t)
+	page := u.get("/admin/tenants/acme")
+	if !strings.Contains(page, `id="duplicates" name="duplicates" value="on" aria-describedby`) {
+		t.Fatal("the duplicates switch is missing or on by default")
+	}
+	v := formValues(t, page)
+	v.Set("duplicates", "on")
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusSeeOther {
+		t.Fatalf("save: %d\n%s", code, body)
+	}
+	if s, err := u.store.Get(u.ctx, "acme"); err != nil || !s.DuplicatesByEmail {
+		t.Fatalf("stored settings = %+v, %v", s, err)
+	}
+	page = u.get("/admin/tenants/acme")
+	if !strings.Contains(page, `id="duplicates" name="duplicates" value="on" checked`) {
+		t.Fatal("the page does not show the switch on")
+	}
+	// The form as shown (the switch checked, so a browser sends it) saved
+	// with another change keeps it on.
+	v = formValues(t, page)
+	v.Set("duplicates", "on")
+	v.Set("schedule-time", "22:00")
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusSeeOther {
+		t.Fatalf("second save: %d\n%s", code, body)
+	}
+	if s, err := u.store.Get(u.ctx, "acme"); err != nil || !s.DuplicatesByEmail || s.ScheduleTime != "22:00" {
+		t.Fatalf("after a second save: %+v, %v", s, err)
+	}
+	v = formValues(t, u.get("/admin/tenants/acme"))
+	if code, _, body := u.do("POST", "/admin/tenants/acme", v, nil); code != http.StatusSeeOther {
+		t.Fatalf("third save: %d\n%s", code, body)
+	}
+	if s, err := u.store.Get(u.ctx, "acme"); err != nil || s.DuplicatesByEmail {
+		t.Fatalf("after unchecking: %+v, %v", s, err)
+	}
+}
+
 func TestInvalidInputIsExplainedAndNotStored(t *testing.T) {
 	t.Parallel()
 	u := newUI(t)

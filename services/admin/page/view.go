@@ -84,6 +84,7 @@ type form struct {
 	ConflictPolicy string
 	CDC            bool
 	CDCTopic       string
+	Duplicates     bool
 	Revision       uint64
 }
 
@@ -91,7 +92,7 @@ func formOf(s tenant.Settings, rev uint64) form {
 	return form{
 		Sync: s.SyncEnabled, Field: tenantstatus.FieldFlag(s.Field), CustomField: s.CustomField,
 		ScheduleTime: s.ScheduleTime, ScheduleZone: s.ScheduleZone, ConflictPolicy: s.ConflictPolicy, Revision: rev,
-		CDC: s.CDCEnabled, CDCTopic: s.CDCTopic,
+		CDC: s.CDCEnabled, CDCTopic: s.CDCTopic, Duplicates: s.DuplicatesByEmail,
 	}
 }
 
@@ -106,6 +107,7 @@ func formFrom(v url.Values) form {
 		ConflictPolicy: v.Get("conflict-policy"),
 		CDC:            v.Get("cdc") == "on",
 		CDCTopic:       strings.TrimSpace(v.Get("cdc-topic")),
+		Duplicates:     v.Get("duplicates") == "on",
 		Revision:       rev,
 	}
 }
@@ -144,6 +146,7 @@ func (f form) settings(t string) (tenant.Settings, []fieldError) {
 	s.CDCEnabled = f.CDC
 	check("cdc-topic", "Enter a Change Data Capture topic such as /data/ChangeEvents or a channel such as /data/OptOutSync__chn, or leave it empty.",
 		func(p *tenant.Settings) { p.CDCTopic = f.CDCTopic })
+	s.DuplicatesByEmail = f.Duplicates
 	return s, errs
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/event"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/flow/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -121,6 +122,9 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, work []workItem) {
 		}
 		held = held || o.Kind == sfwrite.TenantHeld
 	}
+	if s.settings(r.tenant).DuplicatesByEmail {
+		r.duplicates(ctx, client, field, ps, rep.Outcomes)
+	}
 	switch {
 	case rep.CallErr != nil:
 		if salesforce.ClassOf(rep.CallErr) == salesforce.Retryable {
@@ -130,6 +134,44 @@ func (r *runner) pushBatch(ctx context.Context, b *batch, work []workItem) {
 		r.health.CallFailed(transient.Error())
 	case !held && rep.Writes > 0:
 		r.health.CallSucceeded()
+	}
+}
+
+// duplicates applies the opt-outs the batch got confirmed to the other
+// Leads and Contacts with the same address (tenant setting
+// DuplicatesByEmail), each as a person of its own, and queues them: they go
+// out in the next batch, through the same protocol. A failure is logged and
+// left to the nightly run, which looks for duplicates again.
+func (r *runner) duplicates(ctx context.Context, client sfcreds.Client, field string, ps []*sfwrite.Person, outs []sfwrite.Outcome) {
+	var ids []string
+	for i, o := range outs {
+		if !ps[i].Value || (o.Kind != sfwrite.Confirmed && o.Kind != sfwrite.FoundSet) {
+			continue
+		}
+		// The entry as recorded when the outcome carries it, else as written.
+		e := o.At.Entry
+		if o.At.Rev == 0 {
+			e = ps[i].At.Entry
+		}
+		if dupes.IsSource(e) {
+			ids = append(ids, e.SalesforceID)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	res, err := dupes.Flow{Tenant: r.tenant, SF: client, Ledger: r.svc.Ledger, Writer: r.writer(field)}.Apply(ctx, nil, ids)
+	for range res.Calls {
+		r.svc.Metrics.call(r.tenant)
+	}
+	if err != nil {
+		r.log.Warn().Err(err).Int("persons", len(ids)).Msg("duplicates by email: not applied now; the nightly run looks for them again")
+	}
+	for _, k := range res.Keys {
+		r.q.Add(k)
+	}
+	if len(res.Keys) > 0 {
+		r.log.Info().Int("duplicates", len(res.Keys)).Msg("duplicates by email opted out")
 	}
 }
 

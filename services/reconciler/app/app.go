@@ -96,6 +96,8 @@ func Load(l *config.Loader) Config {
 	e.WriteBatch = l.Int("OPTOUT_RECONCILE_WRITE_BATCH", d.WriteBatch, 1, 200, "records per sObject Collections call")
 	e.MaxFailures = l.Int("OPTOUT_RECONCILE_MAX_FAILURES", d.MaxFailures, 1, 100, "transient failures in a row after which a run is given up (failed)")
 	e.RetryBackoff = l.Duration("OPTOUT_RECONCILE_RETRY_BACKOFF", d.RetryBackoff, time.Second, 24*time.Hour, "first wait before resuming a run after a transient failure (doubles, up to 32×)")
+	e.FullEvery = l.Duration("OPTOUT_RECONCILE_FULL_EVERY", d.FullEvery, 0, 365*24*time.Hour, "a run reads only what changed since the last complete run unless its last full scan is this old (0: every run is full); a full scan also runs on request (reconcile run --full) and after a CDC overflow or lost position")
+	e.Overlap = l.Duration("OPTOUT_RECONCILE_OVERLAP", d.Overlap, 0, 24*time.Hour, "an incremental run reads the Salesforce records whose SystemModstamp is after the last complete run's mark less this (a transaction stamped before the mark may commit after it)")
 	c.Engine = e
 
 	dc := cdc.DefaultConfig()

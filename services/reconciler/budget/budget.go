@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // ErrExhausted is the error of a request refused because the run's budget
@@ -38,6 +39,29 @@ type Budget struct {
 	byKind [numKinds]int64
 	denied bool
 	onDeny func()
+	// date is the newest Date header of a response: Salesforce's clock.
+	date time.Time
+}
+
+// ServerTime is the newest Date a response of the run carried (zero when
+// none did): Salesforce's own clock, to the second, rounded down. A run
+// marks where it read Salesforce up to with it, never with our clock.
+func (b *Budget) ServerTime() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.date
+}
+
+func (b *Budget) observeDate(h string) {
+	t, err := http.ParseTime(h)
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.After(b.date) {
+		b.date = t.UTC()
+	}
 }
 
 // OnExhausted registers f, called once, when the first call is refused
@@ -189,5 +213,9 @@ func (t Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if c, ok := r.Context().Value(counterKey{}).(*Counter); ok {
 		c.add()
 	}
-	return next.RoundTrip(r)
+	resp, err := next.RoundTrip(r)
+	if b := From(r.Context()); b != nil && resp != nil {
+		b.observeDate(resp.Header.Get("Date"))
+	}
+	return resp, err
 }

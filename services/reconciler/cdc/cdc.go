@@ -37,6 +37,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/pubsub"
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
@@ -455,6 +456,7 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 	var changes []engine.Change
 	var reread []string
 	var reconcile []string
+	var created []dupes.Record
 	own := 0
 	for i := range b.Events {
 		ev := &b.Events[i]
@@ -482,6 +484,18 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 				reread = append(reread, id)
 			}
 		case h.ChangeType == pubsub.ChangeCreate || h.ChangeType == pubsub.ChangeUpdate || h.ChangeType == pubsub.ChangeUndelete:
+			if settings.DuplicatesByEmail {
+				// A record of an address already opted out (a list import, a
+				// web form) is its duplicate: its address, known only while
+				// this event is processed, is looked up now.
+				if addr, ok := ev.String("Email"); ok && addr != "" && (h.ChangeType != pubsub.ChangeUpdate || ev.Changed("Email")) {
+					for _, id := range h.RecordIDs {
+						if !strings.HasSuffix(id, "*") {
+							created = append(created, dupes.Record{ID: id, Type: h.EntityName, Email: addr})
+						}
+					}
+				}
+			}
 			v, has := ev.Bool(field)
 			changed := ev.Changed(field) || ev.Nulled(field) || (h.ChangeType != pubsub.ChangeUpdate && has)
 			if !changed {
@@ -498,9 +512,9 @@ func (st *stream) batch(ctx context.Context, b *pubsub.Batch, settings tenant.Se
 	}
 	var applied int64
 	var guard string
-	if len(changes)+len(reread) > 0 {
+	if len(changes)+len(reread)+len(created) > 0 {
 		res, err := s.Engine.Apply(ctx, engine.Changes{Tenant: st.tenant, Settings: settings, Lease: st.lease,
-			Check: st.check, Records: changes, Reread: reread})
+			Check: st.check, Records: changes, Reread: reread, New: created})
 		switch c := salesforce.ClassOf(err); {
 		case errors.Is(err, engine.ErrGuard):
 			guard = "a batch would apply many Salesforce-side resubscribes (" + err.Error() + "); left to the reconcile and its guard"
@@ -563,7 +577,7 @@ func (st *stream) reconcile(ctx context.Context, code, reason string) {
 		rq.Refused = "no reconciler to ask"
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rep, err := runs.Request(rctx, s.NC, s.Topology, st.tenant, runs.ControlRequest{By: "cdc:" + code})
+		rep, err := runs.Request(rctx, s.NC, s.Topology, st.tenant, reconcileRequest(code))
 		cancel()
 		switch {
 		case err != nil:
@@ -580,6 +594,16 @@ func (st *stream) reconcile(ctx context.Context, code, reason string) {
 		st.log.Warn().Err(err).Msg("recording the reconcile request failed")
 	}
 	st.log.Warn().Str("reason", reason).Str("run_id", rq.RunID).Str("refused", rq.Refused).Msg("CDC asked for a reconcile")
+}
+
+// reconcileRequest is the run the subscriber asks for: a full scan when
+// changes were lost and nobody knows which or since when (an overflow or
+// an undecodable event names no records, a lost position skips an unknown
+// stretch), as only a full scan assumes nothing about when they changed;
+// the run after a stall is the default kind (the stored position resumes
+// the stream, nothing was skipped).
+func reconcileRequest(code string) runs.ControlRequest {
+	return runs.ControlRequest{By: "cdc:" + code, Full: code == "events" || code == "replay-lost"}
 }
 
 // Streaming reports whether this replica holds the tenant's lease and runs

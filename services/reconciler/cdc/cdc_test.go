@@ -470,6 +470,7 @@ func TestOverflowSchedulesReconcile(t *testing.T) {
 	h.sb.Ctl("POST", "/pubsub/events", map[string]any{"changeType": "GAP_OVERFLOW", "entityName": "Contact"}, nil)
 	rq := h.nextControl()
 	assert.Equal(t, "cdc:events", rq.By)
+	assert.True(t, rq.Full, "an overflow's records are unknown: the run asked for is a full scan")
 	var c runs.CDC
 	h.until("the reconcile request is recorded", func() bool {
 		c = h.cdcRecord()
@@ -506,6 +507,7 @@ func TestReplayLostSchedulesReconcile(t *testing.T) {
 	h.replica("r2")
 	rq := h.nextControl()
 	assert.Equal(t, "cdc:replay-lost", rq.By)
+	assert.True(t, rq.Full, "a lost position skips an unknown stretch: the run asked for is a full scan")
 	var c runs.CDC
 	h.until("the reconcile request is recorded and the stream is up again", func() bool {
 		c = h.cdcRecord()
@@ -527,6 +529,7 @@ func TestStallPastWatchdog(t *testing.T) {
 	h.sb.Ctl("POST", "/pubsub/faults", map[string]any{"kind": "stall"}, &fault)
 	rq := h.nextControl()
 	assert.Equal(t, "cdc:stall", rq.By)
+	assert.False(t, rq.Full, "after a stall the stored position resumes the stream: the default run")
 	c := h.cdcRecord()
 	assert.Equal(t, runs.CDCStalled, c.State)
 	assert.Contains(t, c.Reason, "sent nothing")

@@ -39,6 +39,7 @@ import (
 	"github.com/optout-sync/optout-sync/shared/adapter/salesforce"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/flow/ingest"
 	"github.com/optout-sync/optout-sync/shared/flow/sfwrite"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
@@ -77,6 +78,14 @@ type Config struct {
 	// ClaimTTL is how long a sales-field write's claim holds the push off
 	// the person (optout.Claim); the write is given up before it ends.
 	ClaimTTL time.Duration
+	// FullEvery: a run is incremental unless the last full scan completed
+	// longer ago than this (or none did, or one is asked for). 0: every
+	// run is full.
+	FullEvery time.Duration
+	// Overlap is taken off the Salesforce watermark of an incremental
+	// read: a record stamped before the mark whose transaction committed
+	// after it (SystemModstamp is not commit order) is still read.
+	Overlap time.Duration
 }
 
 // DefaultConfig is the production tuning.
@@ -95,6 +104,8 @@ func DefaultConfig() Config {
 		MaxFailures:       5,
 		RetryBackoff:      time.Minute,
 		ClaimTTL:          optout.DefaultClaimTTL,
+		FullEvery:         7 * 24 * time.Hour,
+		Overlap:           10 * time.Minute,
 	}
 }
 
@@ -158,6 +169,10 @@ type Job struct {
 	DryRun   bool
 	// Resume is the checkpoint of the interrupted run this job continues.
 	Resume *runs.Checkpoint
+	// Full, when set, asks for a full scan and says why (a control
+	// request's Full, e.g. "requested by optoutctl:ops"); otherwise the run
+	// is incremental unless the engine finds a reason for a full one.
+	Full string
 	// Link is the requester's span (a control request), linked from the
 	// run's own trace.
 	Link trace.SpanContext
@@ -215,6 +230,78 @@ type run struct {
 	// live: a batch of Change Data Capture (Apply), not a run: no
 	// checkpoint, report or run fence.
 	live bool
+
+	// watermark is the one an incremental run reads after; markSF and
+	// markLedger are where this attempt read both sides from (the next
+	// watermark, once the run completes); ledgerOptOuts the opt-outs its
+	// diff counted.
+	watermark     runs.Watermark
+	markSF        time.Time
+	markLedger    uint64
+	ledgerOptOuts int64
+}
+
+func (r *run) scanKind() runs.ScanKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rep.Scan == nil {
+		return runs.ScanFull
+	}
+	return r.rep.Scan.Kind
+}
+
+// chooseScan decides, once a run (kept by its resumed attempts), whether
+// it is full or incremental, and why.
+func (r *run) chooseScan(ctx context.Context) error {
+	wm, err := r.e.Runs.Watermark(ctx, r.job.Tenant)
+	if err != nil && !errors.Is(err, runs.ErrNotFound) {
+		return err
+	}
+	r.watermark = wm
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rep.Scan != nil {
+		return nil
+	}
+	full := func(why string) { r.rep.Scan = &runs.Scan{Kind: runs.ScanFull, Why: why} }
+	every := r.e.Cfg.FullEvery
+	switch {
+	case r.job.Full != "":
+		full(r.job.Full)
+	case err != nil:
+		full("no complete run yet")
+	case wm.Field != r.field:
+		full(fmt.Sprintf("the field compared changed (%s, was %s)", r.field, wm.Field))
+	case every <= 0:
+		full("every run is a full scan (OPTOUT_RECONCILE_FULL_EVERY=0)")
+	case !r.e.now().Before(wm.FullAt.Add(every)):
+		full(fmt.Sprintf("periodic full scan: the last one completed %s, every %s", wm.FullAt.Format(time.RFC3339), every))
+	default:
+		r.rep.Scan = &runs.Scan{Kind: runs.ScanIncremental,
+			Why: fmt.Sprintf("changes since the last complete run %s; the last full scan completed %s, the next is due %s after it", wm.RunID, wm.FullAt.UTC().Format(time.RFC3339), every)}
+	}
+	return nil
+}
+
+// saveWatermark records where this run read both sides from, once it
+// completed: succeeded, not a dry run, nothing failed (a failed write is
+// a disagreement left behind, which the next run must see again).
+func (r *run) saveWatermark(ctx context.Context, rep runs.Report) error {
+	if rep.Status != runs.StatusSucceeded || rep.DryRun || rep.Scan == nil ||
+		rep.Writes.SalesforceFailed > 0 || rep.Writes.LedgerFailed > 0 {
+		return nil
+	}
+	if r.markSF.IsZero() {
+		// No response carried Salesforce's time: the watermark stays.
+		r.log.Warn().Msg("no Salesforce response carried a Date: the watermark is left where it was")
+		return nil
+	}
+	w := runs.Watermark{RunID: rep.RunID, Field: r.field, Salesforce: r.markSF, LedgerSeq: r.markLedger,
+		FullAt: r.watermark.FullAt, LedgerOptOuts: r.watermark.LedgerOptOuts}
+	if rep.Scan.Kind == runs.ScanFull {
+		w.FullAt, w.LedgerOptOuts = r.e.now(), r.ledgerOptOuts
+	}
+	return r.e.Runs.SetWatermark(ctx, rep.Tenant, r.fence, w)
 }
 
 // Run carries out job under its lease and returns the run's report. A nil
@@ -297,6 +384,10 @@ func (r *run) report() runs.Report {
 	rep := r.rep
 	rep.API.ReadPath = cloneMap(r.rep.API.ReadPath)
 	rep.Guard = cloneGuard(r.rep.Guard)
+	if r.rep.Scan != nil {
+		sc := *r.rep.Scan // saved while the run goes on changing it
+		rep.Scan = &sc
+	}
 	return rep
 }
 
@@ -446,6 +537,9 @@ func (r *run) finish(ctx context.Context, status runs.Status, reason string) err
 			return fmt.Errorf("%w: record last success: %w", ErrInterrupted, err)
 		}
 	}
+	if err := r.saveWatermark(ctx, rep); err != nil {
+		return fmt.Errorf("%w: record the watermark: %w", ErrInterrupted, err)
+	}
 	if err := r.e.Runs.ClearCheckpoint(ctx, rep.Tenant, r.fence); err != nil {
 		return fmt.Errorf("%w: clear checkpoint: %w", ErrInterrupted, err)
 	}
@@ -501,6 +595,12 @@ func (r *run) attempt(ctx context.Context) error {
 	if err := r.foldWaiting(ctx); err != nil {
 		return err
 	}
+	if err := r.chooseScan(ctx); err != nil {
+		return err
+	}
+	if err := r.duplicates(ctx, sfctx); err != nil {
+		return err
+	}
 	plan, err := r.diff(ctx, sfctx)
 	if err != nil {
 		return err
@@ -511,6 +611,7 @@ func (r *run) attempt(ctx context.Context) error {
 	if j.DryRun {
 		r.update(func(rep *runs.Report) {
 			rep.Writes.Remaining = int64(plan.SFRecords() + len(plan.LedgerOps))
+			rep.Preview = plan.Preview(runs.PreviewLimit)
 		})
 		return nil
 	}
@@ -549,6 +650,57 @@ func (r *run) foldWaiting(ctx context.Context) error {
 	if d.Folded > 0 || d.Invalid > 0 {
 		r.log.Info().Int("events", d.Folded).Int("already_folded", d.AlreadyFolded).Int("invalid", d.Invalid).
 			Msg("folded Sales Connect events the pusher had not settled (invalid ones are left for the pusher to dead-letter)")
+	}
+	return nil
+}
+
+// dupesChunk is how many opted-out persons' records one lookup of
+// duplicates takes (a few Salesforce queries each).
+const dupesChunk = 500
+
+// duplicates records, with the tenant's DuplicatesByEmail, the opt-out of
+// every Lead and Contact sharing its address with a person who opted out
+// and not opted out yet: the ones the push and the CDC stream missed (a
+// lookup that failed, a record created while CDC was off or behind). The
+// diff that follows finds them opted out in Sales Connect only and writes
+// them, as any other. A dry run looks for none: it changes nothing.
+func (r *run) duplicates(ctx, sfctx context.Context) error {
+	e, j := r.e, r.job
+	if j.DryRun || !j.Settings.DuplicatesByEmail {
+		return nil
+	}
+	f := dupes.Flow{Tenant: j.Tenant, SF: r.client, Ledger: e.Ledger, Writer: r.ledger}
+	var ids []string
+	found := 0
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		res, err := f.Apply(sfctx, nil, ids)
+		ids = ids[:0]
+		found += len(res.Keys)
+		return err
+	}
+	err := e.Ledger.Scan(ctx, j.Tenant, func(it ledger.ScanItem) error {
+		if !dupes.IsSource(it.Entry) {
+			return nil
+		}
+		ids = append(ids, it.Entry.SalesforceID)
+		if len(ids) < dupesChunk {
+			return nil
+		}
+		return flush()
+	}, func(key string, err error) {
+		r.log.Warn().Err(err).Str("key", key).Msg("undecodable ledger entry skipped")
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("duplicates by email: %w", err)
+	}
+	if found > 0 {
+		r.log.Info().Int("duplicates", found).Msg("duplicates by email opted out by the run")
 	}
 	return nil
 }

@@ -44,6 +44,29 @@ func TestDryRunChangesNothing(t *testing.T) {
 		w.SalesforceWritten != 0 || w.LedgerWritten != 0 || w.EventsPublished != 0 {
 		t.Errorf("writes %+v; want 3+4 planned and none made", w)
 	}
+	// The changes it would make, listed record by record (confirmations
+	// are not changes).
+	p := rep.Preview
+	if p == nil || p.Total != len(p.Changes) || p.Total != int(rep.Writes.PlannedSalesforce+rep.Writes.PlannedSalesConnect-rep.Writes.PlannedConfirmations) {
+		t.Fatalf("preview %+v; want every planned change listed (%+v)", p, rep.Writes)
+	}
+	inOrg := map[string]bool{}
+	for _, r := range sfBefore {
+		inOrg[r.ID] = true
+	}
+	sides := map[string]int{}
+	for _, c := range p.Changes {
+		sides[c.Side]++
+		if !inOrg[c.SalesforceID] {
+			t.Errorf("change %+v names no record of the org", c)
+		}
+		if c.What == "confirm" {
+			t.Errorf("a confirmation listed as a change: %+v", c)
+		}
+	}
+	if sides[runs.ChangeSalesforce] != 3 {
+		t.Errorf("preview sides %v; want the 3 Salesforce writes", sides)
+	}
 	// ...and nothing changed.
 	if !reflect.DeepEqual(h.Org("acme").Records(), sfBefore) {
 		t.Error("Salesforce records changed")

@@ -41,7 +41,10 @@ func (h *harness) replica(o recontest.ReplicaOpts) *replica {
 // start takes the tenant's lease and runs the tenant in the background,
 // resuming its unfinished run if there is one; it returns the run's id, or
 // "" when another replica holds the lease.
-func (r *replica) start(tn string, dry bool) string {
+func (r *replica) start(tn string, dry bool) string { return r.startJob(tn, dry, nil) }
+
+// startJob is start with the job changed by mod (e.g. a full scan asked for).
+func (r *replica) startJob(tn string, dry bool, mod func(*engine.Job)) string {
 	h := r.h
 	h.T.Helper()
 	f, err := h.Store.Fence(h.Ctx, tn)
@@ -69,6 +72,9 @@ func (r *replica) start(tn string, dry bool) string {
 	default:
 		release(lease)
 		h.T.Fatal(err)
+	}
+	if mod != nil {
+		mod(&job)
 	}
 	r.wg.Add(1)
 	go func() {

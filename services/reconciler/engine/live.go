@@ -14,6 +14,7 @@ import (
 	"github.com/optout-sync/optout-sync/services/reconciler/idset"
 	"github.com/optout-sync/optout-sync/services/reconciler/sfread"
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
+	"github.com/optout-sync/optout-sync/shared/flow/dupes"
 	"github.com/optout-sync/optout-sync/shared/platform/logx"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
@@ -45,6 +46,11 @@ type Changes struct {
 	// names records without values).
 	Records []Change
 	Reread  []string
+	// New are Leads and Contacts created, undeleted or given another
+	// address, with the address the event carried: with the tenant's
+	// DuplicatesByEmail, one whose address is already opted out is opted
+	// out as a duplicate (shared/flow/dupes).
+	New []dupes.Record
 }
 
 // Applied is what a batch did.
@@ -135,6 +141,22 @@ func (r *run) apply(ctx context.Context, c Changes) error {
 		}
 		if err := sfread.Lookup(sfctx, client, field, read, func(f sfread.Found) { note(f.ID, f.Value, f.Modstamp) }); err != nil {
 			return err
+		}
+	}
+	if c.Settings.DuplicatesByEmail && len(c.New) > 0 {
+		res, err := dupes.Flow{Tenant: c.Tenant, SF: client, Ledger: e.Ledger, Writer: r.ledger}.Apply(sfctx, c.New, nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range res.IDs {
+			id, err := idset.Parse(s)
+			if err != nil {
+				continue
+			}
+			// The false a new record was created with is not a resubscribe
+			// of the opt-out it now carries: only the write is due.
+			delete(cleared, id)
+			ids = append(ids, id)
 		}
 	}
 	cl := diff.New(c.Tenant, field, policy, trueSet.Build())

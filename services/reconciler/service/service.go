@@ -387,6 +387,12 @@ func (s *Service) Trigger(ctx context.Context, t string, req runs.ControlRequest
 	now := s.now()
 	job := engine.Job{Tenant: t, Settings: st, Lease: lease, DryRun: req.DryRun, Link: link,
 		Trigger: runs.Trigger{Kind: runs.TriggerManual, By: req.By}}
+	if req.Full {
+		job.Full = "a full scan was requested"
+		if req.By != "" {
+			job.Full += " by " + req.By
+		}
+	}
 	cp, err := s.Runs.Active(lease.Context(), t)
 	switch {
 	case err == nil && cp.Report.DryRun:
@@ -424,7 +430,7 @@ func (s *Service) handleControl(ctx context.Context, m *nats.Msg) {
 		rep = s.Trigger(ctx, t, req, link)
 	}
 	s.Log.Info().Str("tenant", t).Bool("accepted", rep.Accepted).Str("run_id", rep.RunID).Str("code", rep.Code).
-		Bool("dry_run", req.DryRun).Str("by", req.By).Msg("reconcile control request")
+		Bool("dry_run", req.DryRun).Bool("full", req.Full).Str("by", req.By).Msg("reconcile control request")
 	data, _ := json.Marshal(rep)
 	if err := m.Respond(data); err != nil {
 		s.Log.Warn().Err(err).Msg("replying to a control request failed")

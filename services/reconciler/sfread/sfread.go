@@ -107,14 +107,15 @@ func ReadOptedOut(ctx context.Context, c sfcreds.Client, field string, o Options
 			onPage(p)
 		}
 	}
-	add := func(id idset.ID, at int64) {
+	add := func(id idset.ID, _ bool, at int64) {
 		mu.Lock()
 		b.Add(id, at)
 		mu.Unlock()
 	}
 	for i, obj := range Objects {
 		wg.Go(func() {
-			path, err := readObject(ctx, c, obj, field, o, add, pages)
+			soql := "SELECT Id, SystemModstamp FROM " + obj + " WHERE " + field + " = true"
+			path, err := readObject(ctx, c, obj, soql, "", o, add, pages)
 			mu.Lock()
 			defer mu.Unlock()
 			res.Paths[obj] = path
@@ -129,25 +130,35 @@ func ReadOptedOut(ctx context.Context, c sfcreds.Client, field string, o Options
 	return res, nil
 }
 
-func readObject(ctx context.Context, c sfcreds.Client, obj, field string, o Options, add func(idset.ID, int64), onPage func(Page)) (string, error) {
-	soql := "SELECT Id, SystemModstamp FROM " + obj + " WHERE " + field + " = true"
+// readObject reads the rows of soql (Id, SystemModstamp and, when
+// valueField is set, that boolean field; else every row is true).
+func readObject(ctx context.Context, c sfcreds.Client, obj, soql, valueField string, o Options, add func(idset.ID, bool, int64), onPage func(Page)) (string, error) {
 	switch o.Mode {
 	case SOQL:
-		return PathSOQL, readSOQL(ctx, c, obj, soql, o, add, onPage)
+		return PathSOQL, readSOQL(ctx, c, obj, soql, valueField, o, add, onPage)
 	case Bulk:
-		return PathBulk, readBulk(ctx, c, obj, soql, o, add, onPage)
+		return PathBulk, readBulk(ctx, c, obj, soql, valueField, o, add, onPage)
 	}
 	// Auto: a bounded SOQL read is the whole answer when the set is small.
-	var probe idset.Builder
-	err := readSOQL(ctx, c, obj, soql+" LIMIT "+strconv.Itoa(o.BulkThreshold+1), o, probe.Add, onPage)
+	type row struct {
+		id    idset.ID
+		value bool
+		at    int64
+	}
+	var probe []row
+	err := readSOQL(ctx, c, obj, soql+" LIMIT "+strconv.Itoa(o.BulkThreshold+1), valueField, o,
+		func(id idset.ID, v bool, at int64) { probe = append(probe, row{id, v, at}) }, onPage)
 	if err != nil {
 		return PathSOQL, err
 	}
-	if probe.Len() <= o.BulkThreshold {
-		probe.Each(add)
+	if len(probe) <= o.BulkThreshold {
+		for _, r := range probe {
+			add(r.id, r.value, r.at)
+		}
 		return PathSOQL, nil
 	}
-	return PathBulk, readBulk(ctx, c, obj, soql, o, add, onPage)
+	probe = nil
+	return PathBulk, readBulk(ctx, c, obj, soql, valueField, o, add, onPage)
 }
 
 // pageSpan covers the processing of one page; it starts where the
@@ -189,7 +200,7 @@ func (p *pageSpan) end(err error) {
 	}
 }
 
-func readSOQL(ctx context.Context, c sfcreds.Client, obj, soql string, o Options, add func(idset.ID, int64), onPage func(Page)) error {
+func readSOQL(ctx context.Context, c sfcreds.Client, obj, soql, valueField string, o Options, add func(idset.ID, bool, int64), onPage func(Page)) error {
 	// The query iterator hides page boundaries; a per-read call counter
 	// shows them (each page is one request).
 	var calls budget.Counter
@@ -206,7 +217,8 @@ func readSOQL(ctx context.Context, c sfcreds.Client, obj, soql string, o Options
 			ps.start()
 			seen = n
 		}
-		if err := parse(add, rec.ID, rec.String("SystemModstamp")); err != nil {
+		value := valueField == "" || rec.Bool(valueField)
+		if err := parse(add, rec.ID, value, rec.String("SystemModstamp")); err != nil {
 			ps.end(err)
 			return fmt.Errorf("read %s opt-outs: %w", obj, err)
 		}
@@ -216,9 +228,9 @@ func readSOQL(ctx context.Context, c sfcreds.Client, obj, soql string, o Options
 	return nil
 }
 
-func readBulk(ctx context.Context, c sfcreds.Client, obj, soql string, o Options, add func(idset.ID, int64), onPage func(Page)) error {
+func readBulk(ctx context.Context, c sfcreds.Client, obj, soql, valueField string, o Options, add func(idset.ID, bool, int64), onPage func(Page)) error {
 	ps := &pageSpan{ctx: ctx, tracer: o.Tracer, obj: obj, path: PathBulk, from: time.Now(), onPage: onPage}
-	idCol, modCol := -1, -1
+	idCol, modCol, valCol := -1, -1, -1
 	opts := salesforce.BulkQueryOptions{
 		MaxRecords:  o.BulkMaxRecords,
 		PollInitial: o.BulkPollInitial,
@@ -236,14 +248,17 @@ func readBulk(ctx context.Context, c sfcreds.Client, obj, soql string, o Options
 					idCol = i
 				case strings.EqualFold(h, "SystemModstamp"):
 					modCol = i
+				case valueField != "" && strings.EqualFold(h, valueField):
+					valCol = i
 				}
 			}
-			if idCol < 0 || modCol < 0 {
-				return fmt.Errorf("bulk results of %s lack Id or SystemModstamp (header %v)", obj, header)
+			if idCol < 0 || modCol < 0 || (valueField != "" && valCol < 0) {
+				return fmt.Errorf("bulk results of %s lack Id, SystemModstamp or %s (header %v)", obj, valueField, header)
 			}
 		}
 		ps.rows++
-		return parse(add, row[idCol], row[modCol])
+		value := valCol < 0 || strings.EqualFold(row[valCol], "true")
+		return parse(add, row[idCol], value, row[modCol])
 	})
 	if err != nil {
 		ps.end(err)
@@ -252,7 +267,7 @@ func readBulk(ctx context.Context, c sfcreds.Client, obj, soql string, o Options
 	return nil
 }
 
-func parse(add func(idset.ID, int64), id, modstamp string) error {
+func parse(add func(idset.ID, bool, int64), id string, value bool, modstamp string) error {
 	k, err := idset.Parse(id)
 	if err != nil {
 		return fmt.Errorf("malformed id from Salesforce: %w", err)
@@ -261,8 +276,73 @@ func parse(add func(idset.ID, int64), id, modstamp string) error {
 	if err != nil {
 		return err
 	}
-	add(k, at.UnixMilli())
+	add(k, value, at.UnixMilli())
 	return nil
+}
+
+// Changed is what changed in Salesforce since an instant: the records now
+// opted out (a compact set, as a full read's) and those now not, with
+// their SystemModstamp (Unix ms).
+type Changed struct {
+	Set     *idset.Set
+	Cleared map[idset.ID]int64
+	Paths   map[string]string // object → path
+	Pages   int
+	Rows    int
+}
+
+// ReadChanged reads every Contact and Lead whose SystemModstamp is after
+// since (on Salesforce's clock), with the field's value: an incremental
+// run's Salesforce side. Deleted records are not returned (/query): an
+// opt-out is never reverted by absence, and the full scan reports them.
+func ReadChanged(ctx context.Context, c sfcreds.Client, field string, since time.Time, o Options, onPage func(Page)) (Changed, error) {
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	ctx = budget.WithKind(ctx, budget.Read)
+	var (
+		mu   sync.Mutex
+		b    idset.Builder
+		res  = Changed{Paths: map[string]string{}, Cleared: map[idset.ID]int64{}}
+		wg   sync.WaitGroup
+		errs = make([]error, len(Objects))
+	)
+	pages := func(p Page) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Pages++
+		if onPage != nil {
+			onPage(p)
+		}
+	}
+	add := func(id idset.ID, value bool, at int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Rows++
+		if value {
+			b.Add(id, at)
+		} else {
+			res.Cleared[id] = at
+		}
+	}
+	// dateTime literals are unquoted, in UTC (§5).
+	lit := since.UTC().Format("2006-01-02T15:04:05Z")
+	for i, obj := range Objects {
+		wg.Go(func() {
+			soql := "SELECT Id, " + field + ", SystemModstamp FROM " + obj + " WHERE SystemModstamp > " + lit
+			path, err := readObject(ctx, c, obj, soql, field, o, add, pages)
+			mu.Lock()
+			defer mu.Unlock()
+			res.Paths[obj] = path
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	res.Set = b.Build()
+	return res, nil
 }
 
 // ParseTime reads a Salesforce dateTime: "2025-03-01T10:00:00.000+0000"

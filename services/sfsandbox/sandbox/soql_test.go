@@ -103,3 +103,47 @@ func TestSOQLEvaluation(t *testing.T) {
 	eq("datetime offset", run("SELECT Id FROM Contact WHERE SystemModstamp > 2025-03-01T12:00:03+02:00", false), ids[3], ids[4])
 	eq("order nulls first", run("SELECT Id FROM Contact ORDER BY Email LIMIT 2", false), ids[2], ids[0])
 }
+
+// Finding a person's duplicates (spec §5): WHERE Email IN (…) on Contact
+// and Lead, compared without regard to case as Salesforce compares text, a
+// quote escaped inside a literal, and converted Leads left out by
+// IsConverted = false.
+func TestSOQLEmailIn(t *testing.T) {
+	e := newEnv(t)
+	o := e.org("acme")
+	c1 := o.Put(Record{Type: "Contact", Email: "pat@x.test"}).ID
+	c2 := o.Put(Record{Type: "Contact", Email: "PAT@X.TEST"}).ID
+	c3 := o.Put(Record{Type: "Contact", Email: "o'neil@x.test"}).ID
+	o.Put(Record{Type: "Contact", Email: "someone@x.test"})
+	l1 := o.Put(Record{Type: "Lead", Email: "Pat@x.test"}).ID
+	l2 := o.Put(Record{Type: "Lead", Email: "pat@x.test"}).ID
+	if _, err := o.ConvertLead(l2); err != nil {
+		t.Fatal(err)
+	}
+	run := func(q string) []string {
+		t.Helper()
+		cq, err := compileSOQL(q, o.schemaFor)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		var out []string
+		for _, rf := range o.st.execute(cq, false) {
+			out = append(out, o.st.recs[rf.typ()][rf.idx()].id.String())
+		}
+		return out
+	}
+	eq := func(name string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: got %v want %v", name, got, want)
+		}
+	}
+	contacts := run(`SELECT Id, Email FROM Contact WHERE Email IN ('pat@x.test','o\'neil@x.test')`)
+	// The converted Lead's Contact carries the address too.
+	if len(contacts) != 4 || contacts[0] != c1 || contacts[1] != c2 || contacts[2] != c3 {
+		t.Errorf("contacts by email: got %v want %s %s %s and the converted Lead's Contact", contacts, c1, c2, c3)
+	}
+	eq("leads by email, converted left out", run("SELECT Id, Email FROM Lead WHERE Email IN ('pat@x.test') AND IsConverted = false"), l1)
+	eq("leads by email", run("SELECT Id, Email FROM Lead WHERE Email IN ('PAT@x.test')"), l1, l2)
+	eq("no match", run("SELECT Id FROM Contact WHERE Email IN ('nobody@x.test')"))
+}

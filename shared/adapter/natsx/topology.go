@@ -52,6 +52,11 @@ type Topology struct {
 	// consumer of the events stream, one for every tenant: MaxAckPending
 	// caps the events delivered and not yet settled across every replica
 	// (folded, and held while their push is made: at most a few seconds).
+	// AckWait is how long a crashed replica's events wait to be delivered
+	// again: a live replica settles an event within seconds (folded in
+	// milliseconds, held at most 2 s for its push before a dirty marker
+	// takes over), so 15 s costs nothing but a redelivery, which the fold
+	// recognises, when a replica stalls longer (a leader election).
 	PusherAckWait       time.Duration
 	PusherMaxAckPending int
 }
@@ -67,7 +72,7 @@ func DefaultTopology() Topology {
 		RunsMaxAge:          90 * 24 * time.Hour,
 		DuplicateWindow:     10 * time.Minute,
 		MaxMsgSize:          1 << 20,
-		PusherAckWait:       60 * time.Second,
+		PusherAckWait:       15 * time.Second,
 		PusherMaxAckPending: DefaultPusherMaxAckPending,
 	}
 }
@@ -86,7 +91,7 @@ func TopologyFromEnv(l *config.Loader) Topology {
 	t.AuditMaxAge = l.Duration("OPTOUT_AUDIT_MAX_AGE", t.AuditMaxAge, day, 100*365*day, "how long the audit trail is kept (7 years)")
 	t.RunsMaxAge = l.Duration("OPTOUT_RUNS_MAX_AGE", t.RunsMaxAge, time.Hour, 10*365*day, "how long reconciler run-report events are kept")
 	t.DuplicateWindow = l.Duration("OPTOUT_DUPLICATE_WINDOW", t.DuplicateWindow, time.Second, 7*day, "window in which a repeated Nats-Msg-Id is dropped")
-	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet settled, all tenants together (the shared consumer's MaxAckPending): a replica holds at most 1,000 for milliseconds before their fold and, per tenant, a quarter of this awaiting their push (2s at most), so this leaves room for several replicas and a crashed replica's events until their AckWait (60s) ends")
+	t.PusherMaxAckPending = l.Int("OPTOUT_MAX_ACK_PENDING", t.PusherMaxAckPending, 1, 100000, "events delivered to the pusher replicas and not yet settled, all tenants together (the shared consumer's MaxAckPending): a replica holds at most 1,000 for milliseconds before their fold and, per tenant, a quarter of this awaiting their push (2s at most), so this leaves room for several replicas and a crashed replica's events until their AckWait (15s) ends")
 	return t
 }
 

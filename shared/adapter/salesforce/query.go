@@ -189,12 +189,22 @@ func (c *Client) idChunks(ctx context.Context, op, sobjectType string, fields, i
 	if len(norm) == 0 {
 		return nil, nil
 	}
+	lits := make([]string, len(norm))
+	for i, id := range norm {
+		lits[i] = "'" + id + "'"
+	}
+	prefix := "SELECT " + strings.Join(fields, ",") + " FROM " + sobjectType + " WHERE Id IN ("
+	return c.inChunks(ctx, op, prefix, ")", len(fields), lits)
+}
+
+// inChunks cuts "prefix lit,lit,… suffix" into statements whose encoded GET
+// URL each stays within the URI cap. QueryEscape works byte by byte, so the
+// escaped length of a statement is the sum of its parts'.
+func (c *Client) inChunks(ctx context.Context, op, prefix, suffix string, nfields int, lits []string) ([]string, error) {
 	sess, err := c.tokens.get(ctx)
 	if err != nil {
 		return nil, withOp(op, err)
 	}
-	prefix := "SELECT " + strings.Join(fields, ",") + " FROM " + sobjectType + " WHERE Id IN ("
-	const suffix = ")"
 	escLen := func(s string) int { return len(url.QueryEscape(s)) }
 	fixed := len(c.dataBase(sess)+"/query?q=") + escLen(prefix) + escLen(suffix)
 	comma := escLen(",")
@@ -208,8 +218,7 @@ func (c *Client) idChunks(ctx context.Context, op, sobjectType string, fields, i
 		b.Reset()
 		n = 0
 	}
-	for _, id := range norm {
-		lit := "'" + id + "'"
+	for _, lit := range lits {
 		add := escLen(lit)
 		if n > 0 {
 			add += comma
@@ -222,7 +231,7 @@ func (c *Client) idChunks(ctx context.Context, op, sobjectType string, fields, i
 			size = fixed
 			b.WriteString(prefix)
 			if size+add > c.s.maxURI {
-				return nil, invalidArgument(op, "query of %d fields does not fit the %d-byte URI cap", len(fields), c.s.maxURI)
+				return nil, invalidArgument(op, "query of %d fields does not fit the %d-byte URI cap", nfields, c.s.maxURI)
 			}
 		} else {
 			b.WriteString(",")
@@ -233,4 +242,61 @@ func (c *Client) idChunks(ctx context.Context, op, sobjectType string, fields, i
 	}
 	flush()
 	return out, nil
+}
+
+// QueryEmails selects fields of the records of sobjectType whose Email is
+// one of emails, "SELECT f FROM type WHERE Email IN ('…',…) [AND and]" (spec
+// §5; Salesforce compares text without regard to case), in as few queries as
+// the GET URI cap allows. Empty addresses are skipped. and, when not empty,
+// is a further condition of ours (never user input).
+func (c *Client) QueryEmails(ctx context.Context, sobjectType string, fields, emails []string, and string, opts ...QueryOption) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		const op = "query emails"
+		if !validName(sobjectType) {
+			yield(Record{}, invalidArgument(op, "type %q is not an API name", sobjectType))
+			return
+		}
+		for _, f := range fields {
+			if !validName(f) {
+				yield(Record{}, invalidArgument(op, "field %q is not an API name", f))
+				return
+			}
+		}
+		seen := map[string]bool{}
+		var lits []string
+		for _, e := range emails {
+			k := strings.ToLower(strings.TrimSpace(e))
+			if k == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			lits = append(lits, soqlString(strings.TrimSpace(e)))
+		}
+		if len(lits) == 0 || len(fields) == 0 {
+			return
+		}
+		suffix := ")"
+		if and != "" {
+			suffix += " AND " + and
+		}
+		chunks, err := c.inChunks(ctx, op, "SELECT "+strings.Join(fields, ",")+" FROM "+sobjectType+" WHERE Email IN (", suffix, len(fields), lits)
+		if err != nil {
+			yield(Record{}, err)
+			return
+		}
+		for _, soql := range chunks {
+			for rec, err := range c.Query(ctx, soql, opts...) {
+				if !yield(rec, err) || err != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// soqlString quotes s as a SOQL string literal: backslash and single quote
+// escaped (the only characters that could end or bend the literal).
+func soqlString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return "'" + r.Replace(s) + "'"
 }

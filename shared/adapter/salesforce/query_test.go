@@ -235,3 +235,36 @@ func TestQueryIDsBeyondCapIs414(t *testing.T) {
 		assert.Equal(t, PermanentTenant, se.Class)
 	}
 }
+
+// QueryEmails finds every record of the addresses (Salesforce compares text
+// without regard to case), with a quote escaped in its literal and an extra
+// condition, in chunks that keep each URL within the cap.
+func TestQueryEmailsChunksAndEscapes(t *testing.T) {
+	e := newEnv(t)
+	want := map[string]bool{}
+	var emails []string
+	for i := range 120 {
+		addr := fmt.Sprintf("person-%03d@dupes.example", i)
+		want[e.org.Put(sandbox.Record{Type: "Contact", Email: strings.ToUpper(addr)}).ID] = true
+		emails = append(emails, addr)
+	}
+	want[e.org.Put(sandbox.Record{Type: "Contact", Email: "o'neil@dupes.example"}).ID] = true
+	emails = append(emails, "o'neil@dupes.example", "O'NEIL@dupes.example", "")
+	e.org.Put(sandbox.Record{Type: "Contact", Email: "other@dupes.example"})
+	c := e.client(t, func(c *Config) { c.MaxURILength = 2048 })
+
+	got := map[string]bool{}
+	for rec, err := range c.QueryEmails(ctxT(t), "Contact", []string{"Id", "Email"}, emails, "IsDeleted = false") {
+		require.NoError(t, err)
+		got[rec.ID] = true
+	}
+	assert.Equal(t, want, got)
+	calls := callsOn(e.org, sandbox.RouteQuery)
+	assert.Greater(t, len(calls), 1, "chunked to the URI cap")
+	for _, call := range calls {
+		assert.Less(t, call.Status, 400, "no 414, no malformed query")
+	}
+	for _, err := range c.QueryEmails(ctxT(t), "Contact; DROP", []string{"Id"}, emails, "") {
+		assert.Error(t, err)
+	}
+}

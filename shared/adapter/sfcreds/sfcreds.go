@@ -170,6 +170,8 @@ type Client interface {
 	// The reads of the nightly reconciler.
 	Query(ctx context.Context, soql string, opts ...salesforce.QueryOption) iter.Seq2[salesforce.Record, error]
 	QueryIDs(ctx context.Context, sobjectType string, fields, ids []string, opts ...salesforce.QueryOption) iter.Seq2[salesforce.Record, error]
+	// QueryEmails finds the duplicates of an address (shared/flow/dupes).
+	QueryEmails(ctx context.Context, sobjectType string, fields, emails []string, and string, opts ...salesforce.QueryOption) iter.Seq2[salesforce.Record, error]
 	BulkQuery(ctx context.Context, soql string, opts salesforce.BulkQueryOptions, fn func(header, row []string) error) (salesforce.BulkResult, error)
 	Limits(ctx context.Context) (map[string]salesforce.Limit, error)
 	LastAPIUsage() (salesforce.APIUsage, bool)

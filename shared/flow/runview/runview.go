@@ -29,10 +29,33 @@ const NotCompared = "not compared: the run stopped before it had read both sides
 func changesWritten(w runs.Writes) int64 { return w.LedgerWritten - w.LedgerConfirmations }
 func changesPlanned(w runs.Writes) int64 { return w.PlannedSalesConnect - w.PlannedConfirmations }
 
-// Totals says how many opt-outs each side held.
+// Scan says which kind of run it was, why, and what it read (empty for
+// reports from before incremental runs).
+func Scan(r runs.Report) string {
+	sc := r.Scan
+	if sc == nil {
+		return ""
+	}
+	switch sc.Kind {
+	case runs.ScanIncremental:
+		return fmt.Sprintf("incremental (%s): read %d Salesforce records changed since %s (Salesforce's clock, overlap included) and %d ledger changes",
+			sc.Why, sc.SalesforceRead, sc.Since.UTC().Format("2006-01-02 15:04:05 UTC"), sc.LedgerRead)
+	default:
+		return fmt.Sprintf("full (%s): read %d Salesforce opt-outs and %d ledger entries", sc.Why, sc.SalesforceRead, sc.LedgerRead)
+	}
+}
+
+// Incremental reports whether the run compared only what changed.
+func Incremental(r runs.Report) bool { return r.Scan != nil && r.Scan.Kind == runs.ScanIncremental }
+
+// Totals says how many opt-outs each side held (an incremental run: of
+// what it compared).
 func Totals(r runs.Report) string {
 	c := r.Counts
 	s := fmt.Sprintf("%d opted out in Salesforce; ledger: %d people, %d opted out", c.SalesforceOptOuts, c.LedgerEntries, c.LedgerOptOuts)
+	if Incremental(r) {
+		s = fmt.Sprintf("of what changed: %d opted out in Salesforce; ledger: %d people compared, %d opted out", c.SalesforceOptOuts, c.LedgerEntries, c.LedgerOptOuts)
+	}
 	if r.NotCompared {
 		s += " (read before the run stopped)"
 	}
@@ -117,14 +140,18 @@ func readPath(m map[string]string) string {
 
 // Counts are a report's count lines, labelled.
 func Counts(r runs.Report) []Line {
-	return []Line{
+	var lines []Line
+	if s := Scan(r); s != "" {
+		lines = append(lines, Line{"Scan:", s})
+	}
+	return append(lines, []Line{
 		{"Totals:", Totals(r)},
 		{"Compared:", Compared(r)},
 		{"Conflicts:", Conflicts(r)},
 		{"Planned:", Planned(r)},
 		{"Written:", Written(r)},
 		{"API:", API(r)},
-	}
+	}...)
 }
 
 // Phases, in order.

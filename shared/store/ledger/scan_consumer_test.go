@@ -1,7 +1,9 @@
 package ledger_test
 
 import (
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/optout-sync/optout-sync/shared/domain/optout"
 	"github.com/optout-sync/optout-sync/shared/store/ledger"
@@ -29,5 +31,47 @@ func TestScanLeavesNoConsumerBehind(t *testing.T) {
 		if c := s.CachedInfo().State.Consumers; c != 0 {
 			t.Errorf("after scanning %s (%d entries) the ledger's stream has %d consumers; want none left", tn, n, c)
 		}
+	}
+}
+
+// TestScanSinceSeesOnlyLaterChanges: an incremental run reads the ledger
+// changes after a position: a person changed after it, one deleted after
+// it (Gone), and not the persons left alone.
+func TestScanSinceSeesOnlyLaterChanges(t *testing.T) {
+	t.Parallel()
+	l, p, ctx := open(t)
+	w := l.Writer("acme", std)
+	for _, sc := range []string{"sc-a", "sc-b", "sc-c"} {
+		if _, err := w.Ingest(ctx, ev("e-"+sc, optout.OptOut, t0, sc, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos, err := l.Position(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Ingest(ctx, ev("e-b2", optout.Resubscribe, t0.Add(time.Hour), "sc-b", "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ledger.Delete(ctx, optout.Key("acme", "sc-c", "")); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	err = l.Scan(ctx, "acme", func(it ledger.ScanItem) error {
+		s := it.Key
+		if it.Gone {
+			s += " gone"
+		} else if !it.Entry.OptedOut {
+			s += " resubscribed"
+		}
+		seen = append(seen, s)
+		return nil
+	}, nil, ledger.Since(pos))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{optout.Key("acme", "sc-b", "") + " resubscribed", optout.Key("acme", "sc-c", "") + " gone"}
+	if !reflect.DeepEqual(seen, want) {
+		t.Fatalf("changes since %d: %v; want %v", pos, seen, want)
 	}
 }

@@ -22,6 +22,10 @@ type ControlRequest struct {
 	// By names the requester for the report ("optoutctl:ops",
 	// "admin-page:jdoe"); never an email.
 	By string `json:"by,omitempty"`
+	// Full asks for a full scan of both sides rather than the incremental
+	// run a run is by default (after a lost Change Data Capture position or
+	// an overflow, or when an admin wants one).
+	Full bool `json:"full,omitempty"`
 }
 
 // Reply codes of a refused request.

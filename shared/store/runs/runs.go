@@ -17,6 +17,9 @@
 //	slot.<tenant>         SlotClaim: the newest schedule slot a run was
 //	                      started for (exactly one run per slot)
 //	last.<tenant>         LastSuccess: the last run that succeeded
+//	mark.<tenant>         Watermark: where the last complete run read both
+//	                      sides up to; the next incremental run reads what
+//	                      changed after it (written only when a run completes)
 //	cdc.<tenant>          CDC: the tenant's Change Data Capture stream (its
 //	                      replay id, state and reason, delivered events),
 //	                      written under the CDC lease's own fence
@@ -221,6 +224,35 @@ type API struct {
 	ReadPath map[string]string `json:"readPath,omitempty"`
 }
 
+// Preview is what a dry run would change, record by record: the first
+// PreviewLimit changes of its plan (Total is all of them), so an admin sees
+// them before a run is allowed to make them.
+type Preview struct {
+	Total   int      `json:"total"`
+	Changes []Change `json:"changes"`
+}
+
+// PreviewLimit bounds a dry run's listed changes (the report stays small).
+const PreviewLimit = 200
+
+// Change is one planned change.
+type Change struct {
+	// Side is where it is made: ChangeSalesforce or ChangeSalesConnect.
+	Side         string `json:"side"`
+	SalesforceID string `json:"salesforceId,omitempty"`
+	Key          string `json:"key,omitempty"` // the ledger entry
+	// What: for Salesforce, why the field is set (sales-connect-only,
+	// written-back, cleared-before-opt-out); for Sales Connect, the change
+	// (apply-opt-out, record-opt-out, apply-resubscribe, confirm, follow-conversion).
+	What string `json:"what"`
+}
+
+// Sides of a Change.
+const (
+	ChangeSalesforce   = "salesforce"
+	ChangeSalesConnect = "sales_connect"
+)
+
 // Guard is the mass-resubscribe guard's verdict.
 type Guard struct {
 	Resubscribes int64   `json:"resubscribes"` // the run would apply this many
@@ -256,6 +288,12 @@ type Report struct {
 	Writes      Writes `json:"writes"`
 	API         API    `json:"api"`
 	Guard       *Guard `json:"guard,omitempty"`
+	// Preview lists a dry run's planned changes (nil for a real run).
+	Preview *Preview `json:"preview,omitempty"`
+	// Scan says whether the run compared everything (full) or only what
+	// changed since the last complete run (incremental), and why; nil in
+	// reports from before incremental runs.
+	Scan *Scan `json:"scan,omitempty"`
 
 	// Attempts is 1, plus one per resumption after an interruption.
 	Attempts int `json:"attempts"`
@@ -264,6 +302,58 @@ type Report struct {
 	Fence   uint64 `json:"fence"`
 	Holder  string `json:"holder"`
 	TraceID string `json:"traceId,omitempty"`
+}
+
+// ScanKind is how much of both sides a run compares.
+type ScanKind string
+
+// Scan kinds.
+const (
+	// ScanFull reads every opted-out record and every ledger entry.
+	ScanFull ScanKind = "full"
+	// ScanIncremental reads only the records whose SystemModstamp is after
+	// the last complete run's watermark (less an overlap) and the ledger
+	// entries changed after it, and compares those persons.
+	ScanIncremental ScanKind = "incremental"
+)
+
+// Scan is the kind of a run and what it read.
+type Scan struct {
+	Kind ScanKind `json:"kind"`
+	// Why the kind was chosen, for admins ("no complete run yet", "weekly
+	// full scan", "requested by optoutctl:ops", ...).
+	Why string `json:"why"`
+	// Since (incremental): records with a SystemModstamp after this
+	// instant, on Salesforce's clock, were read; LedgerAfter: ledger
+	// changes after this position of the ledger's stream.
+	Since       time.Time `json:"since,omitzero"`
+	LedgerAfter uint64    `json:"ledgerAfter,omitempty"`
+	// SalesforceRead: records read from Salesforce (incremental: changed
+	// ones, either value; full: the opted-out ones). LedgerRead: ledger
+	// entries read (incremental: changed ones).
+	SalesforceRead int64 `json:"salesforceRead"`
+	LedgerRead     int64 `json:"ledgerRead"`
+}
+
+// Watermark is where the last complete run (succeeded, not a dry run, no
+// failed write) read both sides up to: the next incremental run reads what
+// changed after it. Each side is marked on its own clock, never ours:
+// Salesforce's time (its response's Date, taken before the read began)
+// and the ledger stream's sequence (taken before the ledger read began),
+// so nothing changed during a run is skipped by the next.
+type Watermark struct {
+	RunID string `json:"runId"`
+	// Field is the field compared: a run on another field is full.
+	Field      string    `json:"field"`
+	Salesforce time.Time `json:"salesforce"`
+	LedgerSeq  uint64    `json:"ledgerSeq"`
+	// FullAt is when the last full scan completed (our clock: it only
+	// paces the cadence of full scans); LedgerOptOuts is the ledger's
+	// opt-outs it counted, the mass-resubscribe guard's base in
+	// incremental runs (which do not count them all).
+	FullAt        time.Time `json:"fullAt"`
+	LedgerOptOuts int64     `json:"ledgerOptOuts"`
+	At            time.Time `json:"at"`
 }
 
 // Checkpoint is the progress of an unfinished run, readable while it runs

@@ -30,6 +30,7 @@ func KeyActive(tenant string) string        { return "active." + tenant }
 func KeyFence(tenant string) string         { return "fence." + tenant }
 func KeySlot(tenant string) string          { return "slot." + tenant }
 func KeyLast(tenant string) string          { return "last." + tenant }
+func KeyMark(tenant string) string          { return "mark." + tenant }
 
 // Store reads and writes the runs bucket. Writes that belong to a run
 // carry its fence and are refused (ErrFenced) once a newer holder raised
@@ -328,6 +329,31 @@ func (s Store) LastSuccess(ctx context.Context, tenant string) (LastSuccess, err
 	return l, err
 }
 
+// SetWatermark records where a complete run read both sides up to (fenced
+// like SaveReport). A watermark never moves back: one older on either side
+// than the stored one is ignored (a late writer).
+func (s Store) SetWatermark(ctx context.Context, tenant string, fence uint64, w Watermark) error {
+	if err := s.CheckFence(ctx, tenant, fence); err != nil {
+		return err
+	}
+	w.At = s.now()
+	return update(ctx, s, KeyMark(tenant), func(cur *Watermark, exists bool) (bool, error) {
+		if exists && cur.Field == w.Field && (cur.Salesforce.After(w.Salesforce) || cur.LedgerSeq > w.LedgerSeq) {
+			return false, nil
+		}
+		*cur = w
+		return true, nil
+	})
+}
+
+// Watermark returns the tenant's watermark; ErrNotFound when no run
+// completed (the next run is full).
+func (s Store) Watermark(ctx context.Context, tenant string) (Watermark, error) {
+	var w Watermark
+	_, err := s.get(ctx, KeyMark(tenant), &w)
+	return w, err
+}
+
 // ListLastSuccess returns every tenant's last success, by tenant.
 func (s Store) ListLastSuccess(ctx context.Context) (map[string]LastSuccess, error) {
 	keys, err := s.keys(ctx, "last.*")
@@ -358,6 +384,9 @@ type TenantStatus struct {
 	Fence       uint64       `json:"fence"`
 	// CDC is the tenant's Change Data Capture stream (nil: never subscribed).
 	CDC *CDC `json:"cdc,omitempty"`
+	// Watermark is where the next incremental run reads from (nil: the
+	// next run is full).
+	Watermark *Watermark `json:"watermark,omitempty"`
 }
 
 // Status gathers a tenant's status.
@@ -392,6 +421,11 @@ func (s Store) Status(ctx context.Context, tenant string) (TenantStatus, error) 
 	st.Fence = f.Fence
 	if c, err := s.CDC(ctx, tenant); err == nil {
 		st.CDC = &c
+	} else if !errors.Is(err, ErrNotFound) {
+		return st, err
+	}
+	if w, err := s.Watermark(ctx, tenant); err == nil {
+		st.Watermark = &w
 	} else if !errors.Is(err, ErrNotFound) {
 		return st, err
 	}

@@ -178,3 +178,47 @@ func TestRunIDsSortByStartWithinOneSecond(t *testing.T) {
 		t.Fatalf("run ids %s and %s started 3ms apart do not sort by start", a, b)
 	}
 }
+
+func TestWatermarkIsFencedAndNeverMovesBack(t *testing.T) {
+	t.Parallel()
+	s, ctx := newStore(t)
+	if _, err := s.Watermark(ctx, "acme"); !errors.Is(err, runs.ErrNotFound) {
+		t.Fatalf("no run yet: %v; want ErrNotFound", err)
+	}
+	if err := s.RaiseFence(ctx, "acme", 2, "r1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	w := runs.Watermark{RunID: "r1", Field: "HasOptedOutOfEmail", Salesforce: t0, LedgerSeq: 100, FullAt: t0, LedgerOptOuts: 7}
+	if err := s.SetWatermark(ctx, "acme", 2, w); err != nil {
+		t.Fatal(err)
+	}
+	// An older mark (a late writer) is ignored; a newer one is kept.
+	older := w
+	older.RunID, older.LedgerSeq = "r0", 90
+	if err := s.SetWatermark(ctx, "acme", 2, older); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Watermark(ctx, "acme"); got.RunID != "r1" {
+		t.Fatalf("an older watermark replaced a newer: %+v", got)
+	}
+	newer := w
+	newer.RunID, newer.Salesforce, newer.LedgerSeq = "r2", t0.Add(time.Hour), 120
+	if err := s.SetWatermark(ctx, "acme", 2, newer); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Watermark(ctx, "acme"); got.RunID != "r2" || got.LedgerSeq != 120 {
+		t.Fatalf("watermark %+v; want r2's", got)
+	}
+	// A holder that lost its lease cannot move it.
+	if err := s.RaiseFence(ctx, "acme", 3, "r3", "b"); err != nil {
+		t.Fatal(err)
+	}
+	newer.RunID, newer.LedgerSeq = "stale", 200
+	if err := s.SetWatermark(ctx, "acme", 2, newer); !errors.Is(err, runs.ErrFenced) {
+		t.Fatalf("stale holder: %v; want ErrFenced", err)
+	}
+	if st, err := s.Status(ctx, "acme"); err != nil || st.Watermark == nil || st.Watermark.RunID != "r2" {
+		t.Fatalf("status watermark %+v, %v", st.Watermark, err)
+	}
+}

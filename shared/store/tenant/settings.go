@@ -61,6 +61,10 @@ type Settings struct {
 	// topic or custom channel (default DefaultCDCTopic).
 	CDCEnabled bool   `json:"cdcEnabled,omitempty"`
 	CDCTopic   string `json:"cdcTopic,omitempty"`
+	// DuplicatesByEmail applies each opt-out to every Lead and Contact with
+	// the same email address (real orgs hold duplicates), each recorded as a
+	// person of its own (shared/flow/dupes); off by default.
+	DuplicatesByEmail bool `json:"duplicatesByEmail,omitempty"`
 }
 
 // stampSync carries SyncSince over from the stored settings prev (existed:

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/admin/page"
@@ -34,6 +36,9 @@ type Panel struct {
 	Now func() time.Time
 	// Limit is how many reports to list (default DefaultLimit).
 	Limit int
+	// JaegerURL, when set, links each run to its trace in Jaeger's UI
+	// (<JaegerURL>/trace/<trace id>).
+	JaegerURL string
 }
 
 var _ page.Panel = Panel{}
@@ -48,6 +53,10 @@ type runView struct {
 	Kind, Status, Trigger, Started, Finished, Duration, Reason string
 	Failed                                                     bool
 	Counts, Writes, API                                        string
+	Trace                                                      string // the run's trace in Jaeger
+	// PreviewHeading and Preview list a dry run's planned changes.
+	PreviewHeading string
+	Preview        []string
 }
 
 type activeView struct {
@@ -69,7 +78,7 @@ var tmpl = template.Must(template.New("runs").Parse(`{{with .Next}}<p><strong>Ne
 {{end}}{{end}}{{if .Runs}}<table>
 <thead><tr><th scope="col">Started</th><th scope="col">Run</th><th scope="col">Result</th><th scope="col">People compared</th><th scope="col">Changes</th><th scope="col">API requests</th></tr></thead>
 <tbody>
-{{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}</td><td>{{.API}}</td></tr>
+{{range .Runs}}<tr><td>{{.Started}}</td><td>{{.Kind}}, {{.Trigger}}{{if .Duration}}, took {{.Duration}}{{end}}{{with .Trace}}; <a href="{{.}}">its trace</a>{{end}}</td><td>{{if .Failed}}<strong>{{.Status}}</strong>{{else}}{{.Status}}{{end}}{{if .Reason}}: {{.Reason}}{{end}}</td><td>{{.Counts}}</td><td>{{.Writes}}{{if .Preview}}<details><summary>{{.PreviewHeading}}</summary><ul>{{range .Preview}}<li>{{.}}</li>{{end}}</ul></details>{{end}}</td><td>{{.API}}</td></tr>
 {{end}}</tbody>
 </table>
 {{else}}{{if not .Active}}<p>No runs yet. The first runs at the tenant's scheduled time after "Sync with Salesforce" is turned on.</p>
@@ -109,7 +118,7 @@ func (p Panel) Render(ctx context.Context, w io.Writer, tenant string) error {
 		if v.Active != nil && r.RunID == cp.Report.RunID {
 			continue // shown above with its progress
 		}
-		v.Runs = append(v.Runs, report(r))
+		v.Runs = append(v.Runs, p.report(r))
 	}
 	return tmpl.Execute(w, v)
 }
@@ -172,7 +181,7 @@ func trigger(t runs.Trigger) string {
 	return string(t.Kind)
 }
 
-func report(r runs.Report) runView {
+func (p Panel) report(r runs.Report) runView {
 	v := runView{
 		Kind: kind(r.DryRun), Status: cmp.Or(statusWords[r.Status], string(r.Status)), Trigger: trigger(r.Trigger),
 		Started: tenantstatus.FormatTime(r.StartedAt), Finished: tenantstatus.FormatTime(r.FinishedAt), Reason: r.Reason,
@@ -181,11 +190,20 @@ func report(r runs.Report) runView {
 		Counts: runview.Totals(r) + ". " + runview.Compared(r),
 		API:    fmt.Sprintf("%d of a budget of %d", r.API.Spent, r.API.Budget),
 	}
+	if p.JaegerURL != "" && r.TraceID != "" {
+		v.Trace = strings.TrimSuffix(p.JaegerURL, "/") + "/trace/" + url.PathEscape(r.TraceID)
+	}
+	if sc := runview.Scan(r); sc != "" {
+		// Which kind of run, and why: an incremental run's counts are of
+		// what changed.
+		v.Counts = "Scan: " + sc + ". " + v.Counts
+	}
 	if r.DurationSeconds > 0 {
 		v.Duration = tenantstatus.FormatAge(time.Duration(r.DurationSeconds * float64(time.Second)))
 	}
 	if r.DryRun {
 		v.Writes = "Would make: " + runview.Planned(r)
+		v.PreviewHeading, v.Preview = runview.PreviewHeading(r), runview.PreviewLines(r)
 	} else {
 		v.Writes = runview.Written(r)
 	}

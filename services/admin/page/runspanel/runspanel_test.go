@@ -167,3 +167,70 @@ func TestPanelShowsTheCDCStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRunsLinkToTheirTraceInJaeger: with the Jaeger UI's URL configured,
+// each run links to its trace there; without it, none does.
+func TestRunsLinkToTheirTraceInJaeger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	store := runs.Store{KV: prov.Runs}
+	if err := store.RaiseFence(ctx, "acme", 1, "r1", "replica-a"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+	if err := store.SaveReport(ctx, runs.Report{RunID: "20260302T020000Z-aaaaaa", Tenant: "acme", Fence: 1, Holder: "replica-a", Attempts: 1,
+		Status: runs.StatusSucceeded, Trigger: runs.Trigger{Kind: runs.TriggerSchedule, Slot: t0}, StartedAt: t0, FinishedAt: t0.Add(time.Minute),
+		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}); err != nil {
+		t.Fatal(err)
+	}
+	render := func(p runspanel.Panel) string {
+		t.Helper()
+		var b bytes.Buffer
+		if err := p.Render(ctx, &b, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	got := render(runspanel.Panel{Runs: store, JaegerURL: "https://jaeger.example.com/"})
+	if !strings.Contains(got, `<a href="https://jaeger.example.com/trace/4bf92f3577b34da6a3ce929d0e0e4736">its trace</a>`) {
+		t.Errorf("no link to the run's trace:\n%s", got)
+	}
+	if got := render(runspanel.Panel{Runs: store}); strings.Contains(got, "its trace") {
+		t.Errorf("a trace link without a Jaeger URL:\n%s", got)
+	}
+}
+
+// TestADryRunListsTheChangesItWouldMake: a dry run's report lists, record
+// by record, what a run would change, in the words optoutctl prints.
+func TestADryRunListsTheChangesItWouldMake(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prov := natstest.Provision(t, natstest.Connect(t))
+	store := runs.Store{KV: prov.Runs}
+	if err := store.RaiseFence(ctx, "acme", 1, "r1", "replica-a"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+	if err := store.SaveReport(ctx, runs.Report{RunID: "20260302T020000Z-dddddd", Tenant: "acme", Fence: 1, Holder: "replica-a", Attempts: 1,
+		DryRun: true, Status: runs.StatusSucceeded, Field: "HasOptedOutOfEmail", Trigger: runs.Trigger{Kind: runs.TriggerManual, By: "optoutctl:ops"},
+		StartedAt: t0, FinishedAt: t0.Add(time.Minute), Writes: runs.Writes{PlannedSalesforce: 1, PlannedSalesConnect: 1},
+		Preview: &runs.Preview{Total: 2, Changes: []runs.Change{
+			{Side: runs.ChangeSalesforce, SalesforceID: "003RO0000035WQgYAM", Key: "acme.sc.c2MtMQ", What: "sales-connect-only"},
+			{Side: runs.ChangeSalesConnect, SalesforceID: "00QRO0000035WQgYAM", What: "apply-opt-out"},
+		}}}); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := (runspanel.Panel{Runs: store}).Render(ctx, &b, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	got := text(b.String())
+	for _, want := range []string{"Changes a run would make (2):",
+		"Salesforce: set HasOptedOutOfEmail on 003RO0000035WQgYAM (opted out in Sales Connect only); ledger acme.sc.c2MtMQ",
+		"Sales Connect: opt 00QRO0000035WQgYAM out (opted out in Salesforce only)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("panel lacks %q\ngot: %s", want, got)
+		}
+	}
+}

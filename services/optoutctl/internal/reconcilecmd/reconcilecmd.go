@@ -38,20 +38,22 @@ func Command(inv *cli.Invocation) *cobra.Command {
 
 const startLong = `Asks the reconciler (any replica) to run the tenant now, then shows its
 progress until it ends and prints its report; --detach returns once the run
-has started. Ctrl-C stops following, not the run.
+has started. Ctrl-C stops following, not the run. A run reads only what
+changed since the last complete run unless a full scan is due (weekly by
+default) or --full asks for one.
 
 Exit codes: 0 succeeded (or started, with --detach); 1 failed or abandoned;
 4 stopped by the mass-resubscribe guard or the API budget, or refused
 (sync disabled, a run already in progress, no reconciler answering).`
 
 func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
-	var detach bool
+	var detach, full bool
 	short := "run a tenant's reconcile now and follow it to its report"
 	if dry {
 		short = "compute a tenant's reconcile now without changing anything, and report"
 	}
 	cmd := &cobra.Command{
-		Use:               name + " <tenant> [--detach]",
+		Use:               name + " <tenant> [--detach] [--full]",
 		Short:             short,
 		Long:              startLong,
 		Args:              cli.ExactArgs("tenant"),
@@ -67,7 +69,7 @@ func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			rep, err := runs.Request(ctx, c.NC, c.Topology, t, runs.ControlRequest{DryRun: dry, By: "optoutctl:" + user(inv)})
+			rep, err := runs.Request(ctx, c.NC, c.Topology, t, runs.ControlRequest{DryRun: dry, Full: full, By: "optoutctl:" + user(inv)})
 			if errors.Is(err, nats.ErrNoResponders) {
 				return cli.Prereqf("no reconciler answers on %s: start the reconciler (or set OPTOUT_NAMESPACE to its namespace) and retry",
 					c.Topology.ControlSubject(runs.ControlVerb, t))
@@ -105,6 +107,7 @@ func startCmd(inv *cli.Invocation, name string, dry bool) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.BoolVar(&detach, "detach", false, "return once the run has started; follow it with 'reconcile status'")
+	fs.BoolVar(&full, "full", false, "compare every record and ledger entry, not only what changed since the last complete run")
 	return cmd
 }
 

@@ -17,7 +17,16 @@ func printReport(inv *cli.Invocation, r runs.Report) error {
 	if inv.Output == cli.FormatJSON {
 		return cli.WriteJSON(inv.Stdout, r)
 	}
-	return reportBlock(r).Write(inv.Stdout)
+	if err := reportBlock(r).Write(inv.Stdout); err != nil {
+		return err
+	}
+	if h := runview.PreviewHeading(r); h != "" {
+		fmt.Fprintf(inv.Stdout, "\n%s\n", h)
+		for _, l := range runview.PreviewLines(r) {
+			fmt.Fprintf(inv.Stdout, "  %s\n", l)
+		}
+	}
+	return nil
 }
 
 func fmtTime(t time.Time) string { return tenantstatus.FormatTime(t) }

@@ -97,6 +97,11 @@ func TestReconcileCommands(t *testing.T) {
 	columns(stable(s.Run("reconcile", "history", "acme").Expect(t, 0))).Golden(t, "reconcile_history")
 	stable(s.Run("reconcile", "history", "acme", "--limit", "1", "-o", "json").Expect(t, 0)).Golden(t, "reconcile_history_json")
 
+	// The runs since the first are incremental; --full asks for a full scan.
+	if r := s.Run("reconcile", "run", "acme", "--full").Expect(t, 0); !regexp.MustCompile(`Scan: +full \(a full scan was requested by optoutctl:ops\): read 1 Salesforce opt-outs`).MatchString(r.Stdout) {
+		t.Errorf("reconcile run --full:\n%s", r.Stdout)
+	}
+
 	// The tenant's CDC stream fell back to the nightly run: status says why.
 	c := runs.CDC{State: runs.CDCFallback, Since: testkit.T0.Add(-time.Hour), Until: testkit.T0.Add(14 * time.Minute),
 		Reason: "the org's delivered-event allocation (25000 a day) is spent; the stream resumes from its stored position when it has room again; the nightly run keeps Salesforce-side changes in step meanwhile",

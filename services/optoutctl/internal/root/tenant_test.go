@@ -70,4 +70,14 @@ func TestTenantCommands(t *testing.T) {
 		t.Fatalf("stored settings after --cdc: %+v, %v", got, err)
 	}
 	s.Run("tenant", "set", "acme", "--cdc-topic", "/event/Nope__e").Expect(t, 2)
+
+	// Duplicates by email: off by default, turned on by its flag alone.
+	if got, _ := s.Settings.Get(s.Ctx, "acme"); got.DuplicatesByEmail {
+		t.Fatalf("duplicates by email on by default: %+v", got)
+	}
+	s.Run("tenant", "set", "acme", "--duplicates-by-email").Expect(t, 0).Golden(t, "tenant_set_duplicates")
+	if got, err := s.Settings.Get(s.Ctx, "acme"); err != nil || !got.DuplicatesByEmail || !got.CDCEnabled {
+		t.Fatalf("stored settings after --duplicates-by-email: %+v, %v", got, err)
+	}
+	s.Run("tenant", "set", "acme", "--duplicates-by-email=maybe").Expect(t, 2)
 }

@@ -36,10 +36,10 @@ func (o *optional) Type() string {
 }
 
 func setCmd(inv *cli.Invocation) *cobra.Command {
-	sync, cdc := &optional{bool: true}, &optional{bool: true}
+	sync, cdc, dupes := &optional{bool: true}, &optional{bool: true}, &optional{bool: true}
 	field, custom, at, zone, policy, topic := &optional{}, &optional{}, &optional{}, &optional{}, &optional{}, &optional{}
 	cmd := &cobra.Command{
-		Use:   "set <tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins] [--cdc=true|false] [--cdc-topic TOPIC]",
+		Use:   "set <tenant> [--sync=true|false] [--field email-opt-out|sales-opt-out] [--custom-field NAME] [--schedule-time HH:MM] [--schedule-zone ZONE] [--conflict-policy optout-wins|latest-wins] [--cdc=true|false] [--cdc-topic TOPIC] [--duplicates-by-email=true|false]",
 		Short: "change a tenant's settings (creates them from the defaults for a new tenant)",
 		Long: `Only the settings named by flags change. The write is a compare-and-set, so a
 change made meanwhile on the admin page is kept, not overwritten. The pusher
@@ -72,6 +72,14 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				}
 				cdcOn = b
 			}
+			var dupesOn bool
+			if dupes.set {
+				b, err := strconv.ParseBool(dupes.value)
+				if err != nil {
+					return cli.Usagef("--duplicates-by-email=%q: want true or false", dupes.value)
+				}
+				dupesOn = b
+			}
 			var f tenant.Field
 			if field.set {
 				var ok bool
@@ -79,8 +87,8 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 					return cli.Usagef("--field %q: want %s or %s", field.value, tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
 				}
 			}
-			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set && !cdc.set && !topic.set {
-				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy, --cdc, --cdc-topic")
+			if !sync.set && !field.set && !custom.set && !at.set && !zone.set && !policy.set && !cdc.set && !topic.set && !dupes.set {
+				return cli.Usagef("nothing to change: give at least one of --sync, --field, --custom-field, --schedule-time, --schedule-zone, --conflict-policy, --cdc, --cdc-topic, --duplicates-by-email")
 			}
 			c, err := conn.Open(ctx, inv)
 			if err != nil {
@@ -112,6 +120,9 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				if topic.set {
 					s.CDCTopic = topic.value
 				}
+				if dupes.set {
+					s.DuplicatesByEmail = dupesOn
+				}
 				if err := s.Validate(); err != nil {
 					return cli.Usagef("tenant %s: %s", t, strings.ReplaceAll(err.Error(), "\n", "; "))
 				}
@@ -139,6 +150,9 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 				fmt.Fprintf(inv.Stdout, "Salesforce-side changes stream in seconds from %s (Change Data Capture%s); see optoutctl reconcile status %s\n",
 					s.Topic(), map[bool]string{true: "", false: ", once sync is on"}[s.SyncEnabled], t)
 			}
+			if s.DuplicatesByEmail {
+				fmt.Fprintf(inv.Stdout, "each opt-out also goes to every Lead and Contact with the same email address\n")
+			}
 			if s.TargetField() != tenant.StandardField {
 				fmt.Fprintf(inv.Stdout, "check that Salesforce is ready for it: optoutctl tenant check %s\n", t)
 			}
@@ -156,7 +170,10 @@ choice; the choice applies while sync is on. After choosing sales-opt-out, run
 	fs.Var(cdc, "cdc", "stream Salesforce-side changes in seconds (Change Data Capture, needs --sync): true or false")
 	fs.Lookup("cdc").NoOptDefVal = "true"
 	fs.Var(topic, "cdc-topic", "CDC topic or channel (default "+tenant.DefaultCDCTopic+"; e.g. /data/OptOutSync__chn)")
+	fs.Var(dupes, "duplicates-by-email", "apply each opt-out to every Lead and Contact with the same email address, each recorded as its own person: true or false")
+	fs.Lookup("duplicates-by-email").NoOptDefVal = "true"
 	cli.CompleteFlag(cmd, "sync", "true", "false")
+	cli.CompleteFlag(cmd, "duplicates-by-email", "true", "false")
 	cli.CompleteFlag(cmd, "cdc", "true", "false")
 	cli.CompleteFlag(cmd, "field", tenantstatus.FlagEmailOptOut, tenantstatus.FlagSalesOptOut)
 	cli.CompleteFlag(cmd, "conflict-policy", tenant.PolicyOptOutWins, tenant.PolicyLatestWins)

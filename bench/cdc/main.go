@@ -34,12 +34,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/optout-sync/optout-sync/internal/harness"
 	optoutv1 "github.com/optout-sync/optout-sync/proto/optout/v1"
-	"github.com/optout-sync/optout-sync/shared/adapter/natsx"
 	"github.com/optout-sync/optout-sync/shared/adapter/sfcreds"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
 	"github.com/optout-sync/optout-sync/shared/store/tenant"
@@ -131,19 +129,11 @@ func run(o options) error {
 		return err
 	}
 	defer nc.Close()
-	topo := natsx.DefaultTopology()
-	topo.Namespace = fmt.Sprintf("cdcbench%d", time.Now().UnixNano()%1_000_000)
-	topo.Storage = jetstream.MemoryStorage
-	topo.Replicas = 1
-	prov, err := natsx.Provision(ctx, nc, topo)
+	prov, remove, err := harness.Namespace(ctx, nc, "cdcbench")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = natsx.Teardown(tctx, nc, topo)
-	}()
+	defer remove()
 	settings := tenant.Store{KV: prov.Tenants}
 	for i := range o.tenants {
 		st := tenant.Default(name(i))
@@ -158,9 +148,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), "NATS_URL="+o.natsURL, "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
+	env := append(os.Environ(), "NATS_URL="+o.natsURL, "OPTOUT_NAMESPACE="+prov.Topology.Namespace, "OPTOUT_NATS_STORAGE=memory",
 		"OPTOUT_NATS_REPLICAS=1", fmt.Sprintf("OPTOUT_ADMIN_ADDR=127.0.0.1:%d", adminPort), "OPTOUT_REDIS_URL="+o.redisURL,
-		"OPTOUT_LOCK_PREFIX=optout:"+topo.Namespace+":", "OPTOUT_PUBSUB_ADDR="+addrs.pubsub, "OPTOUT_PUBSUB_PLAINTEXT=true",
+		"OPTOUT_LOCK_PREFIX=optout:"+prov.Topology.Namespace+":", "OPTOUT_PUBSUB_ADDR="+addrs.pubsub, "OPTOUT_PUBSUB_PLAINTEXT=true",
 		"OPTOUT_RECONCILE_TICK=1s", "OPTOUT_SF_CREDENTIALS_DIR="+filepath.Join(dir, "none"), "OTEL_SDK_DISABLED=true", "LOG_LEVEL=warn")
 	for i := range o.tenants {
 		for k, v := range sfcreds.Env(name(i), addrs.orgs[name(i)], name(i)+"-key", name(i)+"-secret-Bx12") {
@@ -197,7 +187,7 @@ func run(o options) error {
 	sent := map[string]time.Time{}
 	var lat []time.Duration
 	dup := 0
-	sub, err := nc.Subscribe(topo.AppliedSubject("*"), func(m *nats.Msg) {
+	sub, err := nc.Subscribe(prov.Topology.AppliedSubject("*"), func(m *nats.Msg) {
 		now := time.Now()
 		ev := &optoutv1.OptOutEvent{}
 		if proto.Unmarshal(m.Data, ev) != nil {

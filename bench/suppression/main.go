@@ -129,19 +129,11 @@ func run(o options) error {
 		return err
 	}
 	defer nc.Close()
-	topo := natsx.DefaultTopology()
-	topo.Namespace = fmt.Sprintf("supbench%d", time.Now().UnixNano()%1_000_000)
-	topo.Storage = jetstream.MemoryStorage
-	topo.Replicas = 1
-	prov, err := natsx.Provision(ctx, nc, topo)
+	prov, remove, err := harness.Namespace(ctx, nc, "supbench")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		tctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = natsx.Teardown(tctx, nc, topo)
-	}()
+	defer remove()
 
 	// The index's own heap, in this process, before anything else runs.
 	heap, err := measureIndex(o, dir)
@@ -152,16 +144,16 @@ func run(o options) error {
 	runtime.GC()
 	debug.FreeOSMemory()
 
-	fmt.Fprintf(os.Stderr, "bench: seeding %d entries in namespace %s\n", o.entries, topo.Namespace)
+	fmt.Fprintf(os.Stderr, "bench: seeding %d entries in namespace %s\n", o.entries, prov.Topology.Namespace)
 	seedStart := time.Now()
-	if err := seed(ctx, nc, topo, o); err != nil {
+	if err := seed(ctx, nc, prov.Topology, o); err != nil {
 		return err
 	}
 	seedTime := time.Since(seedStart)
 	// The audit stream copies every ledger write server-side: a drive timed
 	// while that copy of the seed still runs would measure the copy.
 	actx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	err = ledger.WaitAudited(actx, prov.JS, topo)
+	err = ledger.WaitAudited(actx, prov.JS, prov.Topology)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("wait for the audit trail: %w", err)
@@ -191,7 +183,7 @@ func run(o options) error {
 		return err
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "NATS_URL="+o.natsURL, "OPTOUT_NAMESPACE="+topo.Namespace, "OPTOUT_NATS_STORAGE=memory",
+	cmd.Env = append(os.Environ(), "NATS_URL="+o.natsURL, "OPTOUT_NAMESPACE="+prov.Topology.Namespace, "OPTOUT_NATS_STORAGE=memory",
 		"OPTOUT_NATS_REPLICAS=1", "OPTOUT_ADMIN_ADDR="+addr, "OPTOUT_SUPPRESSION_TOKENS_FILE="+tokens,
 		"OPTOUT_EMAIL_HASH_KEY="+hashKey, "OTEL_SDK_DISABLED=true")
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -92,42 +92,52 @@ func ReadOptedOut(ctx context.Context, c sfcreds.Client, field string, o Options
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	ctx = budget.WithKind(ctx, budget.Read)
-	var (
-		mu   sync.Mutex
-		b    idset.Builder
-		res  = Result{Paths: map[string]string{}}
-		wg   sync.WaitGroup
-		errs = make([]error, len(Objects))
-	)
-	pages := func(p Page) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Pages++
-		if onPage != nil {
-			onPage(p)
-		}
-	}
-	add := func(id idset.ID, _ bool, at int64) {
-		mu.Lock()
-		b.Add(id, at)
-		mu.Unlock()
-	}
-	for i, obj := range Objects {
-		wg.Go(func() {
-			soql := "SELECT Id, SystemModstamp FROM " + obj + " WHERE " + field + " = true"
-			path, err := readObject(ctx, c, obj, soql, "", o, add, pages)
-			mu.Lock()
-			defer mu.Unlock()
-			res.Paths[obj] = path
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	var b idset.Builder
+	paths, pages, err := readObjects(ctx, c, o, func(obj string) string {
+		return "SELECT Id, SystemModstamp FROM " + obj + " WHERE " + field + " = true"
+	}, "", func(id idset.ID, _ bool, at int64) { b.Add(id, at) }, onPage)
+	res := Result{Paths: paths, Pages: pages}
+	if err != nil {
 		return res, err
 	}
 	res.Set = b.Build()
 	return res, nil
+}
+
+// readObjects reads every object of Objects concurrently, with the query
+// soqlOf gives each (readObject); add and onPage are called serialised.
+func readObjects(ctx context.Context, c sfcreds.Client, o Options, soqlOf func(obj string) string, valueField string,
+	add func(idset.ID, bool, int64), onPage func(Page)) (paths map[string]string, pages int, err error) {
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs = make([]error, len(Objects))
+	)
+	paths = map[string]string{}
+	page := func(p Page) {
+		mu.Lock()
+		defer mu.Unlock()
+		pages++
+		if onPage != nil {
+			onPage(p)
+		}
+	}
+	locked := func(id idset.ID, value bool, at int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		add(id, value, at)
+	}
+	for i, obj := range Objects {
+		wg.Go(func() {
+			path, err := readObject(ctx, c, obj, soqlOf(obj), valueField, o, locked, page)
+			mu.Lock()
+			defer mu.Unlock()
+			paths[obj] = path
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return paths, pages, errors.Join(errs...)
 }
 
 // readObject reads the rows of soql (Id, SystemModstamp and, when
@@ -300,45 +310,22 @@ func ReadChanged(ctx context.Context, c sfcreds.Client, field string, since time
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	ctx = budget.WithKind(ctx, budget.Read)
-	var (
-		mu   sync.Mutex
-		b    idset.Builder
-		res  = Changed{Paths: map[string]string{}, Cleared: map[idset.ID]int64{}}
-		wg   sync.WaitGroup
-		errs = make([]error, len(Objects))
-	)
-	pages := func(p Page) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Pages++
-		if onPage != nil {
-			onPage(p)
-		}
-	}
-	add := func(id idset.ID, value bool, at int64) {
-		mu.Lock()
-		defer mu.Unlock()
+	var b idset.Builder
+	res := Changed{Cleared: map[idset.ID]int64{}}
+	// dateTime literals are unquoted, in UTC (§5).
+	lit := since.UTC().Format("2006-01-02T15:04:05Z")
+	paths, pages, err := readObjects(ctx, c, o, func(obj string) string {
+		return "SELECT Id, " + field + ", SystemModstamp FROM " + obj + " WHERE SystemModstamp > " + lit
+	}, field, func(id idset.ID, value bool, at int64) {
 		res.Rows++
 		if value {
 			b.Add(id, at)
 		} else {
 			res.Cleared[id] = at
 		}
-	}
-	// dateTime literals are unquoted, in UTC (§5).
-	lit := since.UTC().Format("2006-01-02T15:04:05Z")
-	for i, obj := range Objects {
-		wg.Go(func() {
-			soql := "SELECT Id, " + field + ", SystemModstamp FROM " + obj + " WHERE SystemModstamp > " + lit
-			path, err := readObject(ctx, c, obj, soql, field, o, add, pages)
-			mu.Lock()
-			defer mu.Unlock()
-			res.Paths[obj] = path
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	}, onPage)
+	res.Paths, res.Pages = paths, pages
+	if err != nil {
 		return res, err
 	}
 	res.Set = b.Build()

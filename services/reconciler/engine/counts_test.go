@@ -1,20 +1,12 @@
 package engine_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/optout-sync/optout-sync/services/reconciler/engine"
-	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/shared/flow/runview"
-	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
-	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // A replica killed in the middle of a batch (some of its writes made, none
@@ -33,28 +25,7 @@ func TestKilledMidBatchCountsAddUpAcrossAttempts(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s#%d", at.point, at.n), func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, "acme")
-			s := h.Seed("acme", false, tenant.PolicyOptOutWins)
-			rdbA := locktest.Client(t)
-			var once sync.Once
-			var hits atomic.Int32
-			small := func(c *engine.Config) { c.LedgerBatch, c.WriteBatch = 2, 2 }
-			crash := engine.Hooks{At: func(ctx context.Context, point string) {
-				if point == at.point && int(hits.Add(1)) == at.n {
-					once.Do(func() { _ = rdbA.Close() }) // the process is gone: no renewal, no release
-					<-ctx.Done()
-				}
-			}}
-			a := h.replica(recontest.ReplicaOpts{Name: "replica-a", TTL: time.Second, Renew: 100 * time.Millisecond, RDB: rdbA, Hooks: crash, Cfg: small})
-			b := h.replica(recontest.ReplicaOpts{Name: "replica-b", Cfg: small})
-			started := a.start("acme", false)
-			if started == "" {
-				t.Fatal("replica-a refused: the lease is held")
-			}
-			a.wait()
-			if hits.Load() < int32(at.n) {
-				t.Fatalf("the run never reached %s#%d", at.point, at.n)
-			}
+			h, s, b, started := killedRun(t, at.point, at.n)
 			cp, err := h.Store.Active(h.Ctx, "acme")
 			if err != nil {
 				t.Fatal(err)

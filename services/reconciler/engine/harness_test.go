@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/optout-sync/optout-sync/services/reconciler/engine"
 	"github.com/optout-sync/optout-sync/services/reconciler/internal/recontest"
 	"github.com/optout-sync/optout-sync/shared/store/lock"
+	"github.com/optout-sync/optout-sync/shared/store/lock/locktest"
 	"github.com/optout-sync/optout-sync/shared/store/runs"
+	"github.com/optout-sync/optout-sync/shared/store/tenant"
 )
 
 // harness is recontest's, with replicas that are just an engine and a lease
@@ -119,4 +122,34 @@ func takeOver(h *harness, b *replica, tn, runID string) runs.Report {
 	}
 	b.wait()
 	return h.Report(tn, runID)
+}
+
+// killedRun seeds acme and starts a run on replica-a with batches of 2,
+// killed the n-th time it reaches point: its Redis client closed (the
+// process is gone: no renewal, no release). Replica-b, with the same
+// batches, is there to resume the run; started is the run's id.
+func killedRun(t *testing.T, point string, n int) (h *harness, s *recontest.Scenario, b *replica, started string) {
+	t.Helper()
+	h = newHarness(t, "acme")
+	s = h.Seed("acme", false, tenant.PolicyOptOutWins)
+	rdbA := locktest.Client(t)
+	var once sync.Once
+	var hits atomic.Int32
+	small := func(c *engine.Config) { c.LedgerBatch, c.WriteBatch = 2, 2 }
+	crash := engine.Hooks{At: func(ctx context.Context, at string) {
+		if at == point && int(hits.Add(1)) == n {
+			once.Do(func() { _ = rdbA.Close() })
+			<-ctx.Done()
+		}
+	}}
+	a := h.replica(recontest.ReplicaOpts{Name: "replica-a", TTL: time.Second, Renew: 100 * time.Millisecond, RDB: rdbA, Hooks: crash, Cfg: small})
+	b = h.replica(recontest.ReplicaOpts{Name: "replica-b", Cfg: small})
+	if started = a.start("acme", false); started == "" {
+		t.Fatal("replica-a refused: the lease is held")
+	}
+	a.wait()
+	if hits.Load() < int32(n) {
+		t.Fatalf("the run never reached %s#%d", point, n)
+	}
+	return h, s, b, started
 }
